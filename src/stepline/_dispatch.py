@@ -1,0 +1,93 @@
+"""One handler per command: the protocol's ops mapped onto the executor.
+
+Handlers write their reply into the executor's outbox. A refused command raises a
+:class:`~stepline._errors.CommandError`; :func:`dispatch` turns it into the one ``error`` event
+that command gets, echoing its ``id``, and the executor goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._commands import (
+    Ack,
+    Cancel,
+    Command,
+    Define,
+    Ping,
+    Schedule,
+    Shutdown,
+    Stats,
+    Status,
+    Submit,
+    Unschedule,
+)
+from ._errors import BadCommand, CommandError
+from ._events import RequestId, error, reply
+from ._executor import Executor
+
+__all__ = ["dispatch"]
+
+log = logging.getLogger("stepline")
+
+
+async def dispatch(executor: Executor, command: Command, request_id: RequestId) -> None:
+    """Run one command; every outcome is exactly one reply or one ``error`` event."""
+    try:
+        await _HANDLERS[type(command)](executor, command, request_id)
+    except CommandError as exc:
+        executor.outbox.emit(error(exc.code, exc.message, request_id))
+    except Exception as exc:  # a bug in stepline: report it, keep serving
+        log.exception("internal error handling %r", command)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        executor.outbox.emit(error("internal", message, request_id))
+
+
+async def _submit(ex: Executor, cmd: Submit, rid: RequestId) -> None:
+    await ex.submit(cmd.job, template=cmd.template, params=cmd.params, name=cmd.name, request_id=rid)
+
+
+async def _cancel(ex: Executor, cmd: Cancel, rid: RequestId) -> None:
+    ex.cancel(cmd.job, rid)
+
+
+async def _status(ex: Executor, cmd: Status, rid: RequestId) -> None:
+    ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job)))
+
+
+async def _define(ex: Executor, cmd: Define, rid: RequestId) -> None:
+    ex.define(cmd.name, cmd.job)
+    ex.outbox.emit(reply("defined", rid, template=cmd.name))
+
+
+async def _not_yet(ex: Executor, cmd: Schedule | Unschedule | Ack, rid: RequestId) -> None:
+    raise BadCommand(f"{type(cmd).__name__.lower()} is not supported yet")
+
+
+async def _stats(ex: Executor, cmd: Stats, rid: RequestId) -> None:
+    ex.outbox.emit(reply("stats", rid, **ex.stats()))
+
+
+async def _ping(ex: Executor, cmd: Ping, rid: RequestId) -> None:
+    ex.outbox.emit(reply("pong", rid))
+
+
+async def _shutdown(ex: Executor, cmd: Shutdown, rid: RequestId) -> None:
+    ex.outbox.emit(reply("shutting_down", rid, mode=cmd.mode))
+    ex.shutdown(cmd.mode)
+
+
+_HANDLERS: dict[type, Callable[[Executor, Any, RequestId], Awaitable[None]]] = {
+    Submit: _submit,
+    Cancel: _cancel,
+    Status: _status,
+    Define: _define,
+    Schedule: _not_yet,
+    Unschedule: _not_yet,
+    Ack: _not_yet,
+    Stats: _stats,
+    Ping: _ping,
+    Shutdown: _shutdown,
+}

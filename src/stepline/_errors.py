@@ -1,0 +1,139 @@
+"""The one error hierarchy of stepline.
+
+Every error a caller can see is a :class:`SteplineError`. Each carries the wire ``code`` that the
+``error`` event of the protocol uses, so the CLI never maps exceptions to codes by hand::
+
+    SteplineError                      (base; never raised itself)
+    ├── CommandError                   a command was refused; the executor goes on
+    │   ├── BadJson                    bad_json          line is not a JSON object
+    │   ├── LineTooLong                line_too_long     line exceeds --max-line
+    │   ├── BadCommand                 bad_command       unknown op, unknown field, wrong type
+    │   ├── InvalidJob                 invalid_job       job spec fails validation (has .path)
+    │   ├── UnknownJob                 unknown_job
+    │   ├── UnknownTemplate            unknown_template
+    │   ├── AlreadyFinished            already_finished  cancel of a finished job
+    │   ├── QueueFull                  queue_full        --on-full reject and the queue is full
+    │   └── ShuttingDown               shutting_down     no new work after shutdown began
+    └── StepFailed                     a step of a running job failed (not a command error)
+
+``StepFailed`` is different in kind: it travels up the step tree inside a running job and ends as
+the ``error`` object of a ``finished`` event, ``{type, message, step, name?, ...}``.
+
+``IllegalTransition`` is deliberately *not* a ``SteplineError``: it signals a bug in stepline
+itself (a job state change the lifecycle forbids), never bad input, so nothing should catch it
+by accident while handling user errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AlreadyFinished",
+    "BadCommand",
+    "BadJson",
+    "CommandError",
+    "IllegalTransition",
+    "InvalidJob",
+    "LineTooLong",
+    "QueueFull",
+    "ShuttingDown",
+    "StepFailed",
+    "SteplineError",
+    "UnknownJob",
+    "UnknownTemplate",
+]
+
+
+class SteplineError(Exception):
+    """Base class of every error stepline reports to its users."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CommandError(SteplineError):
+    """A command was refused; it becomes one ``error`` event and the executor goes on."""
+
+
+class BadJson(CommandError):
+    code = "bad_json"
+
+
+class LineTooLong(CommandError):
+    code = "line_too_long"
+
+
+class BadCommand(CommandError):
+    code = "bad_command"
+
+
+class InvalidJob(CommandError):
+    """A job spec failed validation. ``path`` names the offending step or key."""
+
+    code = "invalid_job"
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
+class UnknownJob(CommandError):
+    code = "unknown_job"
+
+
+class UnknownTemplate(CommandError):
+    code = "unknown_template"
+
+
+class AlreadyFinished(CommandError):
+    code = "already_finished"
+
+
+class QueueFull(CommandError):
+    code = "queue_full"
+
+
+class ShuttingDown(CommandError):
+    code = "shutting_down"
+
+
+class StepFailed(SteplineError):
+    """A step failed while a job ran.
+
+    ``type`` is the protocol's error type (``fail``, ``failure``, ``timeout``, ...); ``step`` is the
+    failing step's path; ``name`` its ``name`` modifier; ``extra`` holds type-specific fields such
+    as ``exit`` for a ``failure`` of a ``run`` step.
+    """
+
+    code = "step_failed"
+
+    def __init__(
+        self,
+        type: str,  # noqa: A002 - the protocol calls this field "type"
+        message: str,
+        step: str,
+        name: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.type = type
+        self.step = step
+        self.name = name
+        self.extra = extra or {}
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``error`` object of a ``finished`` event."""
+        error: dict[str, Any] = {"type": self.type, "message": self.message, "step": self.step}
+        if self.name is not None:
+            error["name"] = self.name
+        error.update(self.extra)
+        return error
+
+
+class IllegalTransition(RuntimeError):
+    """A job state change that the lifecycle forbids: always a bug in stepline."""

@@ -1,0 +1,297 @@
+"""The lifecycle of one child process: start, feed, capture, wait, and stop it properly.
+
+This module knows nothing about jobs or steps; the ``run`` step interpreter builds on it.
+
+Why not :func:`trio.run_process`? Its default stop signals only the direct child and then waits
+five seconds, which leaves grandchildren orphaned (``sh -c 'sleep 31; true'`` left a ``sleep``
+behind, trio issue #3237), and it buffers output without a bound. Here:
+
+* Every child leads its own process group (``start_new_session=True``), and a stop signals the
+  whole group: SIGTERM, up to ``grace`` seconds for the leader to exit, then SIGKILL. Once the
+  leader has exited the group is SIGKILLed once more, so stray grandchildren go too. The stop runs
+  in a shielded cancel scope, so it completes although we are being cancelled, and the
+  ``Cancelled`` then propagates untouched.
+* The child never inherits our fd 0 or fd 1 (stepline's stdout is the protocol stream): stdin is a
+  pipe carrying the given text, or ``/dev/null``; stdout and stderr are pipes.
+* At most ``output_cap`` bytes (:data:`OUTPUT_CAP`, 1 MiB) of each of stdout and stderr are kept.
+  The rest is read and thrown away, so a chatty child never blocks on a full pipe and memory stays
+  bounded; ``truncated`` says it happened. A cut may split a UTF-8 sequence: the partial character
+  at the end then decodes as U+FFFD.
+* Like :func:`subprocess.run`, capture lasts until EOF on both pipes: a grandchild that keeps
+  them open (``sh -c 'sleep 3 & echo hi'``) makes us wait for it. That is accepted; it is what a
+  shell user expects, and a step ``timeout`` bounds it.
+* A normal exit does not kill the group: a grandchild that closed its copies of the pipes and
+  outlived its parent is left alone, as a shell would. Only a stop (cancellation, error) reaps.
+  A grandchild that starts its own session (``setsid``) leaves the group and is out of reach.
+* A :class:`ProcessGroups` registry holds the live groups so that a hard stop (a second SIGINT)
+  can SIGKILL them all at once, whatever their grace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+
+import attrs
+import trio
+
+__all__ = [
+    "OUTPUT_CAP",
+    "ProcessGroups",
+    "ProcessResult",
+    "ProcessStartError",
+    "run_process",
+]
+
+OUTPUT_CAP = 1 << 20
+"""Bytes kept per stream: 1 MiB of stdout and 1 MiB of stderr; the rest is drained and dropped."""
+
+_CHUNK = 1 << 16
+
+
+@attrs.frozen
+class ProcessResult:
+    """How a child ended and what it wrote.
+
+    ``returncode`` is negative when a signal ended the child (-15 SIGTERM, -9 SIGKILL); note a
+    shell reports its own child's signal death as 128+N instead. ``stdout``/``stderr`` are
+    decoded as UTF-8 with invalid bytes replaced. ``truncated`` is True when either stream
+    exceeded the cap and was cut.
+    """
+
+    returncode: int
+    stdout: str
+    stderr: str
+    truncated: bool
+
+
+class ProcessStartError(Exception):
+    """The child could not be started: no such program, not executable, bad cwd, bad argv.
+
+    The message is meant for humans and names the program or the cwd at fault.
+    """
+
+
+class ProcessGroups:
+    """Registry of live child process groups, so a hard stop can SIGKILL them all at once.
+
+    :func:`run_process` adds a group when its child starts and removes it once the child is
+    reaped. After :meth:`kill_all` the registry stays "killing": a group added later (a child
+    that was starting at that very moment) is SIGKILLed on arrival, and stops skip the grace.
+    """
+
+    def __init__(self) -> None:
+        self._pgids: set[int] = set()
+        self.killing = False
+
+    def add(self, pgid: int) -> None:
+        """Register a live group; SIGKILL it at once if :meth:`kill_all` was already called."""
+        self._pgids.add(pgid)
+        if self.killing:
+            _killpg(pgid, signal.SIGKILL)
+
+    def discard(self, pgid: int) -> None:
+        """Forget a group (its leader was reaped); unknown ids are ignored."""
+        self._pgids.discard(pgid)
+
+    def kill_all(self) -> None:
+        """SIGKILL every registered group now.
+
+        Synchronous, so a signal handler task can call it without awaiting. A run_process that
+        is waiting out its grace then finishes promptly: its child dies, so its wait returns.
+        """
+        self.killing = True
+        for pgid in list(self._pgids):
+            _killpg(pgid, signal.SIGKILL)
+
+    def __len__(self) -> int:
+        return len(self._pgids)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._pgids))
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: str | None = None,
+    grace: float = 5.0,
+    groups: ProcessGroups | None = None,
+    output_cap: int = OUTPUT_CAP,
+) -> ProcessResult:
+    """Run ``argv`` to completion and capture its output; see the module docstring for the rules.
+
+    ``env`` is merged over ``os.environ``. If the enclosing cancel scope is cancelled, the child's
+    process group is stopped (SIGTERM, ``grace`` seconds, SIGKILL) before ``Cancelled`` propagates.
+    Raises :class:`ProcessStartError` if the child cannot be started.
+    """
+    proc = await _start(argv, env, cwd, piped_stdin=stdin is not None)
+    pgid = proc.pid  # start_new_session=True: the child leads a group with its own pid as id
+    if groups is not None:
+        groups.add(pgid)
+    try:
+        try:
+            out, err = await _communicate(proc, stdin, output_cap)
+            returncode = await proc.wait()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _stop_group(proc, grace, groups)
+            raise
+    finally:
+        if groups is not None:
+            groups.discard(pgid)
+    return ProcessResult(returncode, out.text(), err.text(), out.truncated or err.truncated)
+
+
+async def _start(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, *, piped_stdin: bool
+) -> trio.Process:
+    """Spawn the child in a new session with piped output, translating failures to start.
+
+    ``trio.lowlevel.open_process`` spawns in a worker thread that is not abandoned on
+    cancellation, so once Popen succeeded we always get the Process back and can stop it.
+    """
+    if not argv:
+        raise ProcessStartError("empty command: nothing to run")
+    try:
+        return await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.PIPE if piped_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=None if env is None else {**os.environ, **env},
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
+
+
+def _start_error_message(exc: OSError | ValueError, program: str, cwd: str | None) -> str:
+    """A human message for a failed start. ``subprocess`` sets ``filename`` to the culprit."""
+    if isinstance(exc, ValueError):  # e.g. an embedded NUL byte in argv, env or cwd
+        return f"cannot start {program!r}: {exc}"
+    if cwd is not None and exc.filename == cwd:
+        if isinstance(exc, FileNotFoundError):
+            return f"cwd does not exist: {cwd!r}"
+        if isinstance(exc, NotADirectoryError):
+            return f"cwd is not a directory: {cwd!r}"
+        return f"cannot enter cwd {cwd!r}: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such program: {program!r}"
+    if isinstance(exc, PermissionError):
+        return f"not executable: {program!r} (permission denied)"
+    return f"cannot start {program!r}: {exc.strerror or exc}"
+
+
+@attrs.define
+class _Capture:
+    """One output stream, bounded: keeps the first ``cap`` bytes and drains the rest."""
+
+    cap: int
+    data: bytearray = attrs.field(factory=bytearray)
+    truncated: bool = False
+
+    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
+        """Read to EOF. Discarding beyond the cap keeps the child from blocking on a full pipe."""
+        async with stream:
+            while chunk := await stream.receive_some(_CHUNK):
+                room = self.cap - len(self.data)
+                if len(chunk) > room:
+                    self.truncated = True
+                    chunk = chunk[: max(room, 0)]
+                self.data += chunk
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+async def _communicate(
+    proc: trio.Process, stdin: str | None, cap: int
+) -> tuple[_Capture, _Capture]:
+    """Feed stdin and drain stdout and stderr concurrently, so no pipe can fill up and deadlock."""
+    out, err = _Capture(cap), _Capture(cap)
+    assert proc.stdout is not None  # both are pipes: _start asked for PIPE
+    assert proc.stderr is not None
+    try:
+        async with trio.open_nursery() as nursery:
+            if proc.stdin is not None and stdin is not None:
+                nursery.start_soon(_feed, proc.stdin, stdin.encode("utf-8"))
+            nursery.start_soon(out.drain, proc.stdout)
+            nursery.start_soon(err.drain, proc.stderr)
+    except BaseExceptionGroup as group:
+        _raise_if_only_cancelled(group)
+        raise
+    return out, err
+
+
+def _raise_if_only_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
+    """Turn a nursery's group of nothing but ``Cancelled`` back into one bare ``Cancelled``.
+
+    A cancelled nursery wraps its tasks' ``Cancelled`` in a group; callers of run_process should
+    see a plain cancellation, as from any other checkpoint, so ``except trio.Cancelled`` works.
+    """
+    cancelled, rest = group.split(trio.Cancelled)
+    if cancelled is None or rest is not None:
+        return
+    leaf: BaseException = cancelled
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    raise leaf from None
+
+
+async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
+    """Write the stdin text, then close the pipe so the child sees EOF.
+
+    A child that exits or closes its stdin without reading makes the write fail with a broken
+    pipe; that is the child's business, not an error of ours, so it is swallowed.
+    """
+    async with stream:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(data)
+
+
+async def _stop_group(proc: trio.Process, grace: float, groups: ProcessGroups | None) -> None:
+    """Stop the child's whole process group: SIGTERM, up to ``grace`` s, SIGKILL, reap.
+
+    Called inside a shielded scope. The SIGKILL goes to the group whether or not the leader
+    exited within its grace: it ends a leader that ignored SIGTERM and also stray grandchildren
+    that outlived it. It is sent while the leader is still unreaped (a zombie at worst), so the
+    group id cannot have been reused by an unrelated process meanwhile. A group member cannot
+    fork past a pending group SIGKILL, so no new stray escapes it.
+    """
+    if groups is None or not groups.killing:
+        _killpg(proc.pid, signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await _wait_exited(proc)
+    _killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def _wait_exited(proc: trio.Process) -> None:
+    """Wait until the child has exited, without reaping it where the platform allows.
+
+    On Linux a pidfd of our own turns readable on exit while the zombie keeps its pid, and so
+    the group id, reserved. Elsewhere we fall back to reaping with ``proc.wait()``.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd support, or already reaped
+        await proc.wait()
+        return
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    """Signal a process group; a group that is already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)

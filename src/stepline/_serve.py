@@ -1,0 +1,133 @@
+"""``stepline serve``: the executor driven by JSON lines on a pair of streams.
+
+A thin shell over :class:`~stepline._executor.Executor`. Four tasks::
+
+    reader ──decode──▶ dispatch ──▶ Executor ──emit──▶ StreamOutbox ──▶ writer ──▶ stdout
+    signal watcher ──▶ Executor.shutdown / kill
+    broken-pipe watcher ──▶ Executor.shutdown("cancel")
+
+Shutdown always runs the same way: the executor stops taking jobs, its workers finish (or cancel)
+every accepted job, ``run`` returns, the reader and watchers are cancelled, ``bye`` is emitted as
+the last event, and the writer flushes and returns. The signal receiver stays open until then,
+so a late signal cannot kill the process before its last events are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+
+import trio
+from ._commands import CommandRefused, decode_command
+from ._dispatch import dispatch
+from ._events import error, event
+from ._executor import Config, Executor
+from ._lines import TooLong, read_lines
+from ._outbox import StreamOutbox
+from ._version import __version__
+
+__all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Server"]
+
+log = logging.getLogger("stepline")
+
+DEFAULT_MAX_LINE = 1 << 20
+HARD_STOP_FLUSH = 1.0  # seconds a hard stop waits for the last events to be written
+
+
+class Server:
+    """Serves the protocol on ``stdin``/``stdout`` until shutdown; :meth:`run` returns the exit
+    status."""
+
+    def __init__(
+        self,
+        config: Config,
+        stdin: trio.abc.ReceiveStream,
+        stdout: trio.abc.SendStream,
+        *,
+        max_line: int = DEFAULT_MAX_LINE,
+        handle_signals: bool = True,
+    ) -> None:
+        self.outbox = StreamOutbox(stdout)
+        self.executor = Executor(config, self.outbox)
+        self._stdin = stdin
+        self._max_line = max_line
+        self._handle_signals = handle_signals
+        self._exit_status = 0
+        self._signals_seen = 0
+
+    async def run(self) -> int:
+        with ExitStack() as stack:
+            signals = None
+            if self._handle_signals:
+                receiver = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                signals = stack.enter_context(receiver)
+            async with trio.open_nursery() as outer:
+                self._outer = outer.cancel_scope
+                outer.start_soon(self.outbox.run)
+                self.outbox.emit(self._ready())
+                await self._serve(signals)
+                self.outbox.emit(event("bye"))
+                self.outbox.close()
+        if self.outbox.broken:
+            return 1
+        return self._exit_status
+
+    async def _serve(self, signals: AsyncIterator[int] | None) -> None:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(self._read_commands)
+            inner.start_soon(self._watch_broken_pipe)
+            if signals is not None:
+                inner.start_soon(self._watch_signals, signals)
+            await self.executor.run()
+            inner.cancel_scope.cancel()
+
+    def _ready(self) -> dict[str, object]:
+        config = self.executor.config
+        return event(
+            "ready",
+            version=__version__,
+            protocol=1,
+            workers=config.workers,
+            queue_size=config.queue_size,
+        )
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _read_commands(self) -> None:
+        async with self._stdin:
+            async for lines in read_lines(self._stdin, self._max_line):
+                for line in lines:
+                    await self.outbox.wait_writable()
+                    await self._handle_line(line)
+        self.executor.shutdown("drain")  # EOF: no new commands; what was accepted finishes
+
+    async def _handle_line(self, line: bytes | TooLong) -> None:
+        if isinstance(line, TooLong):
+            message = f"line of {line.length} bytes exceeds --max-line {self._max_line}"
+            self.outbox.emit(error("line_too_long", message))
+            return
+        try:
+            command, request_id = decode_command(line)
+        except CommandRefused as refused:
+            self.outbox.emit(error(refused.error.code, refused.error.message, refused.request_id))
+            return
+        await dispatch(self.executor, command, request_id)
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            self._signals_seen += 1
+            name = signal.Signals(signum).name
+            if self._signals_seen == 1:
+                log.warning("%s: cancelling every job and shutting down", name)
+                self.executor.shutdown("cancel")
+            else:
+                log.warning("second %s: killing every child and stopping now", name)
+                self._exit_status = 128 + signum
+                self.executor.kill()
+                self._outer.deadline = trio.current_time() + HARD_STOP_FLUSH
+
+    async def _watch_broken_pipe(self) -> None:
+        await self.outbox.broken_event.wait()
+        self.executor.shutdown("cancel")

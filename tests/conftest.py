@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from stepline import Config, Executor
+
+Event = dict[str, Any]
+
+
+class MemoryOutbox:
+    """An outbox that keeps every event in a list, and lets tests await one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = trio.lowlevel.ParkingLot()
+        self.congested = False
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.unpark_all()
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_for(self, predicate: Callable[[Event], bool]) -> Event:
+        seen = 0
+        while True:
+            for ev in self.events[seen:]:
+                if predicate(ev):
+                    return ev
+            seen = len(self.events)
+            await self._changed.park()
+
+    async def finished(self, job_id: str) -> Event:
+        return await self.wait_for(lambda e: e["event"] == "finished" and e["job"] == job_id)
+
+    def of(self, job_id: str) -> list[str]:
+        return [e["event"] for e in self.events if e.get("job") == job_id]
+
+
+@asynccontextmanager
+async def running_executor(**config: Any) -> AsyncIterator[tuple[Executor, MemoryOutbox]]:
+    """An executor running in a nursery; drained on exit."""
+    outbox = MemoryOutbox()
+    executor = Executor(Config(**config), outbox)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        yield executor, outbox
+        executor.shutdown("drain")
+
+
+@pytest.fixture
+def memory_outbox() -> MemoryOutbox:
+    return MemoryOutbox()

@@ -1,0 +1,92 @@
+"""The job table: legal transitions, one `finished` per job, retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stepline import AlreadyFinished, IllegalTransition, JobState, UnknownJob
+from stepline._jobs import JobTable
+from stepline._spec import JobSpec, Seq
+
+
+def make_table(keep: int = 10) -> tuple[JobTable, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    return JobTable(events.append, keep=keep), events
+
+
+SPEC = JobSpec(body=Seq(path="", steps=()))
+
+
+async def test_lifecycle_events_in_order() -> None:
+    table, events = make_table()
+    job = table.accept(SPEC, name="n", request_id=7)
+    table.start(job)
+    table.finish(job, JobState.SUCCEEDED, output=42)
+    assert [e["event"] for e in events] == ["accepted", "started", "finished"]
+    assert events[0]["id"] == 7
+    assert events[0]["job"] == job.id
+    assert events[2]["output"] == 42
+    assert events[2]["state"] == "succeeded"
+
+
+async def test_illegal_transitions_raise() -> None:
+    table, _ = make_table()
+    job = table.accept(SPEC, name=None)
+    with pytest.raises(IllegalTransition):
+        table.finish(job, JobState.SUCCEEDED)  # a queued job can only be cancelled
+    table.start(job)
+    with pytest.raises(IllegalTransition):
+        table.start(job)
+    table.finish(job, JobState.FAILED, error={"type": "fail"})
+    with pytest.raises(IllegalTransition):
+        table.finish(job, JobState.SUCCEEDED)  # never two `finished`
+
+
+async def test_cancel_queued_finishes_at_once_with_zero_elapsed() -> None:
+    table, events = make_table()
+    job = table.accept(SPEC, name=None)
+    table.request_cancel(job.id, request_id="c")
+    assert [e["event"] for e in events] == ["accepted", "cancelling", "finished"]
+    assert events[2]["state"] == "cancelled"
+    assert events[2]["elapsed"] == 0
+    with pytest.raises(AlreadyFinished):
+        table.request_cancel(job.id)
+
+
+async def test_cancel_running_cancels_its_scope_once() -> None:
+    table, events = make_table()
+    job = table.accept(SPEC, name=None)
+    table.start(job)
+    table.request_cancel(job.id)
+    assert job.scope.cancel_called
+    assert job.cancel_reason == "cancelled by request"
+    assert job.state is JobState.RUNNING  # its worker writes `finished` when the steps unwind
+
+
+async def test_unknown_job() -> None:
+    table, _ = make_table()
+    with pytest.raises(UnknownJob):
+        table.get("j99")
+
+
+async def test_retention_keeps_the_most_recent_finished() -> None:
+    table, _ = make_table(keep=2)
+    jobs = [table.accept(SPEC, name=None) for _ in range(4)]
+    for job in jobs:
+        table.cancel(job, "x")
+    assert [r["job"] for r in table.records()] == [jobs[2].id, jobs[3].id]
+    assert table.counts()["finished"]["cancelled"] == 4  # counts are all-time
+
+
+async def test_records_and_counts() -> None:
+    table, _ = make_table()
+    a = table.accept(SPEC, name="a")
+    b = table.accept(SPEC, name="b")
+    table.start(a)
+    assert table.counts()["queued"] == 1
+    assert table.counts()["running"] == 1
+    assert table.records(b.id) == [
+        {"job": b.id, "state": "queued", "name": "b", "elapsed": 0.0}
+    ]
