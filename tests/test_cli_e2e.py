@@ -138,7 +138,7 @@ def test_error_echoes_the_id_and_names_the_path() -> None:
 
 def test_crlf_blank_lines_and_a_final_line_without_newline() -> None:
     raw = b'\r\n\n{"op":"ping","id":1}\r\n   \n{"op":"ping","id":2}'
-    events, rc, _ = run_cli([raw])
+    events, _rc, _ = run_cli([raw])
     assert [e["id"] for e in by_event(events, "pong")] == [1, 2]
 
 
@@ -152,7 +152,9 @@ def test_status_stats_and_keep() -> None:
     ], "--keep", "2", "--workers", "1")
     # commands after `shutdown` race with the drain, so read their answers leniently:
     late = [e for e in events if e.get("id") == "late"]
-    assert late and late[0]["event"] == "error" and late[0]["code"] == "shutting_down"
+    assert late
+    assert late[0]["event"] == "error"
+    assert late[0]["code"] == "shutting_down"
     status = next(e for e in events if e.get("id") == "all")
     finished = [r for r in status["jobs"] if r["state"] == "succeeded"]
     assert len(finished) <= 2
@@ -212,8 +214,8 @@ async def start_child(sl, pidfile: Path, script: str, grace: float = 5) -> str:
 async def test_cancelling_shutdown_stops_children_and_says_bye(tmp_path: Path, how: str) -> None:
     async with serve() as sl:
         job = await start_child(sl, tmp_path / "pid", "sleep 30")
-        await sl.send({"op": "submit", "job": {"sleep": 30}}, {"op": "submit", "job": {"sleep": 30}},
-                      {"op": "submit", "job": {"sleep": 30}}, {"op": "submit", "job": {"sleep": 3}})
+        sleepers = [{"op": "submit", "job": {"sleep": s}} for s in (30, 30, 30, 3)]
+        await sl.send(*sleepers)
         await sl.wait_until(lambda e: e["event"] == "accepted" and e["job"] == "j5")
         if how == "op":
             await sl.send({"op": "shutdown", "mode": "cancel", "id": "x"})

@@ -70,7 +70,8 @@ async def test_job_timeout_bounds_all_retries(autojump_clock: trio.abc.Clock) ->
 
 
 async def test_par_outputs_in_order_and_runs_concurrently(autojump_clock: trio.abc.Clock) -> None:
-    job = {"par": [{"seq": [{"sleep": 3}, {"value": "a"}]}, {"seq": [{"sleep": 1}, {"value": "b"}]}]}
+    slow = {"seq": [{"sleep": 3}, {"value": "a"}]}
+    job = {"par": [slow, {"seq": [{"sleep": 1}, {"value": "b"}]}]}
     finished = await run_one(job)
     assert finished["output"] == ["a", "b"]
     assert finished["elapsed"] == pytest.approx(3)

@@ -56,7 +56,7 @@ async def test_cancel_queued_finishes_at_once_with_zero_elapsed() -> None:
 
 
 async def test_cancel_running_cancels_its_scope_once() -> None:
-    table, events = make_table()
+    table, _events = make_table()
     job = table.accept(SPEC, name=None)
     table.start(job)
     table.request_cancel(job.id)

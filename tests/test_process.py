@@ -59,7 +59,7 @@ def group_members(pgid: int) -> list[int]:
 async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
     """Poll ``predicate`` in real time; fail the test if it stays false for ``timeout`` s."""
     with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - /proc offers no event to wait on
+        while not predicate():  # /proc offers no event to wait on, so poll
             await trio.sleep(0.01)
 
 

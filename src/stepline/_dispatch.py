@@ -46,7 +46,9 @@ async def dispatch(executor: Executor, command: Command, request_id: RequestId) 
 
 
 async def _submit(ex: Executor, cmd: Submit, rid: RequestId) -> None:
-    await ex.submit(cmd.job, template=cmd.template, params=cmd.params, name=cmd.name, request_id=rid)
+    await ex.submit(
+        cmd.job, template=cmd.template, params=cmd.params, name=cmd.name, request_id=rid
+    )
 
 
 async def _cancel(ex: Executor, cmd: Cancel, rid: RequestId) -> None:

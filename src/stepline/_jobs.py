@@ -42,13 +42,11 @@ class JobState(enum.Enum):
     TIMED_OUT = "timed_out"  # final: the job-level ``timeout`` expired
 
 
-FINAL_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
-)
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RUNNING: FINAL_STATES,
+    JobState.RUNNING: frozenset(FINAL_STATES),
 }
 
 
@@ -83,7 +81,7 @@ class Job:
         if self.started_at is None:
             return 0.0
         end = self.finished_at if self.finished_at is not None else trio.current_time()
-        return end - self.started_at
+        return round(end - self.started_at, 6)
 
     def record(self) -> dict[str, Any]:
         """The job's entry in a ``status`` reply."""

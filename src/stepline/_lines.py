@@ -33,8 +33,8 @@ class LineSplitter:
         self._partial = b""
         self._discarded = 0  # > 0 while skipping the rest of an over-long line
 
-    def feed(self, chunk: bytes) -> list[bytes | TooLong]:
-        parts = chunk.split(b"\n")
+    def feed(self, chunk: bytes | bytearray) -> list[bytes | TooLong]:
+        parts = bytes(chunk).split(b"\n")
         out: list[bytes | TooLong] = []
         first, *complete = parts
         if complete:

@@ -59,7 +59,9 @@ def _encode_carefully(ev: Event) -> bytes:
         return json.dumps(ev, default=str, allow_nan=False, separators=(",", ":")).encode() + b"\n"
     except (TypeError, ValueError, RecursionError):
         log.exception("event could not be encoded; its payload is replaced")
-        keep = {k: v for k, v in ev.items() if isinstance(v, str | int | float | bool | None)}
+        keep: dict[str, object] = {
+            k: v for k, v in ev.items() if isinstance(v, str | int | float | bool | None)
+        }
         keep["error"] = {"type": "internal", "message": "event payload could not be encoded"}
         return orjson.dumps(keep, option=orjson.OPT_APPEND_NEWLINE)
 

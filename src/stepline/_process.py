@@ -124,24 +124,22 @@ async def run_process(
     groups: ProcessGroups | None = None,
     output_cap: int = OUTPUT_CAP,
 ) -> ProcessResult:
-    """Run ``argv`` to completion and capture its output; see the module docstring for the rules.
+    """Run ``argv`` to completion and capture its output (rules: see the module docstring).
 
-    ``env`` is merged over ``os.environ``. If the enclosing cancel scope is cancelled, the child's
-    process group is stopped (SIGTERM, ``grace`` seconds, SIGKILL) before ``Cancelled`` propagates.
-    Raises :class:`ProcessStartError` if the child cannot be started.
+    ``env`` is merged over ``os.environ``. On cancellation the child's process group is stopped
+    (SIGTERM, ``grace`` s, SIGKILL) before ``Cancelled`` propagates. Raises ProcessStartError.
     """
     proc = await _start(argv, env, cwd, piped_stdin=stdin is not None)
     pgid = proc.pid  # start_new_session=True: the child leads a group with its own pid as id
     if groups is not None:
         groups.add(pgid)
     try:
-        try:
-            out, err = await _communicate(proc, stdin, output_cap)
-            returncode = await proc.wait()
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await _stop_group(proc, grace, groups)
-            raise
+        out, err = await _communicate(proc, stdin, output_cap)
+        returncode = await proc.wait()
+    except BaseException:  # cancellation above all: stop the group, then let it propagate
+        with trio.CancelScope(shield=True):
+            await _stop_group(proc, grace, groups)
+        raise
     finally:
         if groups is not None:
             groups.discard(pgid)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack
 
 import trio
+
 from ._commands import CommandRefused, decode_command
 from ._dispatch import dispatch
 from ._events import error, event
