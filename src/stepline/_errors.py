@@ -114,7 +114,7 @@ class StepFailed(SteplineError):
 
     def __init__(
         self,
-        type: str,  # noqa: A002 - the protocol calls this field "type"
+        type: str,
         message: str,
         step: str,
         name: str | None = None,

@@ -196,7 +196,7 @@ class Executor:
     def define(self, name: str, job: Any) -> None:
         if not isinstance(job, dict):
             raise InvalidJob("", "a template's job must be a JSON object")
-        validate_template(job, self.templates)
+        validate_template(job, self.templates, name=name)
         self.templates[name] = job
 
     def stats(self) -> dict[str, Any]:

@@ -267,7 +267,7 @@ class _Validator:
         if "steps" not in raw:
             raise InvalidJob(base, "a job needs 'steps' (or is itself a single step)")
         v = self._for(_merge_params(raw.get("params", _MISSING), overrides, base), chain)
-        steps = v._steps(raw["steps"], base, "steps", depth + 1, empty_ok=True)
+        steps = v._steps(raw["steps"], base, "steps", depth + 1, True)
         mods = v._mods(raw, base)
         body = Seq(path=base, steps=steps)
         return JobSpec(
@@ -300,19 +300,27 @@ class _Validator:
         raise InvalidJob(path, f"a step must be an object, got {_describe(raw)}")
 
     def _steps(
-        self, raw: object, path: str, key: str, depth: int, *, empty_ok: bool
+        self, raw: object, path: str, key: str, depth: int, empty_ok: bool
     ) -> tuple[Step, ...]:
         """A list of steps at ``path.key[i]``, each nested ``depth`` levels deep."""
-        v = self._resolve(raw, path, key)
-        if type(v) is not list:
-            if self._lenient(v):
-                return cast(tuple[Step, ...], v)
-            raise InvalidJob(_at(path, key), f"expected a list of steps, got {_describe(v)}")
-        if not v and not empty_ok:
+        if type(raw) is not list:
+            return self._indirect_steps(raw, path, key, depth, empty_ok)
+        if not raw and not empty_ok:
             raise InvalidJob(_at(path, key), "must not be empty")
-        check = self if v is raw else self.literal
-        prefix = _at(path, key)
-        return tuple([check._step(item, f"{prefix}[{i}]", depth) for i, item in enumerate(v)])
+        prefix = f"{path}.{key}" if path else key
+        step = self._step
+        return tuple([step(item, f"{prefix}[{i}]", depth) for i, item in enumerate(raw)])
+
+    def _indirect_steps(
+        self, raw: object, path: str, key: str, depth: int, empty_ok: bool
+    ) -> tuple[Step, ...]:
+        """A list of steps given as ``"${params.s}"`` (checked literally), or not a list."""
+        v = self._resolve(raw, path, key)
+        if type(v) is list:
+            return self.literal._steps(v, path, key, depth, empty_ok)
+        if self._lenient(v):
+            return cast(tuple[Step, ...], v)
+        raise InvalidJob(_at(path, key), f"expected a list of steps, got {_describe(v)}")
 
     def _mods(self, raw: Mapping[Any, Any], path: str) -> Modifiers:
         """``name``, ``timeout`` and ``retry`` of a step (or of a job, at its base path)."""
@@ -378,16 +386,16 @@ class _Validator:
         )
 
     def _seq(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
-        steps = self._steps(raw["seq"], path, "seq", depth + 1, empty_ok=True)
+        steps = self._steps(raw["seq"], path, "seq", depth + 1, True)
         return Seq(path=path, mods=mods, steps=steps)
 
     def _par(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
-        steps = self._steps(raw["par"], path, "par", depth + 1, empty_ok=False)
+        steps = self._steps(raw["par"], path, "par", depth + 1, False)
         limit = self._int(raw["limit"], path, "limit", 1) if "limit" in raw else None
         return Par(path=path, mods=mods, steps=steps, limit=limit)
 
     def _race(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
-        steps = self._steps(raw["race"], path, "race", depth + 1, empty_ok=False)
+        steps = self._steps(raw["race"], path, "race", depth + 1, False)
         return Race(path=path, mods=mods, steps=steps)
 
     def _try(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
