@@ -269,8 +269,3 @@ def test_job_timeout_through_the_cli() -> None:
     (finished,) = by_event(events, "finished")
     assert finished["state"] == "timed_out"
     assert finished["error"]["type"] == "timeout"
-
-
-def test_schedule_is_refused_clearly_for_now() -> None:
-    events, _, _ = run_cli([{"op": "schedule", "every": 1, "job": {"value": 1}, "id": 1}])
-    assert by_event(events, "error")[0]["code"] == "bad_command"

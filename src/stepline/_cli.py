@@ -9,9 +9,13 @@ from collections.abc import Sequence
 
 import trio
 
+from . import _demo, _runfiles
 from ._executor import Config
+from ._graphcli import add_graph_commands
+from ._policy import AllowRun, parse_allow_run
 from ._serve import DEFAULT_MAX_LINE, Server
 from ._stdio import open_stdin, open_stdout
+from ._store import Store, StoreError
 from ._version import __version__
 
 __all__ = ["main"]
@@ -38,6 +42,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _allow_run(text: str) -> AllowRun:
+    try:
+        return parse_allow_run(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run jobs sent as JSON lines on stdin")
     serve.add_argument("--workers", type=_positive_int, default=4, help="jobs running at once")
@@ -47,6 +58,20 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--max-line", type=_positive_int, default=DEFAULT_MAX_LINE)
     serve.add_argument("--keep", type=_non_negative_int, default=1000, help="finished jobs kept")
     serve.add_argument("--trace", action="store_true", help="emit `step` events")
+    serve.add_argument("--alert-repeat", type=_seconds, default=60.0, metavar="S",
+                       help="announce an open alert again every S seconds; 0: never")
+    serve.add_argument("--callback-limit", type=_positive_int, default=8, metavar="N",
+                       help="webhook/run callbacks running at once")
+    serve.add_argument("--callback-drain", type=_seconds, default=30.0, metavar="S",
+                       help="seconds a draining shutdown waits for pending callbacks")
+    serve.add_argument("--allow-run", type=_allow_run, default=None, metavar="all|none|PROG,...",
+                       help="programs `run` steps may start, matched exactly against argv[0] "
+                       "(/bin/sh for a shell line); default: all")
+    serve.add_argument("--state", metavar="PATH", default=None,
+                       help="SQLite file that keeps accepted jobs and templates across crashes")
+    serve.add_argument("--on-restart", choices=["rerun", "fail"], default="rerun",
+                       help="with --state: jobs that were running when stepline died are run "
+                       "again, or failed with error type `interrupted`")
     serve.set_defaults(run=_serve)
 
 
@@ -58,13 +83,62 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         keep=args.keep,
         trace=args.trace,
+        allow_run=args.allow_run,
+        alert_repeat=args.alert_repeat,
+        callback_limit=args.callback_limit,
+        callback_drain=args.callback_drain,
     )
 
     async def main() -> int:
-        server = Server(config, open_stdin(), open_stdout(), max_line=args.max_line)
+        store = None
+        if args.state is not None:
+            try:
+                store = await Store.open(
+                    args.state, keep=args.keep, write_ahead_start=args.on_restart == "fail"
+                )
+            except StoreError as exc:  # foreign, corrupt, newer, locked: never a silent reset
+                print(f"stepline: {exc}", file=sys.stderr)
+                return 2
+        server = Server(
+            config,
+            open_stdin(),
+            open_stdout(),
+            max_line=args.max_line,
+            store=store,
+            on_restart=args.on_restart,
+        )
         return await server.run()
 
     return trio.run(main)
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run job files and report; exit 0 only if every job succeeded",
+        description="Run job files: FILE.json holds one job, other files (and -) JSON Lines. "
+        "Exit status: 0 all succeeded, 1 some did not, 2 invalid files (nothing run).",
+    )
+    run.add_argument("files", nargs="+", metavar="FILE", help="job file, or - for stdin")
+    run.add_argument("--workers", type=_positive_int, default=4, help="jobs running at once")
+    run.add_argument("--template", action="append", default=[], metavar="NAME=FILE",
+                     help="define a template for `use` steps (repeatable)")
+    run.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _runfiles.main(args.files, args.template, workers=args.workers)
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser("demo", help="a short narrated tour of stepline (a few seconds)")
+    demo.add_argument("--pause", type=_seconds, default=None,
+                      help="seconds between scenes (default: 0.4 on a terminal, else 0)")
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    return _demo.main(pause=args.pause)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
+    _add_run(commands)
+    _add_demo(commands)
+    add_graph_commands(commands)  # check, graph (_graphcli.py)
     return parser
 
 

@@ -24,7 +24,7 @@ from ._commands import (
     Submit,
     Unschedule,
 )
-from ._errors import BadCommand, CommandError
+from ._errors import CommandError
 from ._events import RequestId, error, reply
 from ._executor import Executor
 
@@ -56,20 +56,43 @@ async def _cancel(ex: Executor, cmd: Cancel, rid: RequestId) -> None:
 
 
 async def _status(ex: Executor, cmd: Status, rid: RequestId) -> None:
-    ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job)))
+    # Open alerts and live schedules are listed with every job's records, not for one job.
+    extra = ex.triggers.status() if cmd.job is None else {}
+    ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job), **extra))
 
 
 async def _define(ex: Executor, cmd: Define, rid: RequestId) -> None:
     ex.define(cmd.name, cmd.job)
+    await ex.sync_state()  # with --state, `defined` promises the template survives a restart
     ex.outbox.emit(reply("defined", rid, template=cmd.name))
 
 
-async def _not_yet(ex: Executor, cmd: Schedule | Unschedule | Ack, rid: RequestId) -> None:
-    raise BadCommand(f"{type(cmd).__name__.lower()} is not supported yet")
+async def _schedule(ex: Executor, cmd: Schedule, rid: RequestId) -> None:
+    entry = ex.triggers.schedules.add(
+        cron=cmd.cron,
+        every=cmd.every,
+        tz=cmd.tz,
+        job=cmd.job,
+        template=cmd.template,
+        params=cmd.params,
+        name=cmd.name,
+        overlap=cmd.overlap,
+    )
+    ex.outbox.emit(reply("scheduled", rid, schedule=entry.id, next=entry.next()))
+
+
+async def _unschedule(ex: Executor, cmd: Unschedule, rid: RequestId) -> None:
+    entry = ex.triggers.schedules.remove(cmd.schedule)
+    ex.outbox.emit(reply("unscheduled", rid, schedule=entry.id))
+
+
+async def _ack(ex: Executor, cmd: Ack, rid: RequestId) -> None:
+    alert = ex.triggers.alerts.ack(cmd.alert)
+    ex.outbox.emit(reply("acked", rid, alert=alert.id, job=alert.job))
 
 
 async def _stats(ex: Executor, cmd: Stats, rid: RequestId) -> None:
-    ex.outbox.emit(reply("stats", rid, **ex.stats()))
+    ex.outbox.emit(reply("stats", rid, **ex.stats(), **ex.triggers.stats()))
 
 
 async def _ping(ex: Executor, cmd: Ping, rid: RequestId) -> None:
@@ -86,9 +109,9 @@ _HANDLERS: dict[type, Callable[[Executor, Any, RequestId], Awaitable[None]]] = {
     Cancel: _cancel,
     Status: _status,
     Define: _define,
-    Schedule: _not_yet,
-    Unschedule: _not_yet,
-    Ack: _not_yet,
+    Schedule: _schedule,
+    Unschedule: _unschedule,
+    Ack: _ack,
     Stats: _stats,
     Ping: _ping,
     Shutdown: _shutdown,

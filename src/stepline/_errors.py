@@ -13,7 +13,10 @@ Every error a caller can see is a :class:`SteplineError`. Each carries the wire 
     │   ├── UnknownTemplate            unknown_template
     │   ├── AlreadyFinished            already_finished  cancel of a finished job
     │   ├── QueueFull                  queue_full        --on-full reject and the queue is full
-    │   └── ShuttingDown               shutting_down     no new work after shutdown began
+    │   ├── ShuttingDown               shutting_down     no new work after shutdown began
+    │   ├── UnknownAlert               unknown_alert     ack of an alert id never issued
+    │   ├── AlreadyAcked               already_acked     ack of an alert already acked
+    │   └── UnknownSchedule            unknown_schedule  unschedule of an unknown schedule id
     └── StepFailed                     a step of a running job failed (not a command error)
 
 ``StepFailed`` is different in kind: it travels up the step tree inside a running job and ends as
@@ -29,6 +32,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AlreadyAcked",
     "AlreadyFinished",
     "BadCommand",
     "BadJson",
@@ -40,7 +44,9 @@ __all__ = [
     "ShuttingDown",
     "StepFailed",
     "SteplineError",
+    "UnknownAlert",
     "UnknownJob",
+    "UnknownSchedule",
     "UnknownTemplate",
 ]
 
@@ -100,6 +106,18 @@ class QueueFull(CommandError):
 
 class ShuttingDown(CommandError):
     code = "shutting_down"
+
+
+class UnknownAlert(CommandError):
+    code = "unknown_alert"
+
+
+class AlreadyAcked(CommandError):
+    code = "already_acked"
+
+
+class UnknownSchedule(CommandError):
+    code = "unknown_schedule"
 
 
 class StepFailed(SteplineError):

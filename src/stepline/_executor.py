@@ -19,15 +19,17 @@ it directly (:func:`stepline.open_executor`).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import trio
 from attrs import field, frozen, validators
 
+from ._clock import WallClock
 from ._errors import (
     BadCommand,
     InvalidJob,
@@ -40,9 +42,14 @@ from ._events import RequestId, event
 from ._interpret import StepContext, run_step, with_modifiers
 from ._jobs import Job, JobState, JobTable
 from ._outbox import Outbox
+from ._policy import AllowRun, check_run_policy, parse_allow_run
 from ._process import ProcessGroups
 from ._spec import JobSpec, Modifiers
+from ._store import StagedJob, Store, StoreFailed, encode_request
+from ._tasks import Cleanups
+from ._triggers import Triggers
 from ._validate import validate_job, validate_template
+from ._workspace import Workspace
 
 __all__ = ["Config", "Executor", "ExecutorState"]
 
@@ -66,6 +73,13 @@ class Config:
     heartbeat: float = field(default=1.0, validator=_finite_non_negative)  # 0 disables
     keep: int = field(default=1000, validator=validators.ge(0))
     trace: bool = False
+    # Issue 4 (callbacks and triggers): seconds between repeats of an open alert (0: none),
+    # webhook/run callbacks running at once, seconds a drain waits for pending callbacks.
+    alert_repeat: float = field(default=60.0, validator=_finite_non_negative)
+    callback_limit: int = field(default=8, validator=_positive)
+    callback_drain: float = field(default=30.0, validator=_finite_non_negative)
+    # Programs a `run` step may start (argv[0]); None: all. See _policy.py.
+    allow_run: AllowRun = field(default=None, converter=parse_allow_run)
 
 
 class ExecutorState(enum.Enum):
@@ -78,16 +92,30 @@ class ExecutorState(enum.Enum):
 class Executor:
     """Runs jobs. Create, then ``await nursery.start(executor.run)``; stop with ``shutdown``."""
 
-    def __init__(self, config: Config, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        config: Config,
+        outbox: Outbox,
+        *,
+        clock: WallClock | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.config = config
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
         self.table = JobTable(outbox.emit, keep=config.keep)
         self.groups = ProcessGroups()
+        self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
         self.templates: dict[str, dict[str, Any]] = {}
         self._send, self._receive = trio.open_memory_channel[Job](config.queue_size)
         self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
         self.closed = trio.Event()
+        self.store = store  # --state: see _store.py; None keeps every path in memory
+        self._reserved = 0  # queue slots held by staged (durable, not yet accepted) submits
+        if store is not None:
+            store.bind(outbox.emit, lambda: self.table.next_number)
+            self.table.observer = store
+        self.triggers = Triggers(self, clock)  # callbacks, alerts, schedules (clock: for cron)
 
     # -- the service -------------------------------------------------------------------------
 
@@ -96,10 +124,12 @@ class Executor:
         try:
             async with trio.open_nursery() as service:
                 service.start_soon(self._heartbeat)
+                await service.start(self.triggers.run)
                 async with trio.open_nursery() as workers:
                     for _ in range(self.config.workers):
                         workers.start_soon(self._worker, self._receive.clone())
                     task_status.started()
+                await self.triggers.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
         finally:
             self.state = ExecutorState.CLOSED
@@ -127,6 +157,8 @@ class Executor:
     async def _run_job(self, job: Job) -> None:
         self.table.start(job)
         try:
+            if self.store is not None and self.store.write_ahead_start:
+                await self.store.wait_recorded()  # --on-restart fail: see _store.py
             state, output, error = await self._execute(job)
         except BaseException:
             # Cancelled from outside the job's own scope (an embedding program's nursery): the
@@ -141,7 +173,16 @@ class Executor:
             self.table.finish(job, state, output=output, error=error)
 
     async def _execute(self, job: Job) -> tuple[JobState, Any, dict[str, Any] | None]:
-        ctx = StepContext(job, self.outbox, self.groups, trace=self.config.trace)
+        workspace = Workspace(job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit)
+        ctx = StepContext(
+            job,
+            self.outbox,
+            self.groups,
+            trace=self.config.trace,
+            http=self.triggers.http,
+            workspace=workspace,
+            cleanups=self.cleanups,
+        )
         spec = job.spec
         try:
             with job.scope:
@@ -154,6 +195,9 @@ class Executor:
             log.exception("internal error in job %s", job.id)
             error = {"type": "internal", "message": _describe(exc), "step": job.step}
             return JobState.FAILED, None, error
+        finally:
+            if workspace.created:  # lazily, on first use only: see _workspace.py
+                await workspace.aclose()  # before `finished` is emitted
         return JobState.CANCELLED, None, None  # the scope caught its cancellation: see _run_job
 
     def _finish_interrupted(self, job: Job, state: JobState, message: str) -> None:
@@ -179,6 +223,8 @@ class Executor:
         **extra: Any,
     ) -> Job:
         """Validate and queue a job (a spec, or a template with params); returns its record."""
+        if self.store is not None:
+            return await self._submit_durably(job, template, params, name, request_id, extra)
         self._check_accepting()
         spec = self._validate(job, template, params)
         await self._wait_for_room()
@@ -197,7 +243,17 @@ class Executor:
         if not isinstance(job, dict):
             raise InvalidJob("", "a template's job must be a JSON object")
         validate_template(job, self.templates, name=name)
+        if self.config.allow_run is not None:  # checked with the template's own defaults
+            spec = validate_job(job, templates=self.templates, allow_unresolved=True)
+            check_run_policy(spec, self.config.allow_run, unresolved_ok=True)
         self.templates[name] = job
+        if self.store is not None:
+            self.store.put_template(name, job)  # see sync_state: `defined` waits for it
+
+    async def sync_state(self) -> None:
+        """Wait until every state change so far is durable (a no-op without ``--state``)."""
+        if self.store is not None:
+            await self.store.sync()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -216,6 +272,7 @@ class Executor:
                 self.table.cancel(job, "cancelled by shutdown")
         elif self.state is ExecutorState.RUNNING:
             self.state = ExecutorState.DRAINING
+        self.triggers.shutdown(mode)
         self._send.close()
         self._room.unpark_all()
 
@@ -223,6 +280,103 @@ class Executor:
         """Stop at once: cancel everything and SIGKILL every child, whatever its grace."""
         self.shutdown("cancel")
         self.groups.kill_all()
+        self.cleanups.kill()
+
+    # -- durable submits (--state) -----------------------------------------------------------
+
+    async def stage(
+        self,
+        job: Any = None,
+        *,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        request_id: RequestId = None,
+        **extra: Any,
+    ) -> StagedJob:
+        """Validate a submit, take a queue slot and an id, and start writing its record.
+
+        Not accepted yet: :meth:`settle` accepts it once the record is committed. Staging many
+        submits before settling any lets one transaction carry them all (group commit).
+        """
+        assert self.store is not None
+        self._check_accepting()
+        spec = self._validate(job, template, params)
+        raw = job if template is None else self.templates[template]
+        request = encode_request(raw, params, spec, self.templates)
+        await self._wait_for_room()
+        self._check_accepting()
+        # The slot is held from here on (counted by _queue_is_full), so no re-check is needed
+        # after the durable write, however many submits are staged meanwhile.
+        job_id = self.table.reserve_id()
+        job_name = name if name is not None else spec.name
+        gen = self.store.add_job(job_id, job_name, request)
+        self._reserved += 1
+        return StagedJob(job_id, spec, name, dict(params or {}), request_id, extra, gen)
+
+    async def settle(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
+        """Accept staged jobs, in order, once their records are committed: one wait for all.
+
+        Commits are sequential, so the last one durable means all are. A job whose record could
+        not be written is refused (``StoreFailed``). A job staged before a shutdown began is
+        still accepted, as it is on disk, and cancelled at once: its ``finished`` follows.
+        """
+        assert self.store is not None
+        with contextlib.suppress(StoreFailed):  # the committed ones are accepted, others refused
+            await self.store.wait_durable(staged[-1].gen)
+        return self.settle_now(staged)
+
+    def settle_now(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
+        """:meth:`settle` without the wait: a job not yet committed is refused."""
+        return [self._accept_staged(item) for item in staged]
+
+    def _accept_staged(self, item: StagedJob) -> Job | StoreFailed:
+        assert self.store is not None
+        self._reserved -= 1
+        if not self.store.is_durable(item.gen):
+            return StoreFailed(f"job not accepted: its record could not be written to "
+                               f"{self.store.path}")
+        record = self.table.accept(
+            item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
+        )
+        record.params = item.params
+        if self.state is ExecutorState.RUNNING:
+            self._send.send_nowait(record)  # cannot block: the slot was held since stage()
+        else:
+            self.table.cancel(record, "cancelled by shutdown before it started")
+        return record
+
+    async def _submit_durably(
+        self,
+        job: Any,
+        template: str | None,
+        params: Mapping[str, Any] | None,
+        name: str | None,
+        request_id: RequestId,
+        extra: dict[str, Any],
+    ) -> Job:
+        staged = await self.stage(
+            job, template=template, params=params, name=name, request_id=request_id, **extra
+        )
+        with trio.CancelScope(shield=True):  # a recorded job must end accepted (or refused)
+            (outcome,) = await self.settle([staged])
+        if isinstance(outcome, StoreFailed):
+            raise outcome
+        return outcome
+
+    async def requeue(self, jobs: Sequence[Job]) -> None:
+        """Queue jobs recovered from ``--state``, waiting for room as workers take them."""
+        for job in jobs:
+            if job.state is not JobState.QUEUED:
+                continue  # cancelled meanwhile
+            try:
+                await self._send.send(job)
+            except trio.ClosedResourceError:  # shut down before it could be queued
+                self.table.cancel(job, "cancelled by shutdown before it started")
+
+    def has_room(self) -> bool:
+        """Whether a submit would get a queue slot now, without waiting."""
+        return not self._queue_is_full()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -239,7 +393,9 @@ class Executor:
             if template not in self.templates:
                 raise UnknownTemplate(f"unknown template {template!r}")
             job = self.templates[template]
-        return validate_job(job, params=params, templates=self.templates)
+        spec = validate_job(job, params=params, templates=self.templates)
+        check_run_policy(spec, self.config.allow_run)  # after substitution and `use` expansion
+        return spec
 
     async def _wait_for_room(self) -> None:
         while self._queue_is_full():
@@ -250,12 +406,12 @@ class Executor:
 
     def _queue_is_full(self) -> bool:
         stats = self._send.statistics()
-        if stats.current_buffer_used < stats.max_buffer_size:
+        if stats.current_buffer_used + self._reserved < stats.max_buffer_size:
             return False
         if stats.current_buffer_used > self.table.queued_count:
             self._compact_queue()  # the buffer holds tombstones of jobs cancelled while queued
             stats = self._send.statistics()
-        return stats.current_buffer_used >= stats.max_buffer_size
+        return stats.current_buffer_used + self._reserved >= stats.max_buffer_size
 
     def _compact_queue(self) -> None:
         """Drop tombstones from the channel, keeping live jobs in order. Synchronous: atomic."""

@@ -23,11 +23,15 @@ from attrs import define
 
 from ._errors import StepFailed
 from ._events import event
+from ._http import HttpClient, run_http
 from ._jobs import Job
 from ._outbox import Outbox
 from ._process import ProcessGroups, ProcessStartError, run_process
 from ._spec import (
+    Deferred,
     Fail,
+    Graph,
+    Http,
     Log,
     Modifiers,
     Par,
@@ -41,6 +45,8 @@ from ._spec import (
     Use,
     Value,
 )
+from ._tasks import Cleanups, run_deferred, run_graph
+from ._workspace import Workspace, workspace_cwd
 
 __all__ = ["StepContext", "run_step", "with_modifiers"]
 
@@ -53,6 +59,9 @@ class StepContext:
     outbox: Outbox
     groups: ProcessGroups
     trace: bool = False
+    http: HttpClient | None = None  # the executor's shared client, for `http` steps
+    workspace: Workspace | None = None  # the job's scratch directory (_workspace.py)
+    cleanups: Cleanups | None = None  # shielded clean-ups a hard stop ends (_tasks.py)
 
     def emit_step(self, step: Step, status: str, **fields: Any) -> None:
         """A ``step`` trace event (only with ``--trace``; not for the job's own root)."""
@@ -134,7 +143,7 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
         result = await run_process(
             step.argv,
             env=step.env,
-            cwd=step.cwd,
+            cwd=step.cwd if step.cwd is not None else workspace_cwd(ctx, step),
             stdin=step.stdin,
             grace=step.grace,
             groups=ctx.groups,
@@ -252,4 +261,7 @@ _KINDS: dict[type, Callable[[Any, StepContext], Awaitable[Any]]] = {
     Race: _race,
     Try: _try,
     Use: _use,
+    Http: run_http,
+    Graph: run_graph,
+    Deferred: run_deferred,
 }

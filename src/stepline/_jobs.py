@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import trio
 from attrs import define, field
 
 from ._errors import AlreadyFinished, IllegalTransition, UnknownJob
-from ._events import EmitFn, RequestId, event, reply
+from ._events import EmitFn, Event, RequestId, event, reply
 from ._spec import JobSpec
 
-__all__ = ["FINAL_STATES", "Job", "JobState", "JobTable"]
+__all__ = ["FINAL_STATES", "Job", "JobState", "JobTable", "TableObserver"]
 
 
 class JobState(enum.Enum):
@@ -98,6 +98,19 @@ class Job:
         return rec
 
 
+class TableObserver(Protocol):
+    """Sees every start and finish as it happens (the ``--state`` store, see ``_store.py``).
+
+    Called synchronously inside the transition, so it must not block or ``await``: it records
+    the change and returns. ``on_finished`` takes over writing the ``finished`` event, so the
+    store can hold it back until the outcome is durable.
+    """
+
+    def on_started(self, job: Job) -> None: ...
+
+    def on_finished(self, job: Job, event: Event) -> None: ...
+
+
 class JobTable:
     """All jobs stepline knows about, and the transitions between their states."""
 
@@ -110,21 +123,34 @@ class JobTable:
         self._finished: deque[str] = deque()
         self._finished_counts: Counter[str] = Counter()
         self._next_id = 1
+        self.observer: TableObserver | None = None  # None (no --state): the fast path
+        # Called right after each `finished` is emitted, with the job and that event (the
+        # on_finish callbacks hook in here). Synchronous, and must not raise: part of finish.
+        self.finish_hooks: list[Callable[[Job, Event], None]] = []
 
     # -- transitions ------------------------------------------------------------------------
 
     def accept(
-        self, spec: JobSpec, *, name: str | None, request_id: RequestId = None, **extra: Any
+        self,
+        spec: JobSpec,
+        *,
+        name: str | None,
+        request_id: RequestId = None,
+        job_id: str | None = None,
+        **extra: Any,
     ) -> Job:
-        """Record a new job as queued and announce it with ``accepted``."""
+        """Record a new job as queued and announce it with ``accepted``.
+
+        ``job_id`` is an id taken earlier with :meth:`reserve_id` (a durable submit writes its
+        record under that id before accepting); by default the next id is taken now.
+        """
         job = Job(
-            id=f"j{self._next_id}",
+            id=job_id if job_id is not None else self.reserve_id(),
             spec=spec,
             name=name if name is not None else spec.name,
             accepted_at=trio.current_time(),
             extra=extra,
         )
-        self._next_id += 1
         self._jobs[job.id] = job
         self._queued[job.id] = job
         self._emit(reply("accepted", request_id, job=job.id, **extra))
@@ -139,6 +165,8 @@ class JobTable:
         if job.spec.timeout is not None:
             job.scope.deadline = job.started_at + job.spec.timeout
         self._emit(event("started", job=job.id))
+        if self.observer is not None:
+            self.observer.on_started(job)
 
     def finish(
         self, job: Job, state: JobState, *, output: Any = None, error: dict[str, Any] | None = None
@@ -150,8 +178,14 @@ class JobTable:
         job.finished_at = trio.current_time() if was_running else None
         job.output, job.error = output, error
         self._finished_counts[state.value] += 1
-        self._emit(self._finished_event(job))
+        finished = self._finished_event(job)
+        if self.observer is None:
+            self._emit(finished)
+        else:
+            self.observer.on_finished(job, finished)  # emits it once the outcome is durable
         self._retain(job)
+        for hook in self.finish_hooks:
+            hook(job, finished)
 
     def request_cancel(self, job_id: str, request_id: RequestId = None) -> Job:
         """Answer ``cancelling``; a queued job finishes now, a running one is interrupted."""
@@ -170,6 +204,36 @@ class JobTable:
         elif job.state is JobState.RUNNING and job.cancel_reason is None:
             job.cancel_reason = reason
             job.scope.cancel()
+
+    def reserve_id(self) -> str:
+        """Take the next job id; ids are never reused (``--state`` persists the counter)."""
+        job_id = f"j{self._next_id}"
+        self._next_id += 1
+        return job_id
+
+    @property
+    def next_number(self) -> int:
+        """The number in the next job id (``j<n>``)."""
+        return self._next_id
+
+    def continue_ids(self, next_number: int) -> None:
+        """Ids continue from ``next_number`` at least (``--state``: where the last run stopped)."""
+        self._next_id = max(self._next_id, next_number)
+
+    def restore(self, job: Job) -> None:
+        """Put back a job recovered from ``--state``: queued to run again, running (only to be
+        finished as interrupted at once), or finished (kept for ``status``).
+
+        No event: recovery announces the unfinished jobs itself, and finished ones were
+        announced before the restart.
+        """
+        self._jobs[job.id] = job
+        if job.state is JobState.QUEUED:
+            self._queued[job.id] = job
+        elif job.state is JobState.RUNNING:
+            self._running[job.id] = job
+        else:
+            self._retain(job)
 
     # -- queries ----------------------------------------------------------------------------
 

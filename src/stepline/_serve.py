@@ -27,6 +27,9 @@ from ._events import error, event
 from ._executor import Config, Executor
 from ._lines import TooLong, read_lines
 from ._outbox import StreamOutbox
+from ._pipeline import SubmitPipeline
+from ._recovery import RestartPolicy, restore, resume
+from ._store import Store
 from ._version import __version__
 
 __all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Server"]
@@ -49,9 +52,17 @@ class Server:
         *,
         max_line: int = DEFAULT_MAX_LINE,
         handle_signals: bool = True,
+        store: Store | None = None,
+        on_restart: RestartPolicy = "rerun",
     ) -> None:
         self.outbox = StreamOutbox(stdout)
-        self.executor = Executor(config, self.outbox)
+        self.executor = Executor(config, self.outbox, store=store)
+        # --state: the previous run's jobs, restored now, announced after `ready`; submits
+        # pipelined so that they share commits (see _pipeline.py).
+        self._store = store
+        self._recovered = [] if store is None else restore(self.executor, store.snapshot,
+                                                           on_restart)
+        self._pipeline = None if store is None else SubmitPipeline(self.executor)
         self._stdin = stdin
         self._max_line = max_line
         self._handle_signals = handle_signals
@@ -67,8 +78,12 @@ class Server:
             async with trio.open_nursery() as outer:
                 self._outer = outer.cancel_scope
                 outer.start_soon(self.outbox.run)
+                if self._store is not None:
+                    await outer.start(self._store.run)
                 self.outbox.emit(self._ready())
                 await self._serve(signals)
+                if self._store is not None:
+                    await self._store.aclose()  # the last outcomes are durable before `bye`
                 self.outbox.emit(event("bye"))
                 self.outbox.close()
         if self.outbox.broken:
@@ -97,23 +112,40 @@ class Server:
     # -- tasks -------------------------------------------------------------------------------
 
     async def _read_commands(self) -> None:
-        async with self._stdin:
-            async for lines in read_lines(self._stdin, self._max_line):
-                for line in lines:
-                    await self.outbox.wait_writable()
-                    await self._handle_line(line)
+        if self._recovered:
+            await resume(self.executor, self._recovered)  # before the first command
+        try:
+            async with self._stdin:
+                async for lines in read_lines(self._stdin, self._max_line):
+                    for line in lines:
+                        await self.outbox.wait_writable()
+                        await self._handle_line(line)
+                    await self._settle()  # never hold staged submits while waiting for input
+        finally:
+            with trio.CancelScope(shield=True):  # staged records must end accepted, even now
+                await self._settle()
         self.executor.shutdown("drain")  # EOF: no new commands; what was accepted finishes
+
+    async def _settle(self) -> None:
+        """Accept the staged submits (--state) before anything else is answered."""
+        if self._pipeline is not None:
+            await self._pipeline.settle()
 
     async def _handle_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):
+            await self._settle()
             message = f"line of {line.length} bytes exceeds --max-line {self._max_line}"
             self.outbox.emit(error("line_too_long", message))
             return
         try:
             command, request_id = decode_command(line)
         except CommandRefused as refused:
+            await self._settle()
             self.outbox.emit(error(refused.error.code, refused.error.message, refused.request_id))
             return
+        if self._pipeline is not None and await self._pipeline.offer(command, request_id):
+            return  # a submit, staged (or refused in order)
+        await self._settle()
         await dispatch(self.executor, command, request_id)
 
     async def _watch_signals(self, signals: AsyncIterator[int]) -> None:

@@ -10,13 +10,20 @@ track paths themselves.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from attrs import field, frozen
 
+if TYPE_CHECKING:
+    from ._callback_spec import Callback
+    from ._graph import Unit
+
 __all__ = [
     "NO_MODIFIERS",
+    "Deferred",
     "Fail",
+    "Graph",
+    "Http",
     "JobSpec",
     "Log",
     "Modifiers",
@@ -27,6 +34,7 @@ __all__ = [
     "Seq",
     "Sleep",
     "Step",
+    "Task",
     "Try",
     "Use",
     "Value",
@@ -125,15 +133,65 @@ class Use(_StepBase):
     job: JobSpec
 
 
-Step: TypeAlias = Sleep | Value | Log | Fail | Run | Seq | Par | Race | Try | Use
+@frozen(kw_only=True)
+class Http(_StepBase):
+    """An HTTP request. A ``json`` body is encoded once, at validation, into ``content``."""
+
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(factory=dict)
+    content: bytes | None = None
+    expect: tuple[int, ...] | None = None  # None: any 2xx
+
+
+@frozen(kw_only=True)
+class Task:
+    """One task of a graph (issue 3): its steps run in sequence once its ``needs`` allow.
+
+    ``when`` is the task's ``if`` (``success``, ``failure`` or ``always``). ``later`` is set when
+    the steps refer to values known only at run time (``${tasks.a.output}``, ``${job.id}``):
+    ``body`` then holds those references as text and is validated again, with the values, when
+    the task starts (see :mod:`stepline._graph`).
+    """
+
+    name: str
+    path: str
+    body: Seq
+    needs: tuple[str, ...] = ()
+    when: str = "success"
+    later: Unit | None = None
+
+
+@frozen(kw_only=True)
+class Graph(_StepBase):
+    """The body of a job with ``tasks``: tasks in the order given, at most ``limit`` at once."""
+
+    tasks: tuple[Task, ...]
+    limit: int | None = None
+
+
+@frozen(kw_only=True)
+class Deferred(_StepBase):
+    """A job body that refers to ``${job.id}``/``${job.workspace}``: validated again at start."""
+
+    body: Step
+    later: Unit
+
+
+Step: TypeAlias = (
+    Sleep | Value | Log | Fail | Run | Seq | Par | Race | Try | Use | Http | Graph | Deferred
+)
 
 
 @frozen(kw_only=True)
 class JobSpec:
-    """A validated job: its body is one step (a ``Seq`` of the job's ``steps``)."""
+    """A validated job: its body is one step (a ``Seq`` of the job's ``steps``, or a ``Graph``
+    of its ``tasks``; either wrapped in a ``Deferred`` when it refers to ``${job.*}``)."""
 
     body: Step
     name: str | None = None
     timeout: float | None = None
     retry: Retry | None = None
     params: Mapping[str, Any] = field(factory=dict)
+    on_finish: tuple[Callback, ...] = ()  # run after the job's `finished` (_callbacks.py)
+    keep_workspace: bool = False  # keep the job's workspace directory (_workspace.py)

@@ -32,11 +32,16 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, cast
 
+import attrs
 import orjson
 
+from ._callback_spec import parse_on_finish
 from ._errors import InvalidJob
+from ._graph import RefProblem, Scope, Unit, parse_job_body
+from ._http import parse_http
 from ._spec import (
     NO_MODIFIERS,
+    Deferred,
     Fail,
     JobSpec,
     Log,
@@ -52,6 +57,7 @@ from ._spec import (
     Use,
     Value,
 )
+from ._workspace import parse_keep_workspace
 
 __all__ = ["MAX_JSON_DEPTH", "MAX_STEP_DEPTH", "validate_job", "validate_template"]
 
@@ -65,7 +71,7 @@ _MISSING: Final = object()
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 _KINDS: Final = frozenset(
-    ("sleep", "value", "log", "fail", "run", "seq", "par", "race", "try", "use")
+    ("sleep", "value", "log", "fail", "run", "seq", "par", "race", "try", "use", "http")
 )
 _MODIFIER_KEYS: Final = ("name", "timeout", "retry")
 _OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -76,7 +82,9 @@ _OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 _ALLOWED: Final = {k: frozenset((k, *_MODIFIER_KEYS, *_OPTIONS.get(k, ()))) for k in _KINDS}
 _STEP_KEYS: Final = frozenset().union(*_ALLOWED.values())
-_JOB_KEYS: Final = frozenset(("steps", "tasks", "name", "timeout", "retry", "params", "on_finish"))
+_JOB_KEYS: Final = frozenset(
+    ("steps", "tasks", "name", "timeout", "retry", "params", "on_finish", "limit", "keep_workspace")
+)
 _RETRY_KEYS: Final = frozenset(("attempts", "backoff", "factor"))
 
 _INT_MIN: Final = -(2**63)  # the range orjson can encode: int64 and uint64
@@ -85,7 +93,9 @@ _BIG: Final = 2**1000  # beyond this an int does not convert to a float
 
 _NAME: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _WHOLE: Final = re.compile(rf"\$\{{params\.({_NAME})\}}")
-_TOKEN: Final = re.compile(rf"\$\$\{{|\$\{{params\.({_NAME})\}}")
+_RUNTIME: Final = r"\$\{(?:tasks|job)\.[^}]*\}"  # ${tasks...}, ${job...}: see _graph.py
+_RUNTIME_WHOLE: Final = re.compile(_RUNTIME)
+_TOKEN: Final = re.compile(rf"\$\$\{{|\$\{{params\.({_NAME})\}}|({_RUNTIME})")
 _IDENT: Final = re.compile(_NAME)
 
 
@@ -104,6 +114,14 @@ class _Problem(Exception):
 
     def at(self, path: str) -> InvalidJob:
         return InvalidJob(path + "".join(reversed(self.where)), self.problem)
+
+
+class _NeedsScope(Exception):
+    """A ``${job...}``/``${tasks...}`` reference met by a validator without a :class:`Scope`.
+
+    The root validator starts without one, so the common job (no such reference) never pays
+    for it; :func:`validate_job` catches this and validates again with a scope (_graph.py).
+    """
 
 
 def _at(path: str, key: str) -> str:
@@ -193,9 +211,10 @@ class _Validator:
     Each job (the submitted one, and each expanded template) gets its own validator, because
     parameters are per job. ``chain`` is the list of templates being expanded, to catch cycles.
     ``subst`` is off in the literal twin used for values that came out of a parameter.
+    ``refs`` says what ``${job...}`` and ``${tasks...}`` mean here (see :mod:`stepline._graph`).
     """
 
-    __slots__ = ("_literal", "chain", "params", "subst", "templates", "unresolved")
+    __slots__ = ("_literal", "chain", "params", "refs", "subst", "templates", "unresolved")
 
     def __init__(
         self,
@@ -204,12 +223,14 @@ class _Validator:
         unresolved: bool,
         chain: tuple[str, ...],
         subst: bool = True,
+        refs: Scope | None = None,
     ) -> None:
         self.params = params
         self.templates = templates
         self.unresolved = unresolved
         self.chain = chain
         self.subst = subst
+        self.refs = refs
         self._literal: _Validator | None = None
 
     @property
@@ -217,14 +238,18 @@ class _Validator:
         """The twin that checks without substituting: for data that came from a parameter."""
         if self._literal is None:
             args = (self.params, self.templates, self.unresolved, self.chain)
-            self._literal = _Validator(*args, subst=False)
+            self._literal = _Validator(*args, subst=False, refs=self.refs)
         return self._literal
 
     def _for(self, params: Mapping[str, Any], chain: tuple[str, ...]) -> _Validator:
         """The validator of a job with these params (``self`` when nothing differs: hot path)."""
         if params is self.params and chain is self.chain and self.subst:
             return self
-        return _Validator(params, self.templates, self.unresolved, chain)
+        return _Validator(params, self.templates, self.unresolved, chain, refs=self.refs)
+
+    def with_refs(self, refs: Scope | None) -> _Validator:
+        """This validator under another reference scope (a task's steps, a template's job)."""
+        return _Validator(self.params, self.templates, self.unresolved, self.chain, refs=refs)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -261,17 +286,18 @@ class _Validator:
         for key in raw:
             if key not in _JOB_KEYS:
                 raise InvalidJob(base, _unknown_key(key))
-        for key in ("tasks", "on_finish"):
-            if key in raw:
-                raise InvalidJob(_at(base, key), f"'{key}' is not supported yet")
-        if "steps" not in raw:
-            raise InvalidJob(base, "a job needs 'steps' (or is itself a single step)")
         v = self._for(_merge_params(raw.get("params", _MISSING), overrides, base), chain)
-        steps = v._steps(raw["steps"], base, "steps", depth + 1, True)
+        body = parse_job_body(v, raw, base, depth)  # `steps` or `tasks` (_graph.py)
         mods = v._mods(raw, base)
-        body = Seq(path=base, steps=steps)
+        on_finish = parse_on_finish(v, raw["on_finish"], base) if "on_finish" in raw else ()
         return JobSpec(
-            body=body, name=mods.name, timeout=mods.timeout, retry=mods.retry, params=v.params
+            body=body,
+            name=mods.name,
+            timeout=mods.timeout,
+            retry=mods.retry,
+            params=v.params,
+            on_finish=on_finish,
+            keep_workspace=parse_keep_workspace(v, raw, base),
         )
 
     # -- steps -------------------------------------------------------------------------------
@@ -473,7 +499,8 @@ class _Validator:
         raw = None if self.templates is None else self.templates.get(name)
         if raw is None:
             raise InvalidJob(where, f"unknown template {_short(name)}")
-        return self.job(raw, where, args, (*self.chain, name), depth)
+        inner = self if self.refs is None else self.with_refs(self.refs.for_template())
+        return inner.job(raw, where, args, (*self.chain, name), depth)
 
     # -- typed scalars ---------------------------------------------------------------------
 
@@ -495,7 +522,7 @@ class _Validator:
 
     def _bad_number(self, v: object, path: str, key: str) -> float:
         """The error path of :meth:`_number` (or a placeholder left for later, at define time)."""
-        if self._lenient(v):
+        if self._lenient(v) or self._deferred(v):
             return cast(float, v)
         where = _at(path, key)
         if type(v) is float and not math.isfinite(v):
@@ -511,7 +538,7 @@ class _Validator:
         v = self._resolve(raw, path, key)
         if type(v) is int and v >= minimum:
             return v
-        if self._lenient(v):
+        if self._lenient(v) or self._deferred(v):
             return cast(int, v)
         if type(v) is int:
             raise InvalidJob(_at(path, key), f"must be at least {minimum}, got {_number_text(v)}")
@@ -604,12 +631,15 @@ class _Validator:
 
     def _subst(self, s: str) -> object:
         """``${params.X}`` alone is X's value itself; inside text it is X as text (JSON text
-        when X is not a string); ``$${`` is a literal ``${``; other ``${...}`` are left alone."""
+        when X is not a string); ``$${`` is a literal ``${``; ``${job...}`` and ``${tasks...}``
+        follow the same rules (:meth:`_runtime`); other ``${...}`` are left alone."""
         whole = _WHOLE.fullmatch(s)
         if whole is not None:
             return self._param(whole)
         if "${" not in s:
             return s
+        if _RUNTIME_WHOLE.fullmatch(s):
+            return self._runtime(s)
         return _TOKEN.sub(self._piece, s)
 
     def _param(self, match: re.Match[str]) -> object:
@@ -622,6 +652,8 @@ class _Validator:
 
     def _piece(self, match: re.Match[str]) -> str:
         if match.group(1) is None:
+            if match.group(2) is not None:
+                return self._runtime_text(match.group(2))
             return "${"  # the escape $${
         value = self._param(match)
         if type(value) is str:
@@ -634,6 +666,31 @@ class _Validator:
     def _lenient(self, v: object) -> bool:
         """Define time only: a typed field may still hold one unresolved ``${params.X}``."""
         return self.unresolved and self.subst and type(v) is str and bool(_WHOLE.fullmatch(v))
+
+    # -- runtime references (see _graph.py) ------------------------------------------------------
+
+    def _runtime(self, text: str) -> object:
+        """A ``${job...}``/``${tasks...}`` reference: its value, or itself when known later."""
+        if self.refs is None:
+            raise _NeedsScope
+        try:
+            return self.refs.value(text)
+        except RefProblem as exc:
+            raise _Problem(str(exc)) from None
+
+    def _runtime_text(self, text: str) -> str:
+        value = self._runtime(text)
+        if type(value) is str:
+            return value
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            raise _Problem(f"the value of {text} cannot be written as JSON") from None
+
+    def _deferred(self, v: object) -> bool:
+        """A number or count given as exactly one ``${tasks...}``: a placeholder until the task
+        runs, when its unit is validated again with the value (only numbers: see _graph.py)."""
+        return self.refs is not None and self.subst and type(v) is str and self.refs.defers(v)
 
 
 _Parser = Callable[[_Validator, dict[str, Any], str, int, Modifiers], Step]
@@ -648,6 +705,7 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "race": _Validator._race,
     "try": _Validator._try,
     "use": _Validator._use,
+    "http": parse_http,
 }
 
 _PLAIN: Final = _Validator(_EMPTY, None, False, ())
@@ -720,7 +778,25 @@ def validate_job(
     root = _PLAIN
     if templates is not None or allow_unresolved:
         root = _Validator(_EMPTY, templates, allow_unresolved, ())
-    return root.job(raw, "", overrides, (), 0)
+    try:
+        return root.job(raw, "", overrides, (), 0)
+    except _NeedsScope:
+        return _validate_in_scope(root, raw, overrides)
+
+
+def _validate_in_scope(
+    root: _Validator, raw: object, overrides: Mapping[str, Any] | None
+) -> JobSpec:
+    """A job that refers to ``${job...}`` outside tasks: its body is validated again when the
+    job starts, with the values (a :class:`Deferred` body; see _graph.py)."""
+    scope = Scope()
+    spec = root.with_refs(scope).job(raw, "", overrides, (), 0)
+    if not scope.deferred:
+        return spec
+    later = Unit(
+        raw, "", params=_EMPTY, templates=root.templates, chain=(), depth=0, overrides=overrides
+    )
+    return attrs.evolve(spec, body=Deferred(path="", body=spec.body, later=later))
 
 
 def validate_template(
@@ -739,4 +815,7 @@ def validate_template(
         templates = {**(templates or {}), name: raw}
         chain = (name,)
     root = _Validator(_EMPTY, templates, True, ())
-    root.job(raw, "", None, chain, 0)
+    try:
+        root.job(raw, "", None, chain, 0)
+    except _NeedsScope:
+        root.with_refs(Scope()).job(raw, "", None, chain, 0)

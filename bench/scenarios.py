@@ -1,0 +1,475 @@
+"""The five benchmark scenarios. Each measures stepline and a baseline in the same run.
+
+These machines are shared and noisy (2 cores), so an absolute number from one run says little on
+its own; a ratio against a baseline measured minutes apart on the same machine says much more.
+Every scenario returns :class:`Row` s (one per table line) and a ``details`` dict with the raw
+figures, which ``run.py`` writes to the JSON file.
+
+Every scenario also checks the output it timed (every job ``finished``, in the expected state,
+``bye`` last): a fast run that lost jobs must fail, not post a good number.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import (
+    BenchError,
+    Child,
+    Event,
+    baseline_argv,
+    children_named,
+    command,
+    percentile,
+    proc_status,
+    run_timed,
+    serve_argv,
+    submit_lines,
+    trivial_jobs,
+)
+
+KIB = 1024
+MIB = 1024 * 1024
+FEED_BATCH = 50_000  # submit lines generated per write when feeding a long run lazily
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each scenario does: the full run and ``--quick`` differ only here."""
+
+    trivial_jobs: int = 100_000
+    process_jobs: int = 2_000
+    cancels: int = 200
+    queued_jobs: int = 100_000
+    finished_jobs: int = 1_000_000
+    startups: int = 10
+    cold_startups: int = 3  # start-ups without a bytecode cache, for the details only
+    rss_interval: float = 0.5  # seconds between RSS samples during the long run
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    trivial_jobs=3_000,
+    process_jobs=200,
+    cancels=20,
+    queued_jobs=5_000,
+    finished_jobs=20_000,
+    startups=5,  # each round starts four interpreters: keep --quick under a minute when loaded
+    cold_startups=1,
+    rss_interval=0.1,
+)
+
+
+@dataclass
+class Row:
+    """One line of the results table: stepline's figure against its baseline's."""
+
+    scenario: str
+    metric: str
+    label: str
+    unit: str  # "jobs/s", "s" or "bytes": run.py formats by unit
+    stepline: float
+    baseline: float
+    baseline_name: str
+    target: str
+    met: bool | None  # None: the brief sets no target for this line
+
+    @property
+    def ratio(self) -> float:
+        return self.stepline / self.baseline if self.baseline else float("nan")
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "ratio": self.ratio}
+
+
+@dataclass
+class Outcome:
+    rows: list[Row]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# -- shared checks ------------------------------------------------------------------------------
+
+
+def check_jobs(events: list[Event], jobs: int, state: str) -> None:
+    """``ready`` first, ``bye`` last, and every job accepted, started and finished in ``state``."""
+    if not events or events[0]["event"] != "ready" or events[-1]["event"] != "bye":
+        raise BenchError("output does not run from `ready` to `bye`")
+    kinds = Counter(ev["event"] for ev in events)
+    states = Counter(ev["state"] for ev in events if ev["event"] == "finished")
+    expected = {"accepted": jobs, "started": jobs, "finished": jobs}
+    if any(kinds[kind] != count for kind, count in expected.items()) or states[state] != jobs:
+        raise BenchError(f"expected {jobs} jobs {state}; saw {dict(kinds)}, states {dict(states)}")
+
+
+def check_line_count(child: Child, expected: int) -> None:
+    if child.reader.lines != expected:
+        raise BenchError(f"expected {expected} output lines, got {child.reader.lines}")
+
+
+def timed_pipeline(argv: list[str], data: bytes, jobs: int, timeout: float) -> float:
+    """Seconds from the first byte written to ``bye`` read, after the child is ``ready``.
+
+    Start-up is excluded (scenario 5 measures it), and the whole input is built beforehand and
+    written by a thread, so neither the interpreter start nor the feeder is what gets timed.
+    """
+    with Child(argv, keep=True, timeout=timeout) as child:
+        child.reader.wait_lines(1, 60)
+        start = time.perf_counter()
+        child.feed_in_thread(data)
+        child.finish(timeout)
+        end = child.reader.bye_at
+        events = child.reader.events()
+    if end is None:
+        raise BenchError("no `bye` line at the end of the output")
+    check_jobs(events, jobs, "succeeded")
+    return end - start
+
+
+# -- 1. trivial jobs ------------------------------------------------------------------------
+
+
+def trivial(sizes: Sizes) -> Outcome:
+    """``value`` jobs end to end through ``stepline serve`` against the bare trio loop."""
+    jobs = sizes.trivial_jobs
+    data = submit_lines(trivial_jobs(0, jobs))
+    flags = ("--workers", "4", "--queue", str(jobs))
+    base = timed_pipeline(baseline_argv(*flags), data, jobs, timeout=300)
+    step = timed_pipeline(serve_argv(*flags, "--heartbeat", "0"), data, jobs, timeout=600)
+    rate, base_rate = jobs / step, jobs / base
+    row = Row(
+        scenario="trivial",
+        metric="throughput",
+        label=f"trivial jobs ({jobs:,}), 4 workers",
+        unit="jobs/s",
+        stepline=rate,
+        baseline=base_rate,
+        baseline_name="bare trio",
+        target="≥25,000/s and ≥1.0x",
+        met=rate >= 25_000 and rate >= base_rate,
+    )
+    details = {"jobs": jobs, "stepline_s": step, "baseline_s": base, "input_bytes": len(data)}
+    return Outcome([row], details)
+
+
+# -- 2. process jobs ------------------------------------------------------------------------
+
+
+def process(sizes: Sizes) -> Outcome:
+    """``run: ["true"]`` with 8 workers against ``xargs -P8`` (and GNU parallel if present)."""
+    jobs = sizes.process_jobs
+    data = submit_lines({"run": ["true"]} for _ in range(jobs))
+    flags = ("--workers", "8", "--queue", str(jobs), "--heartbeat", "0")
+    step = timed_pipeline(serve_argv(*flags), data, jobs, timeout=300)
+    xargs = _time_with_args(["xargs", "-P8", "-n1", "true"], jobs)
+    rate, label = jobs / step, f"process jobs ({jobs:,} x true), 8 workers"
+    rows = [
+        Row(
+            scenario="process",
+            metric="vs_xargs",
+            label=label,
+            unit="jobs/s",
+            stepline=rate,
+            baseline=jobs / xargs,
+            baseline_name="xargs -P8",
+            target="≥0.9x",
+            met=rate >= 0.9 * jobs / xargs,
+        )
+    ]
+    details: dict[str, Any] = {"jobs": jobs, "stepline_s": step, "xargs_s": xargs}
+    if shutil.which("parallel"):
+        gnu = _time_with_args(["parallel", "--will-cite", "-j8", "-N1", "true"], jobs)
+        rows.append(
+            Row(
+                scenario="process",
+                metric="vs_parallel",
+                label=label,
+                unit="jobs/s",
+                stepline=rate,
+                baseline=jobs / gnu,
+                baseline_name="GNU parallel -j8",
+                target="—",
+                met=None,
+            )
+        )
+        details["parallel_s"] = gnu
+    else:
+        details["parallel_s"] = None  # not installed: the row is left out
+    return Outcome(rows, details)
+
+
+def _time_with_args(argv: list[str], jobs: int) -> float:
+    """Run ``argv`` with ``jobs`` one-word argument lines on stdin (``true x``, ``jobs`` times)."""
+    with tempfile.TemporaryFile() as lines:
+        lines.write(b"x\n" * jobs)
+        lines.seek(0)
+        return run_timed(argv, stdin=lines)
+
+
+# -- 3. cancel latency ----------------------------------------------------------------------
+
+
+def cancel(sizes: Sizes) -> Outcome:
+    """Round trips on one live process: ``cancel`` → ``finished``, against ``ping`` → ``pong``.
+
+    The ping round trip is the floor for any command (pipe, parse, dispatch, write, read), so
+    the ratio shows what cancelling itself costs.
+    """
+    count = sizes.cancels
+    with Child(serve_argv("--workers", "4"), reader=False, timeout=300) as child:
+        child.await_event("ready")
+        pings = [_ping(child) for _ in range(count)]
+        sleeping = [_cancel_one(child, {"sleep": 60}, None) for _ in range(count)]
+        running = [_cancel_one(child, {"run": ["sleep", "60"]}, "sleep") for _ in range(count)]
+        child.finish(60)
+    ping_median, ping_p99 = statistics.median(pings), percentile(pings, 0.99)
+    rows = []
+    for what, samples in (("sleeping job", sleeping), ("running subprocess", running)):
+        for stat, value, floor in (
+            ("median", statistics.median(samples), ping_median),
+            ("p99", percentile(samples, 0.99), ping_p99),
+        ):
+            has_target = what == "sleeping job" and stat == "median"  # the brief's one target
+            rows.append(
+                Row(
+                    scenario="cancel",
+                    metric=f"{what.split()[-1]}_{stat}",
+                    label=f"cancel a {what}: {stat} ({count})",
+                    unit="s",
+                    stepline=value,
+                    baseline=floor,
+                    baseline_name="ping round trip",
+                    target="<5 ms" if has_target else "—",
+                    met=value < 0.005 if has_target else None,
+                )
+            )
+    details = {"cancels": count, "ping_s": pings, "sleeping_s": sleeping, "running_s": running}
+    return Outcome(rows, details)
+
+
+def _ping(child: Child) -> float:
+    start = time.perf_counter()
+    child.send(command("ping"))
+    child.await_event("pong")
+    return time.perf_counter() - start
+
+
+def _cancel_one(child: Child, job: dict[str, Any], wait_for_child: str | None) -> float:
+    """Submit ``job``, wait until it really runs, then time ``cancel`` → its ``finished``."""
+    child.send(command("submit", job=job))
+    job_id = child.await_event("accepted")["job"]
+    child.await_event("started", job_id)
+    if wait_for_child is not None:
+        _wait_until(lambda: bool(children_named(child.pid, wait_for_child)), timeout=10)
+    start = time.perf_counter()
+    child.send(command("cancel", job=job_id))
+    finished = child.await_event("finished", job_id)
+    elapsed = time.perf_counter() - start
+    if finished["state"] != "cancelled":
+        raise BenchError(f"cancelled job finished {finished['state']}: {finished}")
+    return elapsed
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    """``started`` precedes the fork; wait until the subprocess exists so we cancel *it*."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"condition not met within {timeout:g}s")
+        time.sleep(0.001)
+
+
+# -- 4. memory ------------------------------------------------------------------------------
+
+
+def memory(sizes: Sizes) -> Outcome:
+    """Bytes per queued job (against the bare loop's), and RSS over a long run of jobs."""
+    queued = sizes.queued_jobs
+    step_per_job, step_detail = _queued_stepline(queued)
+    base_per_job, base_detail = _queued_baseline(queued)
+    flat = _rss_over_run(sizes.finished_jobs, sizes.rss_interval)
+    warm, final = flat["warm_rss"], flat["final_rss"]
+    rows = [
+        Row(
+            scenario="memory",
+            metric="per_queued_job",
+            label=f"memory per queued job ({queued:,})",
+            unit="bytes",
+            stepline=step_per_job,
+            baseline=base_per_job,
+            baseline_name="bare trio",
+            target="<2 KiB",
+            met=step_per_job < 2 * KIB,
+        ),
+        Row(
+            scenario="memory",
+            metric="rss_flat",
+            label=f"RSS after {sizes.finished_jobs:,} finished jobs",
+            unit="bytes",
+            stepline=final,
+            baseline=warm,
+            baseline_name="same run at 20%",
+            target="flat (≤1.05x)",
+            met=final <= 1.05 * warm,
+        ),
+    ]
+    details = {"queued_stepline": step_detail, "queued_baseline": base_detail, "long_run": flat}
+    return Outcome(rows, details)
+
+
+def _queued_stepline(jobs: int) -> tuple[float, dict[str, Any]]:
+    """RSS growth per job with ``jobs`` queued behind one worker held by a long sleep."""
+    argv = serve_argv("--queue", str(jobs), "--workers", "1", "--heartbeat", "0")
+    with Child(argv, timeout=600) as child:
+        child.reader.wait_lines(1, 60)
+        ready = proc_status(child.pid)
+        child.send(command("submit", job={"sleep": 3600}))
+        child.reader.wait_lines(3, 60)  # ready, accepted, started: the worker is busy
+        child.send(submit_lines(trivial_jobs(0, jobs)))
+        child.reader.wait_lines(3 + jobs, 600)
+        after, peak = proc_status(child.pid), proc_status(child.pid, "VmHWM")
+        child.send(command("shutdown", mode="cancel"))
+        child.finish(600)
+        # + shutting_down, a cancelled `finished` per job (the sleeper too), bye
+        check_line_count(child, 3 + jobs + 1 + (jobs + 1) + 1)
+    return (after - ready) / jobs, {"ready_rss": ready, "queued_rss": after, "peak_rss": peak}
+
+
+def _queued_baseline(jobs: int) -> tuple[float, dict[str, Any]]:
+    """The same measurement on the bare loop, whose workers wait for EOF (``--hold``)."""
+    argv = baseline_argv("--queue", str(jobs), "--workers", "1", "--hold")
+    with Child(argv, timeout=300) as child:
+        child.reader.wait_lines(1, 60)
+        ready = proc_status(child.pid)
+        child.send(submit_lines(trivial_jobs(0, jobs)))
+        child.reader.wait_lines(1 + jobs, 300)
+        after = proc_status(child.pid)
+        child.finish(300)
+        check_line_count(child, 3 * jobs + 2)
+    return (after - ready) / jobs, {"ready_rss": ready, "queued_rss": after}
+
+
+def _rss_over_run(jobs: int, interval: float) -> dict[str, Any]:
+    """Sample VmRSS while ``jobs`` trivial jobs run with the default ``--queue``/``--keep``.
+
+    The feeder never closes stdin until every job has finished, so the last sample is taken
+    with all ``jobs`` done and the process still alive.
+    """
+    with Child(serve_argv("--heartbeat", "0"), timeout=1800) as child:
+        child.reader.wait_lines(1, 60)
+        ready = proc_status(child.pid)
+        feeder = _feed_lazily(child, jobs)
+        samples = _sample_rss(child, jobs, interval)
+        child.reader.wait_lines(1 + 3 * jobs, 60)
+        samples.append(_rss_sample(child, jobs))
+        feeder.join(60)
+        peak = proc_status(child.pid, "VmHWM")
+        child.finish(60)
+        check_line_count(child, 3 * jobs + 2)
+    warm = next(s for s in samples if s["finished"] >= 0.2 * jobs)
+    return {
+        "jobs": jobs,
+        "ready_rss": ready,
+        "warm_rss": warm["rss"],
+        "final_rss": samples[-1]["rss"],
+        "max_rss": max(s["rss"] for s in samples),
+        "peak_rss": peak,
+        "samples": samples,
+    }
+
+
+def _feed_lazily(child: Child, jobs: int) -> threading.Thread:
+    """Write ``jobs`` submits from a thread, built in batches (a million lines is 45 MB)."""
+
+    def feed() -> None:
+        try:
+            for start in range(0, jobs, FEED_BATCH):
+                child.send(submit_lines(trivial_jobs(start, min(jobs, start + FEED_BATCH))))
+        except BrokenPipeError:
+            pass  # the child died: the line counts will not add up, and that is reported
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+def _sample_rss(child: Child, jobs: int, interval: float) -> list[dict[str, float]]:
+    samples = []
+    while child.reader.lines < 1 + 3 * jobs and not child.reader.eof:
+        time.sleep(interval)
+        samples.append(_rss_sample(child, jobs))
+    return samples
+
+
+def _rss_sample(child: Child, jobs: int) -> dict[str, float]:
+    elapsed = time.perf_counter() - child.started_at
+    finished = min(jobs, max(0, (child.reader.lines - 1) // 3))  # about: 3 events a job
+    return {"t": round(elapsed, 3), "finished": finished, "rss": proc_status(child.pid)}
+
+
+# -- 5. start-up ----------------------------------------------------------------------------
+
+
+def startup(sizes: Sizes) -> Outcome:
+    """Process start to ``ready``, against ``python -c pass`` (alternated, to share the noise).
+
+    Timed with a warm bytecode cache, as an installed package starts (see ``child_env``); the
+    cold figure, every module compiled from source, is kept in the details for comparison, as
+    is the time to import trio alone, the floor for any trio program.
+    """
+    _time_to_ready(bytecode_cache=True)  # warm the cache (and the page cache) before timing
+    bare, trio_import, ready, cold = [], [], [], []
+    for index in range(sizes.startups):
+        bare.append(run_timed([sys.executable, "-c", "pass"]))
+        trio_import.append(run_timed([sys.executable, "-c", "import trio"]))
+        ready.append(_time_to_ready(bytecode_cache=True))
+        if index < sizes.cold_startups:
+            cold.append(_time_to_ready(bytecode_cache=False))
+    median, bare_median = statistics.median(ready), statistics.median(bare)
+    row = Row(
+        scenario="startup",
+        metric="to_ready",
+        label=f"start-up to `ready`, median of {sizes.startups}",
+        unit="s",
+        stepline=median,
+        baseline=bare_median,
+        baseline_name="python -c pass",
+        target="<150 ms beyond",
+        met=median - bare_median < 0.150,
+    )
+    details = {
+        "ready_s": ready,
+        "python_pass_s": bare,
+        "python_import_trio_s": trio_import,
+        "import_trio_median_s": statistics.median(trio_import),
+        "ready_without_bytecode_cache_s": cold,
+        "ready_without_bytecode_cache_median_s": statistics.median(cold),
+    }
+    return Outcome([row], details)
+
+
+def _time_to_ready(*, bytecode_cache: bool) -> float:
+    argv = serve_argv()
+    with Child(argv, reader=False, timeout=60, bytecode_cache=bytecode_cache) as child:
+        child.await_event("ready")
+        elapsed = time.perf_counter() - child.started_at
+        child.finish(30)
+    return elapsed
+
+
+SCENARIOS: dict[str, Callable[[Sizes], Outcome]] = {
+    "trivial": trivial,
+    "process": process,
+    "cancel": cancel,
+    "memory": memory,
+    "startup": startup,
+}

@@ -1,0 +1,370 @@
+"""``stepline serve --state``: accepted jobs survive a crash (issue 5).
+
+The end-to-end tests SIGKILL a real ``stepline serve`` and start it again on the same file, as an
+operator would; the in-process tests check the store's batching directly.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from stepline import Config, Executor
+from stepline._store import Store
+
+from .conftest import MemoryOutbox
+from .driver import ENV, SERVE, Driver, Event, lifecycle_ok, run_cli, serve
+
+SLEEP = 2.5  # seconds the "long" subprocess jobs run: long enough to kill them mid-run
+RECORDED = 0.5  # ample time for a `running` record to be committed (it takes milliseconds)
+
+
+def by_event(events: list[Event], name: str) -> list[Event]:
+    return [e for e in events if e["event"] == name]
+
+
+def submit(job: Any, **fields: Any) -> dict[str, Any]:
+    return {"op": "submit", "job": job, **fields}
+
+
+async def kill_and_collect(driver: Driver) -> list[Event]:
+    """SIGKILL the server and return every event it wrote (the pipe keeps what was written)."""
+    driver.signal(signal.SIGKILL)
+    await driver.rest()
+    assert driver.proc.returncode in (None, -signal.SIGKILL)
+    return driver.events
+
+
+async def wait_count(driver: Driver, name: str, count: int) -> None:
+    """Read events until ``count`` events named ``name`` were seen in this run, in all."""
+    while len(by_event(driver.events, name)) < count:
+        await driver.next_event()
+
+
+async def drain(driver: Driver) -> list[Event]:
+    """Close stdin (EOF: drain) and return every event of the run, through `bye`."""
+    await driver.close_stdin()
+    await driver.rest()
+    assert driver.events[-1]["event"] == "bye", driver.events[-3:]
+    return driver.events
+
+
+def rows(state: Path, query: str) -> list[tuple[Any, ...]]:
+    """Query the state file (closing at once: an open connection holds it "in use")."""
+    with closing(sqlite3.connect(state)) as conn:
+        return conn.execute(query).fetchall()
+
+
+# -- the crash test ----------------------------------------------------------------------------
+
+
+async def test_sigkill_mid_run_then_restart_finishes_every_job_exactly_once(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    quick = [submit({"value": i}) for i in range(8)]  # finished before the kill
+    long = [submit({"run": ["sleep", str(SLEEP)]}) for _ in range(4)]  # running at the kill
+    rest = [submit({"steps": [{"sleep": 0.01}, {"value": i}]}) for i in range(28)]  # queued
+    async with serve("--state", str(state), "--workers", "4", "--queue", "64",
+                     "--heartbeat", "0", deadline=60) as first:
+        await first.send(*quick)
+        await wait_count(first, "finished", len(quick))
+        await first.send(*long, *rest)
+        await wait_count(first, "accepted", 40)
+        # the 4 subprocess jobs are running, on every worker: nothing is about to finish
+        await wait_count(first, "started", len(quick) + len(long))
+        await trio.sleep(RECORDED)  # with `rerun`, steps do not wait for the `running` record
+        run1 = await kill_and_collect(first)
+
+    accepted1 = [e["job"] for e in by_event(run1, "accepted")]
+    assert len(accepted1) == 40
+    finished1 = Counter(e["job"] for e in by_event(run1, "finished"))
+    assert len(finished1) >= len(quick)
+    unfinished = [job for job in accepted1 if job not in finished1]
+    assert len(unfinished) >= 20  # the kill really came in the middle
+
+    async with serve("--state", str(state), "--workers", "4", "--heartbeat", "0",
+                     deadline=60) as second:
+        await second.send(submit({"value": "new"}, id="new"))
+        run2 = await drain(second)
+
+    recovered = {e["job"]: e for e in by_event(run2, "recovered")}
+    assert sorted(recovered) == sorted(unfinished)  # every unfinished job, and only those
+    assert {e["action"] for e in recovered.values()} == {"requeued", "rerun"}
+    for e in recovered.values():
+        assert (e["state"], e["action"]) in {("queued", "requeued"), ("running", "rerun")}
+    running = [job for job, e in recovered.items() if e["state"] == "running"]
+    assert sorted(running) == sorted(accepted1[8:12])  # the subprocess jobs cut off mid-run
+    # exactly one `finished` per accepted job, across the two runs
+    finished = Counter(e["job"] for e in by_event(run1 + run2, "finished"))
+    new = by_event(run2, "accepted")
+    assert len(new) == 1
+    assert new[0]["job"] not in accepted1  # ids never repeat across restarts
+    assert finished == Counter([*accepted1, new[0]["job"]])
+    assert all(e["state"] == "succeeded" for e in by_event(run2, "finished"))
+    # each recovered job's own events: `recovered` first, then its lifecycle goes on
+    for job in unfinished:
+        mine = [e["event"] for e in run2 if e.get("job") == job]
+        assert mine == ["recovered", "started", "finished"], (job, mine)
+    assert run2.index(recovered[unfinished[0]]) < run2.index(new[0])  # before new commands
+
+
+async def test_on_restart_fail_finishes_interrupted_jobs_at_once(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.db")
+    marker = tmp_path / "began"
+    fail = ("--state", state, "--on-restart", "fail", "--heartbeat", "0")
+    async with serve(*fail, "--workers", "1") as first:
+        await first.send(submit({"run": f"touch {marker}; sleep 30"}), submit({"value": 2}))
+        await first.wait_for("accepted", job="j2")
+        while not marker.exists():  # with `fail`, steps begin once `running` is on disk
+            await trio.sleep(0.02)
+        await kill_and_collect(first)
+
+    async with serve(*fail) as second:
+        events = await drain(second)
+    assert [(e["job"], e["state"], e["action"]) for e in by_event(events, "recovered")] == [
+        ("j1", "running", "failed"),
+        ("j2", "queued", "requeued"),
+    ]
+    fin = {e["job"]: e for e in by_event(events, "finished")}
+    assert fin["j1"]["state"] == "failed"
+    assert fin["j1"]["error"]["type"] == "interrupted"
+    assert fin["j1"]["elapsed"] == 0
+    assert fin["j2"]["output"] == 2
+    assert not [e for e in events if e.get("job") == "j1" and e["event"] == "started"]
+
+
+async def test_on_restart_rerun_runs_the_interrupted_job_again(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.db")
+    marker = tmp_path / "runs"
+    # the first run hangs (and is killed); the rerun sees the marker's first line and ends
+    job = {"run": f"echo x >> {marker}; [ $(wc -l < {marker}) -ge 2 ] || sleep 30"}
+    async with serve("--state", state, "--heartbeat", "0") as first:
+        await first.send(submit(job))
+        await first.wait_for("started", job="j1")
+        while not marker.exists():
+            await trio.sleep(0.02)
+        await kill_and_collect(first)
+
+    async with serve("--state", state, "--heartbeat", "0") as second:
+        events = await drain(second)
+    assert by_event(events, "recovered")[0]["action"] == "rerun"
+    assert by_event(events, "finished")[0]["state"] == "succeeded"
+    assert marker.read_text() == "x\nx\n"  # at least once: it ran in both runs
+
+
+# -- what comes back ---------------------------------------------------------------------------
+
+
+def test_templates_status_and_ids_survive_a_restart(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.db")
+    tpl = {"params": {"x": 1}, "steps": [{"value": "${params.x}"}]}
+    events, rc, stderr = run_cli([
+        {"op": "define", "name": "t", "job": tpl},
+        {"op": "submit", "template": "t", "params": {"x": 7}, "name": "seven"},
+        {"op": "submit", "job": {"fail": "boom"}},
+    ], "--state", state)
+    assert rc == 0, stderr
+    assert [e["job"] for e in by_event(events, "accepted")] == ["j1", "j2"]
+    lifecycle_ok(events)
+
+    events, rc, stderr = run_cli([
+        {"op": "status", "id": "s1", "job": "j1"},
+        {"op": "status", "id": "s2", "job": "j2"},
+        {"op": "submit", "template": "t"},
+    ], "--state", state)
+    assert rc == 0, stderr
+    s1, s2 = by_event(events, "status")
+    assert s1["jobs"] == [{"job": "j1", "state": "succeeded", "name": "seven",
+                           "elapsed": s1["jobs"][0]["elapsed"], "output": 7}]
+    assert s2["jobs"][0]["error"]["message"] == "boom"
+    assert by_event(events, "accepted")[0]["job"] == "j3"  # the template, and the next id
+    assert by_event(events, "finished")[0]["output"] == 1
+    assert not by_event(events, "recovered")
+
+
+async def test_a_recovered_job_keeps_the_template_it_was_accepted_with(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.db")
+    async with serve("--state", state, "--workers", "1", "--heartbeat", "0") as first:
+        await first.send(
+            {"op": "define", "name": "t", "job": {"steps": [{"value": "old"}]}},
+            submit({"run": ["sleep", "30"]}),
+            submit({"use": "t"}),
+            {"op": "define", "name": "t", "job": {"steps": [{"value": "new"}]}, "id": "d2"},
+        )
+        await first.wait_for("defined", id="d2")
+        await wait_count(first, "started", 1)
+        await kill_and_collect(first)
+    async with serve("--state", state, "--on-restart", "fail", "--heartbeat", "0") as second:
+        await second.send(submit({"use": "t"}))
+        events = await drain(second)
+    fin = {e["job"]: e for e in by_event(events, "finished")}
+    assert fin["j2"]["output"] == "old"  # accepted before the redefinition
+    assert fin["j3"]["output"] == "new"  # the redefinition itself survived too
+
+
+def test_keep_bounds_finished_records_on_disk_and_in_memory(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    jobs = [submit({"value": i}) for i in range(10)]
+    _, rc, stderr = run_cli(jobs, "--state", str(state), "--keep", "3", "--workers", "1")
+    assert rc == 0, stderr
+    assert rows(state, "SELECT count(*) FROM jobs") == [(3,)]
+
+    events, rc, _ = run_cli([{"op": "status"}], "--state", str(state), "--keep", "3")
+    assert sorted(r["job"] for r in by_event(events, "status")[0]["jobs"]) == ["j10", "j8", "j9"]
+
+    events, rc, _ = run_cli([{"op": "status"}], "--state", str(state), "--keep", "1")
+    assert [r["job"] for r in by_event(events, "status")[0]["jobs"]] == ["j10"]
+    assert rows(state, "SELECT id FROM jobs") == [("j10",)]
+
+    events, _, _ = run_cli([submit({"value": 0})], "--state", str(state), "--keep", "0")
+    assert by_event(events, "accepted")[0]["job"] == "j11"  # the counter outlives the records
+    assert rows(state, "SELECT count(*) FROM jobs") == [(0,)]
+
+
+# -- the file itself ---------------------------------------------------------------------------
+
+
+def refused(state: Path) -> str:
+    """Start on ``state``: it must fail with status 2 and no output, leaving the file as it was."""
+    before = state.read_bytes()
+    events, rc, stderr = run_cli([submit({"value": 1})], "--state", str(state))
+    assert rc == 2, stderr
+    assert events == []
+    assert "Traceback" not in stderr
+    assert state.read_bytes() == before  # never a silent reset
+    return stderr
+
+
+def test_a_corrupt_state_file_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    state.write_bytes(b"this is not a database\n" * 200)
+    assert "is corrupt" in refused(state)
+
+
+def test_a_damaged_database_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    _, rc, _ = run_cli([submit({"value": i}) for i in range(50)], "--state", str(state))
+    assert rc == 0
+    data = bytearray(state.read_bytes())
+    assert len(data) > 4096
+    data[4096 + 8 : 4096 + 200] = b"\xa5" * 192  # a page's header and cells
+    state.write_bytes(bytes(data))
+    assert "corrupt" in refused(state)
+
+
+def test_a_state_file_from_a_newer_stepline_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    with closing(sqlite3.connect(state)) as conn:
+        conn.execute("CREATE TABLE jobs (id TEXT)")
+        conn.execute("PRAGMA user_version = 99")
+        conn.commit()
+    stderr = refused(state)
+    assert "format 99" in stderr
+    assert "newer" in stderr
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    with closing(sqlite3.connect(state)) as conn:
+        conn.execute("CREATE TABLE precious (data TEXT)")
+        conn.commit()
+    assert "not a stepline state file" in refused(state)
+
+
+async def test_a_state_file_in_use_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    async with serve("--state", str(state)) as first:
+        await first.send({"op": "ping", "id": 1})
+        await first.wait_for("pong")
+        _, rc, stderr = await trio.to_thread.run_sync(
+            lambda: run_cli([], "--state", str(state))
+        )
+        assert rc == 2
+        assert "in use" in stderr
+        await drain(first)
+
+
+def test_without_state_nothing_touches_the_disk(tmp_path: Path) -> None:
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    commands = b'{"op":"define","name":"t","job":{"value":1}}\n{"op":"submit","template":"t"}\n'
+    proc = subprocess.run(SERVE, input=commands, cwd=tmp_path, capture_output=True, check=False,
+                          env={**ENV, "PYTHONPATH": src}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert b'"finished"' in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the protocol is unchanged by --state --------------------------------------------------------
+
+
+def replies(events: list[Event]) -> list[tuple[Any, ...]]:
+    """The answers to commands, in order (job events interleave with them by timing)."""
+    return [(e["event"], e.get("id"), e.get("code"), e.get("job")) for e in events
+            if e["event"] in ("accepted", "error", "status", "pong", "defined")]
+
+
+@pytest.mark.parametrize("queue", ["2", "64"])
+def test_replies_keep_command_order_with_state(tmp_path: Path, queue: str) -> None:
+    commands: list[Any] = []
+    for i in range(30):
+        commands.append(submit({"value": i}, id=i))
+        if i % 7 == 3:
+            commands.append(submit({"sleep": "x"}, id=f"bad{i}"))
+        if i % 11 == 5:
+            commands.append(b"{not json\n")
+        if i % 13 == 0:
+            commands.append({"op": "ping", "id": f"p{i}"})
+    commands.append({"op": "define", "id": "d", "name": "t", "job": {"steps": [{"value": 1}]}})
+    commands.append({"op": "submit", "template": "t", "id": "t"})
+    plain, rc1, _ = run_cli(commands, "--queue", queue)
+    durable, rc2, _ = run_cli(commands, "--queue", queue, "--state", str(tmp_path / "state.db"))
+    assert rc1 == rc2 == 0
+    assert replies(durable) == replies(plain)
+    lifecycle_ok(durable)
+
+
+async def test_sigterm_with_state_cancels_and_leaves_nothing_to_recover(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    async with serve("--state", str(state), "--heartbeat", "0") as d:
+        await d.send(*[submit({"run": ["sleep", "30"]}) for _ in range(6)])
+        await wait_count(d, "started", 4)
+        d.signal(signal.SIGTERM)
+        await d.rest()
+        events = d.events
+    lifecycle_ok(events)
+    assert {e["state"] for e in by_event(events, "finished")} == {"cancelled"}
+    assert events[-1]["event"] == "bye"
+    again, rc, _ = run_cli([], "--state", str(state))
+    assert rc == 0
+    assert not by_event(again, "recovered")
+
+
+# -- in process: group commit ------------------------------------------------------------------
+
+
+async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "state.db", keep=10)
+    outbox = MemoryOutbox()
+    executor = Executor(Config(workers=2, queue_size=500, heartbeat=0), outbox, store=store)
+    jobs = 200
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await nursery.start(executor.run)
+        async with trio.open_nursery() as submitters:
+            for i in range(jobs):
+                submitters.start_soon(executor.submit, {"value": i})
+        executor.shutdown("drain")
+        await executor.closed.wait()
+        await store.aclose()
+    assert len(by_event(outbox.events, "finished")) == jobs
+    assert store.commits < jobs / 4  # the accepts rode together, and so did the updates
+    assert rows(tmp_path / "state.db", "SELECT count(*) FROM jobs") == [(10,)]
