@@ -829,3 +829,12 @@ def test_any_input_gives_a_spec_or_invalid_job(raw: object, p: object) -> None:
     except InvalidJob:
         return
     assert isinstance(spec, JobSpec)
+
+
+def test_job_key_on_a_bare_step_explains_itself() -> None:
+    """Regression: the hint used to be "did you mean 'on_finish'?" for 'on_finish' itself."""
+    with pytest.raises(InvalidJob) as err:
+        validate_job({"run": "true", "on_finish": []})
+    assert err.value.path == "steps[0]"
+    assert "it is a job key" in err.value.message
+    assert "did you mean" not in err.value.message

@@ -135,10 +135,29 @@ def decode_command(line: bytes) -> tuple[Command, RequestId]:
     if not isinstance(obj, dict):
         raise CommandRefused(BadJson(f"expected a JSON object, got {_json_type(obj)}"), None)
     request_id = _request_id(obj)
+    fast = _plain_submit(obj)
+    if fast is not None:
+        return fast, request_id
     try:
         return _structure(obj), request_id
     except BadCommand as exc:
         raise CommandRefused(exc, request_id) from None
+
+
+_SUBMIT_KEYS = frozenset({"op", "id", "job", "name"})
+
+
+def _plain_submit(obj: dict[str, Any]) -> Submit | None:
+    """The common ``{"op": "submit", "job": {...}}`` without cattrs (the hot path: ~8% of a
+    trivial job's cost). Anything less plain returns None and takes the strict, explaining path."""
+    if obj.get("op") != "submit" or not _SUBMIT_KEYS.issuperset(obj):
+        return None
+    name = obj.get("name")
+    if "job" not in obj or (name is not None and not isinstance(name, str)):
+        return None
+    if "id" in obj and _request_id(obj) is None:
+        return None
+    return Submit(job=obj["job"], name=name)
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId:

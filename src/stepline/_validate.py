@@ -174,7 +174,9 @@ def _unknown_key(key: object, kind: str | None = None) -> str:
     """The message for a key nothing expects, with a suggestion: typos are the usual cause."""
     where = f" for a {kind} step" if kind else ""
     message = f"unknown key {_show_key(key)}{where}"
-    if type(key) is str:
+    if type(key) is str and key in _JOB_KEYS:
+        message += ": it is a job key; put the step in a job's \"steps\" list to use it"
+    elif type(key) is str:
         close = difflib.get_close_matches(key, sorted(_STEP_KEYS | _JOB_KEYS), n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
