@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import trio
 
-from stepline import Config, Executor
-from stepline._store import Store
+from stepline import Config, Executor, _store
+from stepline._store import Store, StoreFailed
 
 from .conftest import MemoryOutbox
 from .driver import ENV, SERVE, Driver, Event, lifecycle_ok, run_cli, serve
@@ -193,17 +193,20 @@ def test_templates_status_and_ids_survive_a_restart(tmp_path: Path) -> None:
 
 async def test_a_recovered_job_keeps_the_template_it_was_accepted_with(tmp_path: Path) -> None:
     state = str(tmp_path / "state.db")
-    async with serve("--state", state, "--workers", "1", "--heartbeat", "0") as first:
+    marker = tmp_path / "began"
+    fail = ("--state", state, "--on-restart", "fail", "--heartbeat", "0")
+    async with serve(*fail, "--workers", "1") as first:
         await first.send(
             {"op": "define", "name": "t", "job": {"steps": [{"value": "old"}]}},
-            submit({"run": ["sleep", "30"]}),
+            submit({"run": f"touch {marker}; sleep 30"}),  # keeps j2 queued
             submit({"use": "t"}),
             {"op": "define", "name": "t", "job": {"steps": [{"value": "new"}]}, "id": "d2"},
         )
         await first.wait_for("defined", id="d2")
-        await wait_count(first, "started", 1)
+        while not marker.exists():  # j1's `running` is on disk: it will not run again
+            await trio.sleep(0.02)
         await kill_and_collect(first)
-    async with serve("--state", state, "--on-restart", "fail", "--heartbeat", "0") as second:
+    async with serve(*fail) as second:
         await second.send(submit({"use": "t"}))
         events = await drain(second)
     fin = {e["job"]: e for e in by_event(events, "finished")}
@@ -368,3 +371,31 @@ async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
     assert len(by_event(outbox.events, "finished")) == jobs
     assert store.commits < jobs / 4  # the accepts rode together, and so did the updates
     assert rows(tmp_path / "state.db", "SELECT count(*) FROM jobs") == [(10,)]
+
+
+async def test_a_failing_state_file_refuses_submits_but_loses_no_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await Store.open(tmp_path / "state.db")
+    outbox = MemoryOutbox()
+    executor = Executor(Config(workers=1, heartbeat=0), outbox, store=store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await nursery.start(executor.run)
+        running = await executor.submit({"sleep": 0.2})
+        await outbox.wait_for(lambda e: e["event"] == "started")
+
+        def broken(conn: sqlite3.Connection, batch: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(_store, "_commit", broken)
+        with pytest.raises(StoreFailed, match="cannot be written"):
+            await executor.submit({"value": 1})
+        await outbox.finished(running.id)  # its outcome could not be recorded: still announced
+        with pytest.raises(StoreFailed):
+            await executor.submit({"value": 2})
+        executor.shutdown("drain")
+        await executor.closed.wait()
+        await store.aclose()
+    assert [e["job"] for e in by_event(outbox.events, "accepted")] == [running.id]
+    lifecycle_ok(outbox.events)

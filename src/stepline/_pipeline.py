@@ -48,10 +48,11 @@ class SubmitPipeline:
         if not isinstance(command, Submit):
             return False
         self._settle_committed()
-        if self._staged and not self._executor.has_room():
-            # Never wait for room while holding slots that settling frees; then let idle
-            # workers take what was just queued, as they would have between unstaged submits.
-            await self.settle()
+        while self._staged and not self._executor.has_room():
+            # Never wait for room while holding slots that settling frees: wait for the oldest
+            # staged submit's commit only (the next batch may still be filling), accept what is
+            # committed, and let idle workers take it, as between unstaged submits.
+            await self._settle_oldest()
             await trio.lowlevel.checkpoint()
         try:
             staged = await self._executor.stage(
@@ -84,6 +85,16 @@ class SubmitPipeline:
         with trio.CancelScope(shield=True):
             outcomes = await self._executor.settle(staged)
         self._report(staged, outcomes)
+
+    async def _settle_oldest(self) -> None:
+        store = self._executor.store
+        assert store is not None
+        try:
+            with trio.CancelScope(shield=True):  # as in settle(): it ends accepted or refused
+                await store.wait_durable(self._staged[0].gen)
+        except StoreFailed:
+            await self.settle()  # refuses what was not written
+        self._settle_committed()
 
     def _settle_committed(self) -> None:
         """Accept, without waiting, the staged submits already committed.

@@ -8,7 +8,10 @@ What is recorded, and when:
 * each state change, as the job table makes it (:class:`~stepline._jobs.TableObserver`):
   ``running`` when a worker takes the job; the final state with its output or error when it
   finishes. A job's ``finished`` *event* is held back until that record is committed, so a
-  ``finished`` a driver has seen is never contradicted by a rerun after a crash.
+  ``finished`` a driver has seen is never contradicted by a rerun after a crash. ``started`` is
+  not held (its ``progress``/``log`` events follow at once); with ``--on-restart fail`` the worker
+  instead waits for the ``running`` record before the steps begin (``write_ahead_start``), so a
+  job that had begun is failed as ``interrupted`` after a crash, never run a second time.
 * templates, on ``define``; the job id counter, so no id is ever handed out twice.
 
 **Why batches.** A commit in WAL mode with ``synchronous=FULL`` costs one ``fsync`` (about 1 ms on
@@ -337,6 +340,7 @@ class Store:
         keep: int,
         path: str,
         write_ahead_start: bool = False,
+        limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         self.path = path
         # With --on-restart fail a job's steps begin only once its `running` record is durable,
@@ -346,7 +350,7 @@ class Store:
         self.snapshot = snapshot
         self._conn = conn
         self._keep = keep
-        self._limiter = trio.CapacityLimiter(1)  # one connection, one user at a time
+        self._limiter = limiter or trio.CapacityLimiter(1)  # one connection, one user at a time
         self._batch = _Batch(gen=1)
         self._durable = 0  # every batch up to this one is committed
         self._fin = snapshot.last_fin  # finish numbers continue above the loaded rows
@@ -367,7 +371,8 @@ class Store:
         name = os.fspath(path)
         limiter = trio.CapacityLimiter(1)
         conn, snapshot = await trio.to_thread.run_sync(_open, name, keep, limiter=limiter)
-        return cls(conn, snapshot, keep=keep, path=name, write_ahead_start=write_ahead_start)
+        return cls(conn, snapshot, keep=keep, path=name, write_ahead_start=write_ahead_start,
+                   limiter=limiter)
 
     def bind(self, emit: EmitFn, next_number: Callable[[], int]) -> None:
         """Where held ``finished`` events go, and where the id counter is read from."""
@@ -418,6 +423,11 @@ class Store:
 
     def is_durable(self, gen: int) -> bool:
         return gen <= self._durable
+
+    @property
+    def failure(self) -> str:
+        """Why writes stopped ("" while they work)."""
+        return self._failure or ""
 
     async def wait_durable(self, gen: int) -> None:
         """Return once batch ``gen`` is committed; raise :class:`StoreFailed` if it never will."""
@@ -471,7 +481,7 @@ class Store:
         if self._failure is None:
             try:
                 await trio.to_thread.run_sync(_commit, self._conn, batch, limiter=self._limiter)
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:  # disk full, I/O error, or a bug: stop writing, say why
                 self._failure = f"the state file {self.path} cannot be written: {exc}"
                 log.exception("%s; jobs now run without durable state", self._failure)
             else:
