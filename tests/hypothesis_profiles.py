@@ -8,8 +8,9 @@
 * ``thorough``: fifty times as many, for a long run before a release or after touching the core.
 
 Registered here rather than in ``conftest.py`` (shared by every engineer) and applied only to
-the tests that ask for them through :func:`scaled`. Tests size themselves with :func:`scaled` so each profile multiplies a
-per-test budget instead of forcing one ``max_examples`` on tests of very different cost.
+the tests that ask for them through :func:`scaled`, which also sizes them: each profile
+multiplies a per-test budget instead of forcing one ``max_examples`` on tests of very different
+cost.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=_SLOW_IS_FINE,
 )
-settings.register_profile("dev", deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE)
-settings.register_profile(
-    "thorough", deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE
-)
+for _name in ("dev", "thorough"):
+    settings.register_profile(
+        _name, deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE
+    )
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or "ci"  # so CI=true, with nothing else set: ci
 if PROFILE not in _FACTOR:

@@ -11,12 +11,12 @@ import trio
 
 from stepline import __version__
 
-from .driver import lifecycle_ok, run_cli, serve
+from .driver import Event, lifecycle_ok, run_cli, serve
 
 pytestmark = pytest.mark.e2e
 
 
-def by_event(events: list[dict], name: str) -> list[dict]:
+def by_event(events: list[Event], name: str) -> list[Event]:
     return [e for e in events if e["event"] == name]
 
 
@@ -204,7 +204,7 @@ def pids_alive(pids: list[int]) -> list[int]:
 async def start_child(sl, pidfile: Path, script: str, grace: float = 5) -> str:
     job = {"run": ["sh", "-c", f"echo $$ > {pidfile}; {script}"], "grace": grace}
     await sl.send({"op": "submit", "job": job, "id": str(pidfile)})
-    job_id = (await sl.wait_for("accepted", id=str(pidfile)))["job"]
+    job_id: str = (await sl.wait_for("accepted", id=str(pidfile)))["job"]
     while not pidfile.exists() or not pidfile.read_text().strip():
         await trio.sleep(0.01)
     return job_id

@@ -65,7 +65,7 @@ class Cancel:
 
 @attrs.frozen
 class Status:
-    target: int | None | Literal["all"]
+    target: int | Literal["all"] | None
 
 
 @attrs.frozen
@@ -184,7 +184,7 @@ def programs(draw: st.DrawFn) -> Program:
     """A configuration, operations, and in about one program in four a shutdown midway."""
     body = draw(st.lists(ops, min_size=4, max_size=24))
     if draw(st.integers(0, 3)) == 0:
-        mode = draw(st.sampled_from(["drain", "cancel"]))
+        mode: Literal["drain", "cancel"] = draw(st.sampled_from(["drain", "cancel"]))
         body.insert(draw(st.integers(0, len(body))), Shutdown(mode))
     return Program(draw(configs), body, draw(st.sampled_from(["drain", "cancel"])))
 
@@ -343,10 +343,11 @@ class Harness:
         assert not leftover, f"tasks left after the executor closed: {leftover}"
 
     async def apply(self, op: Op, submitters: trio.Nursery) -> None:
-        handler: Callable[[Any], Awaitable[None]] = getattr(self, f"op_{type(op).__name__}")
+        """Run one operation, let every task run until blocked, then check the settled state."""
         if isinstance(op, Submit):
             await self.op_Submit(op, submitters)
         else:
+            handler: Callable[[Any], Awaitable[None]] = getattr(self, f"op_{type(op).__name__}")
             await handler(op)
         await trio.testing.wait_all_tasks_blocked()
         self.check_settled()
@@ -383,13 +384,12 @@ class Harness:
         job_id = self._pick(op.target)
         view = self.out.views.get(job_id)
         expected = self._refusal(job_id)
-        try:
-            self.ex.cancel(job_id)
-        except (UnknownJob, AlreadyFinished) as exc:
-            note(f"cancel: {type(exc).__name__}")
-            assert expected is type(exc), (job_id, exc)
+        if expected is not None:
+            note(f"cancel: {expected.__name__}")
+            with pytest.raises(expected):
+                self.ex.cancel(job_id)
             return
-        assert expected is None, (job_id, "cancel should have been refused")
+        self.ex.cancel(job_id)
         assert view is not None
         view.cancel_expected = True
 
@@ -533,7 +533,7 @@ def run_program(program: Program) -> None:
     trio.run(Harness(program).run, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-@scaled(250)
+@scaled(200)
 @given(programs())
 def test_random_programs_keep_every_invariant(program: Program) -> None:
     run_program(program)

@@ -18,6 +18,7 @@ able to start arbitrary programs on the machine running the tests.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any, Final
@@ -113,6 +114,8 @@ CORPUS: Final[list[dict[str, Any]]] = [
      "job": {"params": {"x": 0}, "steps": [{"value": "${params.x}"}]}},
     {"op": "submit", "template": "t", "params": {"x": 1}, "name": "n"},
     {"op": "submit", "job": {"steps": [{"use": "t", "with": {"x": 2}}, {"seq": []}]}},
+    {"op": "ack", "alert": "a1", "id": 12},
+    {"op": "unschedule", "schedule": "s1", "id": "u"},
 ]
 HUGE: Final = [10**30, -(10**30), 2**63, 2**64, -(2**63) - 1, 1e308, -1e308, 5e-324, 0.1]
 BAD_BYTES: Final = [b"\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\x00", b"\x1b[2J"]
@@ -212,7 +215,7 @@ def byte_mutation(draw: st.DrawFn, line: bytes) -> bytes:
 def mutated_command(draw: st.DrawFn) -> bytes:
     command: Any = draw(st.sampled_from(CORPUS))
     for _ in range(draw(st.integers(0, 2))):
-        if isinstance(command, dict | list):
+        if isinstance(command, dict):
             command = draw(tree_mutation(command))
     line = encode(command, draw(st.sampled_from([10, 64, 65, 300, 1100])))
     if draw(st.booleans()):
@@ -252,12 +255,19 @@ class ChunkStream(trio.abc.ReceiveStream):
 
     def __init__(self) -> None:
         self.send, self._receive = trio.open_memory_channel[bytes](float("inf"))
+        self._left = b""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            return b""
+        if not self._left:
+            try:
+                self._left = await self._receive.receive()
+            except trio.EndOfChannel:
+                return b""
+        else:
+            await trio.lowlevel.checkpoint()
+        cut = len(self._left) if max_bytes is None else max_bytes
+        chunk, self._left = self._left[:cut], self._left[cut:]
+        return chunk
 
     async def aclose(self) -> None:
         await self._receive.aclose()
@@ -315,7 +325,7 @@ async def drive(chunks: list[bytes]) -> tuple[Session, list[Event]]:
             nursery.start_soon(session.run)
             for chunk in chunks:
                 session.send(chunk)
-            session.send(b'\n{"op":"ping","id":"__after__"}\n')
+            session.send(b'{"op":"ping","id":"__after__"}\n')
             await session.wait_for(lambda e: e.get("id") == "__after__")
             answers = [e for e in session.events if _is_reply(e)][:-1]
             await _cancel_everything(session)
@@ -338,7 +348,11 @@ async def _cancel_everything(session: Session) -> None:
     for n, job in enumerate(running):
         session.command({"op": "cancel", "job": job, "id": f"__c{n}__"})
     for n in range(len(running)):
-        await session.wait_for(lambda e, n=n: e.get("id") == f"__c{n}__")
+        await session.wait_for(_has_id(f"__c{n}__"))
+
+
+def _has_id(rid: str) -> Callable[[Event], bool]:
+    return lambda event: event.get("id") == rid
 
 
 def _is_reply(event: Event) -> bool:
@@ -356,12 +370,13 @@ def check_answers(data: bytes, answers: list[Event]) -> None:
             continue
         assert answer.get("id") == expected_id(line), (line, answer)
         if answer["event"] == "error":
-            assert isinstance(answer["message"], str) and answer["message"], answer
+            assert isinstance(answer["message"], str), answer
+            assert answer["message"], answer
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 # -- the tests ---------------------------------------------------------------------------------

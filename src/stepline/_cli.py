@@ -14,7 +14,7 @@ from ._executor import Config
 from ._graphcli import add_graph_commands
 from ._policy import AllowRun, parse_allow_run
 from ._serve import DEFAULT_MAX_LINE, Server
-from ._stdio import open_stdin, open_stdout
+from ._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._store import Store, StoreError
 from ._version import __version__
 
@@ -76,6 +76,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if 1 in reserve_standard_fds():  # before anything can open a file onto fd 0 or 1
+        logging.getLogger("stepline").error("stdout is closed: nowhere to write the protocol")
+        return 1
     config = Config(
         workers=args.workers,
         queue_size=args.queue,

@@ -182,6 +182,7 @@ class Executor:
             http=self.triggers.http,
             workspace=workspace,
             cleanups=self.cleanups,
+            allow_run=self.config.allow_run,
         )
         spec = job.spec
         try:
@@ -334,8 +335,7 @@ class Executor:
         assert self.store is not None
         self._reserved -= 1
         if not self.store.is_durable(item.gen):
-            return StoreFailed(f"job not accepted: its record could not be written to "
-                               f"{self.store.path}")
+            return StoreFailed(f"job not accepted: {self.store.failure}")
         record = self.table.accept(
             item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
         )

@@ -26,6 +26,7 @@ from ._events import event
 from ._http import HttpClient, run_http
 from ._jobs import Job
 from ._outbox import Outbox
+from ._policy import AllowRun, refusal
 from ._process import ProcessGroups, ProcessStartError, run_process
 from ._spec import (
     Deferred,
@@ -62,6 +63,7 @@ class StepContext:
     http: HttpClient | None = None  # the executor's shared client, for `http` steps
     workspace: Workspace | None = None  # the job's scratch directory (_workspace.py)
     cleanups: Cleanups | None = None  # shielded clean-ups a hard stop ends (_tasks.py)
+    allow_run: AllowRun = None  # --allow-run, checked again right before a process starts
 
     def emit_step(self, step: Step, status: str, **fields: Any) -> None:
         """A ``step`` trace event (only with ``--trace``; not for the job's own root)."""
@@ -139,6 +141,9 @@ async def _fail(step: Fail, ctx: StepContext) -> None:
 
 
 async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
+    refused = refusal(step, ctx.allow_run)  # for steps resolved only now (`${tasks.a.output}`)
+    if refused is not None:
+        raise StepFailed("startup_failure", refused.message, step.path, step.mods.name)
     try:
         result = await run_process(
             step.argv,

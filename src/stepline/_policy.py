@@ -30,7 +30,14 @@ import attrs
 from ._errors import InvalidJob
 from ._spec import Fail, JobSpec, Log, Modifiers, Retry, Run, Sleep, Value
 
-__all__ = ["LOADER_ENV", "AllowRun", "check_run_policy", "describe_allow_run", "parse_allow_run"]
+__all__ = [
+    "LOADER_ENV",
+    "AllowRun",
+    "check_run_policy",
+    "describe_allow_run",
+    "parse_allow_run",
+    "refusal",
+]
 
 AllowRun: TypeAlias = frozenset[str] | None
 """``None`` allows every program; a set allows exactly those ``argv[0]`` (empty: no ``run``)."""
@@ -77,22 +84,37 @@ def check_run_policy(spec: JobSpec, allow: AllowRun, *, unresolved_ok: bool = Fa
         _check_one(step, allow, unresolved_ok)
 
 
-def _check_one(step: Run, allow: frozenset[str], unresolved_ok: bool) -> None:
+def refusal(step: Run, allow: AllowRun) -> InvalidJob | None:
+    """Why the policy forbids this ``run`` step (path and message), or None if it may run.
+
+    Also the last gate before a process starts (``_interpret``): a step built only at run time,
+    from a reference such as ``${tasks.a.output}``, is checked there, since submit saw only the
+    reference.
+    """
+    if allow is None:
+        return None
     program = step.argv[0]
-    if unresolved_ok and _unresolved(step.argv):
-        return
-    where = f"{step.path}.run" if step.path else "run"
     if program not in allow:
         rule = "no program may be run" if not allow else "not in the allowed list"
-        raise InvalidJob(where, f"program {program!r} is not allowed by --allow-run ({rule})")
+        where = f"{step.path}.run" if step.path else "run"
+        return InvalidJob(where, f"program {program!r} is not allowed by --allow-run ({rule})")
     env = step.env if isinstance(step.env, Mapping) else {}  # define time: maybe "${params.e}"
     for name in env:
         if name in LOADER_ENV or name.startswith("LD_"):
-            raise InvalidJob(
+            return InvalidJob(
                 f"{step.path}.env" if step.path else "env",
                 f"{name!r} may not be set when --allow-run restricts programs: "
                 "it changes which program runs or what code it loads",
             )
+    return None
+
+
+def _check_one(step: Run, allow: frozenset[str], unresolved_ok: bool) -> None:
+    if unresolved_ok and _unresolved(step.argv):
+        return
+    problem = refusal(step, allow)
+    if problem is not None:
+        raise problem
 
 
 def _unresolved(argv: tuple[str, ...]) -> bool:

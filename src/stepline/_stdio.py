@@ -19,7 +19,7 @@ import sys
 
 import trio
 
-__all__ = ["EmptyStream", "open_stdin", "open_stdout"]
+__all__ = ["EmptyStream", "open_stdin", "open_stdout", "reserve_standard_fds"]
 
 
 class EmptyStream(trio.abc.ReceiveStream):
@@ -42,6 +42,29 @@ def _private_fd(fd: int, flags: int) -> int:
         except OSError:
             pass  # no /proc (or a socket-like FIFO): share the description, the best we can do
     return os.dup(fd)
+
+
+def reserve_standard_fds() -> frozenset[int]:
+    """Put ``/dev/null`` on whichever of fds 0, 1 and 2 the process was started without.
+
+    Call it first thing: a closed standard fd is simply the lowest free number, so the next
+    file opened takes it — trio's epoll fd took fd 0 in a test, and stepline then "read its
+    commands" from epoll (EINVAL, a traceback). Reserved, a closed stdin reads as EOF, as the
+    protocol wants. Returns the fds that were closed, so the caller can refuse to serve without
+    a stdout.
+    """
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    for fd in sorted(closed):
+        null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    return frozenset(closed)
 
 
 def open_stdin() -> trio.abc.ReceiveStream:
