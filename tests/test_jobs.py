@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 from stepline import AlreadyFinished, IllegalTransition, JobState, UnknownJob
 from stepline._jobs import JobTable
@@ -22,7 +23,7 @@ SPEC = JobSpec(body=Seq(path="", steps=()))
 async def test_lifecycle_events_in_order() -> None:
     table, events = make_table()
     job = table.accept(SPEC, name="n", request_id=7)
-    table.start(job)
+    table.start(job, trio.CancelScope())
     table.finish(job, JobState.SUCCEEDED, output=42)
     assert [e["event"] for e in events] == ["accepted", "started", "finished"]
     assert events[0]["id"] == 7
@@ -36,9 +37,9 @@ async def test_illegal_transitions_raise() -> None:
     job = table.accept(SPEC, name=None)
     with pytest.raises(IllegalTransition):
         table.finish(job, JobState.SUCCEEDED)  # a queued job can only be cancelled
-    table.start(job)
+    table.start(job, trio.CancelScope())
     with pytest.raises(IllegalTransition):
-        table.start(job)
+        table.start(job, trio.CancelScope())
     table.finish(job, JobState.FAILED, error={"type": "fail"})
     with pytest.raises(IllegalTransition):
         table.finish(job, JobState.SUCCEEDED)  # never two `finished`
@@ -58,8 +59,9 @@ async def test_cancel_queued_finishes_at_once_with_zero_elapsed() -> None:
 async def test_cancel_running_cancels_its_scope_once() -> None:
     table, _events = make_table()
     job = table.accept(SPEC, name=None)
-    table.start(job)
+    table.start(job, trio.CancelScope())
     table.request_cancel(job.id)
+    assert job.scope is not None
     assert job.scope.cancel_called
     assert job.cancel_reason == "cancelled by request"
     assert job.state is JobState.RUNNING  # its worker writes `finished` when the steps unwind
@@ -84,7 +86,7 @@ async def test_records_and_counts() -> None:
     table, _ = make_table()
     a = table.accept(SPEC, name="a")
     b = table.accept(SPEC, name="b")
-    table.start(a)
+    table.start(a, trio.CancelScope())
     assert table.counts()["queued"] == 1
     assert table.counts()["running"] == 1
     assert table.records(b.id) == [

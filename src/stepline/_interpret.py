@@ -81,7 +81,11 @@ async def run_step(step: Step, ctx: StepContext) -> Any:
     parent, job.step = job.step, step.path
     ctx.emit_step(step, "started")
     try:
-        output = await with_modifiers(lambda: _KINDS[type(step)](step, ctx), step.mods, step.path)
+        mods = step.mods
+        if mods.retry is None and mods.timeout is None:  # the common case: no wrappers
+            output = await _KINDS[type(step)](step, ctx)
+        else:
+            output = await with_modifiers(lambda: _KINDS[type(step)](step, ctx), mods, step.path)
     except StepFailed as exc:
         ctx.emit_step(step, "failed", error=exc.type)
         job.step = parent

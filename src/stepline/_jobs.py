@@ -64,9 +64,9 @@ class Job:
     finished_at: float | None = None
     output: Any = None
     error: dict[str, Any] | None = None
-    # The job's one cancel scope: created at accept so a cancel can never miss it; its deadline
+    # The job's one cancel scope, given by its worker at start (see Executor._worker); its deadline
     # is the job-level timeout, set when the job starts.
-    scope: trio.CancelScope = field(factory=trio.CancelScope)
+    scope: trio.CancelScope | None = None
     # Why the job is being cancelled; set once, by the first cancel. A job whose scope fires
     # with no reason set has hit its own deadline: it timed out.
     cancel_reason: str | None = None
@@ -156,14 +156,15 @@ class JobTable:
         self._emit(reply("accepted", request_id, job=job.id, **extra))
         return job
 
-    def start(self, job: Job) -> None:
-        """A worker took the job: queued → running, and its deadline starts now."""
+    def start(self, job: Job, scope: trio.CancelScope) -> None:
+        """A worker took the job: queued → running in ``scope``; its deadline starts now."""
         self._move(job, JobState.RUNNING)
         del self._queued[job.id]
         self._running[job.id] = job
+        job.scope = scope
         job.started_at = trio.current_time()
         if job.spec.timeout is not None:
-            job.scope.deadline = job.started_at + job.spec.timeout
+            scope.deadline = job.started_at + job.spec.timeout
         self._emit(event("started", job=job.id))
         if self.observer is not None:
             self.observer.on_started(job)
@@ -203,6 +204,7 @@ class JobTable:
             self.finish(job, JobState.CANCELLED, error=error)
         elif job.state is JobState.RUNNING and job.cancel_reason is None:
             job.cancel_reason = reason
+            assert job.scope is not None  # a running job always has its scope
             job.scope.cancel()
 
     def reserve_id(self) -> str:
