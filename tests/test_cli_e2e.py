@@ -269,3 +269,16 @@ def test_job_timeout_through_the_cli() -> None:
     (finished,) = by_event(events, "finished")
     assert finished["state"] == "timed_out"
     assert finished["error"]["type"] == "timeout"
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.02, 0.1])
+async def test_two_quick_signals_never_end_by_signal(gap: float) -> None:
+    """Regression: a second SIGINT landing after trio's receiver closed exited -2 (killed)."""
+    async with serve() as sl:
+        sl.signal(signal.SIGINT)
+        await trio.sleep(gap)
+        if sl.proc.returncode is None:
+            sl.signal(signal.SIGINT)
+        with trio.fail_after(10):
+            rc = await sl.proc.wait()
+    assert rc in (0, 130), rc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -112,7 +114,24 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return await server.run()
 
-    return trio.run(main)
+    _exit_on_late_signals()
+    status = trio.run(main)
+    # Shutdown is complete. CPython's finalization resets Python-level handlers to SIG_DFL, so a
+    # late signal would kill the process by signal; an ignored one is left alone.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    return status
+
+
+def _exit_on_late_signals() -> None:
+    """A SIGINT/SIGTERM outside trio's signal receiver still ends with status 128+N.
+
+    The server handles signals while it runs; this covers the instants before its receiver opens
+    and after it closes (a second signal that arrives once ``bye`` is out, which trio re-delivers
+    on close). Python's defaults would print a KeyboardInterrupt traceback or die by the signal.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: os._exit(128 + received))
 
 
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
