@@ -21,8 +21,7 @@ import trio
 
 from ._events import Event
 from ._feeds import Feed, FeedEvents
-from ._history import DEFAULT_HISTORY
-from ._jobs import JobState
+from ._history import DEFAULT_HISTORY, HistoryView
 from ._lines import read_lines
 from ._outcome import result_of
 from ._session import (
@@ -267,32 +266,13 @@ class AsyncClient:
             await self._changed.park()
 
 
-class AsyncClientJob:
+class AsyncClientJob(HistoryView):
     """A job submitted through an :class:`AsyncClient`."""
 
     def __init__(self, client: AsyncClient, feed: Feed) -> None:
+        super().__init__(feed)
         self._client = client
-        self._feed = feed
-
-    def __repr__(self) -> str:
-        return f"<AsyncClientJob {self.id} {self._feed.state}>"
-
-    @property
-    def id(self) -> str:
-        return self._feed.job
-
-    @property
-    def state(self) -> JobState:
-        return JobState(self._feed.state)
-
-    @property
-    def done(self) -> bool:
-        return self._feed.done
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds the job has run: 0 while queued, frozen once finished."""
-        return self._feed.elapsed
+        self._feed = feed  # the same history, typed as a Feed: it can be awaited
 
     async def wait(self) -> Any:
         """The job's output; raises :class:`~stepline.JobFailed` if it did not succeed,

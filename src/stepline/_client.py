@@ -34,8 +34,7 @@ from typing import IO, Any
 from attrs import frozen
 
 from ._events import Event
-from ._history import DEFAULT_HISTORY, EventHistory, HistoryReader
-from ._jobs import JobState
+from ._history import DEFAULT_HISTORY, EventHistory, HistoryReader, HistoryView
 from ._outcome import result_of
 from ._session import (
     DISCONNECTED,
@@ -284,32 +283,12 @@ class Client:
         return history.finished
 
 
-class ClientJob:
+class ClientJob(HistoryView):
     """A job submitted through a :class:`Client`."""
 
     def __init__(self, client: Client, history: EventHistory) -> None:
+        super().__init__(history)
         self._client = client
-        self._history = history
-
-    def __repr__(self) -> str:
-        return f"<ClientJob {self.id} {self._history.state}>"
-
-    @property
-    def id(self) -> str:
-        return self._history.job
-
-    @property
-    def state(self) -> JobState:
-        return JobState(self._history.state)
-
-    @property
-    def done(self) -> bool:
-        return self._history.done
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds the job has run: 0 while queued, frozen once finished."""
-        return self._history.elapsed
 
     def wait(self, timeout: float | None = None) -> Any:
         """The job's output; raises :class:`~stepline.JobFailed` if it did not succeed,

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
 from ._events import Event
+from ._jobs import JobState
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -36,6 +37,7 @@ __all__ = [
     "EventHistory",
     "HistoryReader",
     "HistoryRouter",
+    "HistoryView",
 ]
 
 DEFAULT_HISTORY: Final = 1000
@@ -186,3 +188,33 @@ class HistoryRouter(Generic[H]):
     def live(self) -> list[H]:
         """Histories of jobs not yet finished."""
         return list(self._live.values())
+
+
+class HistoryView:
+    """What a client's job handle shows, read from the job's event history.
+
+    Shared by the threaded and the trio client's handles, which differ only in how they wait.
+    """
+
+    def __init__(self, history: EventHistory) -> None:
+        self._history = history
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self._history.state}>"
+
+    @property
+    def id(self) -> str:
+        return self._history.job
+
+    @property
+    def state(self) -> JobState:
+        return JobState(self._history.state)
+
+    @property
+    def done(self) -> bool:
+        return self._history.done
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds the job has run: 0 while queued, frozen once finished."""
+        return self._history.elapsed
