@@ -148,11 +148,12 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
     refused = refusal(step, ctx.allow_run)  # for steps resolved only now (`${tasks.a.output}`)
     if refused is not None:
         raise StepFailed("startup_failure", refused.message, step.path, step.mods.name)
+    cwd = step.cwd if step.cwd is not None else await workspace_cwd(ctx, step)
     try:
         result = await run_process(
             step.argv,
             env=step.env,
-            cwd=step.cwd if step.cwd is not None else workspace_cwd(ctx, step),
+            cwd=cwd,
             stdin=step.stdin,
             grace=step.grace,
             groups=ctx.groups,
