@@ -77,11 +77,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.set_defaults(run=_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    if 1 in reserve_standard_fds():  # before anything can open a file onto fd 0 or 1
-        logging.getLogger("stepline").error("stdout is closed: nowhere to write the protocol")
-        return 1
-    config = Config(
+def _config(args: argparse.Namespace) -> Config:
+    """The executor's settings from ``serve``'s flags (one to one)."""
+    return Config(
         workers=args.workers,
         queue_size=args.queue,
         on_full=args.on_full,
@@ -93,6 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
         callback_limit=args.callback_limit,
         callback_drain=args.callback_drain,
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if 1 in reserve_standard_fds():  # before anything can open a file onto fd 0 or 1
+        logging.getLogger("stepline").error("stdout is closed: nowhere to write the protocol")
+        return 1
+    config = _config(args)
 
     async def main() -> int:
         store = None
