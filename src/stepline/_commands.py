@@ -12,14 +12,17 @@ by :mod:`stepline._validate`, which knows step paths.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Literal, TypeAlias, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args, get_origin
 
-import cattrs
 import orjson
 from attrs import frozen
 
 from ._errors import BadCommand, BadJson
+
+if TYPE_CHECKING:
+    import cattrs
 from ._events import RequestId
 
 __all__ = [
@@ -168,6 +171,8 @@ def _request_id(obj: dict[str, Any]) -> RequestId:
 
 
 def _structure(obj: dict[str, Any]) -> Command:
+    import cattrs  # lazily: see _converter
+
     fields = dict(obj)
     op = fields.pop("op", None)
     rid = fields.pop("id", None)
@@ -179,7 +184,7 @@ def _structure(obj: dict[str, Any]) -> Command:
     if cls is None:
         raise BadCommand(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
     try:
-        return _converter.structure(fields, cls)
+        return _converter().structure(fields, cls)
     except cattrs.ClassValidationError as exc:
         problems = "; ".join(cattrs.transform_error(exc, path=op, format_exception=_explain))
         raise BadCommand(problems) from None
@@ -187,6 +192,7 @@ def _structure(obj: dict[str, Any]) -> Command:
 
 def _explain(exc: BaseException, type_: Any) -> str:
     """One field's problem in a driver's words (cattrs' defaults name Python types)."""
+    import cattrs
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         return f"unknown field(s) {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, KeyError):
@@ -224,7 +230,12 @@ def _strict_object(value: Any, _: type) -> dict[str, Any]:
     return value
 
 
-def _make_converter() -> cattrs.Converter:
+@functools.cache
+def _converter() -> cattrs.Converter:
+    """Built on first use: plain submits never need it, and importing cattrs costs ~20 ms of
+    start-up."""
+    import cattrs
+
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(float, _strict_float)
@@ -232,5 +243,3 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda t: t is Any, lambda value, _: value)
     return converter
 
-
-_converter = _make_converter()
