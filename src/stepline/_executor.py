@@ -185,7 +185,8 @@ class Executor:
             self._conclude(job, outcome)
             if scope.cancel_called:
                 return False  # cancelled too late to interrupt anything: it would hit the next job
-            scope.deadline = math.inf
+            if job.spec.timeout is not None:
+                scope.deadline = math.inf  # (trio's deadline setter is not free: only when set)
         return True
 
     @staticmethod

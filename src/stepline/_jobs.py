@@ -59,7 +59,6 @@ class Job:
     name: str | None
     params: dict[str, Any] = field(factory=dict)
     state: JobState = JobState.QUEUED
-    accepted_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
     output: Any = None
@@ -148,7 +147,6 @@ class JobTable:
             id=job_id if job_id is not None else self.reserve_id(),
             spec=spec,
             name=name if name is not None else spec.name,
-            accepted_at=trio.current_time(),
             extra=extra,
         )
         self._jobs[job.id] = job
