@@ -251,3 +251,33 @@ async def test_trace_emits_step_events(autojump_clock: trio.abc.Clock) -> None:
     steps = [(e["step"], e["status"]) for e in out.events if e["event"] == "step"]
     assert steps == [("steps[0]", "started"), ("steps[0].seq[0]", "started"),
                      ("steps[0].seq[0]", "succeeded"), ("steps[0]", "succeeded")]
+
+
+async def test_reject_gives_idle_workers_a_turn_before_refusing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Regression: a burst of trivial submits, made without yielding (as the reader does within a
+    chunk), was refused almost entirely while the workers sat idle."""
+    refused = 0
+    async with running_executor(workers=4, queue_size=8, on_full="reject") as (ex, _):
+        for i in range(300):
+            try:
+                await ex.submit({"value": i})
+            except QueueFull:
+                refused += 1
+    assert refused < 150  # before the fix: 292 of 300
+
+
+def test_reject_still_refuses_when_workers_are_busy() -> None:
+    async def main() -> int:
+        refused = 0
+        async with running_executor(workers=1, queue_size=2, on_full="reject") as (ex, _):
+            for _ in range(10):
+                try:
+                    await ex.submit({"sleep": 5})
+                except QueueFull:
+                    refused += 1
+            ex.shutdown("cancel")
+        return refused
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == 7

@@ -456,7 +456,13 @@ class Executor:
     async def _wait_for_room(self) -> None:
         while self._queue_is_full():
             if self.config.on_full == "reject":
-                raise QueueFull(f"the queue is full ({self.config.queue_size} jobs waiting)")
+                # The reader handles a whole chunk of input without yielding, so workers may not
+                # have run since the queue filled: give them one turn before refusing.
+                await trio.lowlevel.checkpoint()
+                self._check_accepting()
+                if self._queue_is_full():
+                    raise QueueFull(f"the queue is full ({self.config.queue_size} jobs waiting)")
+                continue
             await self._room.park()
             self._check_accepting()
 

@@ -266,11 +266,6 @@ class JobTable:
     def queued_count(self) -> int:
         return len(self._queued)
 
-    @property
-    def active(self) -> int:
-        """Jobs not yet finished."""
-        return len(self._queued) + len(self._running)
-
     # -- internals --------------------------------------------------------------------------
 
     @staticmethod
