@@ -287,7 +287,6 @@ class Executor:
         await self._wait_for_room()
         self._check_accepting()  # shutdown may have begun while we waited for room
         record = self.table.accept(spec, name=name, request_id=request_id, **extra)
-        record.params = dict(params or {})
         self._send.send_nowait(record)
         return record
 
@@ -369,7 +368,7 @@ class Executor:
         job_name = name if name is not None else spec.name
         gen = self.store.add_job(job_id, job_name, request)
         self._reserved += 1
-        return StagedJob(job_id, spec, name, dict(params or {}), request_id, extra, gen)
+        return StagedJob(job_id, spec, name, request_id, extra, gen)
 
     async def settle(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
         """Accept staged jobs, in order, once their records are committed: one wait for all.
@@ -395,7 +394,6 @@ class Executor:
         record = self.table.accept(
             item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
         )
-        record.params = item.params
         if self.state is ExecutorState.RUNNING:
             self._send.send_nowait(record)  # cannot block: the slot was held since stage()
         else:

@@ -57,7 +57,6 @@ class Job:
     id: str
     spec: JobSpec
     name: str | None
-    params: dict[str, Any] = field(factory=dict)
     state: JobState = JobState.QUEUED
     started_at: float | None = None
     finished_at: float | None = None

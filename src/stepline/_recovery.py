@@ -97,7 +97,6 @@ def _recover(executor: Executor, row: StoredJob, policy: RestartPolicy) -> Recov
         reason = f"the job could not be recovered: {_message(exc)}"
         return Recovered(_doomed_job(row), row.state, "failed", reason)
     job = Job(id=row.id, spec=spec, name=row.name, state=JobState.QUEUED)
-    job.params = dict(row.request.get("params") or {})
     return Recovered(job, row.state, "rerun" if was_running else "requeued")
 
 

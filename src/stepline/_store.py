@@ -141,7 +141,6 @@ class StagedJob:
     job_id: str
     spec: JobSpec
     name: str | None
-    params: dict[str, Any]
     request_id: RequestId
     extra: dict[str, Any]
     gen: int
