@@ -530,7 +530,7 @@ async def test_run_steps_share_the_workspace_and_it_is_removed() -> None:
     out = finished["output"]
     workspace = out["read"]
     assert out["write"]["stdout"] == workspace + "\n"
-    assert os.path.basename(workspace).startswith(f"stepline-{finished['job']}-")
+    assert os.path.basename(workspace).startswith("stepline-")
     assert os.path.dirname(workspace) == tempfile.gettempdir()
     assert out["explicit"]["stdout"] == "/\n"  # an explicit cwd wins
     assert not os.path.exists(workspace)  # removed before `finished`
@@ -584,6 +584,67 @@ async def test_workspace_removal_survives_read_only_dirs() -> None:
                      {"value": "${job.workspace}"}]}
     finished, _ = await run_job(job)
     assert not os.path.exists(finished["output"])
+
+
+# -- the workspace pool: empty directories are reused, anything else is removed -------------------
+
+PWD = {"steps": [{"run": "pwd"}]}
+
+
+async def run_in_turn(jobs: list[Any], **config: Any) -> tuple[list[str], list[Event]]:
+    """Run ``jobs`` one after another on one executor; each one's workspace (its last ``pwd``)."""
+    paths: list[str] = []
+    async with running_executor(workers=1, **config) as (ex, out):
+        for job in jobs:
+            finished = await out.finished((await ex.submit(job)).id)
+            assert finished["state"] == "succeeded", finished
+            paths.append(finished["output"]["stdout"].strip())
+    return paths, out.events
+
+
+async def test_an_empty_workspace_is_reused_and_removed_at_shutdown() -> None:
+    paths, _ = await run_in_turn([PWD, PWD, PWD])
+    assert paths[0] == paths[1] == paths[2]
+    assert not os.path.exists(paths[0])  # the pool is emptied when the executor closes
+
+
+async def test_a_workspace_with_files_left_is_removed_not_reused() -> None:
+    litter = {"steps": [{"run": "touch left-behind"}, {"run": "pwd"}]}
+    paths, _ = await run_in_turn([litter, PWD])
+    assert paths[0] != paths[1]
+    assert not os.path.exists(paths[0])
+
+
+async def test_a_workspace_with_a_live_background_process_is_not_reused() -> None:
+    # the shell exits at once; its `sleep` lives on in the job's process group, in the directory
+    lingering = {"steps": [{"run": "sleep 30 >/dev/null 2>&1 & echo $!; pwd"}]}
+    async with running_executor(workers=1) as (ex, out):
+        first = await out.finished((await ex.submit(lingering)).id)
+        second = await out.finished((await ex.submit(PWD)).id)
+    sleeper, first_path = first["output"]["stdout"].split()
+    try:
+        assert second["output"]["stdout"].strip() != first_path
+        assert not os.path.exists(first_path)
+    finally:
+        os.kill(int(sleeper), 9)
+
+
+async def test_a_workspace_whose_mode_changed_is_not_reused() -> None:
+    opened = {"steps": [{"run": "chmod 755 . && pwd"}]}
+    paths, _ = await run_in_turn([opened, PWD])
+    assert paths[0] != paths[1]
+    assert not os.path.exists(paths[0])
+
+
+async def test_a_kept_workspace_is_never_pooled() -> None:
+    kept = {"keep_workspace": True, "steps": [{"run": "pwd"}]}
+    paths, _ = await run_in_turn([PWD, kept, PWD])
+    try:
+        assert paths[1] not in (paths[0], paths[2])  # not taken from the pool, not given back
+        assert paths[0] == paths[2]
+        assert os.path.isdir(paths[1])
+    finally:
+        os.rmdir(paths[1])
 
 
 async def test_no_workspace_without_a_need(

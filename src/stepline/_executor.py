@@ -49,7 +49,7 @@ from ._store import StagedJob, Store, StoreFailed, encode_request
 from ._tasks import Cleanups
 from ._triggers import Triggers
 from ._validate import validate_job, validate_template
-from ._workspace import Workspace
+from ._workspace import Workspace, WorkspacePool
 
 __all__ = ["Config", "Executor", "ExecutorState"]
 
@@ -112,6 +112,7 @@ class Executor:
         self.table = JobTable(outbox.emit, keep=config.keep)
         self.groups = ProcessGroups()
         self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
+        self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
         self.templates: dict[str, dict[str, Any]] = {}
         self._send, self._receive = trio.open_memory_channel[Job](config.queue_size)
         self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
@@ -138,6 +139,7 @@ class Executor:
                 await self.triggers.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
         finally:
+            self.workspaces.clear()
             self.state = ExecutorState.CLOSED
             self.closed.set()
 
@@ -233,7 +235,9 @@ class Executor:
 
     async def _execute(self, job: Job) -> _Outcome:
         """Run the job's steps; a cancellation of its scope propagates to the worker."""
-        workspace = Workspace(job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit)
+        workspace = Workspace(
+            job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit, pool=self.workspaces
+        )
         ctx = StepContext(
             job,
             self.outbox,
