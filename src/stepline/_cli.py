@@ -8,17 +8,19 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
-from . import _demo, _runfiles
 from ._executor import Config
 from ._graphcli import add_graph_commands
 from ._policy import AllowRun, parse_allow_run
 from ._serve import DEFAULT_MAX_LINE, Server
 from ._stdio import open_stdin, open_stdout, reserve_standard_fds
-from ._store import Store, StoreError
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 __all__ = ["main"]
 
@@ -100,8 +102,10 @@ def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def main() -> int:
-        store = None
+        store: Store | None = None
         if args.state is not None:
+            from ._store import Store, StoreError  # start-up time: SQLite for --state only
+
             try:
                 store = await Store.open(
                     args.state, keep=args.keep, write_ahead_start=args.on_restart == "fail"
@@ -154,6 +158,8 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
+    from . import _runfiles  # start-up time: `serve` never needs the embedding API
+
     return _runfiles.main(args.files, args.template, workers=args.workers)
 
 
@@ -165,6 +171,8 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from . import _demo  # start-up time: `serve` never needs the client
+
     return _demo.main(pause=args.pause)
 
 

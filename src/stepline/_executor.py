@@ -24,7 +24,7 @@ import enum
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import trio
 from attrs import field, frozen, validators
@@ -45,11 +45,13 @@ from ._outbox import Outbox
 from ._policy import AllowRun, check_run_policy, parse_allow_run
 from ._process import ProcessGroups
 from ._spec import JobSpec, Modifiers
-from ._store import StagedJob, Store, StoreFailed, encode_request
 from ._tasks import Cleanups
 from ._triggers import Triggers
 from ._validate import validate_job, validate_template
 from ._workspace import Workspace, WorkspacePool
+
+if TYPE_CHECKING:
+    from ._store import StagedJob, Store, StoreFailed
 
 __all__ = ["Config", "Executor", "ExecutorState"]
 
@@ -359,6 +361,8 @@ class Executor:
         Not accepted yet: :meth:`settle` accepts it once the record is committed. Staging many
         submits before settling any lets one transaction carry them all (group commit).
         """
+        from ._store import StagedJob, encode_request  # start-up time: --state only
+
         assert self.store is not None
         self._check_accepting()
         spec = self._validate(job, template, params)
@@ -381,6 +385,8 @@ class Executor:
         not be written is refused (``StoreFailed``). A job staged before a shutdown began is
         still accepted, as it is on disk, and cancelled at once: its ``finished`` follows.
         """
+        from ._store import StoreFailed  # start-up time: --state only
+
         assert self.store is not None
         with contextlib.suppress(StoreFailed):  # the committed ones are accepted, others refused
             await self.store.wait_durable(staged[-1].gen)
@@ -394,6 +400,8 @@ class Executor:
         assert self.store is not None
         self._reserved -= 1
         if not self.store.is_durable(item.gen):
+            from ._store import StoreFailed  # start-up time: --state only
+
             return StoreFailed(f"job not accepted: {self.store.failure}")
         record = self.table.accept(
             item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
@@ -418,6 +426,8 @@ class Executor:
         )
         with trio.CancelScope(shield=True):  # a recorded job must end accepted (or refused)
             (outcome,) = await self.settle([staged])
+        from ._store import StoreFailed  # start-up time: --state only
+
         if isinstance(outcome, StoreFailed):
             raise outcome
         return outcome

@@ -39,7 +39,6 @@ This keeps the structure of a job fully known at submit time, so the submit-time
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
@@ -511,6 +510,8 @@ def _show(v: object) -> str:
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
+    import difflib  # start-up time: needed only for a message
+
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any, TextIO
 
 from ._errors import InvalidJob
 from ._graph import topological
-from ._runfiles import BadFile, load_templates
 from ._spec import (
     Deferred,
     Fail,
@@ -88,6 +86,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from ._runfiles import BadFile, load_templates  # start-up time: `serve` never needs them
+
     problems: list[str] = []
     try:
         templates = load_templates(args.template)
@@ -108,6 +108,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
+    from ._runfiles import BadFile, load_templates  # start-up time: `serve` never needs them
+
     try:
         templates = load_templates(args.template)
         spec = validate_job(_load(args.file), templates=templates, allow_unresolved=True)
@@ -129,6 +131,8 @@ def _fail(message: str) -> int:
 
 
 def _load(path: str) -> Any:
+    from ._runfiles import BadFile  # start-up time: `serve` never needs it
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -140,6 +144,8 @@ def _load(path: str) -> Any:
 
 
 def _params(text: str | None) -> dict[str, Any] | None:
+    from ._runfiles import BadFile  # start-up time: `serve` never needs it
+
     if text is None:
         return None
     try:
@@ -193,6 +199,8 @@ def summarize(step: Step) -> str:
 def _run_text(step: Run) -> str:
     if step.argv[:2] == ("/bin/sh", "-c") and len(step.argv) == 3:
         return f"run: {step.argv[2]}"
+    import shlex  # start-up time: `serve` imports this module for its parser
+
     return f"run: {shlex.join(step.argv)}"
 
 

@@ -32,7 +32,6 @@ import attrs
 import orjson
 import trio
 
-from ._callback_spec import Webhook, check_url, parse_headers
 from ._errors import InvalidJob, StepFailed
 from ._spec import Http, Modifiers, Step
 from ._version import __version__
@@ -40,6 +39,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     import httpx
 
+    from ._callback_spec import Webhook
     from ._interpret import StepContext
     from ._validate import _Validator
 
@@ -94,6 +94,9 @@ def _new_client() -> httpx.AsyncClient:
 
 def parse_http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
     """The ``http`` step (registered in the validator's parser table)."""
+    # Start-up time: the executor imports this module for HttpClient; callbacks load on use.
+    from ._callback_spec import check_url
+
     spec = v._resolve(raw["http"], path, "http")
     where = f"{path}.http" if path else "http"
     if type(spec) is not dict:
@@ -134,6 +137,8 @@ def _content(
     v: _Validator, spec: dict[str, Any], where: str
 ) -> tuple[bytes | None, dict[str, str]]:
     """The encoded body and the headers, with a content type for ``json`` unless one is given."""
+    from ._callback_spec import parse_headers  # start-up time: see parse_http
+
     headers = parse_headers(v, spec["headers"], where) if "headers" in spec else {}
     has_type = any(name.lower() == "content-type" for name in headers)
     if "json" in spec:

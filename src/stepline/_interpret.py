@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from attrs import define
 
 from ._errors import StepFailed
 from ._events import event
-from ._http import HttpClient, run_http
 from ._jobs import Job
 from ._outbox import Outbox
 from ._policy import AllowRun, refusal
@@ -48,6 +47,9 @@ from ._spec import (
 )
 from ._tasks import Cleanups, run_deferred, run_graph
 from ._workspace import Workspace, workspace_cwd
+
+if TYPE_CHECKING:
+    from ._http import HttpClient
 
 __all__ = ["StepContext", "run_step", "with_modifiers"]
 
@@ -256,6 +258,12 @@ async def _try(step: Try, ctx: StepContext) -> Any:
         return await run_step(step.catch, ctx)
 
 
+async def _http(step: Http, ctx: StepContext) -> dict[str, Any]:
+    from ._http import run_http  # start-up time: only jobs with `http` steps need it
+
+    return await run_http(step, ctx)
+
+
 async def _use(step: Use, ctx: StepContext) -> Any:
     job = step.job
     mods = Modifiers(name=job.name, timeout=job.timeout, retry=job.retry)
@@ -273,7 +281,7 @@ _KINDS: dict[type, Callable[[Any, StepContext], Awaitable[Any]]] = {
     Race: _race,
     Try: _try,
     Use: _use,
-    Http: run_http,
+    Http: _http,
     Graph: run_graph,
     Deferred: run_deferred,
 }

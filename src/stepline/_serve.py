@@ -18,6 +18,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,10 +28,12 @@ from ._events import error, event
 from ._executor import Config, Executor
 from ._lines import TooLong, read_lines
 from ._outbox import StreamOutbox
-from ._pipeline import SubmitPipeline
-from ._recovery import RestartPolicy, restore, resume
-from ._store import Store
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._pipeline import SubmitPipeline
+    from ._recovery import Recovered, RestartPolicy
+    from ._store import Store
 
 __all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Server"]
 
@@ -60,9 +63,14 @@ class Server:
         # --state: the previous run's jobs, restored now, announced after `ready`; submits
         # pipelined so that they share commits (see _pipeline.py).
         self._store = store
-        self._recovered = [] if store is None else restore(self.executor, store.snapshot,
-                                                           on_restart)
-        self._pipeline = None if store is None else SubmitPipeline(self.executor)
+        self._recovered: list[Recovered] = []
+        self._pipeline: SubmitPipeline | None = None
+        if store is not None:
+            from ._pipeline import SubmitPipeline  # start-up time: --state only
+            from ._recovery import restore
+
+            self._recovered = restore(self.executor, store.snapshot, on_restart)
+            self._pipeline = SubmitPipeline(self.executor)
         self._stdin = stdin
         self._max_line = max_line
         self._handle_signals = handle_signals
@@ -113,6 +121,8 @@ class Server:
 
     async def _read_commands(self) -> None:
         if self._recovered:
+            from ._recovery import resume  # start-up time: --state only
+
             await resume(self.executor, self._recovered)  # before the first command
         try:
             async with self._stdin:

@@ -25,20 +25,17 @@ contain ``${params.x}`` cannot inject anything.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 import orjson
 
-from ._callback_spec import parse_on_finish
 from ._errors import InvalidJob
 from ._graph import RefProblem, Scope, Unit, parse_job_body
-from ._http import parse_http
 from ._spec import (
     NO_MODIFIERS,
     Deferred,
@@ -58,6 +55,9 @@ from ._spec import (
     Value,
 )
 from ._workspace import parse_keep_workspace
+
+if TYPE_CHECKING:
+    from ._callback_spec import Callback
 
 __all__ = ["MAX_JSON_DEPTH", "MAX_STEP_DEPTH", "validate_job", "validate_template"]
 
@@ -177,6 +177,8 @@ def _unknown_key(key: object, kind: str | None = None) -> str:
     if type(key) is str and key in _JOB_KEYS:
         message += ": it is a job key; put the step in a job's \"steps\" list to use it"
     elif type(key) is str:
+        import difflib  # start-up time: needed only for a message
+
         close = difflib.get_close_matches(key, sorted(_STEP_KEYS | _JOB_KEYS), n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
@@ -291,7 +293,7 @@ class _Validator:
         v = self._for(_merge_params(raw.get("params", _MISSING), overrides, base), chain)
         body = parse_job_body(v, raw, base, depth)  # `steps` or `tasks` (_graph.py)
         mods = v._mods(raw, base)
-        on_finish = parse_on_finish(v, raw["on_finish"], base) if "on_finish" in raw else ()
+        on_finish = _on_finish(v, raw["on_finish"], base) if "on_finish" in raw else ()
         return JobSpec(
             body=body,
             name=mods.name,
@@ -695,6 +697,18 @@ class _Validator:
         return self.refs is not None and self.subst and type(v) is str and self.refs.defers(v)
 
 
+def _on_finish(v: _Validator, raw: object, path: str) -> tuple[Callback, ...]:
+    from ._callback_spec import parse_on_finish  # start-up time: only jobs with callbacks
+
+    return parse_on_finish(v, raw, path)
+
+
+def _http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
+    from ._http import parse_http  # start-up time: only jobs with `http` steps need it
+
+    return parse_http(v, raw, path, depth, mods)
+
+
 _Parser = Callable[[_Validator, dict[str, Any], str, int, Modifiers], Step]
 _PARSERS: Final[dict[str, _Parser]] = {
     "sleep": _Validator._sleep,
@@ -707,7 +721,7 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "race": _Validator._race,
     "try": _Validator._try,
     "use": _Validator._use,
-    "http": parse_http,
+    "http": _http,
 }
 
 _PLAIN: Final = _Validator(_EMPTY, None, False, ())

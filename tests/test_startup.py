@@ -1,0 +1,101 @@
+"""Start-up: `stepline serve` imports only what reaching `ready` needs; features load on use.
+
+Callbacks, alerts, schedules, `http` steps, `--state`, the embedding API and the other
+subcommands are imported when first used (see NOTES.md, Performance). These tests pin that, and
+check that a trigger service made on first use behaves as one made at start would have.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import trio
+
+import stepline
+from stepline import Config, Executor
+from stepline._commands import Ack, Schedule, Stats, Status
+from stepline._dispatch import dispatch
+
+from .conftest import MemoryOutbox
+
+Event = dict[str, Any]
+
+NOT_AT_START = {
+    "stepline._alerts",
+    "stepline._api",
+    "stepline._async_client",
+    "stepline._callback_spec",
+    "stepline._callbacks",
+    "stepline._client",
+    "stepline._demo",
+    "stepline._pipeline",
+    "stepline._recovery",
+    "stepline._runfiles",
+    "stepline._schedules",
+    "stepline._store",
+    "stepline.steps",
+    "cattrs",
+    "httpx",
+    "sqlite3",
+    "zoneinfo",
+}
+
+
+def imported_by(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``code``."""
+    script = f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_the_serve_path_imports_no_feature_module() -> None:
+    loaded = imported_by("import stepline._cli\nstepline._cli.build_parser()")
+    assert "stepline._executor" in loaded
+    assert sorted(loaded & NOT_AT_START) == []
+
+
+def test_the_package_loads_its_exports_on_first_use() -> None:
+    assert "stepline._api" not in imported_by("import stepline")
+    loaded = imported_by("from stepline import Client, open_executor, steps")
+    assert {"stepline._api", "stepline._client", "stepline.steps"} <= loaded
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = stepline.nothing  # type: ignore[attr-defined]
+    assert set(stepline.__all__) <= set(dir(stepline))
+
+
+def reply(out: MemoryOutbox, rid: str) -> Event:
+    (event,) = [e for e in out.events if e.get("id") == rid]
+    return event
+
+
+async def test_triggers_never_used_report_none() -> None:
+    out = MemoryOutbox()
+    ex = Executor(Config(heartbeat=0), out)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ex.run)
+        await dispatch(ex, Status(), "status")
+        await dispatch(ex, Stats(), "stats")
+        await dispatch(ex, Ack("a1"), "ack")
+        ex.shutdown("drain")
+    status, stats = reply(out, "status"), reply(out, "stats")
+    assert (status["alerts"], status["schedules"]) == ([], [])
+    assert (stats["alerts"], stats["schedules"], stats["callbacks_pending"]) == ([], 0, 0)
+    assert reply(out, "ack")["code"] == "unknown_alert"
+
+
+async def test_schedules_first_used_after_shutdown_are_refused() -> None:
+    out = MemoryOutbox()
+    ex = Executor(Config(heartbeat=0), out)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ex.run)
+        ex.shutdown("drain")
+    await dispatch(ex, Schedule(every=10, job={"steps": [{"value": 1}]}), "s")
+    assert reply(out, "s")["code"] == "shutting_down"
