@@ -84,7 +84,11 @@ def test_the_shell_driver() -> None:
                           env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[:6] == [
+    # Answers come in command order; a job may finish before later commands are answered (the
+    # jq processes feeding stdin are slow on a loaded machine), so the two kinds are compared
+    # apart.
+    answers = [line for line in lines if not line.startswith("j")]
+    assert answers[:6] == [
         "par: accepted as j1",
         "define: defined template greet",
         "greet-shell: accepted as j2",
@@ -93,11 +97,12 @@ def test_the_shell_driver() -> None:
         "nonsense: refused: bad_command: unknown op 'frobnicate'; expected one of submit, "
         "cancel, status, define, schedule, unschedule, ack, stats, ping, shutdown",
     ]
-    finished = sorted(lines[6:-1])
+    finished = sorted(line for line in lines if line.startswith("j"))
     assert finished[0].startswith("j1: succeeded: [")
     assert finished[1:] == [
         'j2: succeeded: {"exit":0,"stdout":"hello, shell\\n","stderr":""}',
         'j3: succeeded: {"exit":0,"stdout":"hello, jq\\n","stderr":""}',
         "j4: failed: failing on purpose",
     ]
+    assert len(answers) == 7
     assert lines[-1] == "bye"

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from stepline import InvalidJob
-from stepline._spec import Http, Seq
+from stepline._spec import Http
 from stepline._validate import validate_job
 
 from .conftest import running_executor
@@ -174,7 +174,6 @@ def test_validation_names_the_path(step: dict[str, Any], path: str, words: str) 
 
 def test_url_from_a_parameter() -> None:
     spec = validate_job({"http": {"url": "${params.u}/x"}}, params={"u": "https://h"})
-    assert isinstance(spec.body, Seq)
-    step = spec.body.steps[0]
+    step = spec.body  # a bare step is the job's body
     assert isinstance(step, Http)
     assert step.url == "https://h/x"

@@ -60,7 +60,7 @@ def test_each_builder_makes_exactly_the_protocol_json(built: Any, expected: Any)
 def test_the_issue_example_round_trips_through_the_validator() -> None:
     job = s.seq(s.run(["make"]), s.retry(s.run("curl -fsS http://localhost/"), attempts=3))
     spec = validate_job(job)
-    assert spec.body.path == ""
+    assert spec.body.path == "steps[0]"  # the bare `seq` step is the job's body
     assert job == {"seq": [{"run": ["make"]},
                            {"run": "curl -fsS http://localhost/", "retry": {"attempts": 3}}]}
 

@@ -37,7 +37,10 @@ def invalid(raw: object, **kwargs: Any) -> InvalidJob:
 
 
 def steps_of(spec: JobSpec) -> tuple[Any, ...]:
-    """The steps of a job (its body is always a ``Seq``)."""
+    """The steps of a job: its ``Seq`` body's, or a bare step job's one step, which is its body
+    (at ``steps[0]``, where a ``Seq`` body sits at the job's own path)."""
+    if spec.body.path.endswith("steps[0]"):
+        return (spec.body,)
     assert isinstance(spec.body, Seq)
     return spec.body.steps
 
@@ -349,8 +352,9 @@ def test_nested_error_paths() -> None:
 
 def test_bare_step_is_a_one_step_job() -> None:
     spec = validate_job({"sleep": 1, "name": "nap", "timeout": 3})
-    assert spec == JobSpec(
-        body=Seq(path="", steps=(Sleep(path="steps[0]", mods=Modifiers("nap", 3.0), seconds=1.0),))
+    assert spec == JobSpec(body=Sleep(path="steps[0]", mods=Modifiers("nap", 3.0), seconds=1.0))
+    assert validate_job({"steps": [{"sleep": 1}]}).body == Seq(
+        path="", steps=(Sleep(path="steps[0]", seconds=1.0),)
     )
     assert spec.name is None
     assert spec.timeout is None
@@ -672,8 +676,8 @@ def test_use_with_overrides_defaults_and_is_substituted_in_the_outer_job() -> No
 def test_use_of_a_bare_step_template() -> None:
     step = only_step({"use": "bare", "with": {"d": 2}, "name": "u"}, templates=TEMPLATES)
     assert step.mods.name == "u"
-    assert step.job.body.steps == (
-        Sleep(path="steps[0].use.steps[0]", mods=Modifiers(name="nap"), seconds=2.0),
+    assert step.job.body == Sleep(  # a bare step template's body is its step
+        path="steps[0].use.steps[0]", mods=Modifiers(name="nap"), seconds=2.0
     )
 
 

@@ -44,6 +44,7 @@ from ._jobs import Job, JobState, JobTable
 from ._outbox import Outbox
 from ._policy import AllowRun, check_run_policy, parse_allow_run
 from ._process import ProcessGroups
+from ._queue import JobQueue
 from ._spec import JobSpec, Modifiers
 from ._tasks import Cleanups
 from ._triggers import Triggers
@@ -116,7 +117,7 @@ class Executor:
         self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
         self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
         self.templates: dict[str, dict[str, Any]] = {}
-        self._send, self._receive = trio.open_memory_channel[Job](config.queue_size)
+        self.queue = JobQueue(config.queue_size)
         self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
         self.closed = trio.Event()
         self.store = store  # --state: see _store.py; None keeps every path in memory
@@ -136,7 +137,7 @@ class Executor:
                 await service.start(self.triggers.run)
                 async with trio.open_nursery() as workers:
                     for _ in range(self.config.workers):
-                        workers.start_soon(self._worker, self._receive.clone())
+                        workers.start_soon(self._worker)
                     task_status.started()
                 await self.triggers.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
@@ -145,7 +146,7 @@ class Executor:
             self.state = ExecutorState.CLOSED
             self.closed.set()
 
-    async def _worker(self, jobs: trio.MemoryReceiveChannel[Job]) -> None:
+    async def _worker(self) -> None:
         """Run jobs until the queue is closed and empty, inside one cancel scope at a time.
 
         Entering a fresh ``CancelScope`` per job was a sixth of a trivial job's cost, and a scope
@@ -153,28 +154,31 @@ class Executor:
         it at a time, so it is still that job's one scope, cancelled by its ``cancel`` and bounded
         by its deadline — and the worker opens a new scope only after one has been cancelled.
         """
-        async with jobs:
-            ended = False
-            while not ended:
-                running: list[Job] = []  # the job inside the current scope, if any
-                try:
-                    with trio.CancelScope() as scope:
-                        ended = await self._run_jobs(jobs, scope, running)
-                except BaseException:
-                    # Cancelled from outside (an embedding program's nursery): the job still gets
-                    # its one `finished` before the cancellation goes on.
-                    for job in running:
-                        self._finish_interrupted(job, JobState.CANCELLED, "executor was cancelled")
-                    raise
-                for job in running:  # the scope caught this job's cancel or deadline
-                    self._conclude(job, _INTERRUPTED)
+        ended = False
+        while not ended:
+            running: list[Job] = []  # the job inside the current scope, if any
+            try:
+                with trio.CancelScope() as scope:
+                    ended = await self._run_jobs(scope, running)
+            except BaseException:
+                # Cancelled from outside (an embedding program's nursery): the job still gets
+                # its one `finished` before the cancellation goes on.
+                for job in running:
+                    self._finish_interrupted(job, JobState.CANCELLED, "executor was cancelled")
+                raise
+            for job in running:  # the scope caught this job's cancel or deadline
+                self._conclude(job, _INTERRUPTED)
 
-    async def _run_jobs(
-        self, jobs: trio.MemoryReceiveChannel[Job], scope: trio.CancelScope, running: list[Job]
-    ) -> bool:
+    async def _run_jobs(self, scope: trio.CancelScope, running: list[Job]) -> bool:
         """Run jobs in ``scope``: True once the queue has ended, False when the scope is spent."""
         taken = 0
-        while (job := await self._take(jobs, taken)) is not None:
+        while True:
+            # A job already waiting is taken without a scheduler pass (``receive`` always yields):
+            # for trivial jobs that pass was a fifth of the cost. A checkpoint every _FAIRNESS
+            # jobs keeps the reader, the writer and cancels flowing meanwhile.
+            job = self.queue.take_nowait() if taken % _FAIRNESS else None
+            if job is None and (job := await self.queue.take()) is None:
+                return True  # the queue is closed and empty
             taken += 1
             if self._room:
                 self._room.unpark_all()  # a submitter waits for the slot just freed
@@ -191,27 +195,6 @@ class Executor:
                 return False  # cancelled too late to interrupt anything: it would hit the next job
             if job.spec.timeout is not None:
                 scope.deadline = math.inf  # (trio's deadline setter is not free: only when set)
-        return True
-
-    @staticmethod
-    async def _take(jobs: trio.MemoryReceiveChannel[Job], taken: int) -> Job | None:
-        """The next job, or None once the queue is closed and empty.
-
-        A job already waiting is taken without a scheduler pass (``receive`` always yields):
-        for trivial jobs that pass was a fifth of the cost. A checkpoint every
-        ``_FAIRNESS`` jobs keeps the reader, the writer and cancels flowing meanwhile.
-        """
-        try:
-            if taken % _FAIRNESS:
-                return jobs.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except trio.EndOfChannel:
-            return None
-        try:
-            return await jobs.receive()
-        except trio.EndOfChannel:
-            return None
 
     async def _heartbeat(self) -> None:
         if self.config.heartbeat <= 0:
@@ -290,10 +273,37 @@ class Executor:
             return await self._submit_durably(job, template, params, name, request_id, extra)
         self._check_accepting()
         spec = self._validate(job, template, params)
-        await self._wait_for_room()
-        self._check_accepting()  # shutdown may have begun while we waited for room
+        if self._queue_is_full():
+            await self._wait_for_room()
+            self._check_accepting()  # shutdown may have begun while we waited for room
+        return self._enqueue(spec, name, request_id, extra)
+
+    def submit_nowait(
+        self,
+        job: Any = None,
+        *,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        request_id: RequestId = None,
+        **extra: Any,
+    ) -> Job:
+        """:meth:`submit` if it needs no waiting; else ``trio.WouldBlock``, before validating.
+
+        It would wait when the queue is full, or with ``--state`` (the record is written first).
+        """
+        if self.store is not None or self._queue_is_full():
+            raise trio.WouldBlock
+        self._check_accepting()
+        spec = self._validate(job, template, params)
+        return self._enqueue(spec, name, request_id, extra)
+
+    def _enqueue(
+        self, spec: JobSpec, name: str | None, request_id: RequestId, extra: dict[str, Any]
+    ) -> Job:
+        """Accept the job and queue it; the caller made sure there is room."""
         record = self.table.accept(spec, name=name, request_id=request_id, **extra)
-        self._send.send_nowait(record)
+        self.queue.put_nowait(record)
         return record
 
     def cancel(self, job_id: str, request_id: RequestId = None) -> Job:
@@ -335,7 +345,7 @@ class Executor:
         elif self.state is ExecutorState.RUNNING:
             self.state = ExecutorState.DRAINING
         self.triggers.shutdown(mode)
-        self._send.close()
+        self.queue.close()
         self._room.unpark_all()
 
     def kill(self) -> None:
@@ -407,7 +417,7 @@ class Executor:
             item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
         )
         if self.state is ExecutorState.RUNNING:
-            self._send.send_nowait(record)  # cannot block: the slot was held since stage()
+            self.queue.put_nowait(record)  # cannot block: the slot was held since stage()
         else:
             self.table.cancel(record, "cancelled by shutdown before it started")
         return record
@@ -438,7 +448,7 @@ class Executor:
             if job.state is not JobState.QUEUED:
                 continue  # cancelled meanwhile
             try:
-                await self._send.send(job)
+                await self.queue.put(job)
             except trio.ClosedResourceError:  # shut down before it could be queued
                 self.table.cancel(job, "cancelled by shutdown before it started")
 
@@ -479,26 +489,11 @@ class Executor:
             self._check_accepting()
 
     def _queue_is_full(self) -> bool:
-        stats = self._send.statistics()
-        if stats.current_buffer_used + self._reserved < stats.max_buffer_size:
+        if len(self.queue) + self._reserved < self.queue.size:
             return False
-        if stats.current_buffer_used > self.table.queued_count:
-            self._compact_queue()  # the buffer holds tombstones of jobs cancelled while queued
-            stats = self._send.statistics()
-        return stats.current_buffer_used + self._reserved >= stats.max_buffer_size
-
-    def _compact_queue(self) -> None:
-        """Drop tombstones from the channel, keeping live jobs in order. Synchronous: atomic."""
-        live: list[Job] = []
-        while True:
-            try:
-                job = self._receive.receive_nowait()
-            except trio.WouldBlock:
-                break
-            if job.state is JobState.QUEUED:
-                live.append(job)
-        for job in live:
-            self._send.send_nowait(job)
+        if len(self.queue) > self.table.queued_count:  # it holds tombstones: drop them
+            self.queue.compact(lambda job: job.state is JobState.QUEUED)
+        return len(self.queue) + self._reserved >= self.queue.size
 
 
 async def _run_body(spec: JobSpec, ctx: StepContext) -> Any:

@@ -163,7 +163,7 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
     if step.cwd is None and ctx.workspace is not None:
-        ctx.workspace.process_groups.append(result.pid)  # for its reuse: see _workspace.py
+        ctx.workspace.ran_process(result.pid)  # checked before the directory is reused
     output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
     output["stderr"] = result.stderr
     if result.truncated:

@@ -19,7 +19,7 @@ recent ones, so a long-lived executor does not grow without limit.
 from __future__ import annotations
 
 import enum
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -40,6 +40,11 @@ class JobState(enum.Enum):
     FAILED = "failed"  # final: a step failed, or stepline hit a bug (type ``internal``)
     CANCELLED = "cancelled"  # final: a ``cancel`` command or a cancelling shutdown
     TIMED_OUT = "timed_out"  # final: the job-level ``timeout`` expired
+
+    # Enum's own __hash__ is Python code hashing the member's name; members are singletons
+    # compared by identity, so identity hashing is equivalent, and the table hashes a state on
+    # every transition (four times per job).
+    __hash__ = object.__hash__
 
 
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)
@@ -119,7 +124,7 @@ class JobTable:
         self._queued: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
         self._finished: deque[str] = deque()
-        self._finished_counts: Counter[str] = Counter()
+        self._finished_counts = dict.fromkeys(FINAL_STATES, 0)
         self._next_id = 1
         self.observer: TableObserver | None = None  # None (no --state): the fast path
         # Called right after each `finished` is emitted, with the job and that event (the
@@ -175,7 +180,7 @@ class JobTable:
         (self._running if was_running else self._queued).pop(job.id)
         job.finished_at = trio.current_time() if was_running else None
         job.output, job.error = output, error
-        self._finished_counts[state.value] += 1
+        self._finished_counts[state] += 1
         finished = self._finished_event(job)
         if self.observer is None:
             self._emit(finished)
@@ -258,7 +263,7 @@ class JobTable:
 
     def counts(self) -> dict[str, Any]:
         """Counts for ``stats``: queued, running, and finished by final state (all time)."""
-        finished = {state.value: self._finished_counts[state.value] for state in FINAL_STATES}
+        finished = {state.value: count for state, count in self._finished_counts.items()}
         return {"queued": len(self._queued), "running": len(self._running), "finished": finished}
 
     @property

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._commands import CommandRefused, decode_command
-from ._dispatch import dispatch
+from ._dispatch import dispatch, dispatch_nowait
 from ._events import error, event
 from ._executor import Config, Executor
 from ._lines import TooLong, read_lines
@@ -133,7 +133,8 @@ class Server:
                         # receive_some and a full queue are the reader's yield points instead.
                         if self.outbox.congested:
                             await self.outbox.wait_writable()
-                        await self._handle_line(line)
+                        if not self._handle_line_nowait(line):
+                            await self._handle_line(line)
                     await self._settle()  # never hold staged submits while waiting for input
         finally:
             with trio.CancelScope(shield=True):  # staged records must end accepted, even now
@@ -144,6 +145,20 @@ class Server:
         """Accept the staged submits (--state) before anything else is answered."""
         if self._pipeline is not None:
             await self._pipeline.settle()
+
+    def _handle_line_nowait(self, line: bytes | TooLong) -> bool:
+        """The hot path, without a coroutine: a command :func:`dispatch_nowait` can run now.
+
+        False, with nothing done, leaves the line to :meth:`_handle_line`, which decodes it
+        again: a second decode only for what is not a plain submit (rare, and cheap).
+        """
+        if self._pipeline is not None or type(line) is not bytes:
+            return False  # --state: submits are staged in order (_pipeline.py)
+        try:
+            command, request_id = decode_command(line)
+        except CommandRefused:
+            return False
+        return dispatch_nowait(self.executor, command, request_id)
 
     async def _handle_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):

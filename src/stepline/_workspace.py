@@ -129,7 +129,7 @@ class Workspace:
         self._emit = emit
         self._pool = pool
         self._path: str | None = None
-        self.process_groups: list[int] = []  # of processes that ran in it (for reuse)
+        self.process_groups: tuple[int, ...] = ()  # of processes that ran in it (for reuse)
 
     @property
     def created(self) -> bool:
@@ -161,6 +161,10 @@ class Workspace:
                 return self.path()
         self._adopt(path)
         return path
+
+    def ran_process(self, pgid: int) -> None:
+        """A process (leading group ``pgid``) ran in the directory: checked before reuse."""
+        self.process_groups = (*self.process_groups, pgid)
 
     def _take(self) -> str | None:
         return None if self._pool is None or self.keep else self._pool.take()
