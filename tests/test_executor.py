@@ -9,7 +9,7 @@ import trio
 
 from stepline import QueueFull, ShuttingDown, UnknownTemplate
 from stepline._interpret import _KINDS
-from stepline._spec import Value
+from stepline._spec import Log
 
 from .conftest import running_executor
 
@@ -230,12 +230,12 @@ async def test_templates_with_params(autojump_clock: trio.abc.Clock) -> None:
 async def test_a_bug_in_a_step_becomes_an_internal_failure(
     autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(step: Value, ctx: Any) -> Any:
+    async def broken(step: Log, ctx: Any) -> Any:
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setitem(_KINDS, Value, broken)
+    monkeypatch.setitem(_KINDS, Log, broken)
     async with running_executor() as (ex, out):
-        job = await ex.submit({"par": [{"value": 1}, {"sleep": 5}]})
+        job = await ex.submit({"par": [{"log": "x"}, {"sleep": 5}]})
         finished = await out.finished(job.id)
         after = await ex.submit({"sleep": 1})
         assert (await out.finished(after.id))["state"] == "succeeded"

@@ -39,7 +39,7 @@ from ._errors import (
     UnknownTemplate,
 )
 from ._events import RequestId, event
-from ._interpret import StepContext, run_step, with_modifiers
+from ._interpret import Services, StepContext, run_step, with_modifiers
 from ._jobs import Job, JobState, JobTable
 from ._outbox import Outbox
 from ._policy import AllowRun, check_run_policy, parse_allow_run
@@ -49,7 +49,7 @@ from ._spec import JobSpec, Modifiers
 from ._tasks import Cleanups
 from ._triggers import Triggers
 from ._validate import validate_job, validate_template
-from ._workspace import Workspace, WorkspacePool
+from ._workspace import Workspace, WorkspacePool, without_files
 
 if TYPE_CHECKING:
     from ._store import StagedJob, Store, StoreFailed
@@ -126,6 +126,14 @@ class Executor:
             store.bind(outbox.emit, lambda: self.table.next_number)
             self.table.observer = store
         self.triggers = Triggers(self, clock)  # callbacks, alerts, schedules (clock: for cron)
+        self._services = Services(
+            outbox,
+            self.groups,
+            trace=config.trace,
+            http=self.triggers.http,
+            cleanups=self.cleanups,
+            allow_run=config.allow_run,
+        )
 
     # -- the service -------------------------------------------------------------------------
 
@@ -220,22 +228,17 @@ class Executor:
 
     async def _execute(self, job: Job) -> _Outcome:
         """Run the job's steps; a cancellation of its scope propagates to the worker."""
-        workspace = Workspace(
-            job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit, pool=self.workspaces
-        )
-        ctx = StepContext(
-            job,
-            self.outbox,
-            self.groups,
-            trace=self.config.trace,
-            http=self.triggers.http,
-            workspace=workspace,
-            cleanups=self.cleanups,
-            allow_run=self.config.allow_run,
-        )
+        workspace = None
+        if not without_files(job.spec.body):
+            workspace = Workspace(
+                job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit, pool=self.workspaces
+            )
+        ctx = StepContext(job, self._services, workspace)
         spec = job.spec
         try:
-            return JobState.SUCCEEDED, await _run_body(spec, ctx), None
+            if spec.retry is None:
+                return JobState.SUCCEEDED, await run_step(spec.body, ctx), None
+            return JobState.SUCCEEDED, await _retry_body(spec, ctx), None
         except StepFailed as exc:
             return JobState.FAILED, None, exc.to_wire()
         except Exception as exc:
@@ -243,7 +246,7 @@ class Executor:
             error = {"type": "internal", "message": _describe(exc), "step": job.step}
             return JobState.FAILED, None, error
         finally:
-            if workspace.created:  # lazily, on first use only: see _workspace.py
+            if workspace is not None and workspace.created:  # on first use only: _workspace.py
                 await workspace.aclose()  # before `finished` is emitted
 
     def _finish_interrupted(self, job: Job, state: JobState, message: str) -> None:
@@ -496,10 +499,8 @@ class Executor:
         return len(self.queue) + self._reserved >= self.queue.size
 
 
-async def _run_body(spec: JobSpec, ctx: StepContext) -> Any:
-    """The job's steps, with the job-level ``retry`` when it has one."""
-    if spec.retry is None:
-        return await run_step(spec.body, ctx)
+async def _retry_body(spec: JobSpec, ctx: StepContext) -> Any:
+    """The job's steps under the job-level ``retry``."""
     mods = Modifiers(retry=spec.retry)
     return await with_modifiers(lambda: run_step(spec.body, ctx), mods, "")
 

@@ -170,8 +170,9 @@ def _expect(v: _Validator, raw: object, where: str) -> tuple[int, ...]:
 
 async def run_http(step: Http, ctx: StepContext) -> dict[str, Any]:
     """Send the request; the output is ``{status, headers, body}`` (see the module docstring)."""
-    if ctx.http is not None:
-        return await _request(step, await ctx.http.get())
+    http = ctx.services.http
+    if http is not None:
+        return await _request(step, await http.get())
     holder = HttpClient()  # a StepContext built without the executor's client (tests)
     try:
         return await _request(step, await holder.get())

@@ -207,7 +207,7 @@ class _GraphRun:
         once its needs have stopped, shielded, within the graph's clean-up grace."""
         if self.cleanup_deadline is None:
             self.cleanup_deadline = trio.current_time() + CLEANUP_GRACE
-        cleanups = self.ctx.cleanups
+        cleanups = self.ctx.services.cleanups
         shield = (
             cleanups.shield(self.cleanup_deadline)
             if cleanups is not None
@@ -231,4 +231,5 @@ class _GraphRun:
         if self.graph.path:
             fields["graph"] = self.graph.path
         job = self.ctx.job.id
-        self.ctx.outbox.emit(event("task", job=job, task=task.name, status=status, **fields))
+        ev = event("task", job=job, task=task.name, status=status, **fields)
+        self.ctx.services.outbox.emit(ev)
