@@ -340,3 +340,41 @@ async def test_registry_tracks_the_live_process_only() -> None:
     assert result.stdout == "ok\n"
     assert seen_during == [1]
     assert len(groups) == 0
+
+
+# -- finding programs on PATH (remembered per PATH, like a shell's command hash) ----------------
+
+
+def _script(directory: Path, name: str, says: str) -> None:
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho {says} \"$0\"\n")
+    path.chmod(0o755)
+
+
+async def test_a_program_is_found_on_the_steps_path(tmp_path: Path) -> None:
+    _script(tmp_path, "stepline-hello", "hello")
+    env = {"PATH": str(tmp_path)}
+    for _ in range(2):  # the second start uses the remembered path
+        result = await run_process(["stepline-hello"], env=env)
+        assert result.stdout == f"hello {tmp_path / 'stepline-hello'}\n"
+
+
+async def test_a_remembered_program_that_is_gone_is_searched_for_again(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    _script(first, "stepline-moving", "first")
+    env = {"PATH": f"{first}{os.pathsep}{second}"}
+    assert (await run_process(["stepline-moving"], env=env)).stdout.startswith("first")
+    (first / "stepline-moving").rename(second / "stepline-moving")
+    result = await run_process(["stepline-moving"], env=env)
+    assert result.stdout.startswith("first")  # the same script, found again where it went
+    (second / "stepline-moving").unlink()
+    with pytest.raises(ProcessStartError, match=r"no such program: 'stepline-moving'"):
+        await run_process(["stepline-moving"], env=env)
+
+
+async def test_a_relative_path_entry_is_searched_in_the_childs_cwd(tmp_path: Path) -> None:
+    _script(tmp_path, "stepline-here", "here")
+    result = await run_process(["stepline-here"], env={"PATH": "."}, cwd=str(tmp_path))
+    assert result.stdout == "here ./stepline-here\n"  # as Popen's own search runs it

@@ -30,7 +30,9 @@ behind, trio issue #3237), and it buffers output without a bound. Here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -254,22 +256,87 @@ def _spawn(
         pipes = _Pipes.open(piped_stdin)
     except OSError as exc:
         raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    full_env = None if env is None else {**os.environ, **env}
     try:
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL if pipes.stdin is None else pipes.child_ends[2],
-            stdout=pipes.child_ends[0],
-            stderr=pipes.child_ends[1],
-            env=None if env is None else {**os.environ, **env},
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
+        popen = _popen(argv, pipes, full_env, cwd)
     except (OSError, ValueError) as exc:
         pipes.close_all()
         raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
     pipes.close_child_ends()
     return _Child(popen, pipes)
+
+
+def _popen(
+    argv: Sequence[str], pipes: _Pipes, env: Mapping[str, str] | None, cwd: str | None
+) -> subprocess.Popen[bytes]:
+    """``Popen`` with the program found through :data:`_PROGRAMS` (once more without, if the
+    remembered path fails: the program may have moved)."""
+    executable = _PROGRAMS.find(argv[0], env)
+    stdin = _devnull() if pipes.stdin is None else pipes.child_ends[2]
+    while True:
+        try:
+            return subprocess.Popen(
+                list(argv),
+                executable=executable,
+                stdin=stdin,
+                stdout=pipes.child_ends[0],
+                stderr=pipes.child_ends[1],
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError:
+            if executable is None:
+                raise
+            _PROGRAMS.forget(argv[0])
+            executable = None
+
+
+class _ProgramPaths:
+    """Where programs were found on PATH, as a shell's command hash remembers them.
+
+    ``Popen`` given a bare name joins and encodes every PATH entry on every start, on the event
+    loop: a tenth of a ``{"run": ["true"]}`` job's time there. Like a shell's hash, a program
+    installed later in an earlier PATH directory is not seen; one that is gone is searched for
+    again (:func:`_popen`). Only PATHs of absolute directories are remembered: a relative entry
+    means the child's cwd, which differs per job.
+    """
+
+    _LIMIT = 256  # distinct (program, PATH) pairs kept; then it starts over
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], str] = {}
+
+    def find(self, program: str, env: Mapping[str, str] | None) -> str | None:
+        """The program's path, or None to let ``Popen`` search (or report it missing)."""
+        if "/" in program:
+            return None
+        path = (os.environ if env is None else env).get("PATH", os.defpath)
+        found = self._found.get((program, path))
+        if found is None:
+            if not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+                return None
+            found = shutil.which(program, path=path)
+            if found is None:
+                return None
+            if len(self._found) >= self._LIMIT:
+                self._found.clear()
+            self._found[program, path] = found
+        return found
+
+    def forget(self, program: str) -> None:
+        for key in [key for key in self._found if key[0] == program]:
+            del self._found[key]
+
+
+_PROGRAMS = _ProgramPaths()
+
+
+@functools.cache
+def _devnull() -> int:
+    """One ``/dev/null`` for every child's stdin (``subprocess.DEVNULL`` opens one per start)."""
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
 
 def _start_error_message(exc: OSError | ValueError, program: str, cwd: str | None) -> str:
