@@ -166,10 +166,12 @@ class _Child:
         self.stdin = None if pipes.stdin is None else trio.lowlevel.FdStream(pipes.stdin)
         self.stdout = trio.lowlevel.FdStream(pipes.stdout)
         self.stderr = trio.lowlevel.FdStream(pipes.stderr)
-        self._pidfd = _open_pidfd(popen.pid)
+        self._pidfd: int | None = None  # opened on the first wait: most children are gone by then
 
     async def wait_exited(self) -> None:
         """Until the child has exited; not reaped where a pidfd exists (see the class doc)."""
+        if self._pidfd is None:
+            self._pidfd = _open_pidfd(self.pid)  # safe while unreaped: we alone reap it
         if self._pidfd is not None:
             await trio.lowlevel.wait_readable(self._pidfd)
             return
@@ -379,14 +381,17 @@ class _Capture:
 
 
 async def _communicate(child: _Child, stdin: str | None, cap: int) -> tuple[_Capture, _Capture]:
-    """Feed stdin and drain stdout and stderr concurrently, so no pipe can fill up and deadlock."""
+    """Feed stdin and drain stdout and stderr concurrently, so no pipe can fill up and deadlock.
+
+    stdout is drained by the calling task itself: one task fewer to spawn per process.
+    """
     out, err = _Capture(cap), _Capture(cap)
     try:
         async with trio.open_nursery() as nursery:
             if child.stdin is not None and stdin is not None:
                 nursery.start_soon(_feed, child.stdin, stdin.encode("utf-8"))
-            nursery.start_soon(out.drain, child.stdout)
             nursery.start_soon(err.drain, child.stderr)
+            await out.drain(child.stdout)
     except BaseExceptionGroup as group:
         _raise_if_only_cancelled(group)
         raise
