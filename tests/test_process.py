@@ -378,3 +378,10 @@ async def test_a_relative_path_entry_is_searched_in_the_childs_cwd(tmp_path: Pat
     _script(tmp_path, "stepline-here", "here")
     result = await run_process(["stepline-here"], env={"PATH": "."}, cwd=str(tmp_path))
     assert result.stdout == "here ./stepline-here\n"  # as Popen's own search runs it
+
+
+async def test_a_child_that_never_stops_writing_can_be_cancelled() -> None:
+    # Its pipe is seldom empty, so the capture seldom waits: it must still see the cancel.
+    with trio.move_on_after(0.5) as scope:
+        await run_process(["cat", "/dev/zero"], grace=0.5)
+    assert scope.cancelled_caught
