@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, get_args, get_origin
 
 import orjson
 from attrs import frozen
@@ -38,6 +38,7 @@ __all__ = [
     "Submit",
     "Unschedule",
     "decode_command",
+    "decode_plain_submit",
 ]
 
 
@@ -138,9 +139,9 @@ def decode_command(line: bytes) -> tuple[Command, RequestId]:
     if not isinstance(obj, dict):
         raise CommandRefused(BadJson(f"expected a JSON object, got {_json_type(obj)}"), None)
     request_id = _request_id(obj)
-    fast = _plain_submit(obj)
-    if fast is not None:
-        return fast, request_id
+    plain = _plain_submit(obj)
+    if plain is not None:
+        return Submit(job=plain.job, name=plain.name), request_id
     try:
         return _structure(obj), request_id
     except BadCommand as exc:
@@ -150,7 +151,26 @@ def decode_command(line: bytes) -> tuple[Command, RequestId]:
 _SUBMIT_KEYS = frozenset({"op", "id", "job", "name"})
 
 
-def _plain_submit(obj: dict[str, Any]) -> Submit | None:
+class PlainSubmit(NamedTuple):
+    """A ``submit`` with only ``job`` and optionally ``name`` and ``id``: the hot path."""
+
+    job: Any
+    name: str | None
+    request_id: RequestId
+
+
+def decode_plain_submit(line: bytes) -> PlainSubmit | None:
+    """The line if it is a plain, valid ``submit``, else None (and :func:`decode_command` will
+    decode it, refusing it with the reason if need be). No command object is made: building the
+    frozen :class:`Submit` was half the cost of decoding a trivial job's line."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return _plain_submit(obj) if type(obj) is dict else None
+
+
+def _plain_submit(obj: dict[Any, Any]) -> PlainSubmit | None:
     """The common ``{"op": "submit", "job": {...}}`` without cattrs (the hot path: ~8% of a
     trivial job's cost). Anything less plain returns None and takes the strict, explaining path."""
     if obj.get("op") != "submit" or not _SUBMIT_KEYS.issuperset(obj):
@@ -158,9 +178,10 @@ def _plain_submit(obj: dict[str, Any]) -> Submit | None:
     name = obj.get("name")
     if "job" not in obj or (name is not None and not isinstance(name, str)):
         return None
-    if "id" in obj and _request_id(obj) is None:
+    request_id = _request_id(obj)
+    if request_id is None and "id" in obj:
         return None
-    return Submit(job=obj["job"], name=name)
+    return PlainSubmit(obj["job"], name, request_id)
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId:

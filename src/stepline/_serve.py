@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._commands import CommandRefused, decode_command
-from ._dispatch import dispatch, dispatch_nowait
+from ._commands import CommandRefused, decode_command, decode_plain_submit
+from ._dispatch import dispatch, submit_nowait
 from ._events import error, event
 from ._executor import Config, Executor
 from ._lines import TooLong, read_lines
@@ -147,18 +147,16 @@ class Server:
             await self._pipeline.settle()
 
     def _handle_line_nowait(self, line: bytes | TooLong) -> bool:
-        """The hot path, without a coroutine: a command :func:`dispatch_nowait` can run now.
+        """The hot path, without a coroutine: a plain submit that finds room in the queue.
 
-        False, with nothing done, leaves the line to :meth:`_handle_line`, which decodes it
-        again: a second decode only for what is not a plain submit (rare, and cheap).
+        False, with nothing done, leaves the line to :meth:`_handle_line`, which parses it
+        again: twice only for what is not a plain submit, or a submit that must wait for room
+        (rare, or waiting anyway, and about a microsecond).
         """
         if self._pipeline is not None or type(line) is not bytes:
             return False  # --state: submits are staged in order (_pipeline.py)
-        try:
-            command, request_id = decode_command(line)
-        except CommandRefused:
-            return False
-        return dispatch_nowait(self.executor, command, request_id)
+        plain = decode_plain_submit(line)
+        return plain is not None and submit_nowait(self.executor, plain)
 
     async def _handle_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):
