@@ -240,7 +240,12 @@ async def read_jobs_channel(
     events: trio.MemorySendChannel[Event],
     eof: trio.Event,
 ) -> None:
-    """Parse submits into the job channel, announcing each with ``accepted``; close it at EOF."""
+    """Parse submits into the job channel, announcing each with ``accepted``; close it at EOF.
+
+    :func:`read_jobs` with one line changed (the ``accepted`` event is sent, not appended). A copy
+    on purpose: a callback or generator to share the loop would add a call per line to the very
+    loops whose cost is being measured.
+    """
     count = 0
     partial = b""
     async with send:
