@@ -6,11 +6,12 @@ Flow of a job::
                                                                 │ receive
                          JobTable.finish ◀── run_step ◀── worker: JobTable.start
 
-The memory channel *is* the queue and its buffer size is ``--queue``: there is no separate
-counter to keep in step with it. A submit that finds it full either raises ``QueueFull``
-(``on_full="reject"``) or parks until a worker takes a job (``"block"``). A job cancelled while
-queued stays in the channel as a tombstone that workers skip; when the channel is full and holds
-more items than there are queued jobs, :meth:`Executor._compact_queue` drops the tombstones so a
+The queue is one bounded memory channel, owned by :class:`~stepline._queue.JobQueue` (which
+counts what it holds, since every put and take goes through it); its size is ``--queue``. A
+submit that finds it full either raises ``QueueFull`` (``on_full="reject"``) or parks until a
+worker takes a job (``"block"``). A job cancelled while queued stays in the channel as a
+tombstone that workers skip; when the channel is full and holds more items than there are queued
+jobs, :meth:`JobQueue.compact <stepline._queue.JobQueue.compact>` drops the tombstones so a
 cancel frees its slot at once.
 
 This class is the one engine: ``stepline serve`` drives it from stdin, and Python programs embed
