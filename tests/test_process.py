@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from stepline import _process
 from stepline._process import (
     OUTPUT_CAP,
     ProcessGroups,
@@ -26,6 +27,16 @@ from stepline._process import (
 )
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@pytest.fixture(autouse=True, params=["one task", "two tasks"])
+def drain_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: output drained by the calling task through a private epoll (Linux),
+    and by a second task for stderr, the way without epoll (``_process._EPOLL`` is None)."""
+    if request.param == "two tasks":
+        monkeypatch.setattr(_process, "_EPOLL", None)
+    elif _process._EPOLL is None:
+        pytest.skip("no epoll on this platform")
 
 
 class RecordingGroups(ProcessGroups):
@@ -222,6 +233,14 @@ async def test_output_cap_truncates_and_still_completes() -> None:
     assert len(result.stdout) == OUTPUT_CAP == 1 << 20
     assert len(result.stderr) == OUTPUT_CAP
     assert set(result.stdout) == {"a"}
+
+
+async def test_a_full_stderr_pipe_is_drained_while_stdout_stays_open() -> None:
+    # 300 kB to stderr, more than a pipe holds, before a byte of stdout: read one at a time,
+    # the child would block on stderr while we waited for stdout to close.
+    with trio.fail_after(5):
+        result = await sh("head -c 300000 /dev/zero | tr '\\0' e >&2; echo done")
+    assert (result.stdout, len(result.stderr), result.truncated) == ("done\n", 300_000, False)
 
 
 async def test_small_cap_keeps_the_head() -> None:
