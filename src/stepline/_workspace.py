@@ -78,6 +78,7 @@ class WorkspacePool:
     def __init__(self, size: int) -> None:
         self._free: list[str] = []
         self._size = size
+        self._uid = os.geteuid()  # who "ours" is: asked once, not once per job
 
     def take(self) -> str | None:
         """A directory to use, or None when the pool is empty."""
@@ -85,7 +86,7 @@ class WorkspacePool:
 
     def give_back(self, path: str, process_groups: Iterable[int]) -> bool:
         """Keep ``path`` for a later job if it is fit; False: the caller must remove it."""
-        if len(self._free) >= self._size or not _reusable(path, process_groups):
+        if len(self._free) >= self._size or not _reusable(path, process_groups, self._uid):
             return False
         self._free.append(path)
         return True
@@ -100,7 +101,7 @@ class WorkspacePool:
                 log.warning("could not remove pooled workspace %s: %s", path, exc.strerror)
 
 
-def _reusable(path: str, process_groups: Iterable[int]) -> bool:
+def _reusable(path: str, process_groups: Iterable[int], uid: int) -> bool:
     """Is ``path`` as good as new: ours, a directory, mode 0700, empty, and nothing of the job
     still running in it (no member left in a process group the job started)?"""
     if any(_group_alive(pgid) for pgid in process_groups):
@@ -109,7 +110,7 @@ def _reusable(path: str, process_groups: Iterable[int]) -> bool:
         info = os.lstat(path)
         if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700:
             return False
-        if info.st_uid != os.geteuid():
+        if info.st_uid != uid:
             return False
         with os.scandir(path) as entries:
             return next(entries, None) is None
