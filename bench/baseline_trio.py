@@ -22,7 +22,9 @@ Two writer designs, chosen with ``--writer``; everything else is shared in spiri
       writer task (woken through a ``ParkingLot``) encodes and writes in batches with a single
       ``send_all``: no channel, and no checkpoint, per event;
     * ``ready`` is the first line and ``bye`` the last, so the benchmark drives it exactly like
-      ``stepline serve``.
+      ``stepline serve``;
+    * the cycle collector is tuned as ``stepline serve`` tunes it (start-up objects frozen,
+      a 10,000-allocation threshold), so the floor keeps every trick stepline uses.
 
 Neither has validation, a job table, per-job cancel scopes or a backpressure policy: the gap
 between these and stepline is the price of stepline's own machinery, which is the number the
@@ -38,6 +40,7 @@ the benchmark creates, but do not run this from an interactive terminal.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 from typing import Any
@@ -300,6 +303,9 @@ def main() -> None:
         help="batched: the tuned floor (default); channel: one channel send per event (issue #7)",
     )
     args = parser.parse_args()
+    if args.writer == "batched":  # the floor: as stepline's CLI does (_cli._tune_collector)
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
     trio.run(SERVES[args.writer], args.workers, args.queue, args.hold)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -123,6 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return await server.run()
 
+    _tune_collector()
     _exit_on_late_signals()
     status = trio.run(main)
     # Shutdown is complete. CPython's finalization resets Python-level handlers to SIG_DFL, so a
@@ -130,6 +132,20 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     return status
+
+
+def _tune_collector() -> None:
+    """Fewer cycle collections in the server process, which this command owns (a program that
+    embeds the executor keeps its own settings: only the CLI calls this).
+
+    A job allocates a few dozen containers that almost all die by reference counting, yet every
+    generation-0 collection (each 700 net allocations by default) walks the young objects still
+    alive, such as the queued jobs. That was 5 % of a trivial job's instructions; with a 10,000
+    threshold and the start-up objects frozen out of later full collections it is 3.5 % less
+    (124k -> 119k). Cyclic garbage waits at most 10,000 allocations longer to be freed.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _exit_on_late_signals() -> None:
