@@ -8,6 +8,7 @@ Process groups are inspected through ``/proc``, which makes the stop tests Linux
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -241,6 +242,17 @@ async def test_a_full_stderr_pipe_is_drained_while_stdout_stays_open() -> None:
     with trio.fail_after(5):
         result = await sh("head -c 300000 /dev/zero | tr '\\0' e >&2; echo done")
     assert (result.stdout, len(result.stderr), result.truncated) == ("done\n", 300_000, False)
+
+
+async def test_no_descriptor_for_the_private_epoll_falls_back_to_a_second_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def out_of_descriptors(sizehint: int) -> object:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(_process, "_EPOLL", out_of_descriptors)
+    result = await sh("echo out; echo err >&2")
+    assert (result.stdout, result.stderr) == ("out\n", "err\n")
 
 
 async def test_small_cap_keeps_the_head() -> None:

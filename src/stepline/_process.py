@@ -36,7 +36,7 @@ import select
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 import trio
@@ -446,7 +446,8 @@ async def _communicate(child: _Child, stdin: str | None, cap: int) -> tuple[_Cap
     return out, err
 
 
-_EPOLL = getattr(select, "epoll", None)  # Linux; elsewhere a second task drains stderr
+# Linux; elsewhere a second task drains stderr
+_EPOLL: Callable[[int], select.epoll] | None = getattr(select, "epoll", None)
 
 
 async def _drain_outputs(child: _Child, out: _Capture, err: _Capture) -> None:
@@ -459,11 +460,12 @@ async def _drain_outputs(child: _Child, out: _Capture, err: _Capture) -> None:
     epoll's one fd like on any other. Each wait is a checkpoint, so a child that never stops
     writing still lets others run and a cancel land.
     """
-    if _EPOLL is None:
+    poller = _open_poller()
+    if poller is None:
         await _drain_in_two_tasks(child, out, err)
         return
     pending = {child.stdout.fd: (child.stdout, out), child.stderr.fd: (child.stderr, err)}
-    with _EPOLL(2) as poller:
+    with poller:
         for fd in pending:
             poller.register(fd, select.EPOLLIN)
         while pending:
@@ -477,6 +479,17 @@ async def _drain_outputs(child: _Child, out: _Capture, err: _Capture) -> None:
                     poller.unregister(fd)
                     pipe.close()
                     del pending[fd]
+
+
+def _open_poller() -> select.epoll | None:
+    """A private epoll for one child's pipes; None where there is no epoll (not Linux) or no
+    descriptor left for one: then the second task does it, which needs none."""
+    if _EPOLL is None:
+        return None
+    try:
+        return _EPOLL(2)
+    except OSError:
+        return None
 
 
 async def _drain_in_two_tasks(child: _Child, out: _Capture, err: _Capture) -> None:
