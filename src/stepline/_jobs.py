@@ -89,7 +89,7 @@ class Job:
         if self.started_at is None:
             return 0.0
         end = self.finished_at if self.finished_at is not None else trio.current_time()
-        return round(end - self.started_at, 6)
+        return round((end - self.started_at) * 1e6) / 1e6  # to the µs; round(x, 6) costs 2x
 
     def record(self) -> dict[str, Any]:
         """The job's entry in a ``status`` reply."""
