@@ -109,6 +109,9 @@ def render_table(rows: list[Row]) -> str:
         lines.append("  ".join(padded).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if any(row.paired_ratio is not None for row in rows):
+        lines.append("(median of N: the figures are medians over N rounds taken in turns, and the")
+        lines.append(" ratio is the median of the rounds' own ratios)")
     return "\n".join(lines)
 
 
