@@ -1,4 +1,5 @@
-"""Smoke test for the benchmark suite: ``bench/run.py --quick`` runs and reports every scenario.
+"""Smoke test for the benchmark suite: ``bench/run.py --quick`` runs and reports every scenario;
+and the statistics the throughput scenarios report (alternated rounds, paired ratios).
 
 It checks that the benchmark *works* — every scenario ran, verified its own output, and produced
 finite numbers — never how fast stepline is: the targets belong in the report, and asserting
@@ -8,11 +9,14 @@ them on a shared 2-core machine would make the suite flaky. Marked ``e2e`` (it s
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +54,34 @@ def test_quick_benchmark_reports_every_scenario(tmp_path: Path) -> None:
         assert row["baseline"] > 0, row
     assert report["machine"]["nproc"] >= 1
     assert report["machine"]["python"]
+
+
+@pytest.fixture
+def scenarios(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``bench/scenarios.py``, imported as ``run.py`` imports it (``bench/`` on ``sys.path``)."""
+    monkeypatch.syspath_prepend(str(RUN.parent))
+    return importlib.import_module("scenarios")
+
+
+def test_alternate_takes_turns_and_keeps_every_figure(scenarios: Any) -> None:
+    calls: list[str] = []
+
+    def measure(name: str, value: float) -> Callable[[], float]:
+        def run() -> float:
+            calls.append(name)
+            return value
+
+        return run
+
+    figures = scenarios.alternate(3, {"a": measure("a", 1.0), "b": measure("b", 2.0)})
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert figures == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+
+
+def test_paired_speedup_is_the_median_of_each_rounds_ratio(scenarios: Any) -> None:
+    # Round 1's baseline was slowed by outside load; round 3 was slow for both. Paired, the
+    # rounds say 2.0x, 1.0x, 1.0x: 1.0x. The ratio of the medians (4.0 s / 2.0 s) would say 2.0x.
+    stepline_s = [2.0, 1.0, 4.0]
+    baseline_s = [4.0, 1.0, 4.0]
+    assert scenarios.paired_speedup(stepline_s, baseline_s) == 1.0
+    assert scenarios.paired_speedup([1.0, 1.0, 1.0], [2.0, 2.0, 3.0]) == 2.0
