@@ -36,7 +36,7 @@ import select
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 import attrs
 import trio
@@ -220,7 +220,8 @@ class _ReadEnd:
             return None
 
     async def read(self) -> bytes:
-        """The next chunk, waiting for it if need be; b"" at EOF. Exactly one checkpoint."""
+        """The next chunk, waiting for it if need be; b"" at EOF. Always a checkpoint: the wait,
+        or one of its own when the chunk was there already."""
         chunk = self.read_ready()
         if chunk is not None:
             await trio.lowlevel.checkpoint()  # others run, and a cancel lands, between chunks
@@ -436,13 +437,9 @@ async def _communicate(child: _Child, stdin: str | None, cap: int) -> tuple[_Cap
     if child.stdin is None or stdin is None:
         await _drain_outputs(child, out, err)
         return out, err
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_feed, child.stdin, stdin.encode("utf-8"))
-            await _drain_outputs(child, out, err)
-    except BaseExceptionGroup as group:
-        _raise_if_only_cancelled(group)
-        raise
+    async with _open_nursery() as nursery:
+        nursery.start_soon(_feed, child.stdin, stdin.encode("utf-8"))
+        await _drain_outputs(child, out, err)
     return out, err
 
 
@@ -493,21 +490,27 @@ def _open_poller() -> select.epoll | None:
 
 
 async def _drain_in_two_tasks(child: _Child, out: _Capture, err: _Capture) -> None:
+    async with _open_nursery() as nursery:
+        nursery.start_soon(err.drain, child.stderr)
+        await out.drain(child.stdout)
+
+
+@contextlib.asynccontextmanager
+async def _open_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery whose group of nothing but ``Cancelled`` comes out as one bare ``Cancelled``.
+
+    A cancelled nursery wraps its tasks' ``Cancelled`` in a group; callers of run_process should
+    see a plain cancellation, as from any other checkpoint, so ``except trio.Cancelled`` works.
+    """
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(err.drain, child.stderr)
-            await out.drain(child.stdout)
+            yield nursery
     except BaseExceptionGroup as group:
         _raise_if_only_cancelled(group)
         raise
 
 
 def _raise_if_only_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
-    """Turn a nursery's group of nothing but ``Cancelled`` back into one bare ``Cancelled``.
-
-    A cancelled nursery wraps its tasks' ``Cancelled`` in a group; callers of run_process should
-    see a plain cancellation, as from any other checkpoint, so ``except trio.Cancelled`` works.
-    """
     cancelled, rest = group.split(trio.Cancelled)
     if cancelled is None or rest is not None:
         return
