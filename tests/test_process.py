@@ -411,6 +411,24 @@ async def test_a_relative_path_entry_is_searched_in_the_childs_cwd(tmp_path: Pat
     assert result.stdout == "here ./stepline-here\n"  # as Popen's own search runs it
 
 
+@linux_only
+async def test_no_descriptor_is_left_open_by_runs_cancels_or_failed_starts() -> None:
+    # Each run opens pipes, maybe a pidfd, and (Linux) an epoll for its output: all must close,
+    # whether the child exits, is cancelled while writing, or never starts.
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    await sh("true")  # opens the one /dev/null every child's stdin shares, for good
+    before = open_fds()
+    for _ in range(5):
+        await sh("echo out; echo err >&2")
+        with trio.move_on_after(0.05):
+            await run_process(["cat", "/dev/zero"], grace=0.5)
+        with pytest.raises(ProcessStartError):
+            await run_process(["/nonexistent/program"])
+    assert open_fds() == before
+
+
 async def test_a_child_that_never_stops_writing_can_be_cancelled() -> None:
     # Its pipe is seldom empty, so the capture seldom waits: it must still see the cancel.
     with trio.move_on_after(0.5) as scope:
