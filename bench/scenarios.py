@@ -11,6 +11,7 @@ Every scenario also checks the output it timed (every job ``finished``, in the e
 
 from __future__ import annotations
 
+import functools
 import shutil
 import statistics
 import sys
@@ -170,38 +171,17 @@ def trivial(sizes: Sizes) -> Outcome:
             ),
         },
     )
-    rate, channel_rate, batched_rate = (
-        jobs / statistics.median(seconds[key])
-        for key in ("stepline_s", "baseline_channel_s", "baseline_batched_s")
-    )
-    vs_channel = paired_speedup(seconds["stepline_s"], seconds["baseline_channel_s"])
-    vs_batched = paired_speedup(seconds["stepline_s"], seconds["baseline_batched_s"])
     label = f"trivial jobs ({jobs:,}), 4 workers{_of_rounds(sizes)}"
+    row = functools.partial(rounds_row, "trivial", label, jobs, seconds)
     rows = [
-        Row(
-            scenario="trivial",
-            metric="throughput",
-            label=label,
-            unit="jobs/s",
-            stepline=rate,
-            baseline=channel_rate,
-            baseline_name="bare trio, channel per event",
+        row(
+            "throughput",
+            "baseline_channel_s",
+            "bare trio, channel per event",
             target="≥25,000/s and ≥1.0x",
-            met=rate >= 25_000 and vs_channel >= 1.0,
-            paired_ratio=vs_channel,
+            met=lambda rate, ratio: rate >= 25_000 and ratio >= 1.0,
         ),
-        Row(
-            scenario="trivial",
-            metric="vs_floor",
-            label=label,
-            unit="jobs/s",
-            stepline=rate,
-            baseline=batched_rate,
-            baseline_name="bare trio, batched writer (floor)",
-            target="—",
-            met=None,
-            paired_ratio=vs_batched,
-        ),
+        row("vs_floor", "baseline_batched_s", "bare trio, batched writer (floor)"),
     ]
     details = {"jobs": jobs, "rounds": sizes.rounds, **seconds, "input_bytes": len(data)}
     return Outcome(rows, details)
@@ -232,6 +212,37 @@ def paired_speedup(stepline_s: list[float], baseline_s: list[float]) -> float:
     return statistics.median(b / s for s, b in zip(stepline_s, baseline_s, strict=True))
 
 
+def rounds_row(
+    scenario: str,
+    label: str,
+    jobs: int,
+    seconds: dict[str, list[float]],
+    metric: str,
+    baseline_key: str,
+    baseline_name: str,
+    *,
+    target: str = "—",
+    met: Callable[[float, float], bool] | None = None,
+) -> Row:
+    """A throughput row from alternated rounds: median rates, and the paired ratio of stepline
+    (``seconds["stepline_s"]``) to the baseline under ``baseline_key``. ``met(rate, ratio)``
+    judges the target; None: the brief sets none for this line."""
+    rate = jobs / statistics.median(seconds["stepline_s"])
+    ratio = paired_speedup(seconds["stepline_s"], seconds[baseline_key])
+    return Row(
+        scenario=scenario,
+        metric=metric,
+        label=label,
+        unit="jobs/s",
+        stepline=rate,
+        baseline=jobs / statistics.median(seconds[baseline_key]),
+        baseline_name=baseline_name,
+        target=target,
+        met=None if met is None else met(rate, ratio),
+        paired_ratio=ratio,
+    )
+
+
 def _of_rounds(sizes: Sizes) -> str:
     return f", median of {sizes.rounds}" if sizes.rounds > 1 else ""
 
@@ -254,38 +265,11 @@ def process(sizes: Sizes) -> Outcome:
         gnu = ["parallel", "--will-cite", "-j8", "-N1", "true"]
         measures["parallel_s"] = lambda: _time_with_args(gnu, jobs)
     seconds = alternate(sizes.rounds, measures)
-    rate, xargs_rate = (jobs / statistics.median(seconds[key]) for key in ("stepline_s", "xargs_s"))
-    vs_xargs = paired_speedup(seconds["stepline_s"], seconds["xargs_s"])
     label = f"process jobs ({jobs:,} x true), 8 workers{_of_rounds(sizes)}"
-    rows = [
-        Row(
-            scenario="process",
-            metric="vs_xargs",
-            label=label,
-            unit="jobs/s",
-            stepline=rate,
-            baseline=xargs_rate,
-            baseline_name="xargs -P8",
-            target="≥0.9x",
-            met=vs_xargs >= 0.9,
-            paired_ratio=vs_xargs,
-        )
-    ]
+    row = functools.partial(rounds_row, "process", label, jobs, seconds)
+    rows = [row("vs_xargs", "xargs_s", "xargs -P8", target="≥0.9x", met=lambda _, r: r >= 0.9)]
     if has_parallel:
-        rows.append(
-            Row(
-                scenario="process",
-                metric="vs_parallel",
-                label=label,
-                unit="jobs/s",
-                stepline=rate,
-                baseline=jobs / statistics.median(seconds["parallel_s"]),
-                baseline_name="GNU parallel -j8",
-                target="—",
-                met=None,
-                paired_ratio=paired_speedup(seconds["stepline_s"], seconds["parallel_s"]),
-            )
-        )
+        rows.append(row("vs_parallel", "parallel_s", "GNU parallel -j8"))
     details: dict[str, Any] = {"jobs": jobs, "rounds": sizes.rounds, **seconds}
     details.setdefault("parallel_s", None)  # not installed: the row is left out
     return Outcome(rows, details)
