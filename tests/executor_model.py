@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import attrs
 
-from stepline._spec import (
+from stepline.spec._model import (
     Fail,
     JobSpec,
     Log,

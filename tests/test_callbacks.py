@@ -18,10 +18,10 @@ import pytest
 import trio
 
 from stepline import Config, Executor, InvalidJob
-from stepline._commands import Ack, Stats, Status
-from stepline._dispatch import dispatch
-from stepline._store import Store
-from stepline._validate import validate_job, validate_template
+from stepline.server._dispatch import dispatch
+from stepline.spec._validate import validate_job, validate_template
+from stepline.store._sqlite import Store
+from stepline.wire._commands import Ack, Stats, Status
 
 from .conftest import MemoryOutbox
 from .http_server import Answer, HttpServer, statuses
@@ -276,7 +276,7 @@ async def test_webhook_content_type_can_be_overridden(server: HttpServer) -> Non
 async def test_too_many_pending_callbacks_fail_at_once(
     server: HttpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("stepline._callbacks.MAX_PENDING", 1)
+    monkeypatch.setattr("stepline.triggers._callbacks.MAX_PENDING", 1)
     url = server.script("/hook", Answer(200, {}, delay=0.2))
     async with executor() as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}],

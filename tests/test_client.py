@@ -18,8 +18,8 @@ import trio
 import stepline
 from stepline import AsyncClient, Client, ClientError, JobFailed, JobState
 from stepline import steps as s
-from stepline._history import EventHistory
-from stepline._session import ClientSession
+from stepline.client._history import EventHistory
+from stepline.client._session import ClientSession
 
 pytestmark = pytest.mark.e2e
 

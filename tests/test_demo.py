@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stepline import _demo
+from stepline.cli import _demo
 
 from .driver import ENV
 

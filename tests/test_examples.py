@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from stepline._progress import PlainView
-from stepline._runfiles import load_entries, load_templates, run_entries
-from stepline._validate import _KINDS, validate_job
+from stepline.cli._progress import PlainView
+from stepline.cli._run import load_entries, load_templates, run_entries
+from stepline.spec._validate import _KINDS, validate_job
 
 from .driver import ENV
 

@@ -8,8 +8,8 @@ import pytest
 import trio
 
 from stepline import QueueFull, ShuttingDown, UnknownTemplate
-from stepline._interpret import _KINDS
-from stepline._spec import Log
+from stepline.engine._interpret import _KINDS
+from stepline.spec._model import Log
 
 from .conftest import running_executor
 

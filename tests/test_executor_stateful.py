@@ -34,8 +34,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stepline import AlreadyFinished, Config, Executor, QueueFull, ShuttingDown, UnknownJob
-from stepline._events import Event
-from stepline._jobs import Job
+from stepline.engine._jobs import Job
+from stepline.wire._events import Event
 
 from .executor_model import AMBIGUOUS, Err, Ok, job_outcome
 from .hypothesis_profiles import note, scaled
@@ -541,7 +541,7 @@ def test_random_programs_keep_every_invariant(program: Program) -> None:
 
 def test_model_agrees_on_a_hand_checked_job() -> None:
     """The oracle itself: one job whose outcome was worked out by hand."""
-    from stepline._validate import validate_job
+    from stepline.spec._validate import validate_job
 
     spec = validate_job(
         {"steps": [{"par": [{"sleep": 1}, {"try": {"fail": "x", "retry": {"attempts": 2,

@@ -20,10 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stepline import Config, Executor, InvalidJob
-from stepline._graph import MAX_TASKS, find_cycle
-from stepline._spec import Deferred, Graph, Seq, Sleep
-from stepline._tasks import CLEANUP_GRACE
-from stepline._validate import validate_job
+from stepline.engine._tasks import CLEANUP_GRACE
+from stepline.spec._graph import MAX_TASKS, find_cycle
+from stepline.spec._model import Deferred, Graph, Seq, Sleep
+from stepline.spec._validate import validate_job
 
 from .conftest import MemoryOutbox, running_executor
 
@@ -657,7 +657,7 @@ async def test_no_workspace_without_a_need(
         made.append(real(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr("stepline._workspace.tempfile.mkdtemp", counting)
+    monkeypatch.setattr("stepline.engine._workspace.tempfile.mkdtemp", counting)
     await run_job({"value": 1})
     await run_job(graph(a=task({"sleep": 1}), b=task({"value": "${job.id}"}, needs="a")))
     assert made == []

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from stepline import InvalidJob
-from stepline._cli import main
-from stepline._validate import validate_job
+from stepline.cli._main import main
+from stepline.spec._validate import validate_job
 
 from .driver import ENV, lifecycle_ok, run_cli, serve
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepline._history import EventHistory, HistoryReader, HistoryRouter
+from stepline.client._history import EventHistory, HistoryReader, HistoryRouter
 
 
 def ev(kind: str, job: str = "j1", **fields: object) -> dict[str, object]:

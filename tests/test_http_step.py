@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from stepline import InvalidJob
-from stepline._spec import Http
-from stepline._validate import validate_job
+from stepline.spec._model import Http
+from stepline.spec._validate import validate_job
 
 from .conftest import running_executor
 from .http_server import Answer, HttpServer, statuses
@@ -131,7 +131,7 @@ async def test_cancel_interrupts_a_request(server: HttpServer) -> None:
 
 
 async def test_body_is_capped(server: HttpServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stepline._http.BODY_CAP", 10)
+    monkeypatch.setattr("stepline.engine._http.BODY_CAP", 10)
     url = server.script("/big", Answer(200, {"data": "x" * 100}))
     finished = await run_job({"http": {"url": url}})
     output = finished["output"]

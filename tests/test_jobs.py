@@ -8,8 +8,8 @@ import pytest
 import trio
 
 from stepline import AlreadyFinished, IllegalTransition, JobState, UnknownJob
-from stepline._jobs import JobTable
-from stepline._spec import JobSpec, Seq
+from stepline.engine._jobs import JobTable
+from stepline.spec._model import JobSpec, Seq
 
 
 def make_table(keep: int = 10) -> tuple[JobTable, list[dict[str, Any]]]:

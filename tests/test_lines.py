@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from stepline._lines import LineSplitter, TooLong, read_lines
+from stepline.wire._framing import LineSplitter, TooLong, read_lines
 
 
 def feed_all(chunks: list[bytes], max_line: int = 10) -> list[bytes | TooLong]:

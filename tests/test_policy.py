@@ -14,9 +14,9 @@ import trio
 from attrs import frozen
 
 from stepline import Config, InvalidJob
-from stepline._policy import _run_steps, check_run_policy, parse_allow_run
-from stepline._spec import Run, Step, Value
-from stepline._validate import validate_job
+from stepline.spec._model import Run, Step, Value
+from stepline.spec._policy import _run_steps, check_run_policy, parse_allow_run
+from stepline.spec._validate import validate_job
 
 from .conftest import running_executor
 from .driver import ENV, SERVE, run_cli

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import trio
 
-from stepline import _process
-from stepline._process import (
+from stepline.runners import _local as _process
+from stepline.runners._local import (
     OUTPUT_CAP,
     ProcessGroups,
     ProcessResult,

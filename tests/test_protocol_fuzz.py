@@ -30,7 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stepline import Config
-from stepline._serve import Server
+from stepline.server._serve import Server
 
 from .driver import lifecycle_ok, run_cli
 from .hypothesis_profiles import note, scaled

@@ -16,9 +16,9 @@ import pytest
 from trio.testing import MockClock
 
 from stepline import steps as s
-from stepline._progress import LiveView, PlainView
-from stepline._runfiles import BadFile, Entry, load_entries, load_file, load_templates, main
-from stepline._runfiles import run_entries as run_entries_
+from stepline.cli._progress import LiveView, PlainView
+from stepline.cli._run import BadFile, Entry, load_entries, load_file, load_templates, main
+from stepline.cli._run import run_entries as run_entries_
 
 from .driver import ENV
 

@@ -16,10 +16,10 @@ import pytest
 import trio
 
 from stepline import Config, Executor
-from stepline._clock import SystemClock, TrioWallClock, sleep_until
-from stepline._commands import Schedule, Status, Unschedule
-from stepline._dispatch import dispatch
-from stepline._schedules import CronTiming
+from stepline.server._dispatch import dispatch
+from stepline.triggers._clock import SystemClock, TrioWallClock, sleep_until
+from stepline.triggers._schedules import CronTiming
+from stepline.wire._commands import Schedule, Status, Unschedule
 
 from .conftest import MemoryOutbox
 

@@ -16,26 +16,26 @@ import trio
 
 import stepline
 from stepline import Config, Executor
-from stepline._commands import Ack, Schedule, Stats, Status
-from stepline._dispatch import dispatch
+from stepline.server._dispatch import dispatch
+from stepline.wire._commands import Ack, Schedule, Stats, Status
 
 from .conftest import MemoryOutbox
 
 Event = dict[str, Any]
 
 NOT_AT_START = {
-    "stepline._alerts",
-    "stepline._api",
-    "stepline._async_client",
-    "stepline._callback_spec",
-    "stepline._callbacks",
-    "stepline._client",
-    "stepline._demo",
-    "stepline._pipeline",
-    "stepline._recovery",
-    "stepline._runfiles",
-    "stepline._schedules",
-    "stepline._store",
+    "stepline.triggers._alerts",
+    "stepline.client._api",
+    "stepline.client._async",
+    "stepline.spec._callbacks",
+    "stepline.triggers._callbacks",
+    "stepline.client._sync",
+    "stepline.cli._demo",
+    "stepline.store._pipeline",
+    "stepline.store._recovery",
+    "stepline.cli._run",
+    "stepline.triggers._schedules",
+    "stepline.store._sqlite",
     "stepline.steps",
     "cattrs",
     "httpx",
@@ -54,15 +54,15 @@ def imported_by(code: str) -> set[str]:
 
 
 def test_the_serve_path_imports_no_feature_module() -> None:
-    loaded = imported_by("import stepline._cli\nstepline._cli.build_parser()")
-    assert "stepline._executor" in loaded
+    loaded = imported_by("import stepline.cli._main\nstepline.cli._main.build_parser()")
+    assert "stepline.engine._executor" in loaded
     assert sorted(loaded & NOT_AT_START) == []
 
 
 def test_the_package_loads_its_exports_on_first_use() -> None:
-    assert "stepline._api" not in imported_by("import stepline")
+    assert "stepline.client._api" not in imported_by("import stepline")
     loaded = imported_by("from stepline import Client, open_executor, steps")
-    assert {"stepline._api", "stepline._client", "stepline.steps"} <= loaded
+    assert {"stepline.client._api", "stepline.client._sync", "stepline.steps"} <= loaded
 
 
 def test_an_unknown_name_is_still_an_attribute_error() -> None:

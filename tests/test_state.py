@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import trio
 
-from stepline import Config, Executor, _store
-from stepline._store import Store, StoreFailed
+from stepline import Config, Executor
+from stepline.store import _sqlite as _store
+from stepline.store._sqlite import Store, StoreFailed
 
 from .conftest import MemoryOutbox
 from .driver import ENV, SERVE, Driver, Event, lifecycle_ok, run_cli, serve

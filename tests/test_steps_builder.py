@@ -13,7 +13,7 @@ from trio.testing import MockClock
 
 import stepline
 from stepline import steps as s
-from stepline._validate import validate_job
+from stepline.spec._validate import validate_job
 
 TEMPLATES = {"greet": {"params": {"who": "you"}, "steps": [{"value": "hi ${params.who}"}]}}
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepline._errors import InvalidJob
-from stepline._spec import (
+from stepline.spec._model import (
     NO_MODIFIERS,
     Fail,
     JobSpec,
@@ -26,7 +26,7 @@ from stepline._spec import (
     Use,
     Value,
 )
-from stepline._validate import MAX_JSON_DEPTH, MAX_STEP_DEPTH, validate_job, validate_template
+from stepline.spec._validate import MAX_JSON_DEPTH, MAX_STEP_DEPTH, validate_job, validate_template
 
 
 def invalid(raw: object, **kwargs: Any) -> InvalidJob:

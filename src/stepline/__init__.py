@@ -25,13 +25,13 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from . import steps
-    from ._api import EmbeddedExecutor, JobHandle, open_executor
-    from ._async_client import AsyncClient, AsyncClientJob
-    from ._client import Client, ClientJob
-    from ._executor import Config, Executor, ExecutorState
-    from ._jobs import Job, JobState
-    from ._outcome import JobFailed
-    from ._session import ClientError
+    from .client._api import EmbeddedExecutor, JobHandle, open_executor
+    from .client._async import AsyncClient, AsyncClientJob
+    from .client._outcome import JobFailed
+    from .client._session import ClientError
+    from .client._sync import Client, ClientJob
+    from .engine._executor import Config, Executor, ExecutorState
+    from .engine._jobs import Job, JobState
 
 __all__ = [
     "AlreadyFinished",
@@ -68,20 +68,20 @@ __all__ = [
 # Start-up time: `stepline serve` imports this package before its CLI, and must not pay for the
 # embedding API (clients, histories, the step builder). These names load on first use (PEP 562).
 _LAZY: dict[str, str] = {
-    "AsyncClient": "_async_client",
-    "AsyncClientJob": "_async_client",
-    "Client": "_client",
-    "ClientError": "_session",
-    "ClientJob": "_client",
-    "Config": "_executor",
-    "EmbeddedExecutor": "_api",
-    "Executor": "_executor",
-    "ExecutorState": "_executor",
-    "Job": "_jobs",
-    "JobFailed": "_outcome",
-    "JobHandle": "_api",
-    "JobState": "_jobs",
-    "open_executor": "_api",
+    "AsyncClient": "client._async",
+    "AsyncClientJob": "client._async",
+    "Client": "client._sync",
+    "ClientError": "client._session",
+    "ClientJob": "client._sync",
+    "Config": "engine._executor",
+    "EmbeddedExecutor": "client._api",
+    "Executor": "engine._executor",
+    "ExecutorState": "engine._executor",
+    "Job": "engine._jobs",
+    "JobFailed": "client._outcome",
+    "JobHandle": "client._api",
+    "JobState": "engine._jobs",
+    "open_executor": "client._api",
     "steps": "steps",
 }
 

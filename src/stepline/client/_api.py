@@ -1,0 +1,208 @@
+"""The in-process API: the one :class:`~stepline.Executor`, embedded in a trio program.
+
+::
+
+    async with stepline.open_executor(workers=4) as ex:
+        job = await ex.submit({"run": ["make"]})
+        output = await job.wait()          # or raises stepline.JobFailed
+
+There is no second engine here: :func:`open_executor` runs the same :class:`Executor` that
+``stepline serve`` runs, and gives it a :class:`FanOutOutbox` instead of stdout. That outbox
+routes each event by its ``job`` field into the job's own bounded
+:class:`~stepline.client._history.EventHistory`, which is what :meth:`JobHandle.wait` and
+:meth:`JobHandle.events` read. It never makes a producer wait: a job whose events nobody reads
+must not stall, so its history evicts old ``log``/``progress`` events instead (see
+:mod:`stepline.client._history`).
+
+The coroutine-shaped methods (``submit``, ``status``, ``stats``, ``define``, and a handle's
+``wait``, ``cancel``, ``events``) match :class:`stepline.AsyncClient` one for one, so code moves
+between an embedded executor and a ``stepline serve`` child by changing one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import trio
+
+from ..engine._executor import Config, Executor
+from ..engine._jobs import FINAL_STATES, Job, JobState
+from ..wire._events import Event
+from ._feeds import Feed, FeedEvents
+from ._history import DEFAULT_HISTORY, HistoryRouter
+from ._outcome import result_of
+
+__all__ = ["EmbeddedExecutor", "FanOutOutbox", "JobHandle", "open_executor"]
+
+_DEFAULTS = Config()
+
+
+class FanOutOutbox:
+    """An :class:`~stepline.wire._outbox.Outbox` that routes each job's events to that job's feed.
+
+    Events without a ``job`` (command replies) are dropped: in-process, every command answers
+    by returning.
+    """
+
+    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+        self._router = HistoryRouter(lambda job: Feed(job, history))
+
+    @property
+    def congested(self) -> bool:
+        return False  # histories evict old events instead of making producers wait
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def emit(self, event: Event) -> None:
+        self._router.route(event)
+
+    def feed(self, job: str) -> Feed:
+        """The feed of a job accepted since the last checkpoint (so it cannot have finished)."""
+        feed = self._router.get(job)
+        if feed is None:
+            raise LookupError(f"job {job} has no live feed")  # a bug: see the docstring
+        return feed
+
+
+class JobHandle:
+    """A submitted job: await its result, cancel it, or read its events."""
+
+    def __init__(self, record: Job, feed: Feed, executor: Executor) -> None:
+        self._record = record
+        self._feed = feed
+        self._executor = executor
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id} {self.state.value}>"
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def name(self) -> str | None:
+        return self._record.name
+
+    @property
+    def state(self) -> JobState:
+        return self._record.state
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds the job has run: 0 while queued, frozen once finished."""
+        return self._record.elapsed
+
+    @property
+    def done(self) -> bool:
+        return self._record.state in FINAL_STATES
+
+    async def wait(self) -> Any:
+        """The job's output once it succeeded; raises :class:`~stepline.JobFailed` otherwise."""
+        return result_of(await self._feed.wait_done())
+
+    async def cancel(self) -> bool:
+        """Cancel the job and wait until it has finished (its processes stopped).
+
+        Returns False, doing nothing, when the job had already finished: a job that ends just
+        as you cancel it is a normal race, not an error, in Python code.
+        """
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return False
+        self._executor.cancel(self.id)
+        await self._feed.wait_done()
+        return True
+
+    def events(self) -> AsyncIterator[Event]:
+        """This job's events from ``accepted`` to ``finished``; each call starts over."""
+        return FeedEvents(self._feed)
+
+
+class EmbeddedExecutor:
+    """The executor as :func:`open_executor` hands it out. ``executor`` is the engine itself."""
+
+    def __init__(self, executor: Executor, outbox: FanOutOutbox) -> None:
+        self.executor = executor
+        self._outbox = outbox
+
+    async def submit(
+        self,
+        job: Any = None,
+        *,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> JobHandle:
+        """Validate and queue a job (or a template with params).
+
+        Raises :class:`~stepline.InvalidJob`, :class:`~stepline.QueueFull` (``on_full="reject"``),
+        :class:`~stepline.ShuttingDown` and the other command errors; with ``on_full="block"``
+        it waits for a queue slot.
+        """
+        record = await self.executor.submit(job, template=template, params=params, name=name)
+        return JobHandle(record, self._outbox.feed(record.id), self.executor)
+
+    async def define(self, name: str, job: Any) -> None:
+        """Define a template for ``submit(template=...)`` and ``use`` steps."""
+        await trio.lowlevel.checkpoint()
+        self.executor.define(name, job)
+
+    async def status(self, job: str | JobHandle | None = None) -> list[dict[str, Any]]:
+        """``status`` records: every known job's, or one job's."""
+        await trio.lowlevel.checkpoint()
+        job_id = job.id if isinstance(job, JobHandle) else job
+        return self.executor.table.records(job_id)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts: ``queued``, ``running``, ``finished`` by state; ``workers``, ``queue_size``."""
+        await trio.lowlevel.checkpoint()
+        return self.executor.stats()
+
+
+@asynccontextmanager
+async def open_executor(
+    *,
+    workers: int = _DEFAULTS.workers,
+    queue_size: int = _DEFAULTS.queue_size,
+    on_full: Literal["block", "reject"] = _DEFAULTS.on_full,
+    heartbeat: float = _DEFAULTS.heartbeat,
+    keep: int = _DEFAULTS.keep,
+    trace: bool = _DEFAULTS.trace,
+    history: int = DEFAULT_HISTORY,
+    **more: Any,
+) -> AsyncIterator[EmbeddedExecutor]:
+    """Run an executor for the duration of the block.
+
+    The keywords are :class:`~stepline.Config`'s (the flags of ``stepline serve``; any other
+    field of ``Config`` goes through ``more``), plus ``history``: events kept per job for
+    :meth:`JobHandle.events`. Leaving the block normally
+    drains (no new jobs; every accepted job runs to its end); leaving it with an exception
+    cancels every queued and running job first, then re-raises that exception unwrapped.
+    """
+    config = Config(
+        workers=workers,
+        queue_size=queue_size,
+        on_full=on_full,
+        heartbeat=heartbeat,
+        keep=keep,
+        trace=trace,
+        **more,
+    )
+    outbox = FanOutOutbox(history)
+    executor = Executor(config, outbox)
+    failure: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        try:
+            yield EmbeddedExecutor(executor, outbox)
+        except BaseException as exc:
+            # Kept out of the nursery so the caller sees its own exception, not a group.
+            failure = exc
+            executor.shutdown("cancel")
+        else:
+            executor.shutdown("drain")
+    if failure is not None:
+        raise failure

@@ -1,0 +1,521 @@
+"""The executor: a bounded queue, a nursery of workers, and the job table between them.
+
+Flow of a job::
+
+    submit ──validate──▶ JobTable.accept ──send_nowait──▶ [bounded memory channel]
+                                                                │ receive
+                         JobTable.finish ◀── run_step ◀── worker: JobTable.start
+
+The queue is one bounded memory channel, owned by :class:`~stepline.engine._queue.JobQueue` (which
+counts what it holds, since every put and take goes through it); its size is ``--queue``. A
+submit that finds it full either raises ``QueueFull`` (``on_full="reject"``) or parks until a
+worker takes a job (``"block"``). A job cancelled while queued stays in the channel as a
+tombstone that workers skip; when the channel is full and holds more items than there are queued
+jobs, :meth:`JobQueue.compact <stepline.engine._queue.JobQueue.compact>` drops the tombstones so a
+cancel frees its slot at once.
+
+This class is the one engine: ``stepline serve`` drives it from stdin, and Python programs embed
+it directly (:func:`stepline.open_executor`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import trio
+from attrs import field, frozen, validators
+
+from .._errors import (
+    BadCommand,
+    InvalidJob,
+    QueueFull,
+    ShuttingDown,
+    StepFailed,
+    UnknownTemplate,
+)
+from ..runners._local import ProcessGroups
+from ..spec._model import JobSpec, Modifiers
+from ..spec._policy import AllowRun, check_run_policy, parse_allow_run
+from ..spec._validate import validate_job, validate_template
+from ..triggers._attach import Triggers
+from ..triggers._clock import WallClock
+from ..wire._events import RequestId, event
+from ..wire._outbox import Outbox
+from ._interpret import Services, StepContext, run_step, with_modifiers
+from ._jobs import Job, JobState, JobTable
+from ._queue import JobQueue
+from ._tasks import Cleanups
+from ._workspace import Workspace, WorkspacePool, without_files
+
+if TYPE_CHECKING:
+    from ..store._sqlite import StagedJob, Store, StoreFailed
+
+__all__ = ["Config", "Executor", "ExecutorState"]
+
+log = logging.getLogger("stepline")
+
+_positive = validators.ge(1)
+
+_FAIRNESS = 32  # a worker yields to the scheduler at least once every this many jobs
+
+_Outcome: TypeAlias = tuple[JobState, Any, dict[str, Any] | None]
+# The outcome of steps cut short by their scope; _conclude turns it into cancelled or timed_out.
+_INTERRUPTED: _Outcome = (JobState.CANCELLED, None, None)
+
+
+def _finite_non_negative(_: Any, attribute: Any, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value}")
+
+
+@frozen(kw_only=True)
+class Config:
+    """Executor settings; the CLI flags of ``stepline serve`` map onto these one to one."""
+
+    workers: int = field(default=4, validator=_positive)
+    queue_size: int = field(default=64, validator=_positive)
+    on_full: Literal["block", "reject"] = "block"
+    heartbeat: float = field(default=1.0, validator=_finite_non_negative)  # 0 disables
+    keep: int = field(default=1000, validator=validators.ge(0))
+    trace: bool = False
+    # Issue 4 (callbacks and triggers): seconds between repeats of an open alert (0: none),
+    # webhook/run callbacks running at once, seconds a drain waits for pending callbacks.
+    alert_repeat: float = field(default=60.0, validator=_finite_non_negative)
+    callback_limit: int = field(default=8, validator=_positive)
+    callback_drain: float = field(default=30.0, validator=_finite_non_negative)
+    # Programs a `run` step may start (argv[0]); None: all. See _policy.py.
+    allow_run: AllowRun = field(default=None, converter=parse_allow_run)
+
+
+class ExecutorState(enum.Enum):
+    RUNNING = "running"  # accepting jobs and running them
+    DRAINING = "draining"  # no new jobs; queued and running jobs finish
+    CANCELLING = "cancelling"  # no new jobs; every queued and running job is being cancelled
+    CLOSED = "closed"  # every worker has exited; every accepted job has finished
+
+
+class Executor:
+    """Runs jobs. Create, then ``await nursery.start(executor.run)``; stop with ``shutdown``."""
+
+    def __init__(
+        self,
+        config: Config,
+        outbox: Outbox,
+        *,
+        clock: WallClock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.state = ExecutorState.RUNNING
+        self.table = JobTable(outbox.emit, keep=config.keep)
+        self.groups = ProcessGroups()
+        self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
+        self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.queue = JobQueue(config.queue_size)
+        self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
+        self.closed = trio.Event()
+        self.store = store  # --state: see _store.py; None keeps every path in memory
+        self._reserved = 0  # queue slots held by staged (durable, not yet accepted) submits
+        if store is not None:
+            store.bind(outbox.emit, lambda: self.table.next_number)
+            self.table.observer = store
+        self.triggers = Triggers(self, clock)  # callbacks, alerts, schedules (clock: for cron)
+        self._services = Services(
+            outbox,
+            self.groups,
+            trace=config.trace,
+            http=self.triggers.http,
+            cleanups=self.cleanups,
+            allow_run=config.allow_run,
+        )
+
+    # -- the service -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run workers until shut down and every accepted job has finished."""
+        try:
+            async with trio.open_nursery() as service:
+                service.start_soon(self._heartbeat)
+                await service.start(self.triggers.run)
+                async with trio.open_nursery() as workers:
+                    for _ in range(self.config.workers):
+                        workers.start_soon(self._worker)
+                    task_status.started()
+                await self.triggers.drain()  # every job has finished: callbacks may still run
+                service.cancel_scope.cancel()  # workers are done: stop the heartbeat
+        finally:
+            self.workspaces.clear()
+            self.state = ExecutorState.CLOSED
+            self.closed.set()
+
+    async def _worker(self) -> None:
+        """Run jobs until the queue is closed and empty, inside one cancel scope at a time.
+
+        Entering a fresh ``CancelScope`` per job was a sixth of a trivial job's cost, and a scope
+        can be entered only once. So consecutive jobs share the worker's scope — one job runs in
+        it at a time, so it is still that job's one scope, cancelled by its ``cancel`` and bounded
+        by its deadline — and the worker opens a new scope only after one has been cancelled.
+        """
+        ended = False
+        while not ended:
+            running: list[Job] = []  # the job inside the current scope, if any
+            try:
+                with trio.CancelScope() as scope:
+                    ended = await self._run_jobs(scope, running)
+            except BaseException:
+                # Cancelled from outside (an embedding program's nursery): the job still gets
+                # its one `finished` before the cancellation goes on.
+                for job in running:
+                    self._finish_interrupted(job, JobState.CANCELLED, "executor was cancelled")
+                raise
+            for job in running:  # the scope caught this job's cancel or deadline
+                self._conclude(job, _INTERRUPTED)
+
+    async def _run_jobs(self, scope: trio.CancelScope, running: list[Job]) -> bool:
+        """Run jobs in ``scope``: True once the queue has ended, False when the scope is spent."""
+        taken = 0
+        while True:
+            # A job already waiting is taken without a scheduler pass (``receive`` always yields):
+            # for trivial jobs that pass was a fifth of the cost. A checkpoint every _FAIRNESS
+            # jobs keeps the reader, the writer and cancels flowing meanwhile.
+            job = self.queue.take_nowait() if taken % _FAIRNESS else None
+            if job is None and (job := await self.queue.take()) is None:
+                return True  # the queue is closed and empty
+            taken += 1
+            if self._room:
+                self._room.unpark_all()  # a submitter waits for the slot just freed
+            if job.state is not JobState.QUEUED:
+                continue  # a tombstone: cancelled while queued
+            running.append(job)
+            self.table.start(job, scope)
+            if self.store is not None and self.store.write_ahead_start:
+                await self.store.wait_recorded()  # --on-restart fail: see _store.py
+            outcome = await self._execute(job)
+            running.clear()
+            self._conclude(job, outcome)
+            if _may_be_interrupted(job):
+                if scope.cancel_called:
+                    return False  # cancelled too late to interrupt anything: it would hit the next
+                if job.spec.timeout is not None:
+                    scope.deadline = math.inf  # (trio's deadline setter is not free: only if set)
+
+    async def _heartbeat(self) -> None:
+        if self.config.heartbeat <= 0:
+            return
+        while True:
+            await trio.sleep(self.config.heartbeat)
+            if self.outbox.congested:
+                continue  # heartbeats are advisory: skip them rather than pile them up
+            for job in self.table.running():
+                self.outbox.emit(event("progress", job=job.id, elapsed=job.elapsed, step=job.step))
+
+    # -- running one job ---------------------------------------------------------------------
+
+    def _conclude(self, job: Job, outcome: _Outcome) -> None:
+        """Write the job's one ``finished``: an interruption wins over what the steps returned."""
+        if job.cancel_reason is not None:
+            self._finish_interrupted(job, JobState.CANCELLED, job.cancel_reason)
+        elif _may_be_interrupted(job) and job.scope is not None and job.scope.cancel_called:
+            self._finish_interrupted(job, JobState.TIMED_OUT, self._timeout_message(job))
+        else:
+            state, output, error = outcome
+            self.table.finish(job, state, output=output, error=error)
+
+    async def _execute(self, job: Job) -> _Outcome:
+        """Run the job's steps; a cancellation of its scope propagates to the worker."""
+        workspace = None
+        if not without_files(job.spec.body):
+            workspace = Workspace(
+                job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit, pool=self.workspaces
+            )
+        ctx = StepContext(job, self._services, workspace)
+        spec = job.spec
+        try:
+            if spec.retry is None:
+                return JobState.SUCCEEDED, await run_step(spec.body, ctx), None
+            return JobState.SUCCEEDED, await _retry_body(spec, ctx), None
+        except StepFailed as exc:
+            return JobState.FAILED, None, exc.to_wire()
+        except Exception as exc:
+            log.exception("internal error in job %s", job.id)
+            error = {"type": "internal", "message": _describe(exc), "step": job.step}
+            return JobState.FAILED, None, error
+        finally:
+            if workspace is not None and workspace.created:  # on first use only: _workspace.py
+                await workspace.aclose()  # before `finished` is emitted
+
+    def _finish_interrupted(self, job: Job, state: JobState, message: str) -> None:
+        if job.state is JobState.RUNNING:
+            kind = "cancelled" if state is JobState.CANCELLED else "timeout"
+            error = {"type": kind, "message": message, "step": job.step}
+            self.table.finish(job, state, error=error)
+
+    @staticmethod
+    def _timeout_message(job: Job) -> str:
+        return f"job timed out after {job.spec.timeout:g}s"
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        job: Any = None,
+        *,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        request_id: RequestId = None,
+        **extra: Any,
+    ) -> Job:
+        """Validate and queue a job (a spec, or a template with params); returns its record."""
+        if self.store is not None:
+            return await self._submit_durably(job, template, params, name, request_id, extra)
+        self._check_accepting()
+        spec = self._validate(job, template, params)
+        if self._queue_is_full():
+            await self._wait_for_room()
+            self._check_accepting()  # shutdown may have begun while we waited for room
+        return self._enqueue(spec, name, request_id, extra)
+
+    def submit_nowait(
+        self,
+        job: Any = None,
+        *,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        request_id: RequestId = None,
+        **extra: Any,
+    ) -> Job:
+        """:meth:`submit` if it needs no waiting; else ``trio.WouldBlock``, before validating.
+
+        It would wait when the queue is full, or with ``--state`` (the record is written first).
+        """
+        if self.store is not None or self._queue_is_full():
+            raise trio.WouldBlock
+        self._check_accepting()
+        spec = self._validate(job, template, params)
+        return self._enqueue(spec, name, request_id, extra)
+
+    def _enqueue(
+        self, spec: JobSpec, name: str | None, request_id: RequestId, extra: dict[str, Any]
+    ) -> Job:
+        """Accept the job and queue it; the caller made sure there is room."""
+        record = self.table.accept(spec, name=name, request_id=request_id, **extra)
+        self.queue.put_nowait(record)
+        return record
+
+    def cancel(self, job_id: str, request_id: RequestId = None) -> Job:
+        job = self.table.request_cancel(job_id, request_id)
+        self._room.unpark_all()  # a cancelled queued job may free a slot
+        return job
+
+    def define(self, name: str, job: Any) -> None:
+        if not isinstance(job, dict):
+            raise InvalidJob("", "a template's job must be a JSON object")
+        validate_template(job, self.templates, name=name)
+        if self.config.allow_run is not None:  # checked with the template's own defaults
+            spec = validate_job(job, templates=self.templates, allow_unresolved=True)
+            check_run_policy(spec, self.config.allow_run, unresolved_ok=True)
+        self.templates[name] = job
+        if self.store is not None:
+            self.store.put_template(name, job)  # see sync_state: `defined` waits for it
+
+    async def sync_state(self) -> None:
+        """Wait until every state change so far is durable (a no-op without ``--state``)."""
+        if self.store is not None:
+            await self.store.sync()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.table.counts(),
+            "workers": self.config.workers,
+            "queue_size": self.config.queue_size,
+        }
+
+    def shutdown(self, mode: Literal["drain", "cancel"] = "drain") -> None:
+        """Stop taking jobs; ``cancel`` also cancels every queued and running job."""
+        if self.state is ExecutorState.CLOSED:
+            return
+        if mode == "cancel":
+            self.state = ExecutorState.CANCELLING
+            for job in [*self.table.queued(), *self.table.running()]:
+                self.table.cancel(job, "cancelled by shutdown")
+        elif self.state is ExecutorState.RUNNING:
+            self.state = ExecutorState.DRAINING
+        self.triggers.shutdown(mode)
+        self.queue.close()
+        self._room.unpark_all()
+
+    def kill(self) -> None:
+        """Stop at once: cancel everything and SIGKILL every child, whatever its grace."""
+        self.shutdown("cancel")
+        self.groups.kill_all()
+        self.cleanups.kill()
+
+    # -- durable submits (--state) -----------------------------------------------------------
+
+    async def stage(
+        self,
+        job: Any = None,
+        *,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        request_id: RequestId = None,
+        **extra: Any,
+    ) -> StagedJob:
+        """Validate a submit, take a queue slot and an id, and start writing its record.
+
+        Not accepted yet: :meth:`settle` accepts it once the record is committed. Staging many
+        submits before settling any lets one transaction carry them all (group commit).
+        """
+        from ..store._sqlite import StagedJob, encode_request  # start-up time: --state only
+
+        assert self.store is not None
+        self._check_accepting()
+        spec = self._validate(job, template, params)
+        raw = job if template is None else self.templates[template]
+        request = encode_request(raw, params, spec, self.templates)
+        await self._wait_for_room()
+        self._check_accepting()
+        # The slot is held from here on (counted by _queue_is_full), so no re-check is needed
+        # after the durable write, however many submits are staged meanwhile.
+        job_id = self.table.reserve_id()
+        job_name = name if name is not None else spec.name
+        gen = self.store.add_job(job_id, job_name, request)
+        self._reserved += 1
+        return StagedJob(job_id, spec, name, request_id, extra, gen)
+
+    async def settle(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
+        """Accept staged jobs, in order, once their records are committed: one wait for all.
+
+        Commits are sequential, so the last one durable means all are. A job whose record could
+        not be written is refused (``StoreFailed``). A job staged before a shutdown began is
+        still accepted, as it is on disk, and cancelled at once: its ``finished`` follows.
+        """
+        from ..store._sqlite import StoreFailed  # start-up time: --state only
+
+        assert self.store is not None
+        with contextlib.suppress(StoreFailed):  # the committed ones are accepted, others refused
+            await self.store.wait_durable(staged[-1].gen)
+        return self.settle_now(staged)
+
+    def settle_now(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
+        """:meth:`settle` without the wait: a job not yet committed is refused."""
+        return [self._accept_staged(item) for item in staged]
+
+    def _accept_staged(self, item: StagedJob) -> Job | StoreFailed:
+        assert self.store is not None
+        self._reserved -= 1
+        if not self.store.is_durable(item.gen):
+            from ..store._sqlite import StoreFailed  # start-up time: --state only
+
+            return StoreFailed(f"job not accepted: {self.store.failure}")
+        record = self.table.accept(
+            item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
+        )
+        if self.state is ExecutorState.RUNNING:
+            self.queue.put_nowait(record)  # cannot block: the slot was held since stage()
+        else:
+            self.table.cancel(record, "cancelled by shutdown before it started")
+        return record
+
+    async def _submit_durably(
+        self,
+        job: Any,
+        template: str | None,
+        params: Mapping[str, Any] | None,
+        name: str | None,
+        request_id: RequestId,
+        extra: dict[str, Any],
+    ) -> Job:
+        staged = await self.stage(
+            job, template=template, params=params, name=name, request_id=request_id, **extra
+        )
+        with trio.CancelScope(shield=True):  # a recorded job must end accepted (or refused)
+            (outcome,) = await self.settle([staged])
+        from ..store._sqlite import StoreFailed  # start-up time: --state only
+
+        if isinstance(outcome, StoreFailed):
+            raise outcome
+        return outcome
+
+    async def requeue(self, jobs: Sequence[Job]) -> None:
+        """Queue jobs recovered from ``--state``, waiting for room as workers take them."""
+        for job in jobs:
+            if job.state is not JobState.QUEUED:
+                continue  # cancelled meanwhile
+            try:
+                await self.queue.put(job)
+            except trio.ClosedResourceError:  # shut down before it could be queued
+                self.table.cancel(job, "cancelled by shutdown before it started")
+
+    def has_room(self) -> bool:
+        """Whether a submit would get a queue slot now, without waiting."""
+        return not self._queue_is_full()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_accepting(self) -> None:
+        if self.state is not ExecutorState.RUNNING:
+            raise ShuttingDown(f"not accepting jobs: executor is {self.state.value}")
+
+    def _validate(
+        self, job: Any, template: str | None, params: Mapping[str, Any] | None
+    ) -> JobSpec:
+        if (job is None) == (template is None):
+            raise BadCommand("give exactly one of 'job' and 'template'")
+        if template is not None:
+            if template not in self.templates:
+                raise UnknownTemplate(f"unknown template {template!r}")
+            job = self.templates[template]
+        spec = validate_job(job, params=params, templates=self.templates)
+        check_run_policy(spec, self.config.allow_run)  # after substitution and `use` expansion
+        return spec
+
+    async def _wait_for_room(self) -> None:
+        while self._queue_is_full():
+            if self.config.on_full == "reject":
+                # The reader handles a whole chunk of input without yielding, so workers may not
+                # have run since the queue filled: give them one turn before refusing.
+                await trio.lowlevel.checkpoint()
+                self._check_accepting()
+                if self._queue_is_full():
+                    raise QueueFull(f"the queue is full ({self.config.queue_size} jobs waiting)")
+                continue
+            await self._room.park()
+            self._check_accepting()
+
+    def _queue_is_full(self) -> bool:
+        if len(self.queue) + self._reserved < self.queue.size:
+            return False
+        if len(self.queue) > self.table.queued_count:  # it holds tombstones: drop them
+            self.queue.compact(lambda job: job.state is JobState.QUEUED)
+        return len(self.queue) + self._reserved >= self.queue.size
+
+
+def _may_be_interrupted(job: Job) -> bool:
+    """Whether the job's scope can have been cancelled: only a cancel (which records its reason
+    first, ``JobTable.cancel``) or the job's own deadline cancels it. Asking the scope
+    (``cancel_called`` reads the clock) for every other job was 3 % of a trivial job."""
+    return job.cancel_reason is not None or job.spec.timeout is not None
+
+
+async def _retry_body(spec: JobSpec, ctx: StepContext) -> Any:
+    """The job's steps under the job-level ``retry``."""
+    mods = Modifiers(retry=spec.retry)
+    return await with_modifiers(lambda: run_step(spec.body, ctx), mods, "")
+
+
+def _describe(exc: BaseException) -> str:
+    """``internal error: ZeroDivisionError: ...``, looking through nursery exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"internal error: {type(exc).__name__}: {exc}"

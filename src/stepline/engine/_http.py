@@ -1,0 +1,315 @@
+"""HTTP: the ``http`` step, webhook delivery, and the one client they share.
+
+``{"http": {"url": U, "method": M, "headers": {..}, "json": J, "body": "text", "expect": [200]}}``
+
+* ``method`` defaults to ``GET``, or ``POST`` when a ``json`` or ``body`` is given. ``json`` is
+  sent as ``application/json`` (encoded once, at submit time); ``body`` as text.
+* The output is ``{"status", "headers", "body"}``: ``body`` is the decoded JSON value when the
+  response says it is JSON (``application/json`` or ``+json``) and parses, otherwise text (UTF-8
+  unless the response names a charset, invalid bytes replaced). At most :data:`BODY_CAP` bytes
+  are kept (the rest is read and dropped); ``truncated: true`` says the body was cut (a cut
+  body is always text).
+* A status outside ``expect`` (default: any 2xx) fails with type ``http_status`` (``status`` and
+  the first 4 KiB of the body in the error); a connection error, a protocol error or too many
+  redirects fails with type ``http_error``. Redirects are followed.
+* There is no built-in timeout: like a ``run`` step, the step's ``timeout`` modifier bounds it,
+  and ``retry`` retries either failure.
+
+Why httpx: it runs natively on trio (through anyio), so a request is just another cancellable
+``await`` in the step tree — a job cancel or timeout interrupts it at once — and it pools
+connections. One :class:`HttpClient` per executor holds the pool; it is created on first use,
+inside the running trio loop, and closed when the executor stops. httpx itself is imported on
+first use too: it is a tenth of a second of start-up that a ``stepline serve`` never making a
+request should not pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import attrs
+import orjson
+import trio
+
+from .._errors import InvalidJob, StepFailed
+from .._version import __version__
+from ..spec._model import Http, Modifiers, Step
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..spec._callbacks import Webhook
+    from ..spec._validate import _Validator
+    from ._interpret import StepContext
+
+__all__ = ["BODY_CAP", "HttpClient", "WebhookResult", "deliver_webhook", "parse_http", "run_http"]
+
+BODY_CAP: Final = 1 << 20
+"""Bytes of a response body an ``http`` step keeps (like a ``run`` step's output cap)."""
+
+_ERROR_BODY: Final = 4096
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_KEYS: Final = frozenset(("url", "method", "headers", "json", "body", "expect"))
+_USER_AGENT: Final = f"stepline/{__version__}"
+
+
+class HttpClient:
+    """The executor's shared ``httpx.AsyncClient``: made on first use, closed by :meth:`aclose`.
+
+    Making it costs about 0.3 s of CPU the first time (importing httpx, loading the CA bundle
+    into an SSL context), so it is made in a worker thread: the event loop, and with it every
+    job's heartbeat and the command reader, never stalls for it.
+
+    No client-wide timeout: steps are bounded by their ``timeout`` modifier and webhooks by their
+    per-attempt ``timeout``, both as trio cancel scopes, so one rule governs every wait.
+    """
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+        self._lock = trio.Lock()  # the first concurrent users wait for one client
+
+    async def get(self) -> httpx.AsyncClient:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client = await trio.to_thread.run_sync(_new_client)
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _new_client() -> httpx.AsyncClient:
+    import httpx
+
+    return httpx.AsyncClient(timeout=None, headers={"user-agent": _USER_AGENT})
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def parse_http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
+    """The ``http`` step (registered in the validator's parser table)."""
+    # Start-up time: the executor imports this module for HttpClient; callbacks load on use.
+    from ..spec._callbacks import check_url
+
+    spec = v._resolve(raw["http"], path, "http")
+    where = f"{path}.http" if path else "http"
+    if type(spec) is not dict:
+        if v._lenient(spec):
+            return cast(Step, spec)
+        raise InvalidJob(where, "expected an object with 'url' (and method, headers, json, ...)")
+    check = v if spec is raw["http"] else v.literal
+    for key in spec:
+        if key not in _KEYS:
+            raise InvalidJob(where, f"unknown key {str(key)[:40]!r} for an http step")
+    if "url" not in spec:
+        raise InvalidJob(where, "missing 'url'")
+    if "json" in spec and "body" in spec:
+        raise InvalidJob(where, "give at most one of 'json' and 'body'")
+    url = check_url(check, check._string(spec["url"], where, "url", no_nul=True), where, "url")
+    content, headers = _content(check, spec, where)
+    return Http(
+        path=path,
+        mods=mods,
+        url=url,
+        method=_method(check, spec, where, content is not None),
+        headers=headers,
+        content=content,
+        expect=_expect(check, spec["expect"], where) if "expect" in spec else None,
+    )
+
+
+def _method(v: _Validator, spec: dict[str, Any], where: str, has_body: bool) -> str:
+    if "method" not in spec:
+        return "POST" if has_body else "GET"
+    method = v._string(spec["method"], where, "method").upper()
+    if method not in _METHODS and not v._lenient(method):
+        raise InvalidJob(f"{where}.method", f"expected one of {', '.join(_METHODS)}")
+    return method
+
+
+def _content(
+    v: _Validator, spec: dict[str, Any], where: str
+) -> tuple[bytes | None, dict[str, str]]:
+    """The encoded body and the headers, with a content type for ``json`` unless one is given."""
+    from ..spec._callbacks import parse_headers  # start-up time: see parse_http
+
+    headers = parse_headers(v, spec["headers"], where) if "headers" in spec else {}
+    has_type = any(name.lower() == "content-type" for name in headers)
+    if "json" in spec:
+        value = v._json_field(spec["json"], where, "json")
+        if not has_type:
+            headers["content-type"] = "application/json"
+        return orjson.dumps(value), headers
+    if "body" in spec:
+        return v._string(spec["body"], where, "body").encode(), headers
+    return None, headers
+
+
+def _expect(v: _Validator, raw: object, where: str) -> tuple[int, ...]:
+    value = v._resolve(raw, where, "expect")
+    if type(value) is not list or not value:
+        if v._lenient(value):
+            return ()
+        raise InvalidJob(f"{where}.expect", "expected a non-empty list of HTTP status codes")
+    check = v if value is raw else v.literal
+    codes = tuple(check._int(code, where, f"expect[{i}]", 100) for i, code in enumerate(value))
+    for i, code in enumerate(codes):
+        if code > 599:
+            raise InvalidJob(f"{where}.expect[{i}]", f"not an HTTP status code: {code}")
+    return codes
+
+
+# -- the step ----------------------------------------------------------------------------------
+
+
+async def run_http(step: Http, ctx: StepContext) -> dict[str, Any]:
+    """Send the request; the output is ``{status, headers, body}`` (see the module docstring)."""
+    http = ctx.services.http
+    if http is not None:
+        return await _request(step, await http.get())
+    holder = HttpClient()  # a StepContext built without the executor's client (tests)
+    try:
+        return await _request(step, await holder.get())
+    finally:
+        with trio.CancelScope(shield=True):
+            await holder.aclose()
+
+
+async def _request(step: Http, client: httpx.AsyncClient) -> dict[str, Any]:
+    import httpx
+
+    try:
+        async with client.stream(
+            step.method,
+            step.url,
+            headers=dict(step.headers),
+            content=step.content,
+            follow_redirects=True,
+        ) as response:
+            raw, truncated = await _read_capped(response, BODY_CAP)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        message = f"{step.method} {step.url}: {_describe(exc)}"
+        raise StepFailed("http_error", message, step.path, step.mods.name) from None
+    output = _output(response, raw, truncated)
+    if not _expected(response.status_code, step.expect):
+        raise _status_failure(step, response.status_code, raw)
+    return output
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of the body; the rest is read and dropped, like a ``run`` step's
+    output (stopping early would leave httpx's async generators unfinished; the step's
+    ``timeout`` bounds an endless body)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        if size <= cap:
+            chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:cap], size > cap
+
+
+def _output(response: httpx.Response, raw: bytes, truncated: bool) -> dict[str, Any]:
+    output: dict[str, Any] = {
+        "status": response.status_code,
+        "headers": dict(response.headers.items()),
+        "body": _body(response, raw, truncated),
+    }
+    if truncated:
+        output["truncated"] = True
+    return output
+
+
+def _body(response: httpx.Response, raw: bytes, truncated: bool) -> Any:
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not truncated and (kind == "application/json" or kind.endswith("+json")):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # it said JSON but is not: hand over the text
+    return raw.decode(response.encoding or "utf-8", errors="replace")
+
+
+def _expected(status: int, expect: tuple[int, ...] | None) -> bool:
+    return 200 <= status < 300 if expect is None else status in expect
+
+
+def _status_failure(step: Http, status: int, raw: bytes) -> StepFailed:
+    message = f"{step.method} {step.url} answered {status}"
+    extra = {"status": status, "body": raw[:_ERROR_BODY].decode("utf-8", errors="replace")}
+    return StepFailed("http_status", message, step.path, step.mods.name, extra)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class WebhookResult:
+    """How a webhook delivery ended: ``status`` is the last HTTP status (None: no response)."""
+
+    ok: bool
+    attempts: int
+    status: int | None = None
+    error: str | None = None
+
+
+async def deliver_webhook(
+    client: httpx.AsyncClient, hook: Webhook, body: Mapping[str, Any]
+) -> WebhookResult:
+    """POST ``body`` as JSON, retrying connection errors, timeouts, 429 and 5xx with backoff.
+
+    Each attempt is bounded by ``hook.timeout`` (the whole exchange, up to the response
+    headers: the response body is never read). A 2xx is success; any other status that is not
+    retried (3xx, 4xx) ends the delivery at once.
+    """
+    content = orjson.dumps(body, default=str)
+    headers = dict(hook.headers)
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["content-type"] = "application/json"
+    result = WebhookResult(ok=False, attempts=0)
+    for attempt in range(1, hook.retry.attempts + 1):
+        if attempt > 1:
+            await trio.sleep(hook.retry.delay_before(attempt))
+        result, retry = await _attempt(client, hook, content, headers, attempt)
+        if not retry:
+            break
+    return result
+
+
+async def _attempt(
+    client: httpx.AsyncClient,
+    hook: Webhook,
+    content: bytes,
+    headers: dict[str, str],
+    attempt: int,
+) -> tuple[WebhookResult, bool]:
+    """One try: its result, and whether another try may help."""
+    import httpx
+
+    with trio.move_on_after(hook.timeout):
+        try:
+            async with client.stream(
+                hook.method, hook.url, content=content, headers=headers
+            ) as response:
+                status = response.status_code
+        except httpx.TransportError as exc:
+            return WebhookResult(False, attempt, None, _describe(exc)), True
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return WebhookResult(False, attempt, None, _describe(exc)), False
+        if 200 <= status < 300:
+            return WebhookResult(True, attempt, status), False
+        retry = status == 429 or status >= 500
+        return WebhookResult(False, attempt, status, f"HTTP {status}"), retry
+    message = f"no response within {hook.timeout:g}s"
+    return WebhookResult(False, attempt, None, message), True

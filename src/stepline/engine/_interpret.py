@@ -1,0 +1,305 @@
+"""The step interpreters: one small async function per step kind.
+
+:func:`run_step` is the single entry point. It records which step is running (for heartbeats and
+for naming the step a cancel interrupted), applies the step's modifiers from the outside in —
+``retry`` around ``timeout`` around the kind itself, so a step timeout bounds each try — and
+dispatches on the spec class to the interpreter of that kind.
+
+Failures travel as :class:`~stepline._errors.StepFailed`. Cancellation travels as trio's
+``Cancelled`` and is never caught here: ``try``/``catch`` and ``retry`` catch ``StepFailed`` only,
+so a cancelled job stops at once instead of being "recovered". ``par`` and ``race`` record the
+first failure themselves rather than letting it escape the nursery, which keeps step errors out
+of exception groups; anything else escaping a nursery is a bug and becomes an ``internal`` error.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from attrs import define, frozen
+
+from .._errors import StepFailed
+from ..runners._local import ProcessGroups, ProcessStartError, run_process
+from ..spec._model import (
+    Deferred,
+    Fail,
+    Graph,
+    Http,
+    Log,
+    Modifiers,
+    Par,
+    Race,
+    Retry,
+    Run,
+    Seq,
+    Sleep,
+    Step,
+    Try,
+    Use,
+    Value,
+)
+from ..spec._policy import AllowRun, refusal
+from ..wire._events import event
+from ..wire._outbox import Outbox
+from ._jobs import Job
+from ._tasks import Cleanups, run_deferred, run_graph
+from ._workspace import Workspace, workspace_cwd
+
+if TYPE_CHECKING:
+    from ._http import HttpClient
+
+__all__ = ["Services", "StepContext", "run_step", "with_modifiers"]
+
+
+@frozen
+class Services:
+    """What the steps of every job share: built once per executor."""
+
+    outbox: Outbox
+    groups: ProcessGroups
+    trace: bool = False  # --trace: `step` events
+    http: HttpClient | None = None  # the executor's shared client, for `http` steps
+    cleanups: Cleanups | None = None  # shielded clean-ups a hard stop ends (_tasks.py)
+    allow_run: AllowRun = None  # --allow-run, checked again right before a process starts
+
+
+@define
+class StepContext:
+    """What a running step may touch: its job record, its workspace, the shared services.
+
+    Made for every job, so it holds three references rather than the services one by one
+    (which cost 5 % of a trivial job to copy in).
+    """
+
+    job: Job
+    services: Services
+    workspace: Workspace | None = None  # the job's scratch directory (_workspace.py)
+
+    def emit_step(self, step: Step, status: str, **fields: Any) -> None:
+        """A ``step`` trace event (with ``--trace`` only; not for the job's own root)."""
+        if self.services.trace and step.path:
+            name = step.mods.name
+            extra = {"name": name} if name is not None else {}
+            self.services.outbox.emit(
+                event("step", job=self.job.id, step=step.path, status=status, **extra, **fields)
+            )
+
+
+async def run_step(step: Step, ctx: StepContext) -> Any:
+    """Run one step with its modifiers; returns its output or raises ``StepFailed``."""
+    job = ctx.job
+    parent, job.step = job.step, step.path
+    trace = ctx.services.trace
+    if trace:
+        ctx.emit_step(step, "started")
+    try:
+        mods = step.mods
+        if type(step) is Value and mods.timeout is None and mods.retry is None:
+            output = step.value  # the one step with nothing to await: no coroutine to make
+        elif mods.retry is None and mods.timeout is None:  # the common case: no wrappers
+            output = await _KINDS[type(step)](step, ctx)
+        else:
+            output = await with_modifiers(lambda: _KINDS[type(step)](step, ctx), mods, step.path)
+    except StepFailed as exc:
+        if trace:
+            ctx.emit_step(step, "failed", error=exc.type)
+        job.step = parent
+        raise
+    # On Cancelled, job.step is deliberately left pointing at the interrupted step.
+    if trace:
+        ctx.emit_step(step, "succeeded")
+    job.step = parent
+    return output
+
+
+async def with_modifiers(
+    attempt: Callable[[], Awaitable[Any]], mods: Modifiers, path: str
+) -> Any:
+    """Apply ``retry`` around ``timeout`` around ``attempt``."""
+    if mods.retry is None:
+        return await _with_timeout(attempt, mods, path)
+    return await _with_retry(lambda: _with_timeout(attempt, mods, path), mods.retry)
+
+
+async def _with_timeout(attempt: Callable[[], Awaitable[Any]], mods: Modifiers, path: str) -> Any:
+    if mods.timeout is None:
+        return await attempt()
+    with trio.move_on_after(mods.timeout):
+        return await attempt()
+    raise StepFailed("timeout", f"step timed out after {mods.timeout:g}s", path, mods.name)
+
+
+async def _with_retry(attempt: Callable[[], Awaitable[Any]], retry: Retry) -> Any:
+    for number in range(1, retry.attempts):
+        try:
+            return await attempt()
+        except StepFailed:
+            # Cancelled is a BaseException and passes straight through: a cancel during the
+            # backoff sleep below ends the job, it is never retried.
+            await trio.sleep(retry.delay_before(number + 1))
+    return await attempt()
+
+
+# -- leaf steps --------------------------------------------------------------------------------
+
+
+async def _sleep(step: Sleep, ctx: StepContext) -> None:
+    await trio.sleep(step.seconds)
+
+
+async def _value(step: Value, ctx: StepContext) -> Any:
+    return step.value
+
+
+async def _log(step: Log, ctx: StepContext) -> None:
+    await ctx.services.outbox.wait_writable()  # a chatty job waits for a slow reader
+    ctx.services.outbox.emit(event("log", job=ctx.job.id, step=step.path, message=step.message))
+
+
+async def _fail(step: Fail, ctx: StepContext) -> None:
+    raise StepFailed("fail", step.message, step.path, step.mods.name)
+
+
+async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
+    # checked again for steps resolved only now (`${tasks.a.output}`)
+    refused = refusal(step, ctx.services.allow_run)
+    if refused is not None:
+        raise StepFailed("startup_failure", refused.message, step.path, step.mods.name)
+    cwd = step.cwd if step.cwd is not None else await workspace_cwd(ctx, step)
+    try:
+        result = await run_process(
+            step.argv,
+            env=step.env,
+            cwd=cwd,
+            stdin=step.stdin,
+            grace=step.grace,
+            groups=ctx.services.groups,
+        )
+    except ProcessStartError as exc:
+        raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
+    if step.cwd is None and ctx.workspace is not None:
+        ctx.workspace.ran_process(result.pid)  # checked before the directory is reused
+    output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
+    output["stderr"] = result.stderr
+    if result.truncated:
+        output["truncated"] = True
+    if result.returncode != 0:
+        raise _exit_failure(step, result.returncode, output)
+    return output
+
+
+_SIGNAL_ERRORS = {
+    signal.SIGTERM: "terminated",
+    signal.SIGKILL: "killed",
+    signal.SIGXCPU: "resource_failure",
+    signal.SIGXFSZ: "resource_failure",
+}
+
+
+def _exit_failure(step: Run, returncode: int, output: dict[str, Any]) -> StepFailed:
+    """Map a non-zero exit to the protocol's error types (signal deaths are negative codes)."""
+    extra = {"exit": returncode, "stderr": output["stderr"][-4096:]}
+    if returncode > 0:
+        message = f"{step.argv[0]} exited with status {returncode}"
+        return StepFailed("failure", message, step.path, step.mods.name, extra)
+    sig = signal.Signals(-returncode)
+    kind = _SIGNAL_ERRORS.get(sig, "failure")
+    message = f"{step.argv[0]} was ended by {sig.name}"
+    return StepFailed(kind, message, step.path, step.mods.name, extra)
+
+
+# -- composite steps ---------------------------------------------------------------------------
+
+
+async def _seq(step: Seq, ctx: StepContext) -> Any:
+    output = None
+    for child in step.steps:
+        output = await run_step(child, ctx)
+    return output
+
+
+async def _par(step: Par, ctx: StepContext) -> list[Any]:
+    outputs: list[Any] = [None] * len(step.steps)
+    failures: list[StepFailed] = []
+    limiter = trio.CapacityLimiter(step.limit) if step.limit else None
+    async with trio.open_nursery() as nursery:
+
+        async def branch(index: int, child: Step) -> None:
+            try:
+                if limiter is None:
+                    outputs[index] = await run_step(child, ctx)
+                else:
+                    async with limiter:
+                        outputs[index] = await run_step(child, ctx)
+            except StepFailed as exc:
+                failures.append(exc)
+                nursery.cancel_scope.cancel()  # the first failure cancels the rest
+
+        for index, child in enumerate(step.steps):
+            nursery.start_soon(branch, index, child)
+    if failures:
+        raise failures[0]
+    return outputs
+
+
+async def _race(step: Race, ctx: StepContext) -> Any:
+    winner: list[Any] = []
+    failures: list[StepFailed] = []
+    async with trio.open_nursery() as nursery:
+
+        async def branch(child: Step) -> None:
+            try:
+                output = await run_step(child, ctx)
+            except StepFailed as exc:
+                failures.append(exc)
+                return
+            if not winner:
+                winner.append(output)
+                nursery.cancel_scope.cancel()  # the others lost
+
+        for child in step.steps:
+            nursery.start_soon(branch, child)
+    if winner:
+        return winner[0]
+    raise failures[0]  # every branch failed: report the first failure as it was
+
+
+async def _try(step: Try, ctx: StepContext) -> Any:
+    try:
+        return await run_step(step.body, ctx)
+    except StepFailed:
+        if step.catch is None:
+            return None
+        return await run_step(step.catch, ctx)
+
+
+async def _http(step: Http, ctx: StepContext) -> dict[str, Any]:
+    from ._http import run_http  # start-up time: only jobs with `http` steps need it
+
+    return await run_http(step, ctx)
+
+
+async def _use(step: Use, ctx: StepContext) -> Any:
+    job = step.job
+    mods = Modifiers(name=job.name, timeout=job.timeout, retry=job.retry)
+    return await with_modifiers(lambda: run_step(job.body, ctx), mods, step.path)
+
+
+_KINDS: dict[type, Callable[[Any, StepContext], Awaitable[Any]]] = {
+    Sleep: _sleep,
+    Value: _value,
+    Log: _log,
+    Fail: _fail,
+    Run: _run,
+    Seq: _seq,
+    Par: _par,
+    Race: _race,
+    Try: _try,
+    Use: _use,
+    Http: _http,
+    Graph: run_graph,
+    Deferred: run_deferred,
+}

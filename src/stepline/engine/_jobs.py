@@ -1,0 +1,302 @@
+"""The job table: every job's state, and the only code that changes it.
+
+This is the STM-like core of stepline. Each transition (:meth:`JobTable.accept`, ``start``,
+``finish``, ``request_cancel``) is a plain synchronous method: it reads the state, checks the move
+against the lifecycle, writes the new state and emits the event announcing it, all without an
+``await``. Trio only switches tasks at an ``await``, so a transition is atomic with respect to
+every other task, the way an STM transaction is, without locks. Any move the lifecycle forbids
+raises :class:`~stepline._errors.IllegalTransition`, which is always a bug in stepline.
+
+Job lifecycle::
+
+    QUEUED ──start──▶ RUNNING ──finish──▶ SUCCEEDED | FAILED | CANCELLED | TIMED_OUT
+       └───────────────cancel while queued──────────▶ CANCELLED
+
+The table also owns retention: finished records are kept for ``status`` up to ``keep`` most
+recent ones, so a long-lived executor does not grow without limit.
+
+The three events every job gets (``accepted``, ``started``, ``finished``) are written here as
+dict literals, not through :func:`~stepline.wire._events.event`: its keyword arguments cost twice
+the instructions, and these are the hot path of a trivial job. Their shape is the same.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import trio
+from attrs import define, field
+
+from .._errors import AlreadyFinished, IllegalTransition, UnknownJob
+from ..spec._model import JobSpec
+from ..wire._events import EmitFn, Event, RequestId, reply
+
+__all__ = ["FINAL_STATES", "Job", "JobState", "JobTable", "TableObserver"]
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"  # accepted; waiting in the bounded queue for a worker
+    RUNNING = "running"  # a worker is running its steps inside the job's cancel scope
+    SUCCEEDED = "succeeded"  # final: the steps finished; ``output`` holds the result
+    FAILED = "failed"  # final: a step failed, or stepline hit a bug (type ``internal``)
+    CANCELLED = "cancelled"  # final: a ``cancel`` command or a cancelling shutdown
+    TIMED_OUT = "timed_out"  # final: the job-level ``timeout`` expired
+
+    # Enum's own __hash__ is Python code hashing the member's name; members are singletons
+    # compared by identity, so identity hashing is equivalent, and the table hashes a state on
+    # every transition (four times per job).
+    __hash__ = object.__hash__
+
+
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)
+
+_ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(FINAL_STATES),
+}
+
+
+@define(eq=False)
+class Job:
+    """One job's record. Mutated only by :class:`JobTable` (and ``step``, see below)."""
+
+    id: str
+    spec: JobSpec
+    name: str | None
+    state: JobState = JobState.QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    # The job's one cancel scope, given by its worker at start (see Executor._worker); its deadline
+    # is the job-level timeout, set when the job starts.
+    scope: trio.CancelScope | None = None
+    # Why the job is being cancelled; set once, by the first cancel. A job whose scope fires
+    # with no reason set has hit its own deadline: it timed out.
+    cancel_reason: str | None = None
+    # Path of the innermost running step, written by the interpreters as steps start and end;
+    # read by heartbeats and to name the step a cancel or timeout interrupted.
+    step: str = ""
+    extra: dict[str, Any] = field(factory=dict)  # additional fields for the `accepted` event
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds the job has run: 0 until it starts, frozen once it finishes."""
+        if self.started_at is None:
+            return 0.0
+        end = self.finished_at if self.finished_at is not None else trio.current_time()
+        return round((end - self.started_at) * 1e6) / 1e6  # to the µs; round(x, 6) costs 2x
+
+    def record(self) -> dict[str, Any]:
+        """The job's entry in a ``status`` reply."""
+        rec: dict[str, Any] = {
+            "job": self.id,
+            "state": self.state.value,
+            "name": self.name,
+            "elapsed": self.elapsed,
+        }
+        if self.state is JobState.SUCCEEDED:
+            rec["output"] = self.output
+        elif self.state in FINAL_STATES:
+            rec["error"] = self.error
+        return rec
+
+
+class TableObserver(Protocol):
+    """Sees every start and finish as it happens (the ``--state`` store, see ``_store.py``).
+
+    Called synchronously inside the transition, so it must not block or ``await``: it records
+    the change and returns. ``on_finished`` takes over writing the ``finished`` event, so the
+    store can hold it back until the outcome is durable.
+    """
+
+    def on_started(self, job: Job) -> None: ...
+
+    def on_finished(self, job: Job, event: Event) -> None: ...
+
+
+class JobTable:
+    """All jobs stepline knows about, and the transitions between their states."""
+
+    def __init__(self, emit: EmitFn, *, keep: int = 1000) -> None:
+        self._emit = emit
+        self._keep = keep
+        self._jobs: dict[str, Job] = {}
+        self._queued: dict[str, Job] = {}
+        self._running: dict[str, Job] = {}
+        self._finished: deque[str] = deque()
+        self._finished_counts = dict.fromkeys(FINAL_STATES, 0)
+        self._next_id = 1
+        self.observer: TableObserver | None = None  # None (no --state): the fast path
+        # Called right after each `finished` is emitted, with the job and that event (the
+        # on_finish callbacks hook in here). Synchronous, and must not raise: part of finish.
+        self.finish_hooks: list[Callable[[Job, Event], None]] = []
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def accept(
+        self,
+        spec: JobSpec,
+        *,
+        name: str | None,
+        request_id: RequestId = None,
+        job_id: str | None = None,
+        **extra: Any,
+    ) -> Job:
+        """Record a new job as queued and announce it with ``accepted``.
+
+        ``job_id`` is an id taken earlier with :meth:`reserve_id` (a durable submit writes its
+        record under that id before accepting); by default the next id is taken now.
+        """
+        job = Job(
+            id=job_id if job_id is not None else self.reserve_id(),
+            spec=spec,
+            name=name if name is not None else spec.name,
+            extra=extra,
+        )
+        self._jobs[job.id] = job
+        self._queued[job.id] = job
+        accepted = {"event": "accepted", "ts": time.time(), "job": job.id, **extra}
+        if request_id is not None:
+            accepted["id"] = request_id
+        self._emit(accepted)
+        return job
+
+    def start(self, job: Job, scope: trio.CancelScope) -> None:
+        """A worker took the job: queued → running in ``scope``; its deadline starts now."""
+        self._move(job, JobState.RUNNING)
+        del self._queued[job.id]
+        self._running[job.id] = job
+        job.scope = scope
+        job.started_at = trio.current_time()
+        if job.spec.timeout is not None:
+            scope.deadline = job.started_at + job.spec.timeout
+        self._emit({"event": "started", "ts": time.time(), "job": job.id})
+        if self.observer is not None:
+            self.observer.on_started(job)
+
+    def finish(
+        self, job: Job, state: JobState, *, output: Any = None, error: dict[str, Any] | None = None
+    ) -> None:
+        """Running (or queued, when cancelled) → a final state; emits the one ``finished``."""
+        was_running = job.state is JobState.RUNNING
+        self._move(job, state)
+        (self._running if was_running else self._queued).pop(job.id)
+        job.finished_at = trio.current_time() if was_running else None
+        job.output, job.error = output, error
+        self._finished_counts[state] += 1
+        finished = self._finished_event(job)
+        if self.observer is None:
+            self._emit(finished)
+        else:
+            self.observer.on_finished(job, finished)  # emits it once the outcome is durable
+        self._retain(job)
+        for hook in self.finish_hooks:
+            hook(job, finished)
+
+    def request_cancel(self, job_id: str, request_id: RequestId = None) -> Job:
+        """Answer ``cancelling``; a queued job finishes now, a running one is interrupted."""
+        job = self.get(job_id)
+        if job.state in FINAL_STATES:
+            raise AlreadyFinished(f"job {job_id} already finished ({job.state.value})")
+        self._emit(reply("cancelling", request_id, job=job.id))
+        self.cancel(job, "cancelled by request")
+        return job
+
+    def cancel(self, job: Job, reason: str) -> None:
+        """Cancel a queued or running job; a no-op for a finished one or a repeated cancel."""
+        if job.state is JobState.QUEUED:
+            error = {"type": "cancelled", "message": reason, "step": ""}
+            self.finish(job, JobState.CANCELLED, error=error)
+        elif job.state is JobState.RUNNING and job.cancel_reason is None:
+            job.cancel_reason = reason
+            assert job.scope is not None  # a running job always has its scope
+            job.scope.cancel()
+
+    def reserve_id(self) -> str:
+        """Take the next job id; ids are never reused (``--state`` persists the counter)."""
+        job_id = f"j{self._next_id}"
+        self._next_id += 1
+        return job_id
+
+    @property
+    def next_number(self) -> int:
+        """The number in the next job id (``j<n>``)."""
+        return self._next_id
+
+    def continue_ids(self, next_number: int) -> None:
+        """Ids continue from ``next_number`` at least (``--state``: where the last run stopped)."""
+        self._next_id = max(self._next_id, next_number)
+
+    def restore(self, job: Job) -> None:
+        """Put back a job recovered from ``--state``: queued to run again, running (only to be
+        finished as interrupted at once), or finished (kept for ``status``).
+
+        No event: recovery announces the unfinished jobs itself, and finished ones were
+        announced before the restart.
+        """
+        self._jobs[job.id] = job
+        if job.state is JobState.QUEUED:
+            self._queued[job.id] = job
+        elif job.state is JobState.RUNNING:
+            self._running[job.id] = job
+        else:
+            self._retain(job)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise UnknownJob(f"unknown job {job_id!r}") from None
+
+    def queued(self) -> Iterator[Job]:
+        """Queued jobs, oldest first (a snapshot: safe to cancel while iterating)."""
+        return iter(list(self._queued.values()))
+
+    def running(self) -> Iterator[Job]:
+        """Running jobs (a snapshot: safe to cancel while iterating)."""
+        return iter(list(self._running.values()))
+
+    def records(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """``status`` records: one job's, or every known job's."""
+        if job_id is not None:
+            return [self.get(job_id).record()]
+        return [job.record() for job in self._jobs.values()]
+
+    def counts(self) -> dict[str, Any]:
+        """Counts for ``stats``: queued, running, and finished by final state (all time)."""
+        finished = {state.value: count for state, count in self._finished_counts.items()}
+        return {"queued": len(self._queued), "running": len(self._running), "finished": finished}
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @staticmethod
+    def _move(job: Job, new: JobState) -> None:
+        if new not in _ALLOWED.get(job.state, ()):
+            raise IllegalTransition(f"job {job.id}: {job.state.value} -> {new.value}")
+        job.state = new
+
+    @staticmethod
+    def _finished_event(job: Job) -> dict[str, Any]:
+        ev = {"event": "finished", "ts": time.time(), "job": job.id, "state": job.state.value}
+        ev["elapsed"] = job.elapsed
+        if job.state is JobState.SUCCEEDED:
+            ev["output"] = job.output
+        else:
+            ev["error"] = job.error
+        return ev
+
+    def _retain(self, job: Job) -> None:
+        self._finished.append(job.id)
+        while len(self._finished) > self._keep:
+            del self._jobs[self._finished.popleft()]

@@ -1,0 +1,193 @@
+"""``stepline serve``: the executor driven by JSON lines on a pair of streams.
+
+A thin shell over :class:`~stepline.engine._executor.Executor`. Four tasks::
+
+    reader ──decode──▶ dispatch ──▶ Executor ──emit──▶ StreamOutbox ──▶ writer ──▶ stdout
+    signal watcher ──▶ Executor.shutdown / kill
+    broken-pipe watcher ──▶ Executor.shutdown("cancel")
+
+Shutdown always runs the same way: the executor stops taking jobs, its workers finish (or cancel)
+every accepted job, ``run`` returns, the reader and watchers are cancelled, ``bye`` is emitted as
+the last event, and the writer flushes and returns. The signal receiver stays open until then,
+so a late signal cannot kill the process before its last events are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._version import __version__
+from ..engine._executor import Config, Executor
+from ..wire._commands import CommandRefused, decode_command, decode_plain_submit
+from ..wire._events import error, event
+from ..wire._framing import TooLong, read_lines
+from ..wire._outbox import StreamOutbox
+from ._dispatch import dispatch, submit_nowait
+
+if TYPE_CHECKING:
+    from ..store._pipeline import SubmitPipeline
+    from ..store._recovery import Recovered, RestartPolicy
+    from ..store._sqlite import Store
+
+__all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Server"]
+
+log = logging.getLogger("stepline")
+
+DEFAULT_MAX_LINE = 1 << 20
+HARD_STOP_FLUSH = 1.0  # seconds a hard stop waits for the last events to be written
+
+
+class Server:
+    """Serves the protocol on ``stdin``/``stdout`` until shutdown; :meth:`run` returns the exit
+    status."""
+
+    def __init__(
+        self,
+        config: Config,
+        stdin: trio.abc.ReceiveStream,
+        stdout: trio.abc.SendStream,
+        *,
+        max_line: int = DEFAULT_MAX_LINE,
+        handle_signals: bool = True,
+        store: Store | None = None,
+        on_restart: RestartPolicy = "rerun",
+    ) -> None:
+        self.outbox = StreamOutbox(stdout)
+        self.executor = Executor(config, self.outbox, store=store)
+        # --state: the previous run's jobs, restored now, announced after `ready`; submits
+        # pipelined so that they share commits (see _pipeline.py).
+        self._store = store
+        self._recovered: list[Recovered] = []
+        self._pipeline: SubmitPipeline | None = None
+        if store is not None:
+            from ..store._pipeline import SubmitPipeline  # start-up time: --state only
+            from ..store._recovery import restore
+
+            self._recovered = restore(self.executor, store.snapshot, on_restart)
+            self._pipeline = SubmitPipeline(self.executor)
+        self._stdin = stdin
+        self._max_line = max_line
+        self._handle_signals = handle_signals
+        self._exit_status = 0
+        self._signals_seen = 0
+
+    async def run(self) -> int:
+        with ExitStack() as stack:
+            signals = None
+            if self._handle_signals:
+                receiver = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                signals = stack.enter_context(receiver)
+            async with trio.open_nursery() as outer:
+                self._outer = outer.cancel_scope
+                outer.start_soon(self.outbox.run)
+                if self._store is not None:
+                    await outer.start(self._store.run)
+                self.outbox.emit(self._ready())
+                await self._serve(signals)
+                if self._store is not None:
+                    await self._store.aclose()  # the last outcomes are durable before `bye`
+                self.outbox.emit(event("bye"))
+                self.outbox.close()
+        if self.outbox.broken:
+            return 1
+        return self._exit_status
+
+    async def _serve(self, signals: AsyncIterator[int] | None) -> None:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(self._read_commands)
+            inner.start_soon(self._watch_broken_pipe)
+            if signals is not None:
+                inner.start_soon(self._watch_signals, signals)
+            await self.executor.run()
+            inner.cancel_scope.cancel()
+
+    def _ready(self) -> dict[str, object]:
+        config = self.executor.config
+        return event(
+            "ready",
+            version=__version__,
+            protocol=1,
+            workers=config.workers,
+            queue_size=config.queue_size,
+        )
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _read_commands(self) -> None:
+        if self._recovered:
+            from ..store._recovery import resume  # start-up time: --state only
+
+            await resume(self.executor, self._recovered)  # before the first command
+        try:
+            async with self._stdin:
+                async for lines in read_lines(self._stdin, self._max_line):
+                    for line in lines:
+                        # Only a congested outbox makes the reader wait. Yielding per line cost a
+                        # full scheduler pass per command (4x the passes of the bare trio loop);
+                        # receive_some and a full queue are the reader's yield points instead.
+                        if self.outbox.congested:
+                            await self.outbox.wait_writable()
+                        if not self._handle_line_nowait(line):
+                            await self._handle_line(line)
+                    await self._settle()  # never hold staged submits while waiting for input
+        finally:
+            with trio.CancelScope(shield=True):  # staged records must end accepted, even now
+                await self._settle()
+        self.executor.shutdown("drain")  # EOF: no new commands; what was accepted finishes
+
+    async def _settle(self) -> None:
+        """Accept the staged submits (--state) before anything else is answered."""
+        if self._pipeline is not None:
+            await self._pipeline.settle()
+
+    def _handle_line_nowait(self, line: bytes | TooLong) -> bool:
+        """The hot path, without a coroutine: a plain submit that finds room in the queue.
+
+        False, with nothing done, leaves the line to :meth:`_handle_line`, which parses it
+        again: twice only for what is not a plain submit, or a submit that must wait for room
+        (rare, or waiting anyway, and about a microsecond).
+        """
+        if self._pipeline is not None or type(line) is not bytes:
+            return False  # --state: submits are staged in order (_pipeline.py)
+        plain = decode_plain_submit(line)
+        return plain is not None and submit_nowait(self.executor, plain)
+
+    async def _handle_line(self, line: bytes | TooLong) -> None:
+        if isinstance(line, TooLong):
+            await self._settle()
+            message = f"line of {line.length} bytes exceeds --max-line {self._max_line}"
+            self.outbox.emit(error("line_too_long", message))
+            return
+        try:
+            command, request_id = decode_command(line)
+        except CommandRefused as refused:
+            await self._settle()
+            self.outbox.emit(error(refused.error.code, refused.error.message, refused.request_id))
+            return
+        if self._pipeline is not None and await self._pipeline.offer(command, request_id):
+            return  # a submit, staged (or refused in order)
+        await self._settle()
+        await dispatch(self.executor, command, request_id)
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            self._signals_seen += 1
+            name = signal.Signals(signum).name
+            if self._signals_seen == 1:
+                log.warning("%s: cancelling every job and shutting down", name)
+                self.executor.shutdown("cancel")
+            else:
+                log.warning("second %s: killing every child and stopping now", name)
+                self._exit_status = 128 + signum
+                self.executor.kill()
+                self._outer.deadline = trio.current_time() + HARD_STOP_FLUSH
+
+    async def _watch_broken_pipe(self) -> None:
+        await self.outbox.broken_event.wait()
+        self.executor.shutdown("cancel")

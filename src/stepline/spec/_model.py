@@ -1,0 +1,198 @@
+"""The validated job and step specs: frozen attrs classes, one per step kind.
+
+A spec is produced once, at submit time, by :mod:`stepline.spec._validate` from the JSON a driver
+sent,
+with parameters already substituted and templates (``use``) already expanded. From then on it is
+immutable and trusted: the interpreters never re-check types. Every step carries its ``path``
+(``steps[1].par[0]``) so an error can name where it happened without the interpreters having to
+track paths themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from attrs import field, frozen
+
+if TYPE_CHECKING:
+    from ._callbacks import Callback
+    from ._graph import Unit
+
+__all__ = [
+    "NO_MODIFIERS",
+    "Deferred",
+    "Fail",
+    "Graph",
+    "Http",
+    "JobSpec",
+    "Log",
+    "Modifiers",
+    "Par",
+    "Race",
+    "Retry",
+    "Run",
+    "Seq",
+    "Sleep",
+    "Step",
+    "Task",
+    "Try",
+    "Use",
+    "Value",
+]
+
+
+@frozen
+class Retry:
+    """``{"attempts": n, "backoff": s, "factor": f}``: at most ``attempts`` tries in all."""
+
+    attempts: int
+    backoff: float = 0.0
+    factor: float = 2.0
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before try number ``attempt`` (2-based: try 2 waits ``backoff``)."""
+        return self.backoff * self.factor ** (attempt - 2)
+
+
+@frozen
+class Modifiers:
+    """The modifiers any step may carry."""
+
+    name: str | None = None
+    timeout: float | None = None
+    retry: Retry | None = None
+
+
+NO_MODIFIERS = Modifiers()
+
+
+@frozen(kw_only=True)
+class _StepBase:
+    path: str
+    mods: Modifiers = NO_MODIFIERS
+
+
+@frozen(kw_only=True)
+class Sleep(_StepBase):
+    seconds: float
+
+
+@frozen(kw_only=True)
+class Value(_StepBase):
+    value: Any
+
+
+@frozen(kw_only=True)
+class Log(_StepBase):
+    message: str
+
+
+@frozen(kw_only=True)
+class Fail(_StepBase):
+    message: str
+
+
+@frozen(kw_only=True)
+class Run(_StepBase):
+    """A subprocess. A shell line is stored as ``argv = ("/bin/sh", "-c", line)``."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    stdin: str | None = None
+    grace: float = 5.0
+
+
+@frozen(kw_only=True)
+class Seq(_StepBase):
+    steps: tuple[Step, ...]
+
+
+@frozen(kw_only=True)
+class Par(_StepBase):
+    steps: tuple[Step, ...]
+    limit: int | None = None
+
+
+@frozen(kw_only=True)
+class Race(_StepBase):
+    steps: tuple[Step, ...]
+
+
+@frozen(kw_only=True)
+class Try(_StepBase):
+    body: Step
+    catch: Step | None = None
+
+
+@frozen(kw_only=True)
+class Use(_StepBase):
+    """A template, expanded at submit time; ``job`` is the template's validated job."""
+
+    template: str
+    job: JobSpec
+
+
+@frozen(kw_only=True)
+class Http(_StepBase):
+    """An HTTP request. A ``json`` body is encoded once, at validation, into ``content``."""
+
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(factory=dict)
+    content: bytes | None = None
+    expect: tuple[int, ...] | None = None  # None: any 2xx
+
+
+@frozen(kw_only=True)
+class Task:
+    """One task of a graph (issue 3): its steps run in sequence once its ``needs`` allow.
+
+    ``when`` is the task's ``if`` (``success``, ``failure`` or ``always``). ``later`` is set when
+    the steps refer to values known only at run time (``${tasks.a.output}``, ``${job.id}``):
+    ``body`` then holds those references as text and is validated again, with the values, when
+    the task starts (see :mod:`stepline.spec._graph`).
+    """
+
+    name: str
+    path: str
+    body: Seq
+    needs: tuple[str, ...] = ()
+    when: str = "success"
+    later: Unit | None = None
+
+
+@frozen(kw_only=True)
+class Graph(_StepBase):
+    """The body of a job with ``tasks``: tasks in the order given, at most ``limit`` at once."""
+
+    tasks: tuple[Task, ...]
+    limit: int | None = None
+
+
+@frozen(kw_only=True)
+class Deferred(_StepBase):
+    """A job body that refers to ``${job.id}``/``${job.workspace}``: validated again at start."""
+
+    body: Step
+    later: Unit
+
+
+Step: TypeAlias = (
+    Sleep | Value | Log | Fail | Run | Seq | Par | Race | Try | Use | Http | Graph | Deferred
+)
+
+
+@frozen(kw_only=True)
+class JobSpec:
+    """A validated job: its body is one step (a ``Seq`` of the job's ``steps``, or a ``Graph``
+    of its ``tasks``; either wrapped in a ``Deferred`` when it refers to ``${job.*}``)."""
+
+    body: Step
+    name: str | None = None
+    timeout: float | None = None
+    retry: Retry | None = None
+    params: Mapping[str, Any] = field(factory=dict)
+    on_finish: tuple[Callback, ...] = ()  # run after the job's `finished` (_callbacks.py)
+    keep_workspace: bool = False  # keep the job's workspace directory (_workspace.py)

@@ -1,0 +1,122 @@
+"""Durable submits from one command stream, pipelined so that they share commits.
+
+``stepline serve`` reads its commands one at a time and answers each before the next, so replies
+come in command order (clients rely on it: :mod:`stepline.client._session`). With ``--state`` a
+submit
+must wait for its record to be committed before ``accepted``; awaiting that per submit would cost
+one ``fsync`` per job. Instead, consecutive submits are *staged* (validated, given a queue slot and
+an id, their records added to the store's open batch) and *settled* together: one commit, then
+every ``accepted`` in order.
+
+Order is kept by one rule: anything that answers or looks at state — any other command, an error,
+the end of the chunk of input read so far — first settles what is staged. So every event comes
+out in the order a sequential reader would produce, and no command can observe a staged job that
+is not yet accepted. The input is never held back waiting for more: the reader settles at the end
+of each chunk it read, before it waits for the next.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import trio
+
+from .._errors import CommandError
+from ..engine._executor import Executor
+from ..engine._jobs import Job
+from ..wire._commands import Command, Submit
+from ..wire._events import RequestId, error
+from ._sqlite import StagedJob, StoreFailed
+
+__all__ = ["MAX_STAGED", "SubmitPipeline"]
+
+log = logging.getLogger("stepline")
+
+MAX_STAGED: Final = 4096
+"""Submits staged at most before settling: bounds the latency of the first one's ``accepted``."""
+
+
+class SubmitPipeline:
+    """Stages consecutive ``submit`` commands and settles them in one commit."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._staged: list[StagedJob] = []
+
+    async def offer(self, command: Command, request_id: RequestId) -> bool:
+        """Stage a submit (or answer its error); False: not a submit, the caller handles it."""
+        if not isinstance(command, Submit):
+            return False
+        self._settle_committed()
+        while self._staged and not self._executor.has_room():
+            # Never wait for room while holding slots that settling frees: wait for the oldest
+            # staged submit's commit only (the next batch may still be filling), accept what is
+            # committed, and let idle workers take it, as between unstaged submits.
+            await self._settle_oldest()
+            await trio.lowlevel.checkpoint()
+        try:
+            staged = await self._executor.stage(
+                command.job,
+                template=command.template,
+                params=command.params,
+                name=command.name,
+                request_id=request_id,
+            )
+        except CommandError as exc:
+            await self._refuse(exc.code, exc.message, request_id)
+            return True
+        except Exception as exc:  # a bug in stepline: report it, keep serving (as dispatch does)
+            log.exception("internal error staging %r", command)
+            await self._refuse("internal", f"internal error: {type(exc).__name__}: {exc}",
+                               request_id)
+            return True
+        self._staged.append(staged)
+        if len(self._staged) >= MAX_STAGED:
+            await self.settle()
+        return True
+
+    async def settle(self) -> None:
+        """Accept everything staged (after its commit), in order; a no-op when nothing is."""
+        if not self._staged:
+            return
+        staged, self._staged = self._staged, []
+        # Shielded: a record on disk must end as an `accepted` or an error, even when the reader
+        # is being cancelled at the end of a shutdown.
+        with trio.CancelScope(shield=True):
+            outcomes = await self._executor.settle(staged)
+        self._report(staged, outcomes)
+
+    async def _settle_oldest(self) -> None:
+        store = self._executor.store
+        assert store is not None
+        try:
+            with trio.CancelScope(shield=True):  # as in settle(): it ends accepted or refused
+                await store.wait_durable(self._staged[0].gen)
+        except StoreFailed:
+            await self.settle()  # refuses what was not written
+        self._settle_committed()
+
+    def _settle_committed(self) -> None:
+        """Accept, without waiting, the staged submits already committed.
+
+        Commits happen in order, so they are a prefix. Doing this at every submit keeps the
+        pipeline full: while one batch commits, the next fills, and the reader waits only when
+        it has no queue room left.
+        """
+        store = self._executor.store
+        ready = 0
+        while ready < len(self._staged) and store and store.is_durable(self._staged[ready].gen):
+            ready += 1
+        if ready:
+            done, self._staged = self._staged[:ready], self._staged[ready:]
+            self._report(done, self._executor.settle_now(done))
+
+    def _report(self, staged: list[StagedJob], outcomes: list[Job | StoreFailed]) -> None:
+        for item, outcome in zip(staged, outcomes, strict=True):
+            if isinstance(outcome, CommandError):  # refusals are a suffix: order is kept
+                self._executor.outbox.emit(error(outcome.code, outcome.message, item.request_id))
+
+    async def _refuse(self, code: str, message: str, request_id: RequestId) -> None:
+        await self.settle()  # the earlier submits' `accepted` come first
+        self._executor.outbox.emit(error(code, message, request_id))

@@ -1,0 +1,120 @@
+"""Recovery at start: what a previous run of ``stepline serve --state`` left, put back to work.
+
+Two steps, split around the ``ready`` event:
+
+* :func:`restore` (before ``ready``, synchronous): templates come back; finished records come
+  back for ``status`` (at most ``--keep``); jobs that were queued or running are validated again
+  from their stored requests and put back in the job table as queued; the id counter continues.
+* :func:`resume` (after ``ready``, before any command is read): each unfinished job gets a
+  ``recovered`` event, then its lifecycle continues. A job that was queued is queued again
+  (``requeued``). A job that was running is run again (``rerun``) or, with ``--on-restart fail``,
+  finished at once as ``failed`` with error type ``interrupted`` (``failed``).
+
+Why jobs are validated again instead of stored as specs: see
+:func:`stepline.store._sqlite.encode_request`.
+A job that no longer validates (a newer stepline is stricter) is finished as ``interrupted`` with
+the reason, rather than blocking the start or vanishing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+from attrs import frozen
+
+from .._errors import CommandError
+from ..engine._executor import Executor
+from ..engine._jobs import Job, JobState
+from ..spec._model import JobSpec, Seq
+from ..spec._policy import check_run_policy
+from ..spec._validate import validate_job
+from ..wire._events import event
+from ._sqlite import Snapshot, StoredJob
+
+__all__ = ["Recovered", "RestartPolicy", "restore", "resume"]
+
+RestartPolicy: TypeAlias = Literal["rerun", "fail"]
+
+# Finished jobs never run again, so their spec is not kept: their records stand on this.
+_NOT_KEPT = JobSpec(body=Seq(path="", steps=()))
+
+
+@frozen
+class Recovered:
+    """One unfinished job of the previous run and what recovery does with it."""
+
+    job: Job
+    was: str  # its state when the previous run stopped: "queued" or "running"
+    action: Literal["requeued", "rerun", "failed"]
+    reason: str = ""  # why it failed (action "failed")
+
+
+def restore(executor: Executor, snapshot: Snapshot, policy: RestartPolicy) -> list[Recovered]:
+    """Put the snapshot back into the executor (no events yet); returns the unfinished jobs."""
+    executor.templates.update(snapshot.templates)
+    table = executor.table
+    table.continue_ids(snapshot.next_id)
+    for row in snapshot.finished:
+        table.restore(_finished_job(row))
+    plan = [_recover(executor, row, policy) for row in snapshot.unfinished]
+    for item in plan:
+        table.restore(item.job)
+    return plan
+
+
+async def resume(executor: Executor, plan: list[Recovered]) -> None:
+    """Announce each recovered job, fail the ones the policy fails, and queue the rest."""
+    store = executor.store
+    for item in plan:
+        job = item.job
+        executor.outbox.emit(event("recovered", job=job.id, state=item.was, action=item.action))
+        if item.action == "failed":
+            error = {"type": "interrupted", "message": item.reason, "step": ""}
+            executor.table.finish(job, JobState.FAILED, error=error)
+        elif item.action == "rerun" and store is not None:
+            store.requeued(job)  # a second crash before it starts finds it queued, not running
+    await executor.requeue([item.job for item in plan if item.action != "failed"])
+
+
+def _finished_job(row: StoredJob) -> Job:
+    state = JobState(row.state)
+    job = Job(id=row.id, spec=_NOT_KEPT, name=row.name, state=state)
+    job.started_at, job.finished_at = 0.0, row.elapsed  # so `elapsed` reads as it was
+    if state is JobState.SUCCEEDED:
+        job.output = row.result
+    else:
+        job.error = row.result
+    return job
+
+
+def _recover(executor: Executor, row: StoredJob, policy: RestartPolicy) -> Recovered:
+    was_running = row.state == "running"
+    if was_running and policy == "fail":
+        reason = "stepline stopped while the job was running (--on-restart fail)"
+        return Recovered(_doomed_job(row), row.state, "failed", reason)
+    try:
+        spec = _validate_again(executor, row.request)
+    except (CommandError, KeyError, TypeError) as exc:
+        reason = f"the job could not be recovered: {_message(exc)}"
+        return Recovered(_doomed_job(row), row.state, "failed", reason)
+    job = Job(id=row.id, spec=spec, name=row.name, state=JobState.QUEUED)
+    return Recovered(job, row.state, "rerun" if was_running else "requeued")
+
+
+def _validate_again(executor: Executor, request: dict[str, Any]) -> JobSpec:
+    """The stored request, validated against the templates it was accepted with, and checked
+    against today's ``--allow-run``."""
+    templates = {**executor.templates, **(request.get("templates") or {})}
+    spec = validate_job(request["job"], params=request.get("params"), templates=templates)
+    check_run_policy(spec, executor.config.allow_run)
+    return spec
+
+
+def _doomed_job(row: StoredJob) -> Job:
+    """A job to be finished as ``interrupted``: restored as running (the lifecycle's only way to
+    ``failed``), without a start time, so its ``elapsed`` is 0 as for a job that never ran."""
+    return Job(id=row.id, spec=_NOT_KEPT, name=row.name, state=JobState.RUNNING)
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
