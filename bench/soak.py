@@ -130,7 +130,9 @@ def soak(jobs: int, checkpoints: int, flags: list[str], out: IO[str]) -> dict[st
     """Run the soak; print one line per checkpoint to ``out``; return the summary."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "stepline", "serve", *flags],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env(),
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
@@ -147,8 +149,11 @@ def soak(jobs: int, checkpoints: int, flags: list[str], out: IO[str]) -> dict[st
             elapsed = time.perf_counter() - start
             row = {"jobs": mark, "seconds": round(elapsed, 2), "rss": settled_rss(proc.pid)}
             rows.append(row)
-            print(f"{mark:>10} {elapsed:>8.1f} {mark / elapsed:>8.0f} {row['rss'] / MiB:>8.1f}",
-                  file=out, flush=True)
+            print(
+                f"{mark:>10} {elapsed:>8.1f} {mark / elapsed:>8.0f} {row['rss'] / MiB:>8.1f}",
+                file=out,
+                flush=True,
+            )
         proc.stdin.close()
         reader.to_eof()
         status = proc.wait(timeout=60)
@@ -188,20 +193,37 @@ def main() -> int:
     parser.add_argument("--keep", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--queue", type=int, default=256)
-    parser.add_argument("--max-growth-mib", type=float, default=10.0,
-                        help="fail if RSS grows more than this over the second half")
+    parser.add_argument(
+        "--max-growth-mib",
+        type=float,
+        default=10.0,
+        help="fail if RSS grows more than this over the second half",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
     args = parser.parse_args()
-    flags = ["--keep", str(args.keep), "--workers", str(args.workers), "--queue",
-             str(args.queue), "--heartbeat", "0"]
+    flags = [
+        "--keep",
+        str(args.keep),
+        "--workers",
+        str(args.workers),
+        "--queue",
+        str(args.queue),
+        "--heartbeat",
+        "0",
+    ]
     summary = soak(args.jobs, args.checkpoints, flags, sys.stdout if not args.json else sys.stderr)
-    ok = (summary["succeeded"] == summary["finished"] == args.jobs and summary["bye"]
-          and summary["exit_status"] == 0
-          and summary["growth_second_half"] <= args.max_growth_mib * MiB)
+    ok = (
+        summary["succeeded"] == summary["finished"] == args.jobs
+        and summary["bye"]
+        and summary["exit_status"] == 0
+        and summary["growth_second_half"] <= args.max_growth_mib * MiB
+    )
     growth = summary["growth_second_half"] / MiB
-    print(f"RSS growth over the second half: {growth:+.1f} MiB "
-          f"(limit {args.max_growth_mib} MiB); {'OK' if ok else 'FAILED'}",
-          file=sys.stderr if args.json else sys.stdout)
+    print(
+        f"RSS growth over the second half: {growth:+.1f} MiB "
+        f"(limit {args.max_growth_mib} MiB); {'OK' if ok else 'FAILED'}",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     if args.json:
         print(json.dumps(summary))
     return 0 if ok else 1

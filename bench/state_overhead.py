@@ -34,8 +34,18 @@ WITHOUT, WITH = "without --state", "with --state"
 def run_once(jobs: int, queue: int, state: Path | None) -> tuple[float, float]:
     """Wall seconds for ``jobs`` trivial jobs (ready excluded), and the server's CPU seconds
     (user + system, all threads, start-up included); checks every job succeeded."""
-    argv = [sys.executable, "-m", "stepline", "serve", "--workers", "4", "--heartbeat", "0",
-            "--queue", str(queue)]
+    argv = [
+        sys.executable,
+        "-m",
+        "stepline",
+        "serve",
+        "--workers",
+        "4",
+        "--heartbeat",
+        "0",
+        "--queue",
+        str(queue),
+    ]
     if state is not None:
         argv += ["--state", str(state)]
     data = b"".join(b'{"op":"submit","job":{"value":%d}}\n' % i for i in range(jobs))
@@ -95,10 +105,15 @@ def report(queue: int, jobs: int, wall: Samples, cpu: Samples) -> None:
     medians = {k: jobs / statistics.median(v) for k, v in wall.items()}
     per_job = {k: min(v) / jobs * 1e6 for k, v in cpu.items()}
     cells = [f"{k} {rates[k]:,.0f} jobs/s ({per_job[k]:.0f} CPU-us/job)" for k in rates]
-    print(f"--queue {queue:>6}: " + ", ".join(cells)
-          + f"; with/without: {rates[WITH] / rates[WITHOUT]:.2f}x jobs/s, "
-          + f"{per_job[WITH] / per_job[WITHOUT]:.2f}x CPU/job; medians "
-          + ", ".join(f"{v:,.0f}" for v in medians.values()) + " jobs/s", flush=True)
+    print(
+        f"--queue {queue:>6}: "
+        + ", ".join(cells)
+        + f"; with/without: {rates[WITH] / rates[WITHOUT]:.2f}x jobs/s, "
+        + f"{per_job[WITH] / per_job[WITHOUT]:.2f}x CPU/job; medians "
+        + ", ".join(f"{v:,.0f}" for v in medians.values())
+        + " jobs/s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -182,13 +182,23 @@ async def test_define_status_and_stats(autojump_clock: MockClock) -> None:
         assert await by_template.wait() == "hi me"
         assert await by_use.wait() == "hi use"
         (record,) = await ex.status(by_template)
-        assert record == {"job": by_template.id, "state": "succeeded", "name": "t",
-                          "elapsed": 0.0, "output": "hi me"}
+        assert record == {
+            "job": by_template.id,
+            "state": "succeeded",
+            "name": "t",
+            "elapsed": 0.0,
+            "output": "hi me",
+        }
         assert len(await ex.status()) == 2
         assert (await ex.status(by_use.id))[0]["output"] == "hi use"
         stats = await ex.stats()
-    assert stats == {"queued": 0, "running": 0, "workers": 2, "queue_size": 8,
-                     "finished": {"succeeded": 2, "failed": 0, "cancelled": 0, "timed_out": 0}}
+    assert stats == {
+        "queued": 0,
+        "running": 0,
+        "workers": 2,
+        "queue_size": 8,
+        "finished": {"succeeded": 2, "failed": 0, "cancelled": 0, "timed_out": 0},
+    }
 
 
 async def test_a_chatty_job_keeps_its_lifecycle_and_reports_the_gap(
@@ -199,14 +209,29 @@ async def test_a_chatty_job_keeps_its_lifecycle_and_reports_the_gap(
         assert await job.wait() is None
         events = [ev async for ev in job.events()]
     assert [e["event"] for e in events] == [
-        "accepted", "started", "dropped", "log", "log", "log", "log", "log", "finished"]
+        "accepted",
+        "started",
+        "dropped",
+        "log",
+        "log",
+        "log",
+        "log",
+        "log",
+        "finished",
+    ]
     assert events[2]["count"] == 45
     assert [e["message"] for e in events if e["event"] == "log"] == ["45", "46", "47", "48", "49"]
 
 
 async def test_keywords_map_onto_config(autojump_clock: MockClock) -> None:
-    settings: dict[str, Any] = {"workers": 3, "queue_size": 5, "on_full": "reject",
-                                "heartbeat": 0.5, "keep": 7, "trace": True}
+    settings: dict[str, Any] = {
+        "workers": 3,
+        "queue_size": 5,
+        "on_full": "reject",
+        "heartbeat": 0.5,
+        "keep": 7,
+        "trace": True,
+    }
     async with stepline.open_executor(**settings) as ex:
         assert ex.executor.config == Config(**settings)
     async with stepline.open_executor() as ex:

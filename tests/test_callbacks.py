@@ -48,8 +48,11 @@ async def executor(**config: Any) -> AsyncIterator[tuple[Executor, MemoryOutbox]
 
 
 def named(out: MemoryOutbox, name: str, **fields: Any) -> list[Event]:
-    return [e for e in out.events
-            if e["event"] == name and all(e.get(k) == v for k, v in fields.items())]
+    return [
+        e
+        for e in out.events
+        if e["event"] == name and all(e.get(k) == v for k, v in fields.items())
+    ]
 
 
 async def callback_event(out: MemoryOutbox, job: str, index: int) -> Event:
@@ -64,19 +67,34 @@ async def callback_event(out: MemoryOutbox, job: str, index: int) -> Event:
 
 async def test_notify_is_written_once_right_after_finished(autojump_clock: trio.abc.Clock) -> None:
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 42}], "name": "answer",
-                               "on_finish": [{"notify": "done: ${params.who}"}],
-                               "params": {"who": "me"}})
+        job = await ex.submit(
+            {
+                "steps": [{"value": 42}],
+                "name": "answer",
+                "on_finish": [{"notify": "done: ${params.who}"}],
+                "params": {"who": "me"},
+            }
+        )
         await out.finished(job.id)
     kinds = out.of(job.id)
     assert kinds == ["accepted", "started", "finished", "notification", "callback"]
     (note,) = named(out, "notification")
     assert note["text"] == "done: me"
     assert (note["job"], note["state"], note["output"], note["name"]) == (
-        job.id, "succeeded", 42, "answer")
+        job.id,
+        "succeeded",
+        42,
+        "answer",
+    )
     (cb,) = named(out, "callback")
-    assert cb == {"event": "callback", "ts": cb["ts"], "job": job.id, "callback": 0,
-                  "kind": "notify", "ok": True}
+    assert cb == {
+        "event": "callback",
+        "ts": cb["ts"],
+        "job": job.id,
+        "callback": 0,
+        "kind": "notify",
+        "ok": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -116,13 +134,21 @@ async def test_timed_out_and_cancelled_jobs_count_as_failure(
 
 async def test_alert_repeats_until_acked(autojump_clock: trio.abc.Clock) -> None:
     async with executor(alert_repeat=60) as (ex, out):
-        job = await ex.submit({"steps": [{"fail": "disk full"}],
-                               "on_finish": [{"alert": "backup failed", "when": "failure"}]})
+        job = await ex.submit(
+            {
+                "steps": [{"fail": "disk full"}],
+                "on_finish": [{"alert": "backup failed", "when": "failure"}],
+            }
+        )
         await out.finished(job.id)
         (first,) = named(out, "alert")
         assert first["alert"] == "a1"
         assert (first["job"], first["state"], first["text"], first["repeat"]) == (
-            job.id, "failed", "backup failed", 0)
+            job.id,
+            "failed",
+            "backup failed",
+            0,
+        )
         assert first["error"]["message"] == "disk full"
         assert named(out, "callback")[0]["alert"] == "a1"
         await trio.sleep(150)  # two repeats: at 60 and 120
@@ -133,8 +159,15 @@ async def test_alert_repeats_until_acked(autojump_clock: trio.abc.Clock) -> None
         assert [a["alert"] for a in status["alerts"]] == ["a1"]
         assert status["alerts"][0]["repeats"] == 2
         await dispatch(ex, Ack("a1"), 7)
-        assert named(out, "acked") == [{"event": "acked", "ts": named(out, "acked")[0]["ts"],
-                                        "id": 7, "alert": "a1", "job": job.id}]
+        assert named(out, "acked") == [
+            {
+                "event": "acked",
+                "ts": named(out, "acked")[0]["ts"],
+                "id": 7,
+                "alert": "a1",
+                "job": job.id,
+            }
+        ]
         await trio.sleep(600)
         assert len(named(out, "alert")) == 3  # no repeat after the ack
         await dispatch(ex, Status(), "st2")
@@ -180,14 +213,30 @@ async def test_alert_repeat_zero_announces_once(autojump_clock: trio.abc.Clock) 
 
 async def test_webhook_posts_the_outcome_merged_with_payload(server: HttpServer) -> None:
     url = server.script("/hook", Answer(200, {}))
-    hook = {"webhook": url, "headers": {"Authorization": "Bearer ${params.token}"},
-            "payload": {"channel": "#ops", "state": "overridden?"}}
+    hook = {
+        "webhook": url,
+        "headers": {"Authorization": "Bearer ${params.token}"},
+        "payload": {"channel": "#ops", "state": "overridden?"},
+    }
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": {"rows": 3}}], "params": {"token": "s3"},
-                               "on_finish": [{"notify": "n"}, hook]})
+        job = await ex.submit(
+            {
+                "steps": [{"value": {"rows": 3}}],
+                "params": {"token": "s3"},
+                "on_finish": [{"notify": "n"}, hook],
+            }
+        )
         cb = await callback_event(out, job.id, 1)
-    assert cb == {"event": "callback", "ts": cb["ts"], "job": job.id, "callback": 1,
-                  "kind": "webhook", "ok": True, "attempts": 1, "status": 200}
+    assert cb == {
+        "event": "callback",
+        "ts": cb["ts"],
+        "job": job.id,
+        "callback": 1,
+        "kind": "webhook",
+        "ok": True,
+        "attempts": 1,
+        "status": 200,
+    }
     (request,) = server.received("/hook")
     assert request.method == "POST"
     assert request.headers["authorization"] == "Bearer s3"
@@ -202,8 +251,9 @@ async def test_webhook_posts_the_outcome_merged_with_payload(server: HttpServer)
 async def test_webhook_retries_5xx_then_succeeds(server: HttpServer) -> None:
     url = server.script("/hook", *statuses(503, 500, 200))
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"fail": "x"}],
-                               "on_finish": [{"webhook": url, "retry": FAST_RETRY}]})
+        job = await ex.submit(
+            {"steps": [{"fail": "x"}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
+        )
         cb = await callback_event(out, job.id, 0)
     assert (cb["ok"], cb["attempts"], cb["status"]) == (True, 3, 200)
     assert server.received("/hook")[0].json()["error"]["message"] == "x"
@@ -212,8 +262,9 @@ async def test_webhook_retries_5xx_then_succeeds(server: HttpServer) -> None:
 async def test_webhook_gives_up_after_its_attempts(server: HttpServer) -> None:
     url = server.script("/hook", *statuses(502))
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"webhook": url, "retry": FAST_RETRY}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
+        )
         cb = await callback_event(out, job.id, 0)
         await dispatch(ex, Status(job.id), 1)
     assert (cb["ok"], cb["attempts"], cb["status"], cb["error"]) == (False, 3, 502, "HTTP 502")
@@ -223,8 +274,9 @@ async def test_webhook_gives_up_after_its_attempts(server: HttpServer) -> None:
 async def test_webhook_does_not_retry_4xx(server: HttpServer) -> None:
     url = server.script("/hook", *statuses(404, 200))
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"webhook": url, "retry": FAST_RETRY}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
+        )
         cb = await callback_event(out, job.id, 0)
     assert (cb["ok"], cb["attempts"], cb["status"]) == (False, 1, 404)
 
@@ -233,8 +285,9 @@ async def test_webhook_connection_error_is_retried_and_reported() -> None:
     with HttpServer() as dead:
         url = dead.url("/hook")
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"webhook": url, "retry": FAST_RETRY}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
+        )
         cb = await callback_event(out, job.id, 0)
     assert (cb["ok"], cb["attempts"], cb["status"]) == (False, 3, None)
     assert "ConnectError" in cb["error"]
@@ -256,8 +309,10 @@ async def test_slow_webhook_delays_nothing_else(server: HttpServer) -> None:
 async def test_callback_concurrency_is_bounded(server: HttpServer) -> None:
     url = server.script("/hook", Answer(200, {}, delay=0.2))
     async with executor(callback_limit=2) as (ex, out):
-        jobs = [await ex.submit({"steps": [{"value": i}], "on_finish": [{"webhook": url}]})
-                for i in range(4)]
+        jobs = [
+            await ex.submit({"steps": [{"value": i}], "on_finish": [{"webhook": url}]})
+            for i in range(4)
+        ]
         for job in jobs:
             assert (await callback_event(out, job.id, 0))["ok"]
     assert server.max_active == 2
@@ -279,8 +334,9 @@ async def test_too_many_pending_callbacks_fail_at_once(
     monkeypatch.setattr("stepline.triggers._callbacks.MAX_PENDING", 1)
     url = server.script("/hook", Answer(200, {}, delay=0.2))
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"webhook": url}, {"webhook": url}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"webhook": url}, {"webhook": url}]}
+        )
         second = await callback_event(out, job.id, 1)
         await dispatch(ex, Stats(), "stats")
         first = await callback_event(out, job.id, 0)
@@ -316,8 +372,9 @@ async def test_run_callback_reads_the_finished_event_on_stdin() -> None:
 
 async def test_failing_run_callback_never_changes_the_job() -> None:
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"run": "echo oops >&2; exit 3"}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"run": "echo oops >&2; exit 3"}]}
+        )
         cb = await callback_event(out, job.id, 0)
     assert (cb["ok"], cb["exit"], cb["stderr"]) == (False, 3, "oops\n")
     assert "status 3" in cb["error"]
@@ -326,16 +383,18 @@ async def test_failing_run_callback_never_changes_the_job() -> None:
 
 async def test_run_callback_timeout_stops_it() -> None:
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"run": ["sleep", "30"], "timeout": 0.2}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"run": ["sleep", "30"], "timeout": 0.2}]}
+        )
         cb = await callback_event(out, job.id, 0)
     assert (cb["ok"], cb["error"]) == (False, "timed out after 0.2s")
 
 
 async def test_run_callback_that_cannot_start() -> None:
     async with executor() as (ex, out):
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"run": ["/no/such/program"]}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"run": ["/no/such/program"]}]}
+        )
         cb = await callback_event(out, job.id, 0)
     assert cb["ok"] is False
     assert "/no/such/program" in cb["error"]
@@ -370,8 +429,9 @@ async def test_cancel_shutdown_cancels_callbacks_at_once(server: HttpServer) -> 
     ex = Executor(Config(callback_drain=60), out)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"webhook": url}, {"run": ["sleep", "30"]}]})
+        job = await ex.submit(
+            {"steps": [{"value": 1}], "on_finish": [{"webhook": url}, {"run": ["sleep", "30"]}]}
+        )
         await out.finished(job.id)
         while len(server.received("/hook")) < 1:
             await trio.sleep(0.01)
@@ -380,7 +440,9 @@ async def test_cancel_shutdown_cancels_callbacks_at_once(server: HttpServer) -> 
             await ex.closed.wait()
     callbacks = named(out, "callback")
     assert {(c["callback"], c["ok"], c.get("error")) for c in callbacks} == {
-        (0, False, "cancelled by shutdown"), (1, False, "cancelled by shutdown")}
+        (0, False, "cancelled by shutdown"),
+        (1, False, "cancelled by shutdown"),
+    }
 
 
 async def test_callbacks_of_jobs_cancelled_by_shutdown_do_not_start(
@@ -390,14 +452,18 @@ async def test_callbacks_of_jobs_cancelled_by_shutdown_do_not_start(
     ex = Executor(Config(), out)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
-        job = await ex.submit({"steps": [{"sleep": 100}],
-                               "on_finish": [{"notify": "n"}, {"run": ["true"]}]})
+        job = await ex.submit(
+            {"steps": [{"sleep": 100}], "on_finish": [{"notify": "n"}, {"run": ["true"]}]}
+        )
         await out.wait_for(lambda e: e["event"] == "started")
         ex.shutdown("cancel")
     assert named(out, "notification")[0]["state"] == "cancelled"
     (_, run_cb) = named(out, "callback")
     assert (run_cb["ok"], run_cb["attempts"], run_cb["error"]) == (
-        False, 0, "cancelled by shutdown")
+        False,
+        0,
+        "cancelled by shutdown",
+    )
     assert job.state.value == "cancelled"
 
 
@@ -409,8 +475,12 @@ async def test_with_durable_state_callbacks_follow_the_held_finished(tmp_path: P
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         await nursery.start(ex.run)
-        job = await ex.submit({"steps": [{"value": 1}],
-                               "on_finish": [{"notify": "n"}, {"alert": "a"}, {"run": ["cat"]}]})
+        job = await ex.submit(
+            {
+                "steps": [{"value": 1}],
+                "on_finish": [{"notify": "n"}, {"alert": "a"}, {"run": ["cat"]}],
+            }
+        )
         run_cb = await callback_event(out, job.id, 2)
         ex.triggers.alerts.ack("a1")
         ex.shutdown("drain")
@@ -438,8 +508,11 @@ async def test_with_durable_state_callbacks_follow_the_held_finished(tmp_path: P
         ([{"webhook": "http://h", "method": "GET"}], "on_finish[0].method", "one of POST"),
         ([{"webhook": "http://h", "payload": []}], "on_finish[0].payload", "expected an object"),
         ([{"webhook": "http://h", "timeout": 0}], "on_finish[0].timeout", "greater than 0"),
-        ([{"webhook": "http://h", "retry": {"attempts": 0}}], "on_finish[0].retry.attempts",
-         "at least 1"),
+        (
+            [{"webhook": "http://h", "retry": {"attempts": 0}}],
+            "on_finish[0].retry.attempts",
+            "at least 1",
+        ),
         ([{"webhook": "http://h", "headers": {"a": 2}}], "on_finish[0].headers.a", "string"),
         ([{"run": []}], "on_finish[0].run", "expected a list of strings"),
         ([{"run": ["x"], "stdin": "y"}], "on_finish[0]", "unknown key 'stdin'"),
@@ -454,19 +527,27 @@ def test_validation_names_the_path(on_finish: Any, path: str, words: str) -> Non
 
 
 def test_callbacks_from_parameters_and_templates() -> None:
-    template = {"params": {"url": "http://h"}, "steps": [],
-                "on_finish": [{"webhook": "${params.url}/x", "when": "${params.when}"}]}
+    template = {
+        "params": {"url": "http://h"},
+        "steps": [],
+        "on_finish": [{"webhook": "${params.url}/x", "when": "${params.when}"}],
+    }
     validate_template(template, {})  # define time: `when` may still be a placeholder
     spec = validate_job(template, params={"url": "https://o", "when": "failure"})
     (hook,) = spec.on_finish
     assert (hook.url, hook.when) == ("https://o/x", "failure")  # type: ignore[union-attr]
-    spec = validate_job({"steps": [], "on_finish": "${params.cbs}"},
-                        params={"cbs": [{"notify": "${params.not_substituted}"}]})
+    spec = validate_job(
+        {"steps": [], "on_finish": "${params.cbs}"},
+        params={"cbs": [{"notify": "${params.not_substituted}"}]},
+    )
     assert spec.on_finish[0].text == "${params.not_substituted}"  # type: ignore[union-attr]
 
 
 def test_webhook_defaults() -> None:
     (hook,) = validate_job({"steps": [], "on_finish": [{"webhook": "http://h"}]}).on_finish
     assert (hook.method, hook.timeout, hook.retry.attempts) == (  # type: ignore[union-attr]
-        "POST", 10.0, 3)
+        "POST",
+        10.0,
+        3,
+    )
     assert math.isclose(hook.retry.delay_before(3), 2.0)  # type: ignore[union-attr]

@@ -23,11 +23,20 @@ def by_event(events: list[Event], name: str) -> list[Event]:
 def test_ready_first_bye_last_and_eof_drains() -> None:
     events, rc, stderr = run_cli(
         [{"op": "submit", "id": 1, "job": {"steps": [{"sleep": 0.2}, {"value": "done"}]}}],
-        "--workers", "3", "--queue", "7",
+        "--workers",
+        "3",
+        "--queue",
+        "7",
     )
     assert rc == 0, stderr
-    assert events[0] == {"event": "ready", "ts": events[0]["ts"], "version": __version__,
-                         "protocol": 1, "workers": 3, "queue_size": 7}
+    assert events[0] == {
+        "event": "ready",
+        "ts": events[0]["ts"],
+        "version": __version__,
+        "protocol": 1,
+        "workers": 3,
+        "queue_size": 7,
+    }
     assert events[-1]["event"] == "bye"
     assert [e["event"] for e in events[1:-1]] == ["accepted", "started", "finished"]
     assert events[1]["id"] == 1
@@ -36,24 +45,34 @@ def test_ready_first_bye_last_and_eof_drains() -> None:
 
 
 def test_every_step_kind_in_one_job(tmp_path: Path) -> None:
-    job = {"name": "tour", "steps": [
-        {"sleep": 0.01},
-        {"log": "hello"},
-        {"try": {"fail": "expected"}, "catch": {"value": "caught"}},
-        {"run": ["sh", "-c", "echo out; echo err >&2"]},
-        {"run": "cat", "stdin": "fed", "name": "cat"},
-        {"par": [{"value": 1}, {"value": 2}]},
-        {"race": [{"seq": [{"sleep": 5}, {"value": "slow"}]}, {"value": "fast"}]},
-        {"use": "t", "with": {"x": 3}},
-    ]}
-    events, rc, _ = run_cli([
-        {"op": "define", "id": "d", "name": "t", "job": {"params": {"x": 0},
-                                                         "steps": [{"value": "${params.x}"}]}},
-        {"op": "submit", "job": job, "id": "s"},
-    ])
+    job = {
+        "name": "tour",
+        "steps": [
+            {"sleep": 0.01},
+            {"log": "hello"},
+            {"try": {"fail": "expected"}, "catch": {"value": "caught"}},
+            {"run": ["sh", "-c", "echo out; echo err >&2"]},
+            {"run": "cat", "stdin": "fed", "name": "cat"},
+            {"par": [{"value": 1}, {"value": 2}]},
+            {"race": [{"seq": [{"sleep": 5}, {"value": "slow"}]}, {"value": "fast"}]},
+            {"use": "t", "with": {"x": 3}},
+        ],
+    }
+    events, rc, _ = run_cli(
+        [
+            {
+                "op": "define",
+                "id": "d",
+                "name": "t",
+                "job": {"params": {"x": 0}, "steps": [{"value": "${params.x}"}]},
+            },
+            {"op": "submit", "job": job, "id": "s"},
+        ]
+    )
     assert rc == 0
-    assert by_event(events, "defined") == [{"event": "defined", "ts": events[1]["ts"], "id": "d",
-                                            "template": "t"}]
+    assert by_event(events, "defined") == [
+        {"event": "defined", "ts": events[1]["ts"], "id": "d", "template": "t"}
+    ]
     assert by_event(events, "log")[0]["message"] == "hello"
     finished = by_event(events, "finished")[0]
     assert finished["state"] == "succeeded", finished
@@ -105,8 +124,10 @@ BAD_INPUT: list[tuple[bytes, str]] = [
     (b'{"op": "submit", "job": {"sleep": -1}}\n', "invalid_job"),
     (b'{"op": "submit", "job": {"sleep": "1"}}\n', "invalid_job"),
     (b'{"op": "submit", "job": {"steps": [{"par": [{"run": 5}]}]}}\n', "invalid_job"),
-    (b'{"op": "submit", "job": ' + b'{"seq": [' * 400 + b'{"value": 1}' + b"]}" * 400 + b"}\n",
-     "invalid_job"),
+    (
+        b'{"op": "submit", "job": ' + b'{"seq": [' * 400 + b'{"value": 1}' + b"]}" * 400 + b"}\n",
+        "invalid_job",
+    ),
     (b'{"op": "cancel", "job": "j404"}\n', "unknown_job"),
     (b'{"op": "submit", "template": "nope"}\n', "unknown_template"),
     (b'{"op": "ping", "data": "' + b"x" * 9000 + b'"}\n', "line_too_long"),
@@ -125,11 +146,16 @@ def test_bad_input_gets_one_typed_error_each_and_the_executor_goes_on() -> None:
 
 
 def test_error_echoes_the_id_and_names_the_path() -> None:
-    events, _, _ = run_cli([
-        {"op": "submit", "id": 42, "job": {"steps": [{"value": 1}, {"value": 2},
-                                                     {"par": [{"run": 7}]}]}},
-        {"op": "frobnicate", "id": "abc"},
-    ])
+    events, _, _ = run_cli(
+        [
+            {
+                "op": "submit",
+                "id": 42,
+                "job": {"steps": [{"value": 1}, {"value": 2}, {"par": [{"run": 7}]}]},
+            },
+            {"op": "frobnicate", "id": "abc"},
+        ]
+    )
     errors = by_event(events, "error")
     assert errors[0]["id"] == 42
     assert "steps[2].par[0].run" in errors[0]["message"]
@@ -143,13 +169,19 @@ def test_crlf_blank_lines_and_a_final_line_without_newline() -> None:
 
 
 def test_status_stats_and_keep() -> None:
-    events, _, _ = run_cli([
-        *[{"op": "submit", "job": {"value": i}, "name": f"n{i}"} for i in range(5)],
-        {"op": "shutdown", "id": "s"},  # drains; status below still answers
-        {"op": "status", "id": "all"},
-        {"op": "stats", "id": "st"},
-        {"op": "submit", "job": {"value": 1}, "id": "late"},
-    ], "--keep", "2", "--workers", "1")
+    events, _, _ = run_cli(
+        [
+            *[{"op": "submit", "job": {"value": i}, "name": f"n{i}"} for i in range(5)],
+            {"op": "shutdown", "id": "s"},  # drains; status below still answers
+            {"op": "status", "id": "all"},
+            {"op": "stats", "id": "st"},
+            {"op": "submit", "job": {"value": 1}, "id": "late"},
+        ],
+        "--keep",
+        "2",
+        "--workers",
+        "1",
+    )
     # commands after `shutdown` race with the drain, so read their answers leniently:
     late = [e for e in events if e.get("id") == "late"]
     assert late
@@ -259,13 +291,17 @@ def test_trace_adds_step_events() -> None:
     events, _, _ = run_cli([{"op": "submit", "job": {"seq": [{"value": 1}]}}], "--trace")
     steps = by_event(events, "step")
     assert [(s["step"], s["status"]) for s in steps] == [
-        ("steps[0]", "started"), ("steps[0].seq[0]", "started"),
-        ("steps[0].seq[0]", "succeeded"), ("steps[0]", "succeeded")]
+        ("steps[0]", "started"),
+        ("steps[0].seq[0]", "started"),
+        ("steps[0].seq[0]", "succeeded"),
+        ("steps[0]", "succeeded"),
+    ]
 
 
 def test_job_timeout_through_the_cli() -> None:
-    events, _, _ = run_cli([{"op": "submit", "job": {"steps": [{"run": "sleep 10"}],
-                                                     "timeout": 0.3}}])
+    events, _, _ = run_cli(
+        [{"op": "submit", "job": {"steps": [{"run": "sleep 10"}], "timeout": 0.3}}]
+    )
     (finished,) = by_event(events, "finished")
     assert finished["state"] == "timed_out"
     assert finished["error"]["type"] == "timeout"

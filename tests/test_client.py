@@ -84,8 +84,12 @@ def test_a_failed_job_raises_job_failed(client: Client) -> None:
     with pytest.raises(JobFailed) as caught:
         job.wait(timeout=10)
     assert caught.value.state is JobState.FAILED
-    assert caught.value.error == {"type": "fail", "message": "boom", "step": "steps[0]",
-                                  "name": "f"}
+    assert caught.value.error == {
+        "type": "fail",
+        "message": "boom",
+        "step": "steps[0]",
+        "name": "f",
+    }
 
 
 @pytest.mark.parametrize(
@@ -148,8 +152,14 @@ def test_the_tap_sees_every_line_both_ways() -> None:
     seen: list[tuple[str, str]] = []
     with Client(ARGS, tap=lambda way, msg: seen.append((way, msg.get("op") or msg["event"]))) as c:
         c.submit(s.value(1)).wait(timeout=10)
-    assert seen == [("<", "ready"), (">", "submit"), ("<", "accepted"), ("<", "started"),
-                    ("<", "finished"), ("<", "bye")]
+    assert seen == [
+        ("<", "ready"),
+        (">", "submit"),
+        ("<", "accepted"),
+        ("<", "started"),
+        ("<", "finished"),
+        ("<", "bye"),
+    ]
 
 
 def test_leaving_the_block_normally_drains_running_jobs() -> None:
@@ -199,8 +209,10 @@ def test_a_killed_child_fails_every_waiting_handle() -> None:
 
 
 def test_a_child_that_cannot_start_is_reported_at_start() -> None:
-    with pytest.raises(ClientError) as caught, Client(["--workers", "0"],
-                                                      stderr=subprocess.DEVNULL):
+    with (
+        pytest.raises(ClientError) as caught,
+        Client(["--workers", "0"], stderr=subprocess.DEVNULL),
+    ):
         pass  # pragma: no cover - never reached
     assert caught.value.code == "disconnected"
     assert "status 2" in caught.value.message
@@ -216,7 +228,11 @@ async def test_async_client_round_trip(tmp_path: Path) -> None:
         job = await c.submit(s.job(s.log("x"), s.use("t", v=5)))
         assert await job.wait() == 5
         assert [e["event"] async for e in job.events()] == [
-            "accepted", "started", "log", "finished"]
+            "accepted",
+            "started",
+            "log",
+            "finished",
+        ]
         assert (await c.status(job.id))[0]["output"] == 5
         assert (await c.stats())["finished"]["succeeded"] == 1
         with pytest.raises(ClientError) as caught:

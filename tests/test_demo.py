@@ -19,19 +19,34 @@ SCENE_TITLES = [f"== {n}. {title}" for n, (title, _) in enumerate(_demo.SCENES, 
 @pytest.mark.e2e
 def test_the_demo_runs_to_the_end_quickly_and_narrates_on_stderr() -> None:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "stepline", "demo"], capture_output=True,
-                          text=True, env=ENV, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepline", "demo"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=False,
+    )
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     assert took < 15
     assert proc.stdout == ""
     err = proc.stderr
     assert [line for line in err.splitlines() if line.startswith("== ")] == [
-        *SCENE_TITLES, "== Shutdown"]
+        *SCENE_TITLES,
+        "== Shutdown",
+    ]
     assert err.count("   ✓ ") == len(_demo.SCENES)
     assert "✗" not in err
-    for shown in ['< {"event":"ready"', '> {"op":"submit","id":1,', '> {"op":"cancel"',
-                  '"state":"timed_out"', '"state":"cancelled"', "attempt 3", '"fast mirror"']:
+    for shown in [
+        '< {"event":"ready"',
+        '> {"op":"submit","id":1,',
+        '> {"op":"cancel"',
+        '"state":"timed_out"',
+        '"state":"cancelled"',
+        "attempt 3",
+        '"fast mirror"',
+    ]:
         assert shown in err, shown
     assert err.splitlines()[-4].startswith('< {"event":"bye"')
     assert "\x1b[" not in err  # not a terminal: no colour

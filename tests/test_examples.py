@@ -65,10 +65,15 @@ def test_every_example_file_loads_as_stepline_run_would() -> None:
 async def test_the_examples_do_what_they_say() -> None:
     entries = load_entries([str(p) for p in STEP_FILES], load_templates(TEMPLATE_ARGS))
     out = io.StringIO()
-    assert await run_entries(entries, load_templates(TEMPLATE_ARGS), PlainView(out),
-                             workers=4) is False
-    results = {line.split()[1]: line for line in out.getvalue().splitlines()
-               if not line.startswith(("started", f"{len(STEP_FILES)} jobs"))}
+    assert (
+        await run_entries(entries, load_templates(TEMPLATE_ARGS), PlainView(out), workers=4)
+        is False
+    )
+    results = {
+        line.split()[1]: line
+        for line in out.getvalue().splitlines()
+        if not line.startswith(("started", f"{len(STEP_FILES)} jobs"))
+    }
     failed = [name for name, line in results.items() if not line.startswith("succeeded")]
     assert failed == [str(EXAMPLES / "steps" / "fail.json")]  # the one failing on purpose
     assert '"fast mirror"' in results[str(EXAMPLES / "steps" / "race.json")]
@@ -80,8 +85,14 @@ async def test_the_examples_do_what_they_say() -> None:
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the shell driver needs jq")
 def test_the_shell_driver() -> None:
     env = {**ENV, "STEPLINE": shlex.join([sys.executable, "-m", "stepline"])}
-    proc = subprocess.run(["sh", str(EXAMPLES / "driver.sh")], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
+    proc = subprocess.run(
+        ["sh", str(EXAMPLES / "driver.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     # Answers come in command order; a job may finish before later commands are answered (the

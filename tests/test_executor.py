@@ -29,8 +29,12 @@ async def test_value_job_succeeds_with_its_output(autojump_clock: trio.abc.Clock
 async def test_fail_names_the_step_path(autojump_clock: trio.abc.Clock) -> None:
     finished = await run_one({"steps": [{"value": 1}, {"seq": [{"fail": "boom", "name": "x"}]}]})
     assert finished["state"] == "failed"
-    assert finished["error"] == {"type": "fail", "message": "boom", "step": "steps[1].seq[0]",
-                                 "name": "x"}
+    assert finished["error"] == {
+        "type": "fail",
+        "message": "boom",
+        "step": "steps[1].seq[0]",
+        "name": "x",
+    }
 
 
 async def test_job_timeout_is_timed_out(autojump_clock: trio.abc.Clock) -> None:
@@ -90,8 +94,13 @@ async def test_par_first_failure_cancels_the_rest(autojump_clock: trio.abc.Clock
 
 
 async def test_race_first_success_wins(autojump_clock: trio.abc.Clock) -> None:
-    job = {"race": [{"seq": [{"sleep": 5}, {"value": "slow"}]}, {"fail": "quick failure"},
-                    {"seq": [{"sleep": 2}, {"value": "fast"}]}]}
+    job = {
+        "race": [
+            {"seq": [{"sleep": 5}, {"value": "slow"}]},
+            {"fail": "quick failure"},
+            {"seq": [{"sleep": 2}, {"value": "fast"}]},
+        ]
+    }
     finished = await run_one(job)
     assert finished["output"] == "fast"
     assert finished["elapsed"] == pytest.approx(2)
@@ -114,8 +123,13 @@ async def test_log_emits_a_log_event(autojump_clock: trio.abc.Clock) -> None:
         job = await ex.submit({"steps": [{"log": "hello"}]})
         await out.finished(job.id)
     log = next(e for e in out.events if e["event"] == "log")
-    assert log == {"event": "log", "ts": log["ts"], "job": job.id, "step": "steps[0]",
-                   "message": "hello"}
+    assert log == {
+        "event": "log",
+        "ts": log["ts"],
+        "job": job.id,
+        "step": "steps[0]",
+        "message": "hello",
+    }
 
 
 async def test_workers_bound_concurrency(autojump_clock: trio.abc.Clock) -> None:
@@ -249,8 +263,12 @@ async def test_trace_emits_step_events(autojump_clock: trio.abc.Clock) -> None:
         job = await ex.submit({"seq": [{"value": 1, "name": "one"}]})
         await out.finished(job.id)
     steps = [(e["step"], e["status"]) for e in out.events if e["event"] == "step"]
-    assert steps == [("steps[0]", "started"), ("steps[0].seq[0]", "started"),
-                     ("steps[0].seq[0]", "succeeded"), ("steps[0]", "succeeded")]
+    assert steps == [
+        ("steps[0]", "started"),
+        ("steps[0].seq[0]", "started"),
+        ("steps[0].seq[0]", "succeeded"),
+        ("steps[0]", "succeeded"),
+    ]
 
 
 async def test_reject_gives_idle_workers_a_turn_before_refusing(

@@ -45,8 +45,10 @@ from .hypothesis_profiles import note, scaled
 # Multiples of 1/8: exact in binary floating point, so mock-clock arithmetic is exact too.
 DURATIONS = [0, 0.125, 0.25, 0.5, 0.75, 1, 1.5, 2, 3.25]
 TEMPLATES: dict[str, dict[str, Any]] = {
-    "tp": {"params": {"d": 0.5, "v": "x"},
-           "steps": [{"sleep": "${params.d}"}, {"value": "${params.v}"}]},
+    "tp": {
+        "params": {"d": 0.5, "v": "x"},
+        "steps": [{"sleep": "${params.d}"}, {"value": "${params.v}"}],
+    },
     "tf": {"name": "tfail", "timeout": 1, "steps": [{"sleep": 2}]},
     "tr": {"retry": {"attempts": 2, "backoff": 0.25}, "steps": [{"log": "again"}, {"fail": "x"}]},
 }
@@ -464,8 +466,10 @@ class Harness:
         """``status`` records agree with the events; retention keeps the ``keep`` latest."""
         for record in records:
             view = self.out.views[record["job"]]
-            expected = view.finished["state"] if view.finished else (
-                "running" if view.started else "queued"
+            expected = (
+                view.finished["state"]
+                if view.finished
+                else ("running" if view.started else "queued")
             )
             assert record["state"] == expected, (record, view)
         if complete:
@@ -544,9 +548,19 @@ def test_model_agrees_on_a_hand_checked_job() -> None:
     from stepline.spec._validate import validate_job
 
     spec = validate_job(
-        {"steps": [{"par": [{"sleep": 1}, {"try": {"fail": "x", "retry": {"attempts": 2,
-                                                                             "backoff": 0.5}},
-                                           "catch": {"value": 7}}]}]},
+        {
+            "steps": [
+                {
+                    "par": [
+                        {"sleep": 1},
+                        {
+                            "try": {"fail": "x", "retry": {"attempts": 2, "backoff": 0.5}},
+                            "catch": {"value": 7},
+                        },
+                    ]
+                }
+            ]
+        },
     )
     outcome = job_outcome(spec)
     assert outcome == Ok([None, 7], Fraction(1))

@@ -70,7 +70,10 @@ async def served(*args: str, deadline: float = 60) -> AsyncIterator[Served]:
     tag = new_tag()
     with tempfile.TemporaryFile() as stderr:
         proc = await trio.lowlevel.open_process(
-            [*SERVE, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+            [*SERVE, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
             env=tagged_env(tag),
         )
         sl = Served(Driver(proc), tag, stderr)
@@ -234,8 +237,10 @@ async def test_slow_reader_of_a_chatty_job_loses_nothing_and_memory_stays_flat()
 
 
 async def test_child_ignoring_sigterm_is_killed_after_its_grace(tmp_path: Path) -> None:
-    stubborn = {"run": ["sh", "-c", f"trap '' TERM; echo $$ > {tmp_path}/pid; sleep 300 & wait"],
-                "grace": 0.5}
+    stubborn = {
+        "run": ["sh", "-c", f"trap '' TERM; echo $$ > {tmp_path}/pid; sleep 300 & wait"],
+        "grace": 0.5,
+    }
     async with served() as sl:
         job = await submit(sl, stubborn, "s")
         await wait_for_file(tmp_path / "pid")
@@ -304,8 +309,10 @@ async def test_second_signal_stops_at_once_and_still_finishes_every_job(
     tmp_path: Path, signum: signal.Signals, status: int
 ) -> None:
     """Stubborn children, grandchildren and queued jobs; two signals back to back."""
-    stubborn = {"run": ["sh", "-c", f"trap '' TERM; echo $$ >> {tmp_path}/s; sleep 300 & wait"],
-                "grace": 60}
+    stubborn = {
+        "run": ["sh", "-c", f"trap '' TERM; echo $$ >> {tmp_path}/s; sleep 300 & wait"],
+        "grace": 60,
+    }
     async with served("--workers", "3", "--queue", "10") as sl:
         await submit(sl, stubborn, "stubborn")
         await submit(sl, family(tmp_path / "f"), "family")
@@ -346,7 +353,11 @@ def serve_with(redirection: str, stdin: bytes = b"") -> subprocess.CompletedProc
     """``stepline serve`` started by a shell with one of its standard fds closed."""
     return subprocess.run(
         ["sh", "-c", f'exec "$@" {redirection}', "sh", *SERVE],
-        input=stdin, capture_output=True, env=tagged_env(new_tag()), timeout=30, check=False,
+        input=stdin,
+        capture_output=True,
+        env=tagged_env(new_tag()),
+        timeout=30,
+        check=False,
     )
 
 
@@ -372,7 +383,10 @@ def test_started_with_stdout_closed_it_says_so_and_exits_1() -> None:
 def test_started_with_stderr_closed_it_still_serves() -> None:
     done = serve_with("2>&-", b'{"op": "ping", "id": 1}\n')
     assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == [
-        "ready", "pong", "bye"]
+        "ready",
+        "pong",
+        "bye",
+    ]
     assert done.returncode == 0
 
 
@@ -380,7 +394,8 @@ def test_proc_tools_see_through_a_double_fork() -> None:
     """The leak detector itself: it finds an orphaned grandchild by its inherited marker."""
     tag = new_tag()
     child = subprocess.run(
-        ["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], capture_output=True,
+        ["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
         env=tagged_env(tag),
         check=True,
     )

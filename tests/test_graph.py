@@ -125,9 +125,13 @@ def test_find_cycle_is_iterative_and_exact() -> None:
     assert (len(cycle), cycle[0], cycle[-1]) == (5002, "t0", "t0")
 
 
-@given(st.dictionaries(st.sampled_from("abcdefgh"), st.lists(st.sampled_from("abcdefgh"),
-                                                           unique=True, max_size=4),
-                       min_size=1))
+@given(
+    st.dictionaries(
+        st.sampled_from("abcdefgh"),
+        st.lists(st.sampled_from("abcdefgh"), unique=True, max_size=4),
+        min_size=1,
+    )
+)
 def test_find_cycle_agrees_with_kahn(raw: dict[str, list[str]]) -> None:
     needs = {name: tuple(n for n in deps if n in raw) for name, deps in raw.items()}
     remaining = dict(needs)
@@ -170,8 +174,9 @@ def test_reference_errors_at_submit(text: str, words: str) -> None:
 
 
 def test_upstream_is_transitive() -> None:
-    job = graph(a=OK, b=task({"value": 1}, needs="a"), c=task({"value": "${tasks.a.output}"},
-                                                                needs=["b"]))
+    job = graph(
+        a=OK, b=task({"value": 1}, needs="a"), c=task({"value": "${tasks.a.output}"}, needs=["b"])
+    )
     validate_job(job)
 
 
@@ -199,8 +204,11 @@ def test_a_reference_supplies_data_never_structure(step: Any, path: str, words: 
 
 
 def test_typed_fields_take_a_whole_reference_as_a_placeholder() -> None:
-    job = graph(a=OK, b=task({"sleep": "${tasks.a.output}"}, {"value": 1}, needs=["a"]),
-                c=task({"sleep": 1}, needs=["a"]))
+    job = graph(
+        a=OK,
+        b=task({"sleep": "${tasks.a.output}"}, {"value": 1}, needs=["a"]),
+        c=task({"sleep": 1}, needs=["a"]),
+    )
     body = validate_job(job).body
     assert isinstance(body, Graph)
     a, b, c = body.tasks
@@ -221,8 +229,10 @@ def test_a_steps_job_referring_to_the_job_is_deferred() -> None:
 
 def test_define_checks_graph_templates() -> None:
     ex = Executor(Config(), MemoryOutbox())
-    ex.define("g", graph(a=task({"sleep": "${params.d}"}), b=task({"value": "${tasks.a.output}"},
-                                                                  needs="a")))
+    ex.define(
+        "g",
+        graph(a=task({"sleep": "${params.d}"}), b=task({"value": "${tasks.a.output}"}, needs="a")),
+    )
     with pytest.raises(InvalidJob, match=r"tasks: cycle a -> b -> a"):
         ex.define("bad", graph(a=task(needs="b"), b=task(needs="a")))
     with pytest.raises(InvalidJob, match="not upstream"):
@@ -256,8 +266,12 @@ async def test_diamond_runs_branches_concurrently(autojump_clock: trio.abc.Clock
     order = [(e["task"], e["status"]) for e in events]
     assert order[:2] == [("a", "started"), ("a", "succeeded")]
     assert set(order[2:4]) == {("b", "started"), ("c", "started")}  # woken together
-    assert order[4:] == [("b", "succeeded"), ("c", "succeeded"), ("d", "started"),
-                         ("d", "succeeded")]
+    assert order[4:] == [
+        ("b", "succeeded"),
+        ("c", "succeeded"),
+        ("d", "started"),
+        ("d", "succeeded"),
+    ]
     assert set(events[0]) == {"event", "ts", "job", "task", "status"}
 
 
@@ -303,11 +317,19 @@ async def test_skips_propagate_and_independent_tasks_go_on(autojump_clock: trio.
     )
     finished, events = await run_job(job)
     assert finished["state"] == "failed"
-    assert finished["error"] == {"type": "fail", "message": "boom", "step": "tasks.a.steps[1]",
-                                 "name": "explode", "task": "a"}
+    assert finished["error"] == {
+        "type": "fail",
+        "message": "boom",
+        "step": "tasks.a.steps[1]",
+        "name": "explode",
+        "task": "a",
+    }
     assert finished["elapsed"] == pytest.approx(2)  # x was not cancelled by a's failure
     assert statuses(events) == {
-        "a": ["started", "failed"], "b": ["skipped"], "c": ["skipped"], "d": ["skipped"],
+        "a": ["started", "failed"],
+        "b": ["skipped"],
+        "c": ["skipped"],
+        "d": ["skipped"],
         "x": ["started", "succeeded"],
     }
     failed = next(e for e in events if e["status"] == "failed")
@@ -319,22 +341,29 @@ async def test_failure_and_always_after_a_failure(autojump_clock: trio.abc.Clock
         a=task({"fail": "boom"}),
         handle=task({"value": "handled"}, needs="a", when="failure"),
         after=task({"value": "after"}, needs="handle"),
-        cleanup=task({"log": "cleaning"}, {"value": "${tasks.a.output}"}, needs=["a", "after"],
-                     when="always"),
+        cleanup=task(
+            {"log": "cleaning"}, {"value": "${tasks.a.output}"}, needs=["a", "after"], when="always"
+        ),
         ok=task({"value": 1}, needs="a"),
     )
     finished, events = await run_job(job)
     assert finished["state"] == "failed"  # a failure handled is still a failure of the job
     assert finished["error"]["task"] == "a"
     assert statuses(events) == {
-        "a": ["started", "failed"], "handle": ["started", "succeeded"], "ok": ["skipped"],
-        "after": ["started", "succeeded"], "cleanup": ["started", "succeeded"],
+        "a": ["started", "failed"],
+        "handle": ["started", "succeeded"],
+        "ok": ["skipped"],
+        "after": ["started", "succeeded"],
+        "cleanup": ["started", "succeeded"],
     }
 
 
 async def test_failure_tasks_skip_when_nothing_failed(autojump_clock: trio.abc.Clock) -> None:
-    job = graph(a=task({"value": 1}), handle=task({"value": 2}, needs="a", when="failure"),
-                after=task({"value": 3}, needs="handle", when="failure"))
+    job = graph(
+        a=task({"value": 1}),
+        handle=task({"value": 2}, needs="a", when="failure"),
+        after=task({"value": 3}, needs="handle", when="failure"),
+    )
     finished, events = await run_job(job)
     assert finished["state"] == "succeeded"
     assert finished["output"] == {"a": 1, "handle": None, "after": None}  # skipped: null
@@ -357,7 +386,8 @@ async def test_always_cleanup_runs_after_a_cancel(autojump_clock: trio.abc.Clock
     assert finished["elapsed"] == pytest.approx(5 + 2)  # the clean-up ran to its end
     assert finished["error"]["step"] == "tasks.work.steps[0]"  # what the cancel interrupted
     assert statuses(task_events(out, record.id)) == {
-        "work": ["started", "cancelled"], "waiting": ["skipped"],
+        "work": ["started", "cancelled"],
+        "waiting": ["skipped"],
         "cleanup": ["started", "succeeded"],
     }
     logs = [e for e in out.events if e["event"] == "log"]
@@ -366,8 +396,10 @@ async def test_always_cleanup_runs_after_a_cancel(autojump_clock: trio.abc.Clock
 
 
 async def test_always_cleanup_runs_after_a_job_timeout(autojump_clock: trio.abc.Clock) -> None:
-    job = {"timeout": 5, **graph(work=task({"sleep": 100}),
-                                 cleanup=task({"sleep": 1}, needs="work", when="always"))}
+    job = {
+        "timeout": 5,
+        **graph(work=task({"sleep": 100}), cleanup=task({"sleep": 1}, needs="work", when="always")),
+    }
     finished, events = await run_job(job)
     assert finished["state"] == "timed_out"
     assert finished["elapsed"] == pytest.approx(6)
@@ -375,8 +407,9 @@ async def test_always_cleanup_runs_after_a_job_timeout(autojump_clock: trio.abc.
 
 
 async def test_cleanup_after_a_cancel_has_a_grace(autojump_clock: trio.abc.Clock) -> None:
-    job = graph(work=task({"sleep": 100}),
-                cleanup=task({"sleep": 1000}, needs="work", when="always"))
+    job = graph(
+        work=task({"sleep": 100}), cleanup=task({"sleep": 1000}, needs="work", when="always")
+    )
     async with running_executor() as (ex, out):
         record = await ex.submit(job)
         await trio.sleep(1)
@@ -388,8 +421,9 @@ async def test_cleanup_after_a_cancel_has_a_grace(autojump_clock: trio.abc.Clock
 
 
 async def test_a_hard_stop_ends_cleanups_at_once(autojump_clock: trio.abc.Clock) -> None:
-    job = graph(work=task({"sleep": 100}),
-                cleanup=task({"sleep": 1000}, needs="work", when="always"))
+    job = graph(
+        work=task({"sleep": 100}), cleanup=task({"sleep": 1000}, needs="work", when="always")
+    )
     async with running_executor() as (ex, out):
         record = await ex.submit(job)
         await trio.sleep(1)
@@ -401,18 +435,23 @@ async def test_a_hard_stop_ends_cleanups_at_once(autojump_clock: trio.abc.Clock)
 
 
 async def test_a_template_graph_is_a_section(autojump_clock: trio.abc.Clock) -> None:
-    etl = {"params": {"n": 1}, "tasks": {
-        "x": task({"sleep": "${params.n}"}, {"value": "${params.n}"}),
-        "y": task({"value": "${tasks.x.output}-y ${job.id}"}, needs="x"),
-    }}
+    etl = {
+        "params": {"n": 1},
+        "tasks": {
+            "x": task({"sleep": "${params.n}"}, {"value": "${params.n}"}),
+            "y": task({"value": "${tasks.x.output}-y ${job.id}"}, needs="x"),
+        },
+    }
     async with running_executor() as (ex, out):
         ex.define("etl", etl)
         plain = await ex.submit(template="etl", params={"n": 2})
         inside = await ex.submit({"steps": [{"value": 0}, {"use": "etl", "with": {"n": 3}}]})
-        nested = await ex.submit(graph(
-            a=task({"value": 4}),
-            b=task({"use": "etl", "with": {"n": "${tasks.a.output}"}}, needs="a"),
-        ))
+        nested = await ex.submit(
+            graph(
+                a=task({"value": 4}),
+                b=task({"use": "etl", "with": {"n": "${tasks.a.output}"}}, needs="a"),
+            )
+        )
         results = [await out.finished(job.id) for job in (plain, inside, nested)]
     assert results[0]["output"] == {"x": 2, "y": f"2-y {plain.id}"}
     assert results[1]["output"] == {"x": 3, "y": f"3-y {inside.id}"}
@@ -426,8 +465,10 @@ async def test_a_template_graph_is_a_section(autojump_clock: trio.abc.Clock) -> 
 async def test_templates_are_snapshotted_at_submit(autojump_clock: trio.abc.Clock) -> None:
     async with running_executor() as (ex, out):
         ex.define("t", {"steps": [{"value": "old ${params.v}"}]})
-        job = graph(a=task({"sleep": 1}, {"value": "v"}),
-                    b=task({"use": "t", "with": {"v": "${tasks.a.output}"}}, needs="a"))
+        job = graph(
+            a=task({"sleep": 1}, {"value": "v"}),
+            b=task({"use": "t", "with": {"v": "${tasks.a.output}"}}, needs="a"),
+        )
         record = await ex.submit(job)
         ex.define("t", {"steps": [{"value": "new ${params.v}"}]})
         finished = await out.finished(record.id)
@@ -442,27 +483,35 @@ async def test_references_give_whole_values_and_text(autojump_clock: trio.abc.Cl
     job = graph(
         a=task({"value": data}),
         whole=task({"value": "${tasks.a.output}"}, needs="a"),
-        text=task({"value": "n=${tasks.a.output.n} l=${tasks.a.output.l} s=${tasks.a.output.s}"},
-                  needs="a"),
+        text=task(
+            {"value": "n=${tasks.a.output.n} l=${tasks.a.output.l} s=${tasks.a.output.s}"},
+            needs="a",
+        ),
         deep=task({"value": ["${tasks.a.output.l[1]}", "${tasks.a.output.o.k}"]}, needs="a"),
-        typed=task({"sleep": "${tasks.a.output.n}", "timeout": "${tasks.a.output.l[0]}"},
-                   {"value": "$${tasks.a.output}"}, needs="a"),
+        typed=task(
+            {"sleep": "${tasks.a.output.n}", "timeout": "${tasks.a.output.l[0]}"},
+            {"value": "$${tasks.a.output}"},
+            needs="a",
+        ),
     )
     finished, _ = await run_job(job)
     assert finished["state"] == "succeeded", finished
     out = finished["output"]
     assert out["whole"] == data
-    assert out["text"] == 'n=2 l=[10,20] s=x'  # non-strings inside text are JSON
+    assert out["text"] == "n=2 l=[10,20] s=x"  # non-strings inside text are JSON
     assert out["deep"] == [20, None]
     assert out["typed"] == "${tasks.a.output}"  # $${ is a literal ${
     assert finished["elapsed"] == pytest.approx(2)  # typed slept n = 2 seconds
 
 
 async def test_outputs_are_data_never_substituted_again(autojump_clock: trio.abc.Clock) -> None:
-    job = {"params": {"secret": "S"}, **graph(
-        a=task({"value": "$${params.secret} $${job.id} $${tasks.a.output}"}),
-        b=task({"log": "${tasks.a.output}"}, {"value": ["${tasks.a.output}"]}, needs="a"),
-    )}
+    job = {
+        "params": {"secret": "S"},
+        **graph(
+            a=task({"value": "$${params.secret} $${job.id} $${tasks.a.output}"}),
+            b=task({"log": "${tasks.a.output}"}, {"value": ["${tasks.a.output}"]}, needs="a"),
+        ),
+    }
     finished, _ = await run_job(job)
     text = "${params.secret} ${job.id} ${tasks.a.output}"
     assert finished["output"] == {"a": text, "b": [text]}
@@ -471,8 +520,9 @@ async def test_outputs_are_data_never_substituted_again(autojump_clock: trio.abc
 async def test_output_of_a_task_that_did_not_succeed_is_null(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    job = graph(a=task({"fail": "x"}), c=task({"value": ["${tasks.a.output}"]}, needs="a",
-                                             when="always"))
+    job = graph(
+        a=task({"fail": "x"}), c=task({"value": ["${tasks.a.output}"]}, needs="a", when="always")
+    )
     async with running_executor() as (ex, out):
         record = await ex.submit(job)
         await out.finished(record.id)
@@ -494,8 +544,9 @@ async def test_output_of_a_task_that_did_not_succeed_is_null(
 async def test_a_bad_reference_fails_its_task_at_run_time(
     autojump_clock: trio.abc.Clock, step: Any, words: str
 ) -> None:
-    job = graph(a=task({"value": {"n": 1, "l": [1, 2], "neg": -1}}),
-                b=task({"value": 0}, step, needs="a"))
+    job = graph(
+        a=task({"value": {"n": 1, "l": [1, 2], "neg": -1}}), b=task({"value": 0}, step, needs="a")
+    )
     finished, _ = await run_job(job)
     assert finished["state"] == "failed"
     error = finished["error"]
@@ -537,15 +588,19 @@ async def test_run_steps_share_the_workspace_and_it_is_removed() -> None:
 
 
 async def test_data_flows_from_a_run_step(autojump_clock: trio.abc.Clock) -> None:
-    job = graph(a=task({"value": {"exit": 0, "stdout": "hello\n"}}),
-                b=task({"value": "got ${tasks.a.output.stdout}"}, needs="a"))
+    job = graph(
+        a=task({"value": {"exit": 0, "stdout": "hello\n"}}),
+        b=task({"value": "got ${tasks.a.output.stdout}"}, needs="a"),
+    )
     finished, _ = await run_job(job)
     assert finished["output"]["b"] == "got hello\n"
 
 
 async def test_real_run_output_flows_into_argv() -> None:
-    job = graph(a=task({"run": ["printf", "%s", "a b"]}),
-                b=task({"run": ["printf", "[%s]", "${tasks.a.output.stdout}"]}, needs="a"))
+    job = graph(
+        a=task({"run": ["printf", "%s", "a b"]}),
+        b=task({"run": ["printf", "[%s]", "${tasks.a.output.stdout}"]}, needs="a"),
+    )
     finished, _ = await run_job(job)
     assert finished["output"]["b"]["stdout"] == "[a b]"  # one argument, not split
 
@@ -564,8 +619,10 @@ async def test_workspace_is_removed_after_a_cancel() -> None:
 
 
 async def test_keep_workspace() -> None:
-    job = {"keep_workspace": True,
-           "steps": [{"run": "echo kept > f"}, {"value": "${job.workspace}"}]}
+    job = {
+        "keep_workspace": True,
+        "steps": [{"run": "echo kept > f"}, {"value": "${job.workspace}"}],
+    }
     async with running_executor() as (ex, out):
         record = await ex.submit(job)
         finished = await out.finished(record.id)
@@ -573,15 +630,20 @@ async def test_keep_workspace() -> None:
     try:
         assert Path(path, "f").read_text() == "kept\n"
         announced = [e for e in out.events if e["event"] == "workspace"]
-        assert announced == [{"event": "workspace", "ts": announced[0]["ts"], "job": record.id,
-                              "path": path}]
+        assert announced == [
+            {"event": "workspace", "ts": announced[0]["ts"], "job": record.id, "path": path}
+        ]
     finally:
         shutil.rmtree(path)
 
 
 async def test_workspace_removal_survives_read_only_dirs() -> None:
-    job = {"steps": [{"run": "mkdir -p ro/sub && touch ro/sub/f && chmod 500 ro/sub ro"},
-                     {"value": "${job.workspace}"}]}
+    job = {
+        "steps": [
+            {"run": "mkdir -p ro/sub && touch ro/sub/f && chmod 500 ro/sub ro"},
+            {"value": "${job.workspace}"},
+        ]
+    }
     finished, _ = await run_job(job)
     assert not os.path.exists(finished["output"])
 

@@ -24,7 +24,7 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "graph-etl.json"
 SMALL = {
     "name": "small",
     "tasks": {
-        "a": {"steps": [{"run": "make \"all\""}, {"sleep": 1, "name": "pause"}]},
+        "a": {"steps": [{"run": 'make "all"'}, {"sleep": 1, "name": "pause"}]},
         "b": {"needs": ["a"], "steps": [{"value": 1}]},
         "c": {"needs": "a", "steps": [{"log": "x <y>"}]},
         "fix": {"needs": ["b"], "if": "failure", "steps": [{"fail": "no"}]},
@@ -56,10 +56,16 @@ def test_check_ok(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 
 def test_check_reports_every_problem(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    cycle = write(tmp_path, "cycle.json", {"tasks": {"a": {"needs": "b", "steps": []},
-                                                     "b": {"needs": "a", "steps": []}}})
-    upstream = write(tmp_path, "up.json", {"tasks": {"a": {"steps": []}, "b": {
-        "steps": [{"value": "${tasks.a.output}"}]}}})
+    cycle = write(
+        tmp_path,
+        "cycle.json",
+        {"tasks": {"a": {"needs": "b", "steps": []}, "b": {"needs": "a", "steps": []}}},
+    )
+    upstream = write(
+        tmp_path,
+        "up.json",
+        {"tasks": {"a": {"steps": []}, "b": {"steps": [{"value": "${tasks.a.output}"}]}}},
+    )
     broken = write(tmp_path, "broken.json", "{not json")
     status, out, err = cli(capsys, "check", cycle, str(EXAMPLE), upstream, broken, "missing.json")
     assert (status, out) == (1, "")
@@ -78,8 +84,11 @@ def test_check_reports_every_problem(capsys: pytest.CaptureFixture[str], tmp_pat
 def test_check_with_params_and_templates(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    job = write(tmp_path, "j.json", {"tasks": {"a": {"steps": [{"use": "t", "with": {"x": 1}},
-                                                              {"sleep": "${params.d}"}]}}})
+    job = write(
+        tmp_path,
+        "j.json",
+        {"tasks": {"a": {"steps": [{"use": "t", "with": {"x": 1}}, {"sleep": "${params.d}"}]}}},
+    )
     template = write(tmp_path, "t.json", {"steps": [{"value": "${params.x}"}]})
     status, _, err = cli(capsys, "check", job, "--template", f"t={template}")
     assert status == 1
@@ -95,23 +104,25 @@ def test_check_with_params_and_templates(
 def test_graph_dot_exact(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, out, _ = cli(capsys, "graph", write(tmp_path, "s.json", SMALL))
     assert status == 0
-    assert out == "\n".join([
-        'digraph "small" {',
-        "  rankdir=LR;",
-        '  node [shape=box, style=rounded, fontname="Helvetica"];',
-        '  "a" [label="a\\nrun: make \\"all\\"\\npause (sleep)"];',
-        '  "b" [label="b\\nvalue"];',
-        '  "c" [label="c\\nlog: x <y>"];',
-        '  "fix" [label="fix\\nfail: no"];',
-        '  "end" [label="end"];',
-        '  "a" -> "b";',
-        '  "a" -> "c";',
-        '  "b" -> "fix" [style=dashed, color=red, label="failure"];',
-        '  "b" -> "end" [style=dotted, label="always"];',
-        '  "c" -> "end" [style=dotted, label="always"];',
-        "}",
-        "",
-    ])
+    assert out == "\n".join(
+        [
+            'digraph "small" {',
+            "  rankdir=LR;",
+            '  node [shape=box, style=rounded, fontname="Helvetica"];',
+            '  "a" [label="a\\nrun: make \\"all\\"\\npause (sleep)"];',
+            '  "b" [label="b\\nvalue"];',
+            '  "c" [label="c\\nlog: x <y>"];',
+            '  "fix" [label="fix\\nfail: no"];',
+            '  "end" [label="end"];',
+            '  "a" -> "b";',
+            '  "a" -> "c";',
+            '  "b" -> "fix" [style=dashed, color=red, label="failure"];',
+            '  "b" -> "end" [style=dotted, label="always"];',
+            '  "c" -> "end" [style=dotted, label="always"];',
+            "}",
+            "",
+        ]
+    )
 
 
 def test_graph_dot_edges_of_the_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,20 +144,22 @@ def test_graph_dot_edges_of_the_example(capsys: pytest.CaptureFixture[str]) -> N
 def test_graph_mermaid_exact(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, out, _ = cli(capsys, "graph", write(tmp_path, "s.json", SMALL), "--format", "mermaid")
     assert status == 0
-    assert out == "\n".join([
-        "flowchart LR",
-        '  t0["a<br/>run: make #quot;all#quot;<br/>pause (sleep)"]',
-        '  t1["b<br/>value"]',
-        '  t2["c<br/>log: x #lt;y#gt;"]',
-        '  t3["fix<br/>fail: no"]',
-        '  t4["end"]',
-        "  t0 --> t1",
-        "  t0 --> t2",
-        "  t1 -. failure .-> t3",
-        "  t1 -. always .-> t4",
-        "  t2 -. always .-> t4",
-        "",
-    ])
+    assert out == "\n".join(
+        [
+            "flowchart LR",
+            '  t0["a<br/>run: make #quot;all#quot;<br/>pause (sleep)"]',
+            '  t1["b<br/>value"]',
+            '  t2["c<br/>log: x #lt;y#gt;"]',
+            '  t3["fix<br/>fail: no"]',
+            '  t4["end"]',
+            "  t0 --> t1",
+            "  t0 --> t2",
+            "  t1 -. failure .-> t3",
+            "  t1 -. always .-> t4",
+            "  t2 -. always .-> t4",
+            "",
+        ]
+    )
 
 
 def test_graph_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -163,8 +176,13 @@ def test_graph_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 def test_graph_orders_tasks_after_their_needs(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    job = {"tasks": {"z": {"needs": ["y"], "steps": []}, "y": {"needs": "x", "steps": []},
-                     "x": {"steps": [{"sleep": "${params.unset}"}]}}}
+    job = {
+        "tasks": {
+            "z": {"needs": ["y"], "steps": []},
+            "y": {"needs": "x", "steps": []},
+            "x": {"steps": [{"sleep": "${params.unset}"}]},
+        }
+    }
     status, out, _ = cli(capsys, "graph", write(tmp_path, "j.json", job), "--format", "json")
     assert status == 0
     model = json.loads(out)
@@ -190,7 +208,12 @@ def test_graph_refuses_what_it_cannot_draw(
 def stepline(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stepline", *args],
-        input=stdin, capture_output=True, text=True, env=ENV, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=False,
     )
 
 
@@ -200,8 +223,10 @@ def test_check_and_graph_through_the_real_cli() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
     bad = stepline("check", "-", stdin='{"tasks": {"a": {"steps": [], "if": "never"}}}')
     assert bad.returncode == 1
-    assert bad.stderr == "-: invalid job: tasks.a.if: expected one of 'success', 'failure', " \
-                         "'always', got 'never'\n"
+    assert (
+        bad.stderr == "-: invalid job: tasks.a.if: expected one of 'success', 'failure', "
+        "'always', got 'never'\n"
+    )
     drawn = stepline("graph", str(EXAMPLE), "--format", "mermaid")
     assert drawn.returncode == 0
     assert drawn.stdout.startswith("flowchart LR\n")
@@ -211,8 +236,9 @@ def test_check_and_graph_through_the_real_cli() -> None:
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
 def test_graphviz_accepts_the_dot_output() -> None:
     dot = stepline("graph", str(EXAMPLE)).stdout
-    rendered = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True,
-                              check=True)
+    rendered = subprocess.run(
+        ["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True
+    )
     assert "<svg" in rendered.stdout
 
 
@@ -238,11 +264,20 @@ def test_the_example_runs_end_to_end() -> None:
     tasks = [e for e in events if e["event"] == "task"]
     final = {e["task"]: e["status"] for e in tasks if e["status"] != "started"}
     assert final == dict.fromkeys(
-        ["fetch_orders", "fetch_customers", "transform_orders", "transform_customers", "load",
-         "cleanup"], "succeeded")
+        [
+            "fetch_orders",
+            "fetch_customers",
+            "transform_orders",
+            "transform_customers",
+            "load",
+            "cleanup",
+        ],
+        "succeeded",
+    )
     order = [e["task"] for e in tasks if e["status"] == "started"]
-    assert order.index("load") > max(order.index("transform_orders"),
-                                     order.index("transform_customers"))
+    assert order.index("load") > max(
+        order.index("transform_orders"), order.index("transform_customers")
+    )
     assert order[-1] == "cleanup"
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert logs == ["cleaned up the inputs of j1"]
@@ -250,10 +285,12 @@ def test_the_example_runs_end_to_end() -> None:
 
 @pytest.mark.e2e
 async def test_cancel_runs_cleanup_through_the_real_cli() -> None:
-    job = {"tasks": {
-        "work": {"steps": [{"run": "sleep 30"}]},
-        "cleanup": {"needs": "work", "if": "always", "steps": [{"log": "cleaned ${job.id}"}]},
-    }}
+    job = {
+        "tasks": {
+            "work": {"steps": [{"run": "sleep 30"}]},
+            "cleanup": {"needs": "work", "if": "always", "steps": [{"log": "cleaned ${job.id}"}]},
+        }
+    }
     async with serve("--heartbeat", "0") as driver:
         await driver.send({"op": "submit", "job": job})
         await driver.wait_for("task", task="work", status="started")
@@ -265,6 +302,5 @@ async def test_cancel_runs_cleanup_through_the_real_cli() -> None:
     assert finished["state"] == "cancelled"
     assert [e["message"] for e in events if e["event"] == "log"] == ["cleaned j1"]
     statuses = [(e["task"], e["status"]) for e in events if e["event"] == "task"]
-    assert statuses[1:] == [("work", "cancelled"), ("cleanup", "started"),
-                            ("cleanup", "succeeded")]
+    assert statuses[1:] == [("work", "cancelled"), ("cleanup", "started"), ("cleanup", "succeeded")]
     assert events[-1]["event"] == "bye"

@@ -42,8 +42,14 @@ def test_eviction_keeps_lifecycle_events_and_marks_the_gap() -> None:
         history.append(ev("log", message=str(i)))
     history.append(ev("finished", state="failed"))
     events = drain(HistoryReader(history))
-    assert [e["event"] for e in events] == ["accepted", "started", "dropped", "log", "log",
-                                            "finished"]
+    assert [e["event"] for e in events] == [
+        "accepted",
+        "started",
+        "dropped",
+        "log",
+        "log",
+        "finished",
+    ]
     assert events[2] == {"event": "dropped", "ts": events[2]["ts"], "job": "j1", "count": 8}
     assert [e["message"] for e in events[3:5]] == ["8", "9"]
     assert history.evicted == 8

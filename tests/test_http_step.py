@@ -158,10 +158,16 @@ async def test_http_inside_par_with_other_steps(server: HttpServer) -> None:
         ({"http": {"url": "http://x", "expect": []}}, "steps[0].http.expect", "non-empty"),
         ({"http": {"url": "http://x", "expect": [99]}}, "steps[0].http.expect[0]", "at least"),
         ({"http": {"url": "http://x", "expect": [600]}}, "steps[0].http.expect[0]", "not an"),
-        ({"http": {"url": "http://x", "headers": {"a": 1}}}, "steps[0].http.headers.a",
-         "expected a string"),
-        ({"http": {"url": "http://x", "headers": {"a": "b\nc"}}}, "steps[0].http.headers.a",
-         "CR, LF"),
+        (
+            {"http": {"url": "http://x", "headers": {"a": 1}}},
+            "steps[0].http.headers.a",
+            "expected a string",
+        ),
+        (
+            {"http": {"url": "http://x", "headers": {"a": "b\nc"}}},
+            "steps[0].http.headers.a",
+            "CR, LF",
+        ),
         ({"http": {"url": "http://x"}, "stdin": "x"}, "steps[0]", "unknown key 'stdin'"),
     ],
 )

@@ -24,8 +24,14 @@ from .driver import ENV, SERVE, run_cli
 
 @pytest.mark.parametrize(
     ("text", "allowed"),
-    [("all", None), (None, None), ("none", frozenset()), ("echo", {"echo"}),
-     ("echo,/bin/sh,./x", {"echo", "/bin/sh", "./x"}), (["true", "false"], {"true", "false"})],
+    [
+        ("all", None),
+        (None, None),
+        ("none", frozenset()),
+        ("echo", {"echo"}),
+        ("echo,/bin/sh,./x", {"echo", "/bin/sh", "./x"}),
+        (["true", "false"], {"true", "false"}),
+    ],
 )
 def test_parse_allow_run(text: Any, allowed: Any) -> None:
     assert parse_allow_run(text) == allowed
@@ -108,8 +114,12 @@ async def test_run_callbacks_are_run_steps_too() -> None:
 async def test_a_program_known_only_at_run_time_is_checked_before_it_starts() -> None:
     """Regression: submit sees ``{"run": "${tasks.a.output}"}`` as a shell line (``/bin/sh``);
     the task output made it ``["id"]`` at run time, and ``id`` ran although not allowed."""
-    job = {"tasks": {"a": {"steps": [{"value": ["id"]}]},
-                     "b": {"needs": ["a"], "steps": [{"run": "${tasks.a.output}"}]}}}
+    job = {
+        "tasks": {
+            "a": {"steps": [{"value": ["id"]}]},
+            "b": {"needs": ["a"], "steps": [{"run": "${tasks.a.output}"}]},
+        }
+    }
     async with running_executor(allow_run="echo,/bin/sh") as (ex, out):
         finished = await out.finished((await ex.submit(job)).id)
     assert finished["state"] == "failed"
@@ -128,16 +138,21 @@ class _FutureKind:
 
 def test_the_walker_finds_run_steps_inside_kinds_it_does_not_know() -> None:
     hidden = Run(path="tasks.b[1]", argv=("rm",))
-    future = _FutureKind(path="", tasks={"a": (Value(path="x", value=[1]),), "b": (Value(
-        path="y", value=None), hidden)})
+    future = _FutureKind(
+        path="",
+        tasks={"a": (Value(path="x", value=[1]),), "b": (Value(path="y", value=None), hidden)},
+    )
     assert list(_run_steps(future)) == [hidden]
 
 
 def test_the_cli_flag() -> None:
     events, rc, _ = run_cli(
-        [{"op": "submit", "id": 1, "job": {"run": "echo hi"}},
-         {"op": "submit", "id": 2, "job": {"run": ["echo", "hi"]}}],
-        "--allow-run", "echo",
+        [
+            {"op": "submit", "id": 1, "job": {"run": "echo hi"}},
+            {"op": "submit", "id": 2, "job": {"run": ["echo", "hi"]}},
+        ],
+        "--allow-run",
+        "echo",
     )
     assert rc == 0
     error = next(e for e in events if e.get("id") == 1)
@@ -150,8 +165,13 @@ def test_the_cli_flag() -> None:
     )
     refused = next(e for e in scheduled if e.get("id") == 3)
     assert refused["code"] == "invalid_job"  # at schedule time, not when it fires
-    bad = subprocess.run([*SERVE, "--allow-run", "a,,b"], capture_output=True, env=ENV,
-                         check=False, stdin=subprocess.DEVNULL)
+    bad = subprocess.run(
+        [*SERVE, "--allow-run", "a,,b"],
+        capture_output=True,
+        env=ENV,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     assert bad.returncode == 2
     assert b"--allow-run" in bad.stderr
 

@@ -378,7 +378,7 @@ async def test_registry_tracks_the_live_process_only() -> None:
 
 def _script(directory: Path, name: str, says: str) -> None:
     path = directory / name
-    path.write_text(f"#!/bin/sh\necho {says} \"$0\"\n")
+    path.write_text(f'#!/bin/sh\necho {says} "$0"\n')
     path.chmod(0o755)
 
 

@@ -38,8 +38,19 @@ from .hypothesis_profiles import note, scaled
 Event = dict[str, Any]
 MAX_LINE: Final = 400
 REPLIES: Final = frozenset(
-    {"accepted", "error", "cancelling", "status", "defined", "stats", "pong", "shutting_down",
-     "scheduled", "unscheduled", "acked"}
+    {
+        "accepted",
+        "error",
+        "cancelling",
+        "status",
+        "defined",
+        "stats",
+        "pong",
+        "shutting_down",
+        "scheduled",
+        "unscheduled",
+        "acked",
+    }
 )
 # Ops the garbage must not contain by accident: they end the session, or (once implemented)
 # start jobs later on their own, which would break the one-line-one-reply accounting.
@@ -103,15 +114,33 @@ CORPUS: Final[list[dict[str, Any]]] = [
     {"op": "status", "job": "j1", "id": 3},
     {"op": "cancel", "job": "j1", "id": 4},
     {"op": "submit", "id": "a", "job": {"steps": [{"sleep": 0.01}, {"value": {"k": [1, 2]}}]}},
-    {"op": "submit", "job": {"par": [{"value": 1}, {"log": "x"}], "limit": 1,
-                             "retry": {"attempts": 2, "backoff": 0.1, "factor": 2}}},
-    {"op": "submit", "id": 7, "job": {"race": [{"sleep": 100}, {"try": {"fail": "x"},
-                                                                "catch": {"value": "c"}}],
-                                      "timeout": 5, "name": "r"}},
-    {"op": "submit", "job": {"run": ["echo", "hi"], "env": {"A": "b"}, "cwd": "/", "stdin": "x",
-                             "grace": 1}},
-    {"op": "define", "name": "t", "id": "d",
-     "job": {"params": {"x": 0}, "steps": [{"value": "${params.x}"}]}},
+    {
+        "op": "submit",
+        "job": {
+            "par": [{"value": 1}, {"log": "x"}],
+            "limit": 1,
+            "retry": {"attempts": 2, "backoff": 0.1, "factor": 2},
+        },
+    },
+    {
+        "op": "submit",
+        "id": 7,
+        "job": {
+            "race": [{"sleep": 100}, {"try": {"fail": "x"}, "catch": {"value": "c"}}],
+            "timeout": 5,
+            "name": "r",
+        },
+    },
+    {
+        "op": "submit",
+        "job": {"run": ["echo", "hi"], "env": {"A": "b"}, "cwd": "/", "stdin": "x", "grace": 1},
+    },
+    {
+        "op": "define",
+        "name": "t",
+        "id": "d",
+        "job": {"params": {"x": 0}, "steps": [{"value": "${params.x}"}]},
+    },
     {"op": "submit", "template": "t", "params": {"x": 1}, "name": "n"},
     {"op": "submit", "job": {"steps": [{"use": "t", "with": {"x": 2}}, {"seq": []}]}},
     {"op": "ack", "alert": "a1", "id": 12},
@@ -122,15 +151,20 @@ BAD_BYTES: Final = [b"\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\x00",
 DEEP_MARK: Final = "\u2603DEEP\u2603"
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
     | st.sampled_from(HUGE)
     | st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2)  # lone surrogates
     | st.sampled_from(["", "\x00", "${params.x}", "$${", "j1", "steps[0]"])
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -279,8 +313,9 @@ class Session:
     def __init__(self) -> None:
         self.stdin = ChunkStream()
         self._out_send, self._out_receive = trio.testing.memory_stream_one_way_pair()
-        self.server = Server(CONFIG, self.stdin, self._out_send, max_line=MAX_LINE,
-                             handle_signals=False)
+        self.server = Server(
+            CONFIG, self.stdin, self._out_send, max_line=MAX_LINE, handle_signals=False
+        )
         self.events: list[Event] = []
         self._changed = trio.Event()
         self.status: int | None = None
@@ -343,8 +378,9 @@ async def drive(chunks: list[bytes]) -> tuple[Session, list[Event]]:
 async def _cancel_everything(session: Session) -> None:
     """Cancel whatever the garbage started, so the final job gets a worker at once."""
     finished = {e["job"] for e in session.events if e["event"] == "finished"}
-    running = [e["job"] for e in session.events if e["event"] == "accepted"
-               and e["job"] not in finished]
+    running = [
+        e["job"] for e in session.events if e["event"] == "accepted" and e["job"] not in finished
+    ]
     for n, job in enumerate(running):
         session.command({"op": "cancel", "job": job, "id": f"__c{n}__"})
     for n in range(len(running)):
@@ -419,7 +455,7 @@ def test_the_real_cli_answers_every_line_too(lines: list[bytes]) -> None:
 
 def test_reference_reading_of_the_transport_rules() -> None:
     """The test's own oracle, on the cases PROTOCOL.md spells out."""
-    assert expected_lines(b'a\r\n\n  \nb\r\r\nc', 10) == [b"a", b"b\r", b"c"]
+    assert expected_lines(b"a\r\n\n  \nb\r\r\nc", 10) == [b"a", b"b\r", b"c"]
     assert expected_lines(b"x" * 11 + b"\n" + b"x" * 10 + b"\r\n", 10) == [TOO_LONG, b"x" * 10]
     assert expected_id(b'{"id": true}') is None
     assert expected_id(b'{"id": 18446744073709551616}') is None  # parsed as a float

@@ -41,8 +41,23 @@ PUBLIC = [
     "steps",
 ]
 
-STEPS = ["Step", "fail", "job", "log", "named", "par", "race", "retry", "run", "seq", "sleep",
-         "timeout", "try_", "use", "value"]
+STEPS = [
+    "Step",
+    "fail",
+    "job",
+    "log",
+    "named",
+    "par",
+    "race",
+    "retry",
+    "run",
+    "seq",
+    "sleep",
+    "timeout",
+    "try_",
+    "use",
+    "value",
+]
 
 
 def test_the_exported_names_are_exactly_these() -> None:

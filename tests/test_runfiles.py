@@ -97,8 +97,9 @@ async def run_entries(jobs: list[Any], view: Any, workers: int = 2) -> bool:
 
 async def test_plain_output_is_one_final_line_per_change(autojump_clock: MockClock) -> None:
     out = io.StringIO()
-    ok = await run_entries([s.job(s.sleep(2), s.value({"n": 1})), s.job(s.sleep(1), s.fail("no"))],
-                           PlainView(out))
+    ok = await run_entries(
+        [s.job(s.sleep(2), s.value({"n": 1})), s.job(s.sleep(1), s.fail("no"))], PlainView(out)
+    )
     assert ok is False
     lines = out.getvalue().splitlines()
     assert sorted(lines[:2]) == ["started   job1", "started   job2"]  # at the same instant
@@ -124,8 +125,12 @@ async def test_the_live_view_redraws_a_block_below_the_results(autojump_clock: M
     assert "▸ job1" in text
     assert "0/3 done, 2 running, 1 queued, 0 not succeeded" in text
     # Whatever was redrawn, what remains on screen is every result, then the summary:
-    assert screen(text) == ['succeeded job2 0.15s "b"', 'succeeded job1 0.35s "a"',
-                            "succeeded job3 1.00s null", "3 jobs: 3 succeeded"]
+    assert screen(text) == [
+        'succeeded job2 0.15s "b"',
+        'succeeded job1 0.35s "a"',
+        "succeeded job3 1.00s null",
+        "3 jobs: 3 succeeded",
+    ]
 
 
 def screen(text: str) -> list[str]:
@@ -134,7 +139,7 @@ def screen(text: str) -> list[str]:
     for part in text.split("\r\x1b["):
         if "A\x1b[J" in part:
             count, part = part.split("A\x1b[J", 1)
-            del lines[len(lines) - int(count):]
+            del lines[len(lines) - int(count) :]
         lines += part.splitlines()
     return lines
 
@@ -175,25 +180,41 @@ def test_the_cli_reads_json_lines_from_stdin_and_writes_plain_lines() -> None:
     proc = cli("run", "-", stdin=jobs)
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
-    assert sorted(lines[:-1]) == ["failed    -:2 (f) 0.00s fail at steps[0]: x",
-                                  "started   -:1", "started   -:2 (f)",
-                                  "succeeded -:1 0.00s 1"]
+    assert sorted(lines[:-1]) == [
+        "failed    -:2 (f) 0.00s fail at steps[0]: x",
+        "started   -:1",
+        "started   -:2 (f)",
+        "succeeded -:1 0.00s 1",
+    ]
     assert lines[-1] == "2 jobs: 1 failed, 1 succeeded"
     assert "\x1b" not in proc.stdout
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stepline", *args], input=stdin,
-                          capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "stepline", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.e2e
 def test_ctrl_c_cancels_every_job_and_exits_130(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    job = write(tmp_path / "slow.json", s.job(s.run(["sh", "-c", f"echo $$ > {pidfile}; "
-                                                                 "exec sleep 30"])))
-    proc = subprocess.Popen([sys.executable, "-m", "stepline", "run", job], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    job = write(
+        tmp_path / "slow.json", s.job(s.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"]))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stepline", "run", job],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline() == f"started   {job}\n"
     while not (pidfile.exists() and pidfile.read_text().strip()):

@@ -44,8 +44,11 @@ async def executor(
 
 
 def named(out: MemoryOutbox, name: str, **fields: Any) -> list[Event]:
-    return [e for e in out.events
-            if e["event"] == name and all(e.get(k) == v for k, v in fields.items())]
+    return [
+        e
+        for e in out.events
+        if e["event"] == name and all(e.get(k) == v for k, v in fields.items())
+    ]
 
 
 async def schedule(ex: Executor, out: MemoryOutbox, rid: Any = "s", **fields: Any) -> Event:
@@ -91,8 +94,13 @@ async def test_cron_fires_on_the_minute_in_utc(autojump_clock: trio.abc.Clock) -
         for n in range(1, 6):
             await nth(out, "accepted", n)
             fired.append(utc(clock.now()))
-        assert fired == ["2024-01-01 00:00", "2024-01-01 06:00", "2024-01-01 12:00",
-                         "2024-01-01 18:00", "2024-01-02 00:00"]
+        assert fired == [
+            "2024-01-01 00:00",
+            "2024-01-01 06:00",
+            "2024-01-01 12:00",
+            "2024-01-01 18:00",
+            "2024-01-02 00:00",
+        ]
 
 
 async def test_cron_in_a_named_zone(autojump_clock: trio.abc.Clock) -> None:
@@ -138,13 +146,20 @@ def test_cron_across_dst_changes() -> None:
     paris = "Europe/Paris"
     # spring forward: 02:30 does not exist on 31 March; it fires at 03:30 CEST (01:30 UTC)
     assert firings("30 2 * * *", paris, datetime.datetime(2024, 3, 30, 12, tzinfo=UTC)) == [
-        "2024-03-31 01:30", "2024-04-01 00:30", "2024-04-02 00:30"]
+        "2024-03-31 01:30",
+        "2024-04-01 00:30",
+        "2024-04-02 00:30",
+    ]
     # fall back: 02:30 happens twice on 27 October; it fires once, at the first
     assert firings("30 2 * * *", paris, datetime.datetime(2024, 10, 26, 12, tzinfo=UTC)) == [
-        "2024-10-27 00:30", "2024-10-28 01:30", "2024-10-29 01:30"]
+        "2024-10-27 00:30",
+        "2024-10-28 01:30",
+        "2024-10-29 01:30",
+    ]
     # made during the repeated hour's second pass (02:10 CET): the next 02:30 is still ahead
-    assert firings("30 2 * * *", paris, datetime.datetime(2024, 10, 27, 1, 10, tzinfo=UTC),
-                   n=1) == ["2024-10-27 01:30"]
+    assert firings(
+        "30 2 * * *", paris, datetime.datetime(2024, 10, 27, 1, 10, tzinfo=UTC), n=1
+    ) == ["2024-10-27 01:30"]
 
 
 async def test_overlap_skip_is_the_default(autojump_clock: trio.abc.Clock) -> None:
@@ -156,7 +171,8 @@ async def test_overlap_skip_is_the_default(autojump_clock: trio.abc.Clock) -> No
     assert len(accepted) == 2
     skipped = named(out, "schedule_skipped")
     assert [(e["schedule"], e["reason"], e["job"]) for e in skipped] == [
-        ("s1", "overlap", accepted[0]["job"])] * 2
+        ("s1", "overlap", accepted[0]["job"])
+    ] * 2
 
 
 async def test_overlap_allow_runs_them_together(autojump_clock: trio.abc.Clock) -> None:
@@ -204,8 +220,11 @@ async def test_unschedule_stops_firing(autojump_clock: trio.abc.Clock) -> None:
         ({"every": 0, "job": {"value": 1}}, "bad_command", "at least"),
         ({"cron": "61 * * * *", "job": {"value": 1}}, "bad_command", "cron"),
         ({"cron": "* * * * * *", "job": {"value": 1}}, "bad_command", "five-field"),
-        ({"cron": "* * * * *", "tz": "Mars/Olympus", "job": {"value": 1}}, "bad_command",
-         "unknown time zone"),
+        (
+            {"cron": "* * * * *", "tz": "Mars/Olympus", "job": {"value": 1}},
+            "bad_command",
+            "unknown time zone",
+        ),
         ({"every": 5, "tz": "UTC", "job": {"value": 1}}, "bad_command", "'tz' applies"),
     ],
 )

@@ -24,9 +24,23 @@ MiB = 1 << 20
 
 def test_twenty_thousand_jobs_in_flat_memory() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SOAK), "--jobs", "20000", "--checkpoints", "4", "--keep", "1000",
-         "--max-growth-mib", "10", "--json"],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            str(SOAK),
+            "--jobs",
+            "20000",
+            "--checkpoints",
+            "4",
+            "--keep",
+            "1000",
+            "--max-growth-mib",
+            "10",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["finished"] == summary["succeeded"] == 20000, summary

@@ -74,8 +74,9 @@ async def test_sigkill_mid_run_then_restart_finishes_every_job_exactly_once(
     quick = [submit({"value": i}) for i in range(8)]  # finished before the kill
     long = [submit({"run": ["sleep", str(SLEEP)]}) for _ in range(4)]  # running at the kill
     rest = [submit({"steps": [{"sleep": 0.01}, {"value": i}]}) for i in range(28)]  # queued
-    async with serve("--state", str(state), "--workers", "4", "--queue", "64",
-                     "--heartbeat", "0", deadline=60) as first:
+    async with serve(
+        "--state", str(state), "--workers", "4", "--queue", "64", "--heartbeat", "0", deadline=60
+    ) as first:
         await first.send(*quick)
         await wait_count(first, "finished", len(quick))
         await first.send(*long, *rest)
@@ -92,8 +93,9 @@ async def test_sigkill_mid_run_then_restart_finishes_every_job_exactly_once(
     unfinished = [job for job in accepted1 if job not in finished1]
     assert len(unfinished) >= 20  # the kill really came in the middle
 
-    async with serve("--state", str(state), "--workers", "4", "--heartbeat", "0",
-                     deadline=60) as second:
+    async with serve(
+        "--state", str(state), "--workers", "4", "--heartbeat", "0", deadline=60
+    ) as second:
         await second.send(submit({"value": "new"}, id="new"))
         run2 = await drain(second)
 
@@ -168,24 +170,39 @@ async def test_on_restart_rerun_runs_the_interrupted_job_again(tmp_path: Path) -
 def test_templates_status_and_ids_survive_a_restart(tmp_path: Path) -> None:
     state = str(tmp_path / "state.db")
     tpl = {"params": {"x": 1}, "steps": [{"value": "${params.x}"}]}
-    events, rc, stderr = run_cli([
-        {"op": "define", "name": "t", "job": tpl},
-        {"op": "submit", "template": "t", "params": {"x": 7}, "name": "seven"},
-        {"op": "submit", "job": {"fail": "boom"}},
-    ], "--state", state)
+    events, rc, stderr = run_cli(
+        [
+            {"op": "define", "name": "t", "job": tpl},
+            {"op": "submit", "template": "t", "params": {"x": 7}, "name": "seven"},
+            {"op": "submit", "job": {"fail": "boom"}},
+        ],
+        "--state",
+        state,
+    )
     assert rc == 0, stderr
     assert [e["job"] for e in by_event(events, "accepted")] == ["j1", "j2"]
     lifecycle_ok(events)
 
-    events, rc, stderr = run_cli([
-        {"op": "status", "id": "s1", "job": "j1"},
-        {"op": "status", "id": "s2", "job": "j2"},
-        {"op": "submit", "template": "t"},
-    ], "--state", state)
+    events, rc, stderr = run_cli(
+        [
+            {"op": "status", "id": "s1", "job": "j1"},
+            {"op": "status", "id": "s2", "job": "j2"},
+            {"op": "submit", "template": "t"},
+        ],
+        "--state",
+        state,
+    )
     assert rc == 0, stderr
     s1, s2 = by_event(events, "status")
-    assert s1["jobs"] == [{"job": "j1", "state": "succeeded", "name": "seven",
-                           "elapsed": s1["jobs"][0]["elapsed"], "output": 7}]
+    assert s1["jobs"] == [
+        {
+            "job": "j1",
+            "state": "succeeded",
+            "name": "seven",
+            "elapsed": s1["jobs"][0]["elapsed"],
+            "output": 7,
+        }
+    ]
     assert s2["jobs"][0]["error"]["message"] == "boom"
     assert by_event(events, "accepted")[0]["job"] == "j3"  # the template, and the next id
     assert by_event(events, "finished")[0]["output"] == 1
@@ -289,9 +306,7 @@ async def test_a_state_file_in_use_is_refused(tmp_path: Path) -> None:
     async with serve("--state", str(state)) as first:
         await first.send({"op": "ping", "id": 1})
         await first.wait_for("pong")
-        _, rc, stderr = await trio.to_thread.run_sync(
-            lambda: run_cli([], "--state", str(state))
-        )
+        _, rc, stderr = await trio.to_thread.run_sync(lambda: run_cli([], "--state", str(state)))
         assert rc == 2
         assert "in use" in stderr
         await drain(first)
@@ -300,8 +315,15 @@ async def test_a_state_file_in_use_is_refused(tmp_path: Path) -> None:
 def test_without_state_nothing_touches_the_disk(tmp_path: Path) -> None:
     src = str(Path(__file__).resolve().parent.parent / "src")
     commands = b'{"op":"define","name":"t","job":{"value":1}}\n{"op":"submit","template":"t"}\n'
-    proc = subprocess.run(SERVE, input=commands, cwd=tmp_path, capture_output=True, check=False,
-                          env={**ENV, "PYTHONPATH": src}, timeout=60)
+    proc = subprocess.run(
+        SERVE,
+        input=commands,
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        env={**ENV, "PYTHONPATH": src},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert b'"finished"' in proc.stdout
     assert list(tmp_path.iterdir()) == []
@@ -312,8 +334,11 @@ def test_without_state_nothing_touches_the_disk(tmp_path: Path) -> None:
 
 def replies(events: list[Event]) -> list[tuple[Any, ...]]:
     """The answers to commands, in order (job events interleave with them by timing)."""
-    return [(e["event"], e.get("id"), e.get("code"), e.get("job")) for e in events
-            if e["event"] in ("accepted", "error", "status", "pong", "defined")]
+    return [
+        (e["event"], e.get("id"), e.get("code"), e.get("job"))
+        for e in events
+        if e["event"] in ("accepted", "error", "status", "pong", "defined")
+    ]
 
 
 @pytest.mark.parametrize("queue", ["2", "64"])

@@ -28,8 +28,10 @@ TEMPLATES = {"greet": {"params": {"who": "you"}, "steps": [{"value": "hi ${param
         (s.run(["make", "-j2"]), {"run": ["make", "-j2"]}),
         (s.run(("make",)), {"run": ["make"]}),
         (s.run("echo hi | wc -c"), {"run": "echo hi | wc -c"}),
-        (s.run(["cat"], env={"A": "1"}, cwd="/tmp", stdin="in", grace=2),
-         {"run": ["cat"], "env": {"A": "1"}, "cwd": "/tmp", "stdin": "in", "grace": 2}),
+        (
+            s.run(["cat"], env={"A": "1"}, cwd="/tmp", stdin="in", grace=2),
+            {"run": ["cat"], "env": {"A": "1"}, "cwd": "/tmp", "stdin": "in", "grace": 2},
+        ),
         (s.seq(s.value(1), s.value(2)), {"seq": [{"value": 1}, {"value": 2}]}),
         (s.par(s.value(1), s.sleep(1)), {"par": [{"value": 1}, {"sleep": 1}]}),
         (s.par(s.value(1), limit=3), {"par": [{"value": 1}], "limit": 3}),
@@ -39,16 +41,27 @@ TEMPLATES = {"greet": {"params": {"who": "you"}, "steps": [{"value": "hi ${param
         (s.use("greet"), {"use": "greet"}),
         (s.use("greet", who="me"), {"use": "greet", "with": {"who": "me"}}),
         (s.retry(s.run("x"), 3), {"run": "x", "retry": {"attempts": 3}}),
-        (s.retry(s.run("x"), 3, backoff=0.5, factor=3),
-         {"run": "x", "retry": {"attempts": 3, "backoff": 0.5, "factor": 3}}),
+        (
+            s.retry(s.run("x"), 3, backoff=0.5, factor=3),
+            {"run": "x", "retry": {"attempts": 3, "backoff": 0.5, "factor": 3}},
+        ),
         (s.timeout(s.sleep(9), 2), {"sleep": 9, "timeout": 2}),
         (s.named(s.value(1), "one"), {"value": 1, "name": "one"}),
         (s.job(s.value(1)), {"steps": [{"value": 1}]}),
-        (s.job(s.value(1), name="j", timeout=5, retry=2, params={"p": 1}),
-         {"steps": [{"value": 1}], "name": "j", "timeout": 5, "retry": {"attempts": 2},
-          "params": {"p": 1}}),
-        (s.job(s.value(1), retry={"attempts": 2, "backoff": 1}),
-         {"steps": [{"value": 1}], "retry": {"attempts": 2, "backoff": 1}}),
+        (
+            s.job(s.value(1), name="j", timeout=5, retry=2, params={"p": 1}),
+            {
+                "steps": [{"value": 1}],
+                "name": "j",
+                "timeout": 5,
+                "retry": {"attempts": 2},
+                "params": {"p": 1},
+            },
+        ),
+        (
+            s.job(s.value(1), retry={"attempts": 2, "backoff": 1}),
+            {"steps": [{"value": 1}], "retry": {"attempts": 2, "backoff": 1}},
+        ),
     ],
 )
 def test_each_builder_makes_exactly_the_protocol_json(built: Any, expected: Any) -> None:
@@ -61,16 +74,21 @@ def test_the_issue_example_round_trips_through_the_validator() -> None:
     job = s.seq(s.run(["make"]), s.retry(s.run("curl -fsS http://localhost/"), attempts=3))
     spec = validate_job(job)
     assert spec.body.path == "steps[0]"  # the bare `seq` step is the job's body
-    assert job == {"seq": [{"run": ["make"]},
-                           {"run": "curl -fsS http://localhost/", "retry": {"attempts": 3}}]}
+    assert job == {
+        "seq": [{"run": ["make"]}, {"run": "curl -fsS http://localhost/", "retry": {"attempts": 3}}]
+    }
 
 
 def test_modifiers_stack_and_never_change_their_argument() -> None:
     base = s.run("flaky")
     built = s.named(s.timeout(s.retry(base, 4, backoff=1), 10), "fetch")
     assert base == {"run": "flaky"}
-    assert built == {"run": "flaky", "retry": {"attempts": 4, "backoff": 1}, "timeout": 10,
-                     "name": "fetch"}
+    assert built == {
+        "run": "flaky",
+        "retry": {"attempts": 4, "backoff": 1},
+        "timeout": 10,
+        "name": "fetch",
+    }
     validate_job(built)
 
 
@@ -114,8 +132,9 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
     many = st.lists(children, min_size=1, max_size=3)
     return st.one_of(
         many.map(lambda steps: s.seq(*steps)),
-        st.builds(lambda steps, limit: s.par(*steps, limit=limit), many,
-                  st.none() | st.integers(1, 4)),
+        st.builds(
+            lambda steps, limit: s.par(*steps, limit=limit), many, st.none() | st.integers(1, 4)
+        ),
         many.map(lambda steps: s.race(*steps)),
         st.builds(s.try_, children, st.none() | children),
         st.builds(s.retry, children, st.integers(1, 5), backoff=st.none() | st.floats(0, 2)),

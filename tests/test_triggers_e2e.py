@@ -51,8 +51,10 @@ async def test_callbacks_alerts_and_schedules_over_pipes() -> None:
                     ev = await d.wait_until(lambda e: e["event"] == "callback")
                     seen |= {ev["callback"]} & {2, 3}
                 repeat = await d.wait_for("alert", repeat=1)
-                await d.send({"op": "ack", "id": 2, "alert": repeat["alert"]},
-                             {"op": "ack", "id": 3, "alert": repeat["alert"]})
+                await d.send(
+                    {"op": "ack", "id": 2, "alert": repeat["alert"]},
+                    {"op": "ack", "id": 3, "alert": repeat["alert"]},
+                )
                 await d.wait_for("acked", id=2, alert="a1")
                 assert (await d.wait_for("error", id=3))["code"] == "already_acked"
 
@@ -60,8 +62,9 @@ async def test_callbacks_alerts_and_schedules_over_pipes() -> None:
                 scheduled = await d.wait_for("scheduled", id=4)
                 assert scheduled["schedule"] == "s1"
                 await d.wait_until(lambda e: e["event"] == "accepted" and "schedule" in e)
-                await d.send({"op": "unschedule", "id": 5, "schedule": "s1"},
-                             {"op": "status", "id": 6})
+                await d.send(
+                    {"op": "unschedule", "id": 5, "schedule": "s1"}, {"op": "status", "id": 6}
+                )
                 await d.wait_for("unscheduled", id=5)
                 status = await d.wait_for("status", id=6)
                 assert (status["alerts"], status["schedules"]) == ([], [])
@@ -84,9 +87,14 @@ async def test_callbacks_alerts_and_schedules_over_pipes() -> None:
 def test_eof_drains_pending_webhooks_before_bye() -> None:
     with HttpServer() as srv:
         slow = srv.script("/slow", Answer(200, {}, delay=0.3))
-        events, rc, stderr = run_cli([
-            {"op": "submit", "job": {"steps": [{"value": 1}], "on_finish": [{"webhook": slow}]}},
-        ])
+        events, rc, stderr = run_cli(
+            [
+                {
+                    "op": "submit",
+                    "job": {"steps": [{"value": 1}], "on_finish": [{"webhook": slow}]},
+                },
+            ]
+        )
     assert rc == 0, stderr
     kinds = [e["event"] for e in events]
     assert kinds == ["ready", "accepted", "started", "finished", "callback", "bye"]
@@ -94,18 +102,27 @@ def test_eof_drains_pending_webhooks_before_bye() -> None:
 
 
 def test_schedules_stop_at_eof_and_refusals_are_errors() -> None:
-    events, rc, _ = run_cli([
-        {"op": "schedule", "id": 1, "cron": "0 3 * * *", "tz": "UTC", "job": {"value": 1}},
-        {"op": "schedule", "id": 2, "every": 5, "job": {"steps": [{"fail": 3}]}},
-        {"op": "ack", "id": 3, "alert": "a1"},
-        {"op": "unschedule", "id": 4, "schedule": "s9"},
-        {"op": "stats", "id": 5},
-    ], "--callback-drain", "1", "--alert-repeat", "0")
+    events, rc, _ = run_cli(
+        [
+            {"op": "schedule", "id": 1, "cron": "0 3 * * *", "tz": "UTC", "job": {"value": 1}},
+            {"op": "schedule", "id": 2, "every": 5, "job": {"steps": [{"fail": 3}]}},
+            {"op": "ack", "id": 3, "alert": "a1"},
+            {"op": "unschedule", "id": 4, "schedule": "s9"},
+            {"op": "stats", "id": 5},
+        ],
+        "--callback-drain",
+        "1",
+        "--alert-repeat",
+        "0",
+    )
     assert rc == 0
     by_id = {e.get("id"): e for e in events}
     assert by_id[1]["event"] == "scheduled"
     assert by_id[1]["next"] % 86400 == 3 * 3600  # 03:00 UTC
     assert (by_id[2]["code"], by_id[3]["code"], by_id[4]["code"]) == (
-        "invalid_job", "unknown_alert", "unknown_schedule")
+        "invalid_job",
+        "unknown_alert",
+        "unknown_schedule",
+    )
     assert (by_id[5]["alerts"], by_id[5]["schedules"]) == ([], 1)
     assert events[-1]["event"] == "bye"

@@ -123,8 +123,10 @@ class Tour:
 
     def retry(self) -> None:
         self.say("A flaky command: it fails until a counter file reaches 3. `retry` recovers.")
-        script = ('n=$(( $(cat count 2>/dev/null || echo 0) + 1 )); echo $n > count; '
-                  'echo "attempt $n"; [ "$n" -ge 3 ]')
+        script = (
+            "n=$(( $(cat count 2>/dev/null || echo 0) + 1 )); echo $n > count; "
+            'echo "attempt $n"; [ "$n" -ge 3 ]'
+        )
         step = s.retry(s.run(script, cwd=str(self.workdir)), attempts=5, backoff=0.1, factor=2)
         output = self.client.submit(step).wait(timeout=10)
         expect(output["stdout"] == "attempt 3\n", f"unexpected output {output}")
@@ -197,9 +199,10 @@ def main(pause: float | None = None, out: TextIO | None = None) -> int:
     pause = pause if pause is not None else (0.4 if is_tty(stream) else 0.0)
     narrator.text(_INTRO)
     args = ("--workers", str(WORKERS), "--heartbeat", "0")
-    with tempfile.TemporaryDirectory(prefix="stepline-demo-") as workdir, Client(
-        args, command=SERVE, tap=narrator.wire
-    ) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="stepline-demo-") as workdir,
+        Client(args, command=SERVE, tap=narrator.wire) as client,
+    ):
         failed = _play(client, narrator, Path(workdir), pause)
         narrator.heading("Shutdown")
         narrator.say("Closing stdin drains: accepted jobs finish, then `bye`, then exit 0.")

@@ -284,4 +284,3 @@ _RENDER: dict[str, Callable[[dict[str, Any], TextIO], None]] = {
     "mermaid": render_mermaid,
     "json": render_json,
 }
-

@@ -63,20 +63,48 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--max-line", type=_positive_int, default=DEFAULT_MAX_LINE)
     serve.add_argument("--keep", type=_non_negative_int, default=1000, help="finished jobs kept")
     serve.add_argument("--trace", action="store_true", help="emit `step` events")
-    serve.add_argument("--alert-repeat", type=_seconds, default=60.0, metavar="S",
-                       help="announce an open alert again every S seconds; 0: never")
-    serve.add_argument("--callback-limit", type=_positive_int, default=8, metavar="N",
-                       help="webhook/run callbacks running at once")
-    serve.add_argument("--callback-drain", type=_seconds, default=30.0, metavar="S",
-                       help="seconds a draining shutdown waits for pending callbacks")
-    serve.add_argument("--allow-run", type=_allow_run, default=None, metavar="all|none|PROG,...",
-                       help="programs `run` steps may start, matched exactly against argv[0] "
-                       "(/bin/sh for a shell line); default: all")
-    serve.add_argument("--state", metavar="PATH", default=None,
-                       help="SQLite file that keeps accepted jobs and templates across crashes")
-    serve.add_argument("--on-restart", choices=["rerun", "fail"], default="rerun",
-                       help="with --state: jobs that were running when stepline died are run "
-                       "again, or failed with error type `interrupted`")
+    serve.add_argument(
+        "--alert-repeat",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="announce an open alert again every S seconds; 0: never",
+    )
+    serve.add_argument(
+        "--callback-limit",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="webhook/run callbacks running at once",
+    )
+    serve.add_argument(
+        "--callback-drain",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds a draining shutdown waits for pending callbacks",
+    )
+    serve.add_argument(
+        "--allow-run",
+        type=_allow_run,
+        default=None,
+        metavar="all|none|PROG,...",
+        help="programs `run` steps may start, matched exactly against argv[0] "
+        "(/bin/sh for a shell line); default: all",
+    )
+    serve.add_argument(
+        "--state",
+        metavar="PATH",
+        default=None,
+        help="SQLite file that keeps accepted jobs and templates across crashes",
+    )
+    serve.add_argument(
+        "--on-restart",
+        choices=["rerun", "fail"],
+        default="rerun",
+        help="with --state: jobs that were running when stepline died are run "
+        "again, or failed with error type `interrupted`",
+    )
     serve.set_defaults(run=_serve)
 
 
@@ -168,8 +196,13 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     run.add_argument("files", nargs="+", metavar="FILE", help="job file, or - for stdin")
     run.add_argument("--workers", type=_positive_int, default=4, help="jobs running at once")
-    run.add_argument("--template", action="append", default=[], metavar="NAME=FILE",
-                     help="define a template for `use` steps (repeatable)")
+    run.add_argument(
+        "--template",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="define a template for `use` steps (repeatable)",
+    )
     run.set_defaults(run=_run)
 
 
@@ -181,8 +214,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser("demo", help="a short narrated tour of stepline (a few seconds)")
-    demo.add_argument("--pause", type=_seconds, default=None,
-                      help="seconds between scenes (default: 0.4 on a terminal, else 0)")
+    demo.add_argument(
+        "--pause",
+        type=_seconds,
+        default=None,
+        help="seconds between scenes (default: 0.4 on a terminal, else 0)",
+    )
     demo.set_defaults(run=_run_demo)
 
 

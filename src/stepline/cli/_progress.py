@@ -135,8 +135,10 @@ class LiveView:
         states = Counter(h.state for _, h in jobs)
         done = len(jobs) - states[JobState.QUEUED] - states[JobState.RUNNING]
         failed = done - states[JobState.SUCCEEDED]
-        return (f"{done}/{len(jobs)} done, {states[JobState.RUNNING]} running, "
-                f"{states[JobState.QUEUED]} queued, {failed} not succeeded")
+        return (
+            f"{done}/{len(jobs)} done, {states[JobState.RUNNING]} running, "
+            f"{states[JobState.QUEUED]} queued, {failed} not succeeded"
+        )
 
 
 def _clip(line: str, width: int) -> str:

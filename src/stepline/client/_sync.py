@@ -262,8 +262,9 @@ class Client:
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> None:
         """Wait (holding ``_changed``) until ``predicate``; raises on timeout or disconnect."""
-        if not self._changed.wait_for(lambda: predicate() or self._session.gone is not None,
-                                      timeout):
+        if not self._changed.wait_for(
+            lambda: predicate() or self._session.gone is not None, timeout
+        ):
             raise TimeoutError(f"no answer from stepline serve within {timeout}s")
         if not predicate():
             raise ClientError(DISCONNECTED, self._session.gone or "disconnected")

@@ -115,9 +115,7 @@ async def run_step(step: Step, ctx: StepContext) -> Any:
     return output
 
 
-async def with_modifiers(
-    attempt: Callable[[], Awaitable[Any]], mods: Modifiers, path: str
-) -> Any:
+async def with_modifiers(attempt: Callable[[], Awaitable[Any]], mods: Modifiers, path: str) -> Any:
     """Apply ``retry`` around ``timeout`` around ``attempt``."""
     if mods.retry is None:
         return await _with_timeout(attempt, mods, path)

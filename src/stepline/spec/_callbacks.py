@@ -53,9 +53,7 @@ _METHODS: Final = ("POST", "PUT", "PATCH")
 _OPTIONS: Final[Mapping[str, frozenset[str]]] = {
     "notify": frozenset(("notify", "when")),
     "alert": frozenset(("alert", "when")),
-    "webhook": frozenset(
-        ("webhook", "when", "headers", "payload", "method", "timeout", "retry")
-    ),
+    "webhook": frozenset(("webhook", "when", "headers", "payload", "method", "timeout", "retry")),
     "run": frozenset(("run", "when", "env", "cwd", "grace", "timeout")),
 }
 

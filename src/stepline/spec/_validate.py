@@ -175,7 +175,7 @@ def _unknown_key(key: object, kind: str | None = None) -> str:
     where = f" for a {kind} step" if kind else ""
     message = f"unknown key {_show_key(key)}{where}"
     if type(key) is str and key in _JOB_KEYS:
-        message += ": it is a job key; put the step in a job's \"steps\" list to use it"
+        message += ': it is a job key; put the step in a job\'s "steps" list to use it'
     elif type(key) is str:
         import difflib  # start-up time: needed only for a message
 

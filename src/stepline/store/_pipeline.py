@@ -68,8 +68,9 @@ class SubmitPipeline:
             return True
         except Exception as exc:  # a bug in stepline: report it, keep serving (as dispatch does)
             log.exception("internal error staging %r", command)
-            await self._refuse("internal", f"internal error: {type(exc).__name__}: {exc}",
-                               request_id)
+            await self._refuse(
+                "internal", f"internal error: {type(exc).__name__}: {exc}", request_id
+            )
             return True
         self._staged.append(staged)
         if len(self._staged) >= MAX_STAGED:

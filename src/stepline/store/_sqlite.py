@@ -370,8 +370,14 @@ class Store:
         name = os.fspath(path)
         limiter = trio.CapacityLimiter(1)
         conn, snapshot = await trio.to_thread.run_sync(_open, name, keep, limiter=limiter)
-        return cls(conn, snapshot, keep=keep, path=name, write_ahead_start=write_ahead_start,
-                   limiter=limiter)
+        return cls(
+            conn,
+            snapshot,
+            keep=keep,
+            path=name,
+            write_ahead_start=write_ahead_start,
+            limiter=limiter,
+        )
 
     def bind(self, emit: EmitFn, next_number: Callable[[], int]) -> None:
         """Where held ``finished`` events go, and where the id counter is read from."""

@@ -214,6 +214,7 @@ def _structure(obj: dict[str, Any]) -> Command:
 def _explain(exc: BaseException, type_: Any) -> str:
     """One field's problem in a driver's words (cattrs' defaults name Python types)."""
     import cattrs
+
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         return f"unknown field(s) {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, KeyError):
@@ -263,4 +264,3 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda t: t == dict[str, Any], _strict_object)
     converter.register_structure_hook_func(lambda t: t is Any, lambda value, _: value)
     return converter
-
