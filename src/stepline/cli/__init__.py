@@ -1,0 +1,1 @@
+"""The command line: `stepline serve`, `run`, `check`, `graph` and `demo`."""

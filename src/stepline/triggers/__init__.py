@@ -1,0 +1,1 @@
+"""Triggers: callbacks, alerts and schedules, attached to an executor from outside."""

@@ -37,8 +37,8 @@ from stepline import AlreadyFinished, Config, Executor, QueueFull, ShuttingDown,
 from stepline.engine._jobs import Job
 from stepline.wire._events import Event
 
-from .executor_model import AMBIGUOUS, Err, Ok, job_outcome
-from .hypothesis_profiles import note, scaled
+from ..executor_model import AMBIGUOUS, Err, Ok, job_outcome
+from ..hypothesis_profiles import note, scaled
 
 # -- programs ----------------------------------------------------------------------------------
 

@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from stepline import Config
 from stepline.server._serve import Server
 
-from .driver import lifecycle_ok, run_cli
-from .hypothesis_profiles import note, scaled
+from ..driver import lifecycle_ok, run_cli
+from ..hypothesis_profiles import note, scaled
 
 Event = dict[str, Any]
 MAX_LINE: Final = 400

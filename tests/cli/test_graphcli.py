@@ -17,9 +17,9 @@ from stepline import InvalidJob
 from stepline.cli._main import main
 from stepline.spec._validate import validate_job
 
-from .driver import ENV, lifecycle_ok, run_cli, serve
+from ..driver import ENV, lifecycle_ok, run_cli, serve
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "graph-etl.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "graph-etl.json"
 
 SMALL = {
     "name": "small",

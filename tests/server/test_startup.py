@@ -19,7 +19,7 @@ from stepline import Config, Executor
 from stepline.server._dispatch import dispatch
 from stepline.wire._commands import Ack, Schedule, Stats, Status
 
-from .conftest import MemoryOutbox
+from ..conftest import MemoryOutbox
 
 Event = dict[str, Any]
 

@@ -23,8 +23,8 @@ from stepline.spec._validate import validate_job, validate_template
 from stepline.store._sqlite import Store
 from stepline.wire._commands import Ack, Stats, Status
 
-from .conftest import MemoryOutbox
-from .http_server import Answer, HttpServer, statuses
+from ..conftest import MemoryOutbox
+from ..http_server import Answer, HttpServer, statuses
 
 Event = dict[str, Any]
 FAST_RETRY = {"attempts": 3, "backoff": 0.01, "factor": 1}

@@ -11,7 +11,7 @@ from stepline import QueueFull, ShuttingDown, UnknownTemplate
 from stepline.engine._interpret import _KINDS
 from stepline.spec._model import Log
 
-from .conftest import running_executor
+from ..conftest import running_executor
 
 
 async def run_one(job: Any, **config: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import trio
 
 from stepline import __version__
 
-from .driver import Event, lifecycle_ok, run_cli, serve
+from ..driver import Event, lifecycle_ok, run_cli, serve
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 
 from stepline.cli import _demo
 
-from .driver import ENV
+from ..driver import ENV
 
 SCENE_TITLES = [f"== {n}. {title}" for n, (title, _) in enumerate(_demo.SCENES, 1)]
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import trio
 
-from .driver import SERVE, Driver, lifecycle_ok
-from .proc_tools import (
+from ..driver import SERVE, Driver, lifecycle_ok
+from ..proc_tools import (
     new_tag,
     rss_bytes,
     tagged_env,

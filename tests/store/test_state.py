@@ -21,8 +21,8 @@ from stepline import Config, Executor
 from stepline.store import _sqlite as _store
 from stepline.store._sqlite import Store, StoreFailed
 
-from .conftest import MemoryOutbox
-from .driver import ENV, SERVE, Driver, Event, lifecycle_ok, run_cli, serve
+from ..conftest import MemoryOutbox
+from ..driver import ENV, SERVE, Driver, Event, lifecycle_ok, run_cli, serve
 
 SLEEP = 2.5  # seconds the "long" subprocess jobs run: long enough to kill them mid-run
 RECORDED = 0.5  # ample time for a `running` record to be committed (it takes milliseconds)
@@ -313,7 +313,7 @@ async def test_a_state_file_in_use_is_refused(tmp_path: Path) -> None:
 
 
 def test_without_state_nothing_touches_the_disk(tmp_path: Path) -> None:
-    src = str(Path(__file__).resolve().parent.parent / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     commands = b'{"op":"define","name":"t","job":{"value":1}}\n{"op":"submit","template":"t"}\n'
     proc = subprocess.run(
         SERVE,

@@ -20,7 +20,7 @@ from stepline.cli._progress import LiveView, PlainView
 from stepline.cli._run import BadFile, Entry, load_entries, load_file, load_templates, main
 from stepline.cli._run import run_entries as run_entries_
 
-from .driver import ENV
+from ..driver import ENV
 
 
 def write(path: Path, *jobs: Any, lines: bool = False) -> str:

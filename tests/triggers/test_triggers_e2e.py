@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trio
 
-from .driver import run_cli, serve
-from .http_server import Answer, HttpServer
+from ..driver import run_cli, serve
+from ..http_server import Answer, HttpServer
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from stepline.spec._model import Run, Step, Value
 from stepline.spec._policy import _run_steps, check_run_policy, parse_allow_run
 from stepline.spec._validate import validate_job
 
-from .conftest import running_executor
-from .driver import ENV, SERVE, run_cli
+from ..conftest import running_executor
+from ..driver import ENV, SERVE, run_cli
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from stepline import InvalidJob
 from stepline.spec._model import Http
 from stepline.spec._validate import validate_job
 
-from .conftest import running_executor
-from .http_server import Answer, HttpServer, statuses
+from ..conftest import running_executor
+from ..http_server import Answer, HttpServer, statuses
 
 
 @pytest.fixture

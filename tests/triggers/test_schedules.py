@@ -21,7 +21,7 @@ from stepline.triggers._clock import SystemClock, TrioWallClock, sleep_until
 from stepline.triggers._schedules import CronTiming
 from stepline.wire._commands import Schedule, Status, Unschedule
 
-from .conftest import MemoryOutbox
+from ..conftest import MemoryOutbox
 
 Event = dict[str, Any]
 UTC = datetime.UTC

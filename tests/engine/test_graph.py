@@ -25,7 +25,7 @@ from stepline.spec._graph import MAX_TASKS, find_cycle
 from stepline.spec._model import Deferred, Graph, Seq, Sleep
 from stepline.spec._validate import validate_job
 
-from .conftest import MemoryOutbox, running_executor
+from ..conftest import MemoryOutbox, running_executor
 
 Event = dict[str, Any]
 
