@@ -168,9 +168,9 @@ def _tune_collector() -> None:
 
     A job allocates a few dozen containers that almost all die by reference counting, yet every
     generation-0 collection (each 700 net allocations by default) walks the young objects still
-    alive, such as the queued jobs. That was 5 % of a trivial job's instructions; with a 10,000
-    threshold and the start-up objects frozen out of later full collections it is 3.5 % less
-    (124k -> 119k). Cyclic garbage waits at most 10,000 allocations longer to be freed.
+    alive, such as the queued jobs: a visible share of a trivial job (NOTES.md, Performance). With
+    a 10,000 threshold and the start-up objects frozen out of later full collections, cyclic
+    garbage waits at most 10,000 allocations longer to be freed.
     """
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_run(commands)
     _add_demo(commands)
-    add_graph_commands(commands)  # check, graph (_graphcli.py)
+    add_graph_commands(commands)  # check, graph (cli/_graph.py)
     return parser
 
 

@@ -83,12 +83,12 @@ class Config:
     heartbeat: float = field(default=1.0, validator=_finite_non_negative)  # 0 disables
     keep: int = field(default=1000, validator=validators.ge(0))
     trace: bool = False
-    # Issue 4 (callbacks and triggers): seconds between repeats of an open alert (0: none),
+    # Triggers: seconds between repeats of an open alert (0: none),
     # webhook/run callbacks running at once, seconds a drain waits for pending callbacks.
     alert_repeat: float = field(default=60.0, validator=_finite_non_negative)
     callback_limit: int = field(default=8, validator=_positive)
     callback_drain: float = field(default=30.0, validator=_finite_non_negative)
-    # Programs a `run` step may start (argv[0]); None: all. See _policy.py.
+    # Programs a `run` step may start (argv[0]); None: all. See spec/_policy.py.
     allow_run: AllowRun = field(default=None, converter=parse_allow_run)
 
 
@@ -121,7 +121,7 @@ class Executor:
         self.queue = JobQueue(config.queue_size)
         self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
         self.closed = trio.Event()
-        self.store = store  # --state: see _store.py; None keeps every path in memory
+        self.store = store  # --state: see stepline.store; None keeps every path in memory
         self._reserved = 0  # queue slots held by staged (durable, not yet accepted) submits
         if store is not None:
             store.bind(outbox.emit, lambda: self.table.next_number)
@@ -196,7 +196,7 @@ class Executor:
             running.append(job)
             self.table.start(job, scope)
             if self.store is not None and self.store.write_ahead_start:
-                await self.store.wait_recorded()  # --on-restart fail: see _store.py
+                await self.store.wait_recorded()  # --on-restart fail: see stepline.store
             outcome = await self._execute(job)
             running.clear()
             self._conclude(job, outcome)
@@ -504,7 +504,7 @@ class Executor:
 def _may_be_interrupted(job: Job) -> bool:
     """Whether the job's scope can have been cancelled: only a cancel (which records its reason
     first, ``JobTable.cancel``) or the job's own deadline cancels it. Asking the scope
-    (``cancel_called`` reads the clock) for every other job was 3 % of a trivial job."""
+    (``cancel_called`` reads the clock) for every other job shows on the trivial path."""
     return job.cancel_reason is not None or job.spec.timeout is not None
 
 

@@ -89,7 +89,7 @@ class Job:
         if self.started_at is None:
             return 0.0
         end = self.finished_at if self.finished_at is not None else trio.current_time()
-        return round((end - self.started_at) * 1e6) / 1e6  # to the µs; round(x, 6) costs 2x
+        return round((end - self.started_at) * 1e6) / 1e6  # to the µs; round(x, 6) is dearer
 
     def record(self) -> dict[str, Any]:
         """The job's entry in a ``status`` reply."""
@@ -107,7 +107,7 @@ class Job:
 
 
 class TableObserver(Protocol):
-    """Sees every start and finish as it happens (the ``--state`` store, see ``_store.py``).
+    """Sees every start and finish as it happens (the ``--state`` store, :mod:`stepline.store`).
 
     Called synchronously inside the transition, so it must not block or ``await``: it records
     the change and returns. ``on_finished`` takes over writing the ``finished`` event, so the

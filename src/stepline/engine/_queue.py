@@ -4,8 +4,8 @@ Every job goes in with :meth:`JobQueue.put_nowait` (or :meth:`~JobQueue.put`) an
 :meth:`~JobQueue.take_nowait` (or :meth:`~JobQueue.take`), so the count kept here is exact.
 
 Why keep a count when the channel has ``statistics()``? That builds a frozen attrs object per
-call: 13,000 machine instructions, against 1,000 for a length. A submit asks whether the queue is
-full every time, so asking the channel was 7 % of a trivial job's whole cost.
+call, about ten times the cost of a length, and a submit asks whether the queue is full every
+time (the instruction counts are in NOTES.md, Performance).
 
 The queue holds :class:`~stepline.engine._jobs.Job` records, some of which may be tombstones: jobs
 cancelled while queued, skipped by the worker that takes them. :meth:`~JobQueue.compact` drops

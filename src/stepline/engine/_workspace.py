@@ -3,29 +3,28 @@
 ``run`` steps without a ``cwd`` of their own run in it, and ``${job.workspace}`` names it, so the
 tasks of a graph can hand files to each other (``fetch`` writes ``a.csv``, ``load`` reads it).
 
-Why lazily: creating and removing a directory is not free — on the ext4 disk these notes were
-measured on, ``mkdir`` took about 60 µs and ``rmdir`` about 210 µs, as much as a third of
-starting a process. Most jobs (``{"value": 1}``, ``sleep``, ``http``) never touch a directory, so
-the workspace is created on first use: when a ``run`` step without ``cwd`` starts, or when
-``${job.workspace}`` is resolved. A job that never uses it costs one small object and no syscall.
+Why lazily: creating and removing a directory is not free (a ``mkdir`` and an ``rmdir`` cost as much
+as a third of starting a process; NOTES.md, "The workspace"). Most jobs (``{"value": 1}``,
+``sleep``, ``http``) never touch a directory, so the workspace is created on first use: when a
+``run`` step without ``cwd`` starts, or when ``${job.workspace}`` is resolved. A job that never uses
+it costs one small object and no syscall.
 
 Removal happens when the job's steps are done, before its ``finished`` event (a driver that sees
 ``finished`` may rely on the directory being gone), in a worker thread (a big tree must not stall
 the event loop) and shielded from cancellation (a cancelled job is still cleaned up). A job with
 ``keep_workspace: true`` keeps it; a ``workspace`` event then tells where it is.
 
-Why a pool: on this machine's ext4 disk a ``mkdir`` and an ``rmdir`` cost about 175 µs of CPU
-per job, and the thread hops that kept them off the event loop as much again: for
-``{"run": ["true"]}`` jobs that halved throughput. So the executor keeps a :class:`WorkspacePool`
-of empty directories (at most one per worker). A finished job's directory is handed to a later
-job instead of being removed only if it is as good as new, which :func:`_reusable` checks: it is
-still a directory of ours with mode 0700, it is empty, and no process the job started is alive in
-its process group (a background process left behind could otherwise write into the next job's
-directory; the directory is removed under it instead, as before). A process that left its group
-with ``setsid`` is out of sight here, as it is out of reach of a stop. Everything else — a file
-left behind, a kept workspace, a full pool — is removed as before. Names therefore carry no job
-id (``stepline-k2x9…``), and when ``finished`` is emitted the job's files are gone but its
-directory may live on, empty, for another job.
+Why a pool: a ``mkdir`` and an ``rmdir`` per job, and the thread hops that keep them off the event
+loop, cost as much CPU as the rest of a ``{"run": ["true"]}`` job (NOTES.md, "The workspace"). So
+the executor keeps a :class:`WorkspacePool` of empty directories (at most one per worker). A
+finished job's directory is handed to a later job instead of being removed only if it is as good as
+new, which :func:`_reusable` checks: it is still a directory of ours with mode 0700, it is empty,
+and no process the job started is alive in its process group (a background process left behind could
+otherwise write into the next job's directory; the directory is removed under it instead, as
+before). A process that left its group with ``setsid`` is out of sight here, as it is out of reach
+of a stop. Everything else — a file left behind, a kept workspace, a full pool — is removed as
+before. Names therefore carry no job id (``stepline-k2x9…``), and when ``finished`` is emitted the
+job's files are gone but its directory may live on, empty, for another job.
 """
 
 from __future__ import annotations
@@ -64,8 +63,9 @@ log = logging.getLogger("stepline")
 
 def without_files(body: Step) -> bool:
     """Whether a job with this body can never use a workspace: one leaf step that touches no
-    directory. Such a job gets no :class:`Workspace` object at all, which was 4 % of the cost of
-    a ``{"value": 1}`` job. Anything else gets one, created only if used."""
+    directory. Such a job gets no :class:`Workspace` object at all: on the hot path of trivial
+    jobs even that small object shows (NOTES.md, Performance). Anything else gets one,
+    created only if used."""
     return type(body) in _FILELESS
 
 
@@ -166,8 +166,9 @@ class Workspace:
     async def ensure(self) -> str:
         """:meth:`path`, creating a new directory in a worker thread.
 
-        ``mkdir`` on a journaled disk took 60-325 µs here; on the event loop that serialised every
-        worker behind it, in a thread they overlap. A pooled directory needs no syscall at all.
+        ``mkdir`` on a journaled disk can take hundreds of microseconds; on the event loop that
+        would serialise every worker behind it, in a thread they overlap. A pooled directory
+        needs no syscall at all.
         """
         if self._path is not None:
             return self._path

@@ -203,7 +203,7 @@ class _ReadEnd:
 
     Not trio's ``FdStream``: :func:`_drain_outputs` reads both pipes of a child as epoll reports
     them ready, so it needs a read that never waits; and without the stream object and its
-    conflict detector a ``true`` job cost 5 % fewer instructions.
+    conflict detector a ``true`` job costs less (NOTES.md, Performance).
     """
 
     __slots__ = ("fd",)
@@ -287,9 +287,9 @@ def _spawn(
 ) -> _Child:
     """Start the child in a new session with piped output, on the event loop, synchronously.
 
-    Why not in a worker thread, as :func:`trio.lowlevel.open_process` does? Measured here,
-    2,000 ``true`` at concurrency 8: the thread hops doubled our CPU per process (2.4 s against
-    1.1 s) and cut throughput from about 1,000/s to 600/s on two cores. ``Popen`` forks with
+    Why not in a worker thread, as :func:`trio.lowlevel.open_process` does? The thread hops
+    (and the GIL traffic they bring) doubled our CPU per process and cut throughput by a third
+    (NOTES.md, Performance). ``Popen`` forks with
     ``vfork`` and returns once the child has exec'd, a few hundred microseconds for a small
     program: that is how long the loop is held, the same serial spawn ``xargs`` does. Being
     synchronous also means there is no moment at which a started child is not yet ours to stop.
@@ -451,8 +451,8 @@ async def _drain_outputs(child: _Child, out: _Capture, err: _Capture) -> None:
     """Read stdout and stderr to EOF, both at once, in this one task where Linux allows.
 
     Both must be read concurrently: a child blocked on a full stderr pipe never closes stdout.
-    A second task for stderr (a nursery per process) cost 142k instructions of a
-    ``{"run": ["true"]}`` job's 570k. So both pipes go into a private epoll instead, the way
+    A second task for stderr (a nursery per process) was a quarter of a ``{"run": ["true"]}``
+    job's cost (NOTES.md, Performance). So both pipes go into a private epoll instead, the way
     :meth:`subprocess.Popen.communicate` selects over both in one thread, and trio waits on that
     epoll's one fd like on any other. Each wait is a checkpoint, so a child that never stops
     writing still lets others run and a cancel land.

@@ -61,7 +61,7 @@ class Server:
         self.outbox = StreamOutbox(stdout)
         self.executor = Executor(config, self.outbox, store=store)
         # --state: the previous run's jobs, restored now, announced after `ready`; submits
-        # pipelined so that they share commits (see _pipeline.py).
+        # pipelined so that they share commits (see store/_pipeline.py).
         self._store = store
         self._recovered: list[Recovered] = []
         self._pipeline: SubmitPipeline | None = None
@@ -154,7 +154,7 @@ class Server:
         (rare, or waiting anyway, and about a microsecond).
         """
         if self._pipeline is not None or type(line) is not bytes:
-            return False  # --state: submits are staged in order (_pipeline.py)
+            return False  # --state: submits are staged in order (store/_pipeline.py)
         plain = decode_plain_submit(line)
         return plain is not None and submit_nowait(self.executor, plain)
 

@@ -1,1 +1,1 @@
-"""Job specs: JSON in, frozen validated specs out (steps, graphs, callbacks, the run policy); no trio."""
+"""Job specs: JSON in, frozen validated specs out (steps, graphs, callbacks, policy); no trio."""

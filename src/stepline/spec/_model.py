@@ -147,7 +147,7 @@ class Http(_StepBase):
 
 @frozen(kw_only=True)
 class Task:
-    """One task of a graph (issue 3): its steps run in sequence once its ``needs`` allow.
+    """One task of a graph: its steps run in sequence once its ``needs`` allow.
 
     ``when`` is the task's ``if`` (``success``, ``failure`` or ``always``). ``later`` is set when
     the steps refer to values known only at run time (``${tasks.a.output}``, ``${job.id}``):
@@ -194,5 +194,5 @@ class JobSpec:
     timeout: float | None = None
     retry: Retry | None = None
     params: Mapping[str, Any] = field(factory=dict)
-    on_finish: tuple[Callback, ...] = ()  # run after the job's `finished` (_callbacks.py)
-    keep_workspace: bool = False  # keep the job's workspace directory (_workspace.py)
+    on_finish: tuple[Callback, ...] = ()  # run after the job's `finished` (triggers/_callbacks.py)
+    keep_workspace: bool = False  # keep the job's workspace directory (engine/_workspace.py)

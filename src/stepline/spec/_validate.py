@@ -9,7 +9,7 @@ One hand-written recursive descent does three jobs in a single pass over the raw
   finite), so the interpreters can trust a spec without re-checking anything;
 * it expands ``use`` steps into the validated jobs of their templates.
 
-Why hand-written: this runs on every ``submit``, on the hot path of 100k jobs/s. A single pass that
+Why hand-written: this runs on every ``submit``, on the hot path of every job. A single pass that
 hands back the raw objects untouched wherever nothing needs substituting is several times faster
 than a generic structuring library, and it knows step paths, which such a library does not.
 
@@ -271,7 +271,7 @@ class _Validator:
         ``overrides`` are the submit's ``params`` (or a ``use``'s ``with``), laid over the
         job's own defaults. A bare step is the job ``{"steps": [step]}``, and is its body itself,
         at ``steps[0]``: a one-step ``Seq`` around it would change nothing but cost a frozen
-        object to build and a coroutine to run (7 % of a ``{"value": 1}`` job together).
+        object to build and a coroutine to run (a visible share of a ``{"value": 1}`` job).
         """
         if type(raw) is not dict:
             raw = _job_object(raw, base)

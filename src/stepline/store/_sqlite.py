@@ -14,11 +14,12 @@ What is recorded, and when:
   job that had begun is failed as ``interrupted`` after a crash, never run a second time.
 * templates, on ``define``; the job id counter, so no id is ever handed out twice.
 
-**Why batches.** A commit in WAL mode with ``synchronous=FULL`` costs one ``fsync`` (about 1 ms on
-this kind of machine) whatever it carries; a row costs a few microseconds. So nothing commits
-alone: every write goes into the batch being filled, and one writer task commits the whole batch
-in one transaction while the next batch fills (group commit). Producers never wait, except a
-submit, which must see its job durable before ``accepted`` — and many submits share one commit.
+**Why batches.** A commit in WAL mode with ``synchronous=FULL`` costs one ``fsync`` (about a
+millisecond: NOTES.md, "Durable state") whatever it carries; a row costs a few microseconds. So
+nothing commits alone: every write goes into the batch being filled, and one writer task commits the
+whole batch in one transaction while the next batch fills (group commit). Producers never wait,
+except a submit, which must see its job durable before ``accepted`` — and many submits share one
+commit.
 
 **Why a trio task plus ``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``**, rather than a
 long-lived thread fed by a queue: the batch is filled by synchronous calls from the job table
@@ -85,7 +86,7 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_fin ON jobs (fin) WHERE fin IS NOT NULL;
 CREATE TABLE templates (name TEXT PRIMARY KEY, job BLOB NOT NULL);
--- The hook for schedules and alerts (issue 4): one row per object, its body as JSON.
+-- The hook for schedules and alerts: one row per object, its body as JSON.
 CREATE TABLE objects (
     kind TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, key)
 );

@@ -1,6 +1,6 @@
 """Everything that happens around jobs rather than inside them: callbacks, alerts, schedules.
 
-One object so the executor needs only a handful of one-line hooks (issue 4):
+One object so the executor needs only a handful of one-line hooks:
 
 * ``Triggers(executor, clock)`` — registers the callback hook on the job table;
 * ``await service.start(triggers.run)`` — hosts the alert repeater, the callback runner and the

@@ -1,1 +1,1 @@
-"""The wire format: bytes on stdin and stdout to and from protocol commands and events; knows no executor."""
+"""The wire format: bytes on stdin/stdout to and from commands and events; knows no executor."""

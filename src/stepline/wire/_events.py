@@ -3,8 +3,8 @@
 Events are built by the small constructors below and nowhere else, so the field names of the
 protocol live in one place. They are dicts rather than attrs instances on purpose: the writer
 encodes roughly three events per job with orjson, and a dict is the one shape orjson encodes
-without a conversion step (measured: building an attrs instance and converting it cost about as
-much as the encoding itself).
+without a conversion step (building an attrs instance and converting it costs about as much as
+the encoding itself: NOTES.md, Performance).
 
 ``EmitFn`` is the sink every producer writes into. It is synchronous by design: a state change
 and the event announcing it happen in the same uninterrupted stretch of code, so no other task
