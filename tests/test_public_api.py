@@ -6,10 +6,18 @@ changelog. The test fails on any addition or removal so none slips in unnoticed.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import re
+from typing import TypeVar
+
 import stepline
-from stepline import steps
+from stepline import _errors, steps
+
+E = TypeVar("E", bound=BaseException)
 
 PUBLIC = [
+    "AlreadyAcked",
     "AlreadyFinished",
     "AsyncClient",
     "AsyncClientJob",
@@ -34,7 +42,10 @@ PUBLIC = [
     "ShuttingDown",
     "StepFailed",
     "SteplineError",
+    "StoreFailed",
+    "UnknownAlert",
     "UnknownJob",
+    "UnknownSchedule",
     "UnknownTemplate",
     "__version__",
     "open_executor",
@@ -80,6 +91,43 @@ def test_the_steps_builder_exports_exactly_these() -> None:
     assert all(callable(getattr(steps, name)) for name in STEPS if name != "Step")
 
 
+def _every_module() -> list[str]:
+    names = ["stepline"]
+    for info in pkgutil.walk_packages(stepline.__path__, "stepline."):
+        if info.name != "stepline.__main__":  # runs the CLI when imported
+            names.append(info.name)
+    return names
+
+
+def _subclasses(cls: type[E]) -> set[type[E]]:
+    found: set[type[E]] = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *_subclasses(sub)}
+    return found
+
+
+def test_every_stepline_error_is_defined_in_the_tree_and_exported() -> None:
+    for name in _every_module():
+        importlib.import_module(name)  # defines every error class there is
+    errors = _subclasses(stepline.SteplineError)
+    assert errors, "no error classes found"
+    for error in errors:
+        assert error.__module__ == "stepline._errors", f"{error.__qualname__} is outside the tree"
+        assert getattr(stepline, error.__name__) is error, f"{error.__name__} is not exported"
+        assert error.__name__ in _errors.__all__
+        assert error.__name__ in (_errors.__doc__ or ""), f"{error.__name__} is not drawn"
+
+
+def test_every_command_error_has_its_own_wire_code() -> None:
+    command_errors = _subclasses(stepline.CommandError)
+    codes = [error.code for error in command_errors]
+    assert all(code.islower() and code != "error" for code in codes)
+    assert len(set(codes)) == len(codes), "two command errors share a code"
+    for error in command_errors:
+        drawn = re.search(rf"\b{error.__name__} +{error.code}\b", _errors.__doc__ or "")
+        assert drawn, f"{error.__name__} is not drawn with its code"
+
+
 def test_errors_raised_to_users_are_stepline_errors() -> None:
-    for error in (stepline.JobFailed, stepline.ClientError):
+    for error in (stepline.JobFailed, stepline.ClientError, stepline.StoreFailed):
         assert issubclass(error, stepline.SteplineError)

@@ -7,18 +7,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    AlreadyAcked,
     AlreadyFinished,
     BadCommand,
     BadJson,
+    ClientError,
     CommandError,
     IllegalTransition,
     InvalidJob,
+    JobFailed,
     LineTooLong,
     QueueFull,
     ShuttingDown,
     StepFailed,
     SteplineError,
+    StoreFailed,
+    UnknownAlert,
     UnknownJob,
+    UnknownSchedule,
     UnknownTemplate,
 )
 from ._version import __version__
@@ -27,13 +33,12 @@ if TYPE_CHECKING:
     from . import steps
     from .client._api import EmbeddedExecutor, JobHandle, open_executor
     from .client._async import AsyncClient, AsyncClientJob
-    from .client._outcome import JobFailed
-    from .client._session import ClientError
     from .client._sync import Client, ClientJob
     from .engine._executor import Config, Executor, ExecutorState
     from .engine._jobs import Job, JobState
 
 __all__ = [
+    "AlreadyAcked",
     "AlreadyFinished",
     "AsyncClient",
     "AsyncClientJob",
@@ -58,7 +63,10 @@ __all__ = [
     "ShuttingDown",
     "StepFailed",
     "SteplineError",
+    "StoreFailed",
+    "UnknownAlert",
     "UnknownJob",
+    "UnknownSchedule",
     "UnknownTemplate",
     "__version__",
     "open_executor",
@@ -71,14 +79,12 @@ _LAZY: dict[str, str] = {
     "AsyncClient": "client._async",
     "AsyncClientJob": "client._async",
     "Client": "client._sync",
-    "ClientError": "client._session",
     "ClientJob": "client._sync",
     "Config": "engine._executor",
     "EmbeddedExecutor": "client._api",
     "Executor": "engine._executor",
     "ExecutorState": "engine._executor",
     "Job": "engine._jobs",
-    "JobFailed": "client._outcome",
     "JobHandle": "client._api",
     "JobState": "engine._jobs",
     "open_executor": "client._api",

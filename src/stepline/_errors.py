@@ -1,7 +1,8 @@
 """The one error hierarchy of stepline.
 
-Every error a caller can see is a :class:`SteplineError`. Each carries the wire ``code`` that the
-``error`` event of the protocol uses, so the CLI never maps exceptions to codes by hand::
+Every error a caller can see is a :class:`SteplineError`, and every one of them is defined here, so
+this drawing is the whole tree. A :class:`CommandError` carries the wire ``code`` that the
+protocol's ``error`` event uses, so the server never maps exceptions to codes by hand::
 
     SteplineError                      (base; never raised itself)
     ├── CommandError                   a command was refused; the executor goes on
@@ -9,18 +10,24 @@ Every error a caller can see is a :class:`SteplineError`. Each carries the wire 
     │   ├── LineTooLong                line_too_long     line exceeds --max-line
     │   ├── BadCommand                 bad_command       unknown op, unknown field, wrong type
     │   ├── InvalidJob                 invalid_job       job spec fails validation (has .path)
-    │   ├── UnknownJob                 unknown_job
-    │   ├── UnknownTemplate            unknown_template
+    │   ├── UnknownJob                 unknown_job       no job with that id (or long forgotten)
+    │   ├── UnknownTemplate            unknown_template  no template of that name
     │   ├── AlreadyFinished            already_finished  cancel of a finished job
     │   ├── QueueFull                  queue_full        --on-full reject and the queue is full
     │   ├── ShuttingDown               shutting_down     no new work after shutdown began
     │   ├── UnknownAlert               unknown_alert     ack of an alert id never issued
     │   ├── AlreadyAcked               already_acked     ack of an alert already acked
-    │   └── UnknownSchedule            unknown_schedule  unschedule of an unknown schedule id
-    └── StepFailed                     a step of a running job failed (not a command error)
+    │   ├── UnknownSchedule            unknown_schedule  unschedule of an unknown schedule id
+    │   └── StoreFailed                store_failed      --state: the submit cannot be made durable
+    ├── StepFailed                     a step of a running job failed (not a command error)
+    ├── JobFailed                      a job a Python API waited for did not succeed
+    └── ClientError                    a client's command got an ``error`` event, or no answer
 
 ``StepFailed`` is different in kind: it travels up the step tree inside a running job and ends as
 the ``error`` object of a ``finished`` event, ``{type, message, step, name?, ...}``.
+``JobFailed`` is that ``finished`` event raised in Python by the embedding APIs and the clients
+alike. ``ClientError`` is a command error seen from the other end of the pipe: its ``code`` is
+whatever the server sent (one of the codes above), or ``disconnected``.
 
 ``IllegalTransition`` is deliberately *not* a ``SteplineError``: it signals a bug in stepline
 itself (a job state change the lifecycle forbids), never bad input, so nothing should catch it
@@ -29,21 +36,27 @@ by accident while handling user errors.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .engine._jobs import JobState
 
 __all__ = [
     "AlreadyAcked",
     "AlreadyFinished",
     "BadCommand",
     "BadJson",
+    "ClientError",
     "CommandError",
     "IllegalTransition",
     "InvalidJob",
+    "JobFailed",
     "LineTooLong",
     "QueueFull",
     "ShuttingDown",
     "StepFailed",
     "SteplineError",
+    "StoreFailed",
     "UnknownAlert",
     "UnknownJob",
     "UnknownSchedule",
@@ -120,6 +133,12 @@ class UnknownSchedule(CommandError):
     code = "unknown_schedule"
 
 
+class StoreFailed(CommandError):
+    """A write to the state file failed at run time: the submit cannot be made durable."""
+
+    code = "store_failed"
+
+
 class StepFailed(SteplineError):
     """A step failed while a job ran.
 
@@ -151,6 +170,52 @@ class StepFailed(SteplineError):
             error["name"] = self.name
         error.update(self.extra)
         return error
+
+
+class JobFailed(SteplineError):
+    """A job ended in a state other than ``succeeded``.
+
+    ``state`` is the final :class:`~stepline.JobState` (``FAILED``, ``CANCELLED`` or
+    ``TIMED_OUT``); ``error`` is the protocol's error object, ``{type, message, step, name?,
+    ...}``, as the ``finished`` event carried it; ``job`` is the job id and ``elapsed`` the
+    seconds it ran.
+    """
+
+    code = "job_failed"
+
+    def __init__(
+        self, job: str, state: JobState, error: dict[str, Any], elapsed: float = 0.0
+    ) -> None:
+        super().__init__(_describe_failure(job, state, error))
+        self.job = job
+        self.state = state
+        self.error = error
+        self.elapsed = elapsed
+
+
+def _describe_failure(job: str, state: JobState, error: dict[str, Any]) -> str:
+    where = f" at {error['step']}" if error.get("step") else ""
+    kind = error.get("type", "error")
+    return f"job {job} {state.value}: {kind}{where}: {error.get('message', '')}"
+
+
+class ClientError(SteplineError):
+    """A command was answered with an ``error`` event, or could not be answered at all.
+
+    ``code`` is the protocol's error code (``invalid_job``, ``unknown_job``, ``queue_full``, ...),
+    or ``"disconnected"`` when the ``stepline serve`` child exited or closed its stdout first.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self._code = code
+
+    @property
+    def code(self) -> str:  # type: ignore[override]  # per instance: whatever the server said
+        return self._code
+
+    def __str__(self) -> str:
+        return f"{self._code}: {self.message}"
 
 
 class IllegalTransition(RuntimeError):

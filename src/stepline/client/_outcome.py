@@ -10,38 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import SteplineError
+from .._errors import JobFailed
 from ..engine._jobs import JobState
 from ..wire._events import Event
 
 __all__ = ["JobFailed", "result_of"]
-
-
-class JobFailed(SteplineError):
-    """A job ended in a state other than ``succeeded``.
-
-    ``state`` is the final :class:`~stepline.JobState` (``FAILED``, ``CANCELLED`` or
-    ``TIMED_OUT``); ``error`` is the protocol's error object, ``{type, message, step, name?,
-    ...}``, as the ``finished`` event carried it; ``job`` is the job id and ``elapsed`` the
-    seconds it ran.
-    """
-
-    code = "job_failed"
-
-    def __init__(
-        self, job: str, state: JobState, error: dict[str, Any], elapsed: float = 0.0
-    ) -> None:
-        super().__init__(_describe(job, state, error))
-        self.job = job
-        self.state = state
-        self.error = error
-        self.elapsed = elapsed
-
-
-def _describe(job: str, state: JobState, error: dict[str, Any]) -> str:
-    where = f" at {error['step']}" if error.get("step") else ""
-    kind = error.get("type", "error")
-    return f"job {job} {state.value}: {kind}{where}: {error.get('message', '')}"
 
 
 def result_of(finished: Event) -> Any:

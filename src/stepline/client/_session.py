@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from .._errors import SteplineError
+from .._errors import ClientError
 from ..wire._events import Event
 from ._history import EventHistory, HistoryRouter
 
@@ -54,25 +54,6 @@ Tap = Callable[[str, Event], None]
 """Sees every protocol message: ``(">", command)`` sent and ``("<", event)`` received."""
 
 H = TypeVar("H", bound=EventHistory)
-
-
-class ClientError(SteplineError):
-    """A command was answered with an ``error`` event, or could not be answered at all.
-
-    ``code`` is the protocol's error code (``invalid_job``, ``unknown_job``, ``queue_full``, ...),
-    or ``"disconnected"`` when the ``stepline serve`` child exited or closed its stdout first.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self._code = code
-
-    @property
-    def code(self) -> str:  # type: ignore[override]  # per instance: whatever the server said
-        return self._code
-
-    def __str__(self) -> str:
-        return f"{self._code}: {self.message}"
 
 
 def encode_command(command: dict[str, Any]) -> bytes:

@@ -53,7 +53,7 @@ import orjson
 import trio
 from attrs import define, field, frozen
 
-from .._errors import CommandError, InvalidJob
+from .._errors import InvalidJob, StoreFailed
 from ..engine._jobs import Job, JobState
 from ..spec._model import JobSpec, Use
 from ..wire._events import EmitFn, Event, RequestId
@@ -99,12 +99,6 @@ _FINAL: Final = frozenset(("succeeded", "failed", "cancelled", "timed_out"))
 
 class StoreError(Exception):
     """The state file cannot be used: foreign, corrupt, newer, locked, unreadable."""
-
-
-class StoreFailed(CommandError):
-    """A write to the state file failed at run time: the submit cannot be made durable."""
-
-    code = "store_failed"
 
 
 # -- what a state file holds ------------------------------------------------------------------
