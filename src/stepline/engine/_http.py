@@ -1,9 +1,8 @@
 """HTTP: the ``http`` step, webhook delivery, and the one client they share.
 
-``{"http": {"url": U, "method": M, "headers": {..}, "json": J, "body": "text", "expect": [200]}}``
+The step's form (``url``, ``method``, ``headers``, ``json``/``body``, ``expect``) is checked and
+encoded at submit time by :mod:`stepline.spec._http`; this module sends the request.
 
-* ``method`` defaults to ``GET``, or ``POST`` when a ``json`` or ``body`` is given. ``json`` is
-  sent as ``application/json`` (encoded once, at submit time); ``body`` as text.
 * The output is ``{"status", "headers", "body"}``: ``body`` is the decoded JSON value when the
   response says it is JSON (``application/json`` or ``+json``) and parses, otherwise text (UTF-8
   unless the response names a charset, invalid bytes replaced). At most :data:`BODY_CAP` bytes
@@ -26,31 +25,28 @@ request should not pay.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import orjson
 import trio
 
-from .._errors import InvalidJob, StepFailed
+from .._errors import StepFailed
 from .._version import __version__
-from ..spec._model import Http, Modifiers, Step
+from ..spec._model import Http
 
 if TYPE_CHECKING:
     import httpx
 
     from ..spec._callbacks import Webhook
-    from ..spec._validate import _Validator
     from ._interpret import StepContext
 
-__all__ = ["BODY_CAP", "HttpClient", "WebhookResult", "deliver_webhook", "parse_http", "run_http"]
+__all__ = ["BODY_CAP", "HttpClient", "WebhookResult", "deliver_webhook", "run_http"]
 
 BODY_CAP: Final = 1 << 20
 """Bytes of a response body an ``http`` step keeps (like a ``run`` step's output cap)."""
 
 _ERROR_BODY: Final = 4096
-_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_KEYS: Final = frozenset(("url", "method", "headers", "json", "body", "expect"))
 _USER_AGENT: Final = f"stepline/{__version__}"
 
 
@@ -87,82 +83,6 @@ def _new_client() -> httpx.AsyncClient:
     import httpx
 
     return httpx.AsyncClient(timeout=None, headers={"user-agent": _USER_AGENT})
-
-
-# -- validation --------------------------------------------------------------------------------
-
-
-def parse_http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
-    """The ``http`` step (registered in the validator's parser table)."""
-    # Start-up time: the executor imports this module for HttpClient; callbacks load on use.
-    from ..spec._callbacks import check_url
-
-    spec = v._resolve(raw["http"], path, "http")
-    where = f"{path}.http" if path else "http"
-    if type(spec) is not dict:
-        if v._lenient(spec):
-            return cast(Step, spec)
-        raise InvalidJob(where, "expected an object with 'url' (and method, headers, json, ...)")
-    check = v if spec is raw["http"] else v.literal
-    for key in spec:
-        if key not in _KEYS:
-            raise InvalidJob(where, f"unknown key {str(key)[:40]!r} for an http step")
-    if "url" not in spec:
-        raise InvalidJob(where, "missing 'url'")
-    if "json" in spec and "body" in spec:
-        raise InvalidJob(where, "give at most one of 'json' and 'body'")
-    url = check_url(check, check._string(spec["url"], where, "url", no_nul=True), where, "url")
-    content, headers = _content(check, spec, where)
-    return Http(
-        path=path,
-        mods=mods,
-        url=url,
-        method=_method(check, spec, where, content is not None),
-        headers=headers,
-        content=content,
-        expect=_expect(check, spec["expect"], where) if "expect" in spec else None,
-    )
-
-
-def _method(v: _Validator, spec: dict[str, Any], where: str, has_body: bool) -> str:
-    if "method" not in spec:
-        return "POST" if has_body else "GET"
-    method = v._string(spec["method"], where, "method").upper()
-    if method not in _METHODS and not v._lenient(method):
-        raise InvalidJob(f"{where}.method", f"expected one of {', '.join(_METHODS)}")
-    return method
-
-
-def _content(
-    v: _Validator, spec: dict[str, Any], where: str
-) -> tuple[bytes | None, dict[str, str]]:
-    """The encoded body and the headers, with a content type for ``json`` unless one is given."""
-    from ..spec._callbacks import parse_headers  # start-up time: see parse_http
-
-    headers = parse_headers(v, spec["headers"], where) if "headers" in spec else {}
-    has_type = any(name.lower() == "content-type" for name in headers)
-    if "json" in spec:
-        value = v._json_field(spec["json"], where, "json")
-        if not has_type:
-            headers["content-type"] = "application/json"
-        return orjson.dumps(value), headers
-    if "body" in spec:
-        return v._string(spec["body"], where, "body").encode(), headers
-    return None, headers
-
-
-def _expect(v: _Validator, raw: object, where: str) -> tuple[int, ...]:
-    value = v._resolve(raw, where, "expect")
-    if type(value) is not list or not value:
-        if v._lenient(value):
-            return ()
-        raise InvalidJob(f"{where}.expect", "expected a non-empty list of HTTP status codes")
-    check = v if value is raw else v.literal
-    codes = tuple(check._int(code, where, f"expect[{i}]", 100) for i, code in enumerate(value))
-    for i, code in enumerate(codes):
-        if code > 599:
-            raise InvalidJob(f"{where}.expect[{i}]", f"not an HTTP status code: {code}")
-    return codes
 
 
 # -- the step ----------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ import trio
 
 from .._errors import InvalidJob, StepFailed
 from ..spec._graph import RefProblem, Scope, Unit
-from ..spec._model import Deferred, Graph, Seq, Step, Task
+from ..spec._model import Deferred, Graph, Step, Task
+from ..spec._validate import resolve_unit
 from ..wire._events import event
 
 if TYPE_CHECKING:
@@ -104,16 +105,10 @@ def resolve(unit: Unit, scope: Scope) -> Step:
     A problem now is the job's data, not its shape (that was checked at submit): it fails the
     unit with type ``invalid_reference``; the message names the field.
     """
-    from ..spec._validate import _Validator  # the validator imports this package's graph modules
-
-    v = _Validator(unit.params, unit.templates, False, unit.chain, refs=scope)
     try:
-        if unit.graph is None:
-            return v.job(unit.raw, unit.path, unit.overrides, unit.chain, unit.depth).body
-        steps = v._steps(unit.raw, unit.path, "steps", unit.depth, True)
+        return resolve_unit(unit, scope)
     except InvalidJob as exc:
         raise StepFailed("invalid_reference", exc.message, unit.path) from None
-    return Seq(path=unit.path, steps=steps)
 
 
 async def run_deferred(step: Deferred, ctx: StepContext) -> Any:

@@ -40,20 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._errors import InvalidJob, StepFailed
-from ..spec._graph import describe
+from .._errors import StepFailed
 from ..spec._model import Fail, Log, Sleep, Step, Value
 from ..wire._events import EmitFn, event
 
 if TYPE_CHECKING:
     from ..spec._model import Run
-    from ..spec._validate import _Validator
     from ._interpret import StepContext
 
 __all__ = [
     "Workspace",
     "WorkspacePool",
-    "parse_keep_workspace",
     "without_files",
     "workspace_cwd",
 ]
@@ -242,14 +239,3 @@ async def workspace_cwd(ctx: StepContext, step: Run) -> str | None:
     except OSError as exc:
         message = f"cannot create the job's workspace: {exc}"
         raise StepFailed("startup_failure", message, step.path, step.mods.name) from None
-
-
-def parse_keep_workspace(v: _Validator, raw: dict[Any, Any], base: str) -> bool:
-    """The job-level ``keep_workspace``: true or false (default false)."""
-    if "keep_workspace" not in raw:
-        return False
-    value = v._resolve(raw["keep_workspace"], base, "keep_workspace")
-    if type(value) is not bool:
-        where = f"{base}.keep_workspace" if base else "keep_workspace"
-        raise InvalidJob(where, f"expected true or false, got {describe(value)}")
-    return value

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 from attrs import field, frozen
 
 from .._errors import InvalidJob
+from ._http import check_url, parse_headers
 from ._model import NO_MODIFIERS, Retry, Run
 
 if TYPE_CHECKING:
@@ -177,36 +178,6 @@ def _run(v: _Validator, raw: dict[str, Any], path: str, index: int, when: When) 
 
 
 _PARSERS: Final = {"notify": _notify, "alert": _alert, "webhook": _webhook, "run": _run}
-
-
-# -- shared with the http step ------------------------------------------------------------------
-
-
-def check_url(v: _Validator, url: str, path: str, key: str) -> str:
-    """An absolute http(s) URL (a define-time placeholder passes)."""
-    if v._lenient(url) or url.lower().startswith(("http://", "https://")):
-        return url
-    raise InvalidJob(_at(path, key), f"expected an http:// or https:// URL, got {url[:80]!r}")
-
-
-def parse_headers(v: _Validator, raw: object, path: str) -> dict[str, str]:
-    """``headers``: an object of strings; values substituted; no CR/LF (header injection)."""
-    value = v._resolve(raw, path, "headers")
-    where = _at(path, "headers")
-    if type(value) is not dict:
-        if v._lenient(value):
-            return {}
-        raise InvalidJob(where, f"expected an object of strings, got {_kind(value)}")
-    check = v if value is raw else v.literal
-    headers: dict[str, str] = {}
-    for name, item in value.items():
-        if type(name) is not str or not name or any(c in name for c in "\r\n:\0 "):
-            raise InvalidJob(where, f"bad header name {str(name)[:40]!r}")
-        text = check._string(item, where, name)
-        if any(c in text for c in "\r\n\0"):
-            raise InvalidJob(_at(where, name), "a header value must not contain CR, LF or NUL")
-        headers[name] = text
-    return headers
 
 
 def _payload(v: _Validator, raw: object, path: str) -> dict[str, Any]:

@@ -35,8 +35,7 @@ import attrs
 import orjson
 
 from .._errors import InvalidJob
-from ..engine._workspace import parse_keep_workspace
-from ._graph import RefProblem, Scope, Unit, parse_job_body
+from ._graph import RefProblem, Scope, Unit, describe, parse_job_body
 from ._model import (
     NO_MODIFIERS,
     Deferred,
@@ -59,7 +58,13 @@ from ._model import (
 if TYPE_CHECKING:
     from ._callbacks import Callback
 
-__all__ = ["MAX_JSON_DEPTH", "MAX_STEP_DEPTH", "validate_job", "validate_template"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_STEP_DEPTH",
+    "resolve_unit",
+    "validate_job",
+    "validate_template",
+]
 
 MAX_STEP_DEPTH: Final = 64
 """Steps may nest this many levels (a job's own steps are level 1; templates count too)."""
@@ -304,7 +309,7 @@ class _Validator:
             retry=mods.retry,
             params=v.params,
             on_finish=on_finish,
-            keep_workspace=parse_keep_workspace(v, raw, base),
+            keep_workspace=_keep_workspace(v, raw, base),
         )
 
     # -- steps -------------------------------------------------------------------------------
@@ -706,8 +711,20 @@ def _on_finish(v: _Validator, raw: object, path: str) -> tuple[Callback, ...]:
     return parse_on_finish(v, raw, path)
 
 
+def _keep_workspace(v: _Validator, raw: dict[Any, Any], base: str) -> bool:
+    """The job-level ``keep_workspace``: true or false (default false)."""
+    if "keep_workspace" not in raw:
+        return False
+    value = v._resolve(raw["keep_workspace"], base, "keep_workspace")
+    if type(value) is not bool:
+        raise InvalidJob(
+            _at(base, "keep_workspace"), f"expected true or false, got {describe(value)}"
+        )
+    return value
+
+
 def _http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
-    from ..engine._http import parse_http  # start-up time: only jobs with `http` steps need it
+    from ._http import parse_http  # start-up time: only jobs with `http` steps need it
 
     return parse_http(v, raw, path, depth, mods)
 
@@ -838,3 +855,16 @@ def validate_template(
         root.job(raw, "", None, chain, 0)
     except _NeedsScope:
         root.with_refs(Scope()).job(raw, "", None, chain, 0)
+
+
+def resolve_unit(unit: Unit, scope: Scope) -> Step:
+    """Validate ``unit`` again under ``scope``, where its runtime references have values.
+
+    The whole body of a job (``unit.graph`` None) or the steps of one task, as a ``Seq``.
+    Raises :class:`InvalidJob` naming the field; the engine turns that into the unit's failure.
+    """
+    v = _Validator(unit.params, unit.templates, False, unit.chain, refs=scope)
+    if unit.graph is None:
+        return v.job(unit.raw, unit.path, unit.overrides, unit.chain, unit.depth).body
+    steps = v._steps(unit.raw, unit.path, "steps", unit.depth, True)
+    return Seq(path=unit.path, steps=steps)
