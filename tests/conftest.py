@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from stepline import Config, Executor
+from stepline.triggers._attach import Triggers
 
 Event = dict[str, Any]
 
@@ -48,6 +49,7 @@ async def running_executor(**config: Any) -> AsyncIterator[tuple[Executor, Memor
     """An executor running in a nursery; drained on exit."""
     outbox = MemoryOutbox()
     executor = Executor(Config(**config), outbox)
+    Triggers.attach(executor)
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)
         yield executor, outbox

@@ -242,11 +242,11 @@ def test_define_checks_graph_templates() -> None:
 def test_run_policy_sees_the_steps_of_tasks() -> None:
     ex = Executor(Config(allow_run="echo"), MemoryOutbox())
     with pytest.raises(InvalidJob) as info:
-        ex._validate(graph(a=task({"run": ["rm", "-rf", "x"]})), None, None)
+        ex.validate(graph(a=task({"run": ["rm", "-rf", "x"]})), None, None)
     assert info.value.path == "tasks.a.steps[0].run"
     job = graph(a=OK, b=task({"run": ["${tasks.a.output}"]}, needs="a"))  # program from data
     with pytest.raises(InvalidJob, match="not allowed"):
-        ex._validate(job, None, None)
+        ex.validate(job, None, None)
 
 
 # -- running: order, concurrency, outcomes --------------------------------------------------------

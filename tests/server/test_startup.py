@@ -17,6 +17,7 @@ import trio
 import stepline
 from stepline import Config, Executor
 from stepline.server._dispatch import dispatch
+from stepline.triggers._attach import Triggers
 from stepline.wire._commands import Ack, Schedule, Stats, Status
 
 from ..conftest import MemoryOutbox
@@ -79,6 +80,7 @@ def reply(out: MemoryOutbox, rid: str) -> Event:
 async def test_triggers_never_used_report_none() -> None:
     out = MemoryOutbox()
     ex = Executor(Config(heartbeat=0), out)
+    Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         await dispatch(ex, Status(), "status")
@@ -94,6 +96,7 @@ async def test_triggers_never_used_report_none() -> None:
 async def test_schedules_first_used_after_shutdown_are_refused() -> None:
     out = MemoryOutbox()
     ex = Executor(Config(heartbeat=0), out)
+    Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         ex.shutdown("drain")

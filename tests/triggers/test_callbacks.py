@@ -21,6 +21,7 @@ from stepline import Config, Executor, InvalidJob
 from stepline.server._dispatch import dispatch
 from stepline.spec._validate import validate_job, validate_template
 from stepline.store._sqlite import Store
+from stepline.triggers._attach import Triggers
 from stepline.wire._commands import Ack, Stats, Status
 
 from ..conftest import MemoryOutbox
@@ -41,6 +42,7 @@ async def executor(**config: Any) -> AsyncIterator[tuple[Executor, MemoryOutbox]
     """A running executor; drained on exit (which waits for pending callbacks)."""
     out = MemoryOutbox()
     ex = Executor(Config(**config), out)
+    Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         yield ex, out
@@ -196,8 +198,8 @@ async def test_several_alerts_repeat_on_their_own_schedule(autojump_clock: trio.
         await trio.sleep(17.5)  # a1 opened at 0, a2 at 4: repeats at 10, 14, 20
         times = [(e["alert"], e["repeat"]) for e in named(out, "alert")]
         assert times == [("a1", 0), ("a2", 0), ("a1", 1), ("a2", 1), ("a1", 2)]
-        ex.triggers.alerts.ack("a1")
-        ex.triggers.alerts.ack("a2")
+        Triggers.of(ex).alerts.ack("a1")
+        Triggers.of(ex).alerts.ack("a2")
 
 
 async def test_alert_repeat_zero_announces_once(autojump_clock: trio.abc.Clock) -> None:
@@ -353,7 +355,7 @@ async def test_status_of_one_job_lists_no_alerts(autojump_clock: trio.abc.Clock)
         await out.finished(job.id)
         await dispatch(ex, Status(job.id), 1)
         await dispatch(ex, Stats(), 2)
-        ex.triggers.alerts.ack("a1")
+        Triggers.of(ex).alerts.ack("a1")
     assert "alerts" not in named(out, "status")[0]
     assert [a["alert"] for a in named(out, "stats")[0]["alerts"]] == ["a1"]
 
@@ -427,6 +429,7 @@ async def test_cancel_shutdown_cancels_callbacks_at_once(server: HttpServer) -> 
     url = server.script("/hook", Answer(200, {}, delay=30))
     out = MemoryOutbox()
     ex = Executor(Config(callback_drain=60), out)
+    Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         job = await ex.submit(
@@ -450,6 +453,7 @@ async def test_callbacks_of_jobs_cancelled_by_shutdown_do_not_start(
 ) -> None:
     out = MemoryOutbox()
     ex = Executor(Config(), out)
+    Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         job = await ex.submit(
@@ -472,6 +476,7 @@ async def test_with_durable_state_callbacks_follow_the_held_finished(tmp_path: P
     store = await Store.open(tmp_path / "state.db", keep=10)
     out = MemoryOutbox()
     ex = Executor(Config(heartbeat=0), out, store=store)
+    Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         await nursery.start(ex.run)
@@ -482,7 +487,7 @@ async def test_with_durable_state_callbacks_follow_the_held_finished(tmp_path: P
             }
         )
         run_cb = await callback_event(out, job.id, 2)
-        ex.triggers.alerts.ack("a1")
+        Triggers.of(ex).alerts.ack("a1")
         ex.shutdown("drain")
         await ex.closed.wait()
         await store.aclose()

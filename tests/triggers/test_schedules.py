@@ -17,6 +17,7 @@ import trio
 
 from stepline import Config, Executor
 from stepline.server._dispatch import dispatch
+from stepline.triggers._attach import Triggers
 from stepline.triggers._clock import SystemClock, TrioWallClock, sleep_until
 from stepline.triggers._schedules import CronTiming
 from stepline.wire._commands import Schedule, Status, Unschedule
@@ -36,7 +37,8 @@ async def executor(
 ) -> AsyncIterator[tuple[Executor, MemoryOutbox, TrioWallClock]]:
     out = MemoryOutbox()
     clock = TrioWallClock(start)
-    ex = Executor(Config(heartbeat=0, **config), out, clock=clock)
+    ex = Executor(Config(heartbeat=0, **config), out)
+    Triggers.attach(ex, clock)
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         yield ex, out, clock
@@ -254,7 +256,8 @@ async def test_firing_into_a_full_queue_is_reported(autojump_clock: trio.abc.Clo
 
 async def test_shutdown_stops_schedules(autojump_clock: trio.abc.Clock) -> None:
     out = MemoryOutbox()
-    ex = Executor(Config(heartbeat=0), out, clock=TrioWallClock(START))
+    ex = Executor(Config(heartbeat=0), out)
+    Triggers.attach(ex, TrioWallClock(START))
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)
         await schedule(ex, out, every=10, job={"value": 1})
@@ -270,7 +273,8 @@ async def test_shutdown_stops_schedules(autojump_clock: trio.abc.Clock) -> None:
 
 async def test_schedule_made_before_run_starts(autojump_clock: trio.abc.Clock) -> None:
     out = MemoryOutbox()
-    ex = Executor(Config(heartbeat=0), out, clock=TrioWallClock(START))
+    ex = Executor(Config(heartbeat=0), out)
+    Triggers.attach(ex, TrioWallClock(START))
     await schedule(ex, out, every=10, job={"value": 1})
     async with trio.open_nursery() as nursery:
         await nursery.start(ex.run)

@@ -29,6 +29,7 @@ import trio
 
 from ..engine._executor import Config, Executor
 from ..engine._jobs import FINAL_STATES, Job, JobState
+from ..triggers._attach import Triggers
 from ..wire._events import Event
 from ._feeds import Feed, FeedEvents
 from ._history import DEFAULT_HISTORY, HistoryRouter
@@ -193,6 +194,7 @@ async def open_executor(
     )
     outbox = FanOutOutbox(history)
     executor = Executor(config, outbox)
+    Triggers.attach(executor)
     failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)

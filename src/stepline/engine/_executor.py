@@ -25,7 +25,7 @@ import enum
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import trio
 from attrs import field, frozen, validators
@@ -42,12 +42,12 @@ from ..runners._local import ProcessGroups
 from ..spec._model import JobSpec, Modifiers
 from ..spec._policy import AllowRun, check_run_policy, parse_allow_run
 from ..spec._validate import validate_job, validate_template
-from ..triggers._attach import Triggers
-from ..triggers._clock import WallClock
 from ..wire._events import RequestId, event
 from ..wire._outbox import Outbox
+from ._attach import Attachment, Attachments, ShutdownMode
+from ._http import HttpClient
 from ._interpret import Services, StepContext, run_step, with_modifiers
-from ._jobs import Job, JobState, JobTable
+from ._jobs import FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
 from ._tasks import Cleanups
 from ._workspace import Workspace, WorkspacePool, without_files
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from ..store._sqlite import StagedJob, Store, StoreFailed
 
 __all__ = ["Config", "Executor", "ExecutorState"]
+
+_A = TypeVar("_A")
 
 log = logging.getLogger("stepline")
 
@@ -100,16 +102,14 @@ class ExecutorState(enum.Enum):
 
 
 class Executor:
-    """Runs jobs. Create, then ``await nursery.start(executor.run)``; stop with ``shutdown``."""
+    """Runs jobs. Create, then ``await nursery.start(executor.run)``; stop with ``shutdown``.
 
-    def __init__(
-        self,
-        config: Config,
-        outbox: Outbox,
-        *,
-        clock: WallClock | None = None,
-        store: Store | None = None,
-    ) -> None:
+    The executor alone runs jobs. Callbacks, alerts and schedules are services attached to it
+    from outside (:meth:`attach`, :meth:`on_finish`; see :mod:`stepline.engine._attach`):
+    ``stepline serve`` and :func:`stepline.open_executor` attach them.
+    """
+
+    def __init__(self, config: Config, outbox: Outbox, *, store: Store | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
@@ -126,12 +126,13 @@ class Executor:
         if store is not None:
             store.bind(outbox.emit, lambda: self.table.next_number)
             self.table.observer = store
-        self.triggers = Triggers(self, clock)  # callbacks, alerts, schedules (clock: for cron)
+        self.http = HttpClient()  # `http` steps' pool, made on first use; attachments share it
+        self._attached = Attachments()
         self._services = Services(
             outbox,
             self.groups,
             trace=config.trace,
-            http=self.triggers.http,
+            http=self.http,
             cleanups=self.cleanups,
             allow_run=config.allow_run,
         )
@@ -143,17 +144,38 @@ class Executor:
         try:
             async with trio.open_nursery() as service:
                 service.start_soon(self._heartbeat)
-                await service.start(self.triggers.run)
+                await self._attached.start(service)
                 async with trio.open_nursery() as workers:
                     for _ in range(self.config.workers):
                         workers.start_soon(self._worker)
                     task_status.started()
-                await self.triggers.drain()  # every job has finished: callbacks may still run
+                await self._attached.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
         finally:
+            self._attached.ended()
+            with trio.CancelScope(shield=True):
+                await self.http.aclose()
             self.workspaces.clear()
             self.state = ExecutorState.CLOSED
             self.closed.set()
+
+    def attach(self, service: Attachment) -> None:
+        """Attach a service: it runs beside the workers, hears of the shutdown, and drains once
+        every job has finished (:class:`~stepline.engine._attach.Attachment`)."""
+        self._attached.add(service)
+
+    def attached(self, kind: type[_A]) -> _A | None:
+        """The attached service of class ``kind`` (the first one), or None."""
+        return self._attached.find(kind)
+
+    def on_finish(self, hook: FinishHook) -> None:
+        """Call ``hook(job, finished)`` right after each job's ``finished`` event.
+
+        Synchronous, and it must not raise: it runs inside the job's transition. A job with
+        ``on_finish`` callbacks is refused while no hook is registered, since nothing would run
+        them.
+        """
+        self.table.finish_hooks.append(hook)
 
     async def _worker(self) -> None:
         """Run jobs until the queue is closed and empty, inside one cancel scope at a time.
@@ -277,7 +299,7 @@ class Executor:
         if self.store is not None:
             return await self._submit_durably(job, template, params, name, request_id, extra)
         self._check_accepting()
-        spec = self._validate(job, template, params)
+        spec = self.validate(job, template, params)
         if self._queue_is_full():
             await self._wait_for_room()
             self._check_accepting()  # shutdown may have begun while we waited for room
@@ -300,7 +322,7 @@ class Executor:
         if self.store is not None or self._queue_is_full():
             raise trio.WouldBlock
         self._check_accepting()
-        spec = self._validate(job, template, params)
+        spec = self.validate(job, template, params)
         return self._enqueue(spec, name, request_id, extra)
 
     def _enqueue(
@@ -339,7 +361,7 @@ class Executor:
             "queue_size": self.config.queue_size,
         }
 
-    def shutdown(self, mode: Literal["drain", "cancel"] = "drain") -> None:
+    def shutdown(self, mode: ShutdownMode = "drain") -> None:
         """Stop taking jobs; ``cancel`` also cancels every queued and running job."""
         if self.state is ExecutorState.CLOSED:
             return
@@ -349,7 +371,7 @@ class Executor:
                 self.table.cancel(job, "cancelled by shutdown")
         elif self.state is ExecutorState.RUNNING:
             self.state = ExecutorState.DRAINING
-        self.triggers.shutdown(mode)
+        self._attached.shutdown(mode)
         self.queue.close()
         self._room.unpark_all()
 
@@ -380,7 +402,7 @@ class Executor:
 
         assert self.store is not None
         self._check_accepting()
-        spec = self._validate(job, template, params)
+        spec = self.validate(job, template, params)
         raw = job if template is None else self.templates[template]
         request = encode_request(raw, params, spec, self.templates)
         await self._wait_for_room()
@@ -467,9 +489,15 @@ class Executor:
         if self.state is not ExecutorState.RUNNING:
             raise ShuttingDown(f"not accepting jobs: executor is {self.state.value}")
 
-    def _validate(
-        self, job: Any, template: str | None, params: Mapping[str, Any] | None
+    def validate(
+        self,
+        job: Any = None,
+        template: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> JobSpec:
+        """The spec a submit of ``job`` (or ``template`` with ``params``) would run; raises the
+        submit's ``CommandError`` (``InvalidJob``, ``UnknownTemplate``, ...) when it would be
+        refused. Queues nothing: a schedule checks its job with it when it is made."""
         if (job is None) == (template is None):
             raise BadCommand("give exactly one of 'job' and 'template'")
         if template is not None:
@@ -478,6 +506,8 @@ class Executor:
             job = self.templates[template]
         spec = validate_job(job, params=params, templates=self.templates)
         check_run_policy(spec, self.config.allow_run)  # after substitution and `use` expansion
+        if spec.on_finish and not self.table.finish_hooks:
+            raise InvalidJob("on_finish", _NO_CALLBACKS)
         return spec
 
     async def _wait_for_room(self) -> None:
@@ -499,6 +529,12 @@ class Executor:
         if len(self.queue) > self.table.queued_count:  # it holds tombstones: drop them
             self.queue.compact(lambda job: job.state is JobState.QUEUED)
         return len(self.queue) + self._reserved >= self.queue.size
+
+
+_NO_CALLBACKS = (
+    "no callbacks are attached to this executor to run on_finish "
+    "(stepline serve and stepline.open_executor attach them)"
+)
 
 
 def _may_be_interrupted(job: Job) -> bool:

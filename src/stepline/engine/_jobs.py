@@ -35,7 +35,7 @@ from .._errors import AlreadyFinished, IllegalTransition, UnknownJob
 from ..spec._model import JobSpec
 from ..wire._events import EmitFn, Event, RequestId, reply
 
-__all__ = ["FINAL_STATES", "Job", "JobState", "JobTable", "TableObserver"]
+__all__ = ["FINAL_STATES", "FinishHook", "Job", "JobState", "JobTable", "TableObserver"]
 
 
 class JobState(enum.Enum):
@@ -106,6 +106,10 @@ class Job:
         return rec
 
 
+FinishHook = Callable[["Job", Event], None]
+"""Called with a job and its ``finished`` event right after that event (``Executor.on_finish``)."""
+
+
 class TableObserver(Protocol):
     """Sees every start and finish as it happens (the ``--state`` store, :mod:`stepline.store`).
 
@@ -134,7 +138,7 @@ class JobTable:
         self.observer: TableObserver | None = None  # None (no --state): the fast path
         # Called right after each `finished` is emitted, with the job and that event (the
         # on_finish callbacks hook in here). Synchronous, and must not raise: part of finish.
-        self.finish_hooks: list[Callable[[Job, Event], None]] = []
+        self.finish_hooks: list[FinishHook] = []
 
     # -- transitions ------------------------------------------------------------------------
 

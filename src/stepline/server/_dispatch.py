@@ -15,6 +15,7 @@ import trio
 
 from .._errors import CommandError
 from ..engine._executor import Executor
+from ..triggers._attach import Triggers
 from ..wire._commands import (
     Ack,
     Cancel,
@@ -84,7 +85,7 @@ async def _cancel(ex: Executor, cmd: Cancel, rid: RequestId) -> None:
 
 async def _status(ex: Executor, cmd: Status, rid: RequestId) -> None:
     # Open alerts and live schedules are listed with every job's records, not for one job.
-    extra = ex.triggers.status() if cmd.job is None else {}
+    extra = Triggers.of(ex).status() if cmd.job is None else {}
     ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job), **extra))
 
 
@@ -95,7 +96,7 @@ async def _define(ex: Executor, cmd: Define, rid: RequestId) -> None:
 
 
 async def _schedule(ex: Executor, cmd: Schedule, rid: RequestId) -> None:
-    entry = ex.triggers.schedules.add(
+    entry = Triggers.of(ex).schedules.add(
         cron=cmd.cron,
         every=cmd.every,
         tz=cmd.tz,
@@ -109,17 +110,17 @@ async def _schedule(ex: Executor, cmd: Schedule, rid: RequestId) -> None:
 
 
 async def _unschedule(ex: Executor, cmd: Unschedule, rid: RequestId) -> None:
-    entry = ex.triggers.schedules.remove(cmd.schedule)
+    entry = Triggers.of(ex).schedules.remove(cmd.schedule)
     ex.outbox.emit(reply("unscheduled", rid, schedule=entry.id))
 
 
 async def _ack(ex: Executor, cmd: Ack, rid: RequestId) -> None:
-    alert = ex.triggers.alerts.ack(cmd.alert)
+    alert = Triggers.of(ex).alerts.ack(cmd.alert)
     ex.outbox.emit(reply("acked", rid, alert=alert.id, job=alert.job))
 
 
 async def _stats(ex: Executor, cmd: Stats, rid: RequestId) -> None:
-    ex.outbox.emit(reply("stats", rid, **ex.stats(), **ex.triggers.stats()))
+    ex.outbox.emit(reply("stats", rid, **ex.stats(), **Triggers.of(ex).stats()))
 
 
 async def _ping(ex: Executor, cmd: Ping, rid: RequestId) -> None:

@@ -24,6 +24,7 @@ import trio
 
 from .._version import __version__
 from ..engine._executor import Config, Executor
+from ..triggers._attach import Triggers
 from ..wire._commands import CommandRefused, decode_command, decode_plain_submit
 from ..wire._events import error, event
 from ..wire._framing import TooLong, read_lines
@@ -60,6 +61,7 @@ class Server:
     ) -> None:
         self.outbox = StreamOutbox(stdout)
         self.executor = Executor(config, self.outbox, store=store)
+        Triggers.attach(self.executor)  # callbacks, alerts, schedules: each made on first use
         # --state: the previous run's jobs, restored now, announced after `ready`; submits
         # pipelined so that they share commits (see store/_pipeline.py).
         self._store = store

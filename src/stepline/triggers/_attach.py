@@ -1,17 +1,18 @@
 """Everything that happens around jobs rather than inside them: callbacks, alerts, schedules.
 
-One object so the executor needs only a handful of one-line hooks:
+One object, attached to an executor from outside through the engine's attachment point
+(:mod:`stepline.engine._attach`), so the engine knows nothing of triggers:
 
-* ``Triggers(executor, clock)`` — registers the callback hook on the job table;
-* ``await service.start(triggers.run)`` — hosts the alert repeater, the callback runner and the
-  schedules in the executor's service nursery;
-* ``await triggers.drain()`` — once every job has finished: pending callbacks get
-  ``--callback-drain`` seconds, then are cancelled;
-* ``triggers.shutdown(mode)`` — schedules stop; ``cancel`` also cancels pending callbacks;
-* ``triggers.status()`` / ``triggers.stats()`` — the ``alerts`` and ``schedules`` fields.
+* ``Triggers.attach(executor, clock)`` — makes the triggers, attaches them as a service and
+  registers the callback hook (``executor.on_finish``); ``Triggers.of(executor)`` finds them;
+* ``run`` — hosts the alert repeater, the callback runner and the schedules in the executor's
+  service nursery;
+* ``drain`` — once every job has finished: pending callbacks get ``--callback-drain`` seconds,
+  then are cancelled;
+* ``shutdown(mode)`` — schedules stop; ``cancel`` also cancels pending callbacks;
+* ``status()`` / ``stats()`` — the ``alerts`` and ``schedules`` fields.
 
-It also owns the executor's shared HTTP client (``http`` steps and webhooks), closed when
-:meth:`run` ends.
+Webhooks share the executor's HTTP client (``executor.http``) with ``http`` steps.
 
 The callback runner, the alerts and the schedules are made on first use (a job with
 ``on_finish``, an ``ack``, a ``schedule``), and their task then starts in :meth:`run`'s nursery:
@@ -23,11 +24,11 @@ made later starts stopped (schedules) or cancelled (callbacks), as it would have
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..engine._http import HttpClient
+from ..engine._attach import ShutdownMode
 
 if TYPE_CHECKING:
     from ..engine._executor import Executor
@@ -38,17 +39,20 @@ if TYPE_CHECKING:
     from ._clock import WallClock
     from ._schedules import Schedules
 
-__all__ = ["Triggers"]
+__all__ = ["NoTriggers", "Triggers"]
+
+
+class NoTriggers(LookupError):
+    """An executor was asked for its triggers, but none were attached to it."""
 
 
 class Triggers:
-    """The callback runner, the alerts, the schedules, and the HTTP client they share."""
+    """The callback runner, the alerts and the schedules of one executor."""
 
     def __init__(self, executor: Executor, clock: WallClock | None = None) -> None:
         self._executor = executor
         self._clock = clock
         self._drain_timeout = executor.config.callback_drain
-        self.http = HttpClient()
         # Made on first use (start-up time: see the module docstring).
         self._alerts: Alerts | None = None
         self._callbacks: CallbackRunner | None = None
@@ -57,7 +61,23 @@ class Triggers:
         self._ended = False  # `run` has returned: no task can start any more
         self._stopped = False  # shutdown began: schedules stop
         self._cancelled = False  # callbacks are cancelled (a cancelling shutdown, or drained)
-        executor.table.finish_hooks.append(self._job_finished)
+
+    @classmethod
+    def attach(cls, executor: Executor, clock: WallClock | None = None) -> Triggers:
+        """Make the triggers of ``executor`` and attach them (``clock``: the wall clock of cron
+        schedules; the system's by default)."""
+        triggers = cls(executor, clock)
+        executor.attach(triggers)
+        executor.on_finish(triggers._job_finished)
+        return triggers
+
+    @staticmethod
+    def of(executor: Executor) -> Triggers:
+        """The triggers attached to ``executor``; raises :class:`NoTriggers` if there are none."""
+        triggers = executor.attached(Triggers)
+        if triggers is None:
+            raise NoTriggers("no triggers are attached to this executor (Triggers.attach)")
+        return triggers
 
     @property
     def alerts(self) -> Alerts:
@@ -78,7 +98,7 @@ class Triggers:
             runner = CallbackRunner(
                 executor.outbox,
                 self.alerts,
-                self.http,
+                executor.http,
                 executor.groups,
                 limit=executor.config.callback_limit,
                 released=None if executor.store is None else executor.store.wait_recorded,
@@ -111,7 +131,7 @@ class Triggers:
             self._nursery.start_soon(service)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the services until cancelled; then close the HTTP client."""
+        """Run the services until cancelled."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -123,8 +143,6 @@ class Triggers:
         finally:
             self._nursery = None
             self._ended = True
-            with trio.CancelScope(shield=True):
-                await self.http.aclose()
 
     async def drain(self) -> None:
         """Every job has finished: let pending callbacks end (bounded), cancel the rest."""
@@ -132,7 +150,7 @@ class Triggers:
             await self._callbacks.drain(self._drain_timeout)
         self._cancelled = True  # drain cancels what is left, and refuses later callbacks
 
-    def shutdown(self, mode: Literal["drain", "cancel"]) -> None:
+    def shutdown(self, mode: ShutdownMode) -> None:
         self._stopped = True
         if self._schedules is not None:
             self._schedules.stop()

@@ -204,7 +204,7 @@ class Schedules:
         """Validate and start a schedule; raises a ``CommandError`` for a bad one."""
         if self._stopped:
             raise ShuttingDown("not accepting schedules: the executor is shutting down")
-        self._executor._validate(job, template, params)  # refuse a broken job now, not at 3 am
+        self._executor.validate(job, template, params)  # refuse a broken job now, not at 3 am
         entry = ScheduleEntry(
             id=f"s{self._next_id}",
             timing=self._timing(cron, every, tz),
