@@ -36,6 +36,7 @@ NOT_AT_START = {
     "stepline.store._recovery",
     "stepline.cli._run",
     "stepline.triggers._schedules",
+    "stepline.store",
     "stepline.store._sqlite",
     "stepline.steps",
     "cattrs",

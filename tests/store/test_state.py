@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -17,12 +16,11 @@ from typing import Any
 import pytest
 import trio
 
-from stepline import Config, Executor
-from stepline.store import _sqlite as _store
-from stepline.store._sqlite import Store, StoreFailed
+from stepline import Config, Executor, StoreFailed
+from stepline.store import MemoryBackend, Store
 
 from ..conftest import MemoryOutbox
-from ..driver import ENV, SERVE, Driver, Event, lifecycle_ok, run_cli, serve
+from ..driver import Driver, Event, lifecycle_ok, run_cli, serve
 
 SLEEP = 2.5  # seconds the "long" subprocess jobs run: long enough to kill them mid-run
 RECORDED = 0.5  # ample time for a `running` record to be committed (it takes milliseconds)
@@ -251,84 +249,6 @@ def test_keep_bounds_finished_records_on_disk_and_in_memory(tmp_path: Path) -> N
     assert rows(state, "SELECT count(*) FROM jobs") == [(0,)]
 
 
-# -- the file itself ---------------------------------------------------------------------------
-
-
-def refused(state: Path) -> str:
-    """Start on ``state``: it must fail with status 2 and no output, leaving the file as it was."""
-    before = state.read_bytes()
-    events, rc, stderr = run_cli([submit({"value": 1})], "--state", str(state))
-    assert rc == 2, stderr
-    assert events == []
-    assert "Traceback" not in stderr
-    assert state.read_bytes() == before  # never a silent reset
-    return stderr
-
-
-def test_a_corrupt_state_file_is_refused(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
-    state.write_bytes(b"this is not a database\n" * 200)
-    assert "is corrupt" in refused(state)
-
-
-def test_a_damaged_database_is_refused(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
-    _, rc, _ = run_cli([submit({"value": i}) for i in range(50)], "--state", str(state))
-    assert rc == 0
-    data = bytearray(state.read_bytes())
-    assert len(data) > 4096
-    data[4096 + 8 : 4096 + 200] = b"\xa5" * 192  # a page's header and cells
-    state.write_bytes(bytes(data))
-    assert "corrupt" in refused(state)
-
-
-def test_a_state_file_from_a_newer_stepline_is_refused(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
-    with closing(sqlite3.connect(state)) as conn:
-        conn.execute("CREATE TABLE jobs (id TEXT)")
-        conn.execute("PRAGMA user_version = 99")
-        conn.commit()
-    stderr = refused(state)
-    assert "format 99" in stderr
-    assert "newer" in stderr
-
-
-def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
-    with closing(sqlite3.connect(state)) as conn:
-        conn.execute("CREATE TABLE precious (data TEXT)")
-        conn.commit()
-    assert "not a stepline state file" in refused(state)
-
-
-async def test_a_state_file_in_use_is_refused(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
-    async with serve("--state", str(state)) as first:
-        await first.send({"op": "ping", "id": 1})
-        await first.wait_for("pong")
-        _, rc, stderr = await trio.to_thread.run_sync(lambda: run_cli([], "--state", str(state)))
-        assert rc == 2
-        assert "in use" in stderr
-        await drain(first)
-
-
-def test_without_state_nothing_touches_the_disk(tmp_path: Path) -> None:
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    commands = b'{"op":"define","name":"t","job":{"value":1}}\n{"op":"submit","template":"t"}\n'
-    proc = subprocess.run(
-        SERVE,
-        input=commands,
-        cwd=tmp_path,
-        capture_output=True,
-        check=False,
-        env={**ENV, "PYTHONPATH": src},
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert b'"finished"' in proc.stdout
-    assert list(tmp_path.iterdir()) == []
-
-
 # -- the protocol is unchanged by --state --------------------------------------------------------
 
 
@@ -383,7 +303,8 @@ async def test_sigterm_with_state_cancels_and_leaves_nothing_to_recover(tmp_path
 async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "state.db", keep=10)
     outbox = MemoryOutbox()
-    executor = Executor(Config(workers=2, queue_size=500, heartbeat=0), outbox, store=store)
+    executor = Executor(Config(workers=2, queue_size=500, heartbeat=0), outbox)
+    store.attach(executor)
     jobs = 200
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
@@ -399,22 +320,18 @@ async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
     assert rows(tmp_path / "state.db", "SELECT count(*) FROM jobs") == [(10,)]
 
 
-async def test_a_failing_state_file_refuses_submits_but_loses_no_finished(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = await Store.open(tmp_path / "state.db")
+async def test_a_failing_store_refuses_submits_but_loses_no_finished() -> None:
+    backend = MemoryBackend()
+    store = await Store.open(backend)
     outbox = MemoryOutbox()
-    executor = Executor(Config(workers=1, heartbeat=0), outbox, store=store)
+    executor = Executor(Config(workers=1, heartbeat=0), outbox)
+    store.attach(executor)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         await nursery.start(executor.run)
         running = await executor.submit({"sleep": 0.2})
         await outbox.wait_for(lambda e: e["event"] == "started")
-
-        def broken(conn: sqlite3.Connection, batch: object) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
-        monkeypatch.setattr(_store, "_commit", broken)
+        backend.failing = OSError("disk I/O error")
         with pytest.raises(StoreFailed, match="cannot be written"):
             await executor.submit({"value": 1})
         await outbox.finished(running.id)  # its outcome could not be recorded: still announced

@@ -20,7 +20,7 @@ import trio
 from stepline import Config, Executor, InvalidJob
 from stepline.server._dispatch import dispatch
 from stepline.spec._validate import validate_job, validate_template
-from stepline.store._sqlite import Store
+from stepline.store import Store
 from stepline.triggers._attach import Triggers
 from stepline.wire._commands import Ack, Stats, Status
 
@@ -475,7 +475,8 @@ async def test_with_durable_state_callbacks_follow_the_held_finished(tmp_path: P
     # --state holds `finished` back until the outcome is committed: callbacks wait for it too
     store = await Store.open(tmp_path / "state.db", keep=10)
     out = MemoryOutbox()
-    ex = Executor(Config(heartbeat=0), out, store=store)
+    ex = Executor(Config(heartbeat=0), out)
+    store.attach(ex)
     Triggers.attach(ex)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)

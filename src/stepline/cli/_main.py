@@ -21,7 +21,7 @@ from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._graph import add_graph_commands
 
 if TYPE_CHECKING:
-    from ..store._sqlite import Store
+    from ..store._store import Store
 
 __all__ = ["main"]
 
@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> int:
         store: Store | None = None
         if args.state is not None:
-            from ..store._sqlite import Store, StoreError  # start-up time: SQLite for --state only
+            from ..store import Store, StoreError  # start-up time: --state only
 
             try:
                 store = await Store.open(

@@ -20,12 +20,11 @@ it directly (:func:`stepline.open_executor`).
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import trio
 from attrs import field, frozen, validators
@@ -45,15 +44,13 @@ from ..spec._validate import validate_job, validate_template
 from ..wire._events import RequestId, event
 from ..wire._outbox import Outbox
 from ._attach import Attachment, Attachments, ShutdownMode
+from ._durable import DurableState
 from ._http import HttpClient
 from ._interpret import Services, StepContext, run_step, with_modifiers
 from ._jobs import FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
 from ._tasks import Cleanups
 from ._workspace import Workspace, WorkspacePool, without_files
-
-if TYPE_CHECKING:
-    from ..store._sqlite import StagedJob, Store, StoreFailed
 
 __all__ = ["Config", "Executor", "ExecutorState"]
 
@@ -109,7 +106,7 @@ class Executor:
     ``stepline serve`` and :func:`stepline.open_executor` attach them.
     """
 
-    def __init__(self, config: Config, outbox: Outbox, *, store: Store | None = None) -> None:
+    def __init__(self, config: Config, outbox: Outbox) -> None:
         self.config = config
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
@@ -121,11 +118,10 @@ class Executor:
         self.queue = JobQueue(config.queue_size)
         self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
         self.closed = trio.Event()
-        self.store = store  # --state: see stepline.store; None keeps every path in memory
-        self._reserved = 0  # queue slots held by staged (durable, not yet accepted) submits
-        if store is not None:
-            store.bind(outbox.emit, lambda: self.table.next_number)
-            self.table.observer = store
+        # --state (engine/_durable.py): None keeps every path in memory, and fast.
+        self.durable: DurableState | None = None
+        self._write_ahead: DurableState | None = None  # set when steps wait for their start
+        self._reserved = 0  # queue slots held by durable submits not yet accepted
         self.http = HttpClient()  # `http` steps' pool, made on first use; attachments share it
         self._attached = Attachments()
         self._services = Services(
@@ -217,8 +213,8 @@ class Executor:
                 continue  # a tombstone: cancelled while queued
             running.append(job)
             self.table.start(job, scope)
-            if self.store is not None and self.store.write_ahead_start:
-                await self.store.wait_recorded()  # --on-restart fail: see stepline.store
+            if self._write_ahead is not None:
+                await self._write_ahead.wait_recorded()  # --on-restart fail
             outcome = await self._execute(job)
             running.clear()
             self._conclude(job, outcome)
@@ -296,13 +292,21 @@ class Executor:
         **extra: Any,
     ) -> Job:
         """Validate and queue a job (a spec, or a template with params); returns its record."""
-        if self.store is not None:
-            return await self._submit_durably(job, template, params, name, request_id, extra)
-        self._check_accepting()
+        if self.durable is not None:
+            return await self.durable.submit(
+                self,
+                job,
+                template=template,
+                params=params,
+                name=name,
+                request_id=request_id,
+                extra=extra,
+            )
+        self.check_accepting()
         spec = self.validate(job, template, params)
         if self._queue_is_full():
             await self._wait_for_room()
-            self._check_accepting()  # shutdown may have begun while we waited for room
+            self.check_accepting()  # shutdown may have begun while we waited for room
         return self._enqueue(spec, name, request_id, extra)
 
     def submit_nowait(
@@ -319,9 +323,9 @@ class Executor:
 
         It would wait when the queue is full, or with ``--state`` (the record is written first).
         """
-        if self.store is not None or self._queue_is_full():
+        if self.durable is not None or self._queue_is_full():
             raise trio.WouldBlock
-        self._check_accepting()
+        self.check_accepting()
         spec = self.validate(job, template, params)
         return self._enqueue(spec, name, request_id, extra)
 
@@ -346,13 +350,13 @@ class Executor:
             spec = validate_job(job, templates=self.templates, allow_unresolved=True)
             check_run_policy(spec, self.config.allow_run, unresolved_ok=True)
         self.templates[name] = job
-        if self.store is not None:
-            self.store.put_template(name, job)  # see sync_state: `defined` waits for it
+        if self.durable is not None:
+            self.durable.record_template(name, job)  # see sync_state: `defined` waits for it
 
     async def sync_state(self) -> None:
         """Wait until every state change so far is durable (a no-op without ``--state``)."""
-        if self.store is not None:
-            await self.store.sync()
+        if self.durable is not None:
+            await self.durable.sync()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -381,103 +385,51 @@ class Executor:
         self.groups.kill_all()
         self.cleanups.kill()
 
-    # -- durable submits (--state) -----------------------------------------------------------
+    # -- durable state (--state): the primitives a store admits submits with ----------------
 
-    async def stage(
-        self,
-        job: Any = None,
-        *,
-        template: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        name: str | None = None,
-        request_id: RequestId = None,
-        **extra: Any,
-    ) -> StagedJob:
-        """Validate a submit, take a queue slot and an id, and start writing its record.
+    def use_durable_state(self, durable: DurableState) -> None:
+        """Make this executor durable: ``durable`` sees every transition and admits every submit
+        (see :mod:`stepline.engine._durable`). Called once, before :meth:`run`."""
+        self.durable = durable
+        self.table.observer = durable
+        self._write_ahead = durable if durable.write_ahead_start else None
 
-        Not accepted yet: :meth:`settle` accepts it once the record is committed. Staging many
-        submits before settling any lets one transaction carry them all (group commit).
+    async def reserve_slot(self) -> None:
+        """Wait for room in the queue, then hold one slot for a job about to be accepted.
+
+        The slot is counted as taken until :meth:`accept_reserved` or :meth:`release_slot`, so
+        a durable submit need not check for room again after its record is written.
         """
-        from ..store._sqlite import StagedJob, encode_request  # start-up time: --state only
-
-        assert self.store is not None
-        self._check_accepting()
-        spec = self.validate(job, template, params)
-        raw = job if template is None else self.templates[template]
-        request = encode_request(raw, params, spec, self.templates)
         await self._wait_for_room()
-        self._check_accepting()
-        # The slot is held from here on (counted by _queue_is_full), so no re-check is needed
-        # after the durable write, however many submits are staged meanwhile.
-        job_id = self.table.reserve_id()
-        job_name = name if name is not None else spec.name
-        gen = self.store.add_job(job_id, job_name, request)
+        self.check_accepting()
         self._reserved += 1
-        return StagedJob(job_id, spec, name, request_id, extra, gen)
 
-    async def settle(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
-        """Accept staged jobs, in order, once their records are committed: one wait for all.
-
-        Commits are sequential, so the last one durable means all are. A job whose record could
-        not be written is refused (``StoreFailed``). A job staged before a shutdown began is
-        still accepted, as it is on disk, and cancelled at once: its ``finished`` follows.
-        """
-        from ..store._sqlite import StoreFailed  # start-up time: --state only
-
-        assert self.store is not None
-        with contextlib.suppress(StoreFailed):  # the committed ones are accepted, others refused
-            await self.store.wait_durable(staged[-1].gen)
-        return self.settle_now(staged)
-
-    def settle_now(self, staged: Sequence[StagedJob]) -> list[Job | StoreFailed]:
-        """:meth:`settle` without the wait: a job not yet committed is refused."""
-        return [self._accept_staged(item) for item in staged]
-
-    def _accept_staged(self, item: StagedJob) -> Job | StoreFailed:
-        assert self.store is not None
+    def release_slot(self) -> None:
+        """Give back a slot held by :meth:`reserve_slot` for a submit that was refused."""
         self._reserved -= 1
-        if not self.store.is_durable(item.gen):
-            from ..store._sqlite import StoreFailed  # start-up time: --state only
+        self._room.unpark_all()
 
-            return StoreFailed(f"job not accepted: {self.store.failure}")
-        record = self.table.accept(
-            item.spec, name=item.name, request_id=item.request_id, job_id=item.job_id, **item.extra
-        )
+    def accept_reserved(
+        self,
+        spec: JobSpec,
+        *,
+        job_id: str,
+        name: str | None,
+        request_id: RequestId,
+        extra: Mapping[str, Any],
+    ) -> Job:
+        """Accept a job into the slot :meth:`reserve_slot` held, under an id taken earlier.
+
+        A shutdown that began since the slot was reserved does not refuse it (its record is
+        durable already): it is accepted and cancelled at once, so its ``finished`` follows.
+        """
+        self._reserved -= 1
+        record = self.table.accept(spec, name=name, request_id=request_id, job_id=job_id, **extra)
         if self.state is ExecutorState.RUNNING:
-            self.queue.put_nowait(record)  # cannot block: the slot was held since stage()
+            self.queue.put_nowait(record)  # cannot block: the slot was held
         else:
             self.table.cancel(record, "cancelled by shutdown before it started")
         return record
-
-    async def _submit_durably(
-        self,
-        job: Any,
-        template: str | None,
-        params: Mapping[str, Any] | None,
-        name: str | None,
-        request_id: RequestId,
-        extra: dict[str, Any],
-    ) -> Job:
-        staged = await self.stage(
-            job, template=template, params=params, name=name, request_id=request_id, **extra
-        )
-        with trio.CancelScope(shield=True):  # a recorded job must end accepted (or refused)
-            (outcome,) = await self.settle([staged])
-        from ..store._sqlite import StoreFailed  # start-up time: --state only
-
-        if isinstance(outcome, StoreFailed):
-            raise outcome
-        return outcome
-
-    async def requeue(self, jobs: Sequence[Job]) -> None:
-        """Queue jobs recovered from ``--state``, waiting for room as workers take them."""
-        for job in jobs:
-            if job.state is not JobState.QUEUED:
-                continue  # cancelled meanwhile
-            try:
-                await self.queue.put(job)
-            except trio.ClosedResourceError:  # shut down before it could be queued
-                self.table.cancel(job, "cancelled by shutdown before it started")
 
     def has_room(self) -> bool:
         """Whether a submit would get a queue slot now, without waiting."""
@@ -485,7 +437,8 @@ class Executor:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _check_accepting(self) -> None:
+    def check_accepting(self) -> None:
+        """Raise ``ShuttingDown`` unless new jobs are taken."""
         if self.state is not ExecutorState.RUNNING:
             raise ShuttingDown(f"not accepting jobs: executor is {self.state.value}")
 
@@ -516,12 +469,12 @@ class Executor:
                 # The reader handles a whole chunk of input without yielding, so workers may not
                 # have run since the queue filled: give them one turn before refusing.
                 await trio.lowlevel.checkpoint()
-                self._check_accepting()
+                self.check_accepting()
                 if self._queue_is_full():
                     raise QueueFull(f"the queue is full ({self.config.queue_size} jobs waiting)")
                 continue
             await self._room.park()
-            self._check_accepting()
+            self.check_accepting()
 
     def _queue_is_full(self) -> bool:
         if len(self.queue) + self._reserved < self.queue.size:

@@ -34,7 +34,7 @@ from ._dispatch import dispatch, submit_nowait
 if TYPE_CHECKING:
     from ..store._pipeline import SubmitPipeline
     from ..store._recovery import Recovered, RestartPolicy
-    from ..store._sqlite import Store
+    from ..store._store import Store
 
 __all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Server"]
 
@@ -60,7 +60,7 @@ class Server:
         on_restart: RestartPolicy = "rerun",
     ) -> None:
         self.outbox = StreamOutbox(stdout)
-        self.executor = Executor(config, self.outbox, store=store)
+        self.executor = Executor(config, self.outbox)
         Triggers.attach(self.executor)  # callbacks, alerts, schedules: each made on first use
         # --state: the previous run's jobs, restored now, announced after `ready`; submits
         # pipelined so that they share commits (see store/_pipeline.py).
@@ -71,8 +71,9 @@ class Server:
             from ..store._pipeline import SubmitPipeline  # start-up time: --state only
             from ..store._recovery import restore
 
+            store.attach(self.executor)
             self._recovered = restore(self.executor, store.snapshot, on_restart)
-            self._pipeline = SubmitPipeline(self.executor)
+            self._pipeline = SubmitPipeline(self.executor, store)
         self._stdin = stdin
         self._max_line = max_line
         self._handle_signals = handle_signals
@@ -125,7 +126,8 @@ class Server:
         if self._recovered:
             from ..store._recovery import resume  # start-up time: --state only
 
-            await resume(self.executor, self._recovered)  # before the first command
+            assert self._store is not None
+            await resume(self.executor, self._store, self._recovered)  # before the first command
         try:
             async with self._stdin:
                 async for lines in read_lines(self._stdin, self._max_line):

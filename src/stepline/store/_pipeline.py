@@ -22,12 +22,13 @@ from typing import Final
 
 import trio
 
-from .._errors import CommandError
+from .._errors import CommandError, StoreFailed
 from ..engine._executor import Executor
 from ..engine._jobs import Job
 from ..wire._commands import Command, Submit
 from ..wire._events import RequestId, error
-from ._sqlite import StagedJob, StoreFailed
+from ._admit import StagedJob, settle, settle_now, stage
+from ._store import Store
 
 __all__ = ["MAX_STAGED", "SubmitPipeline"]
 
@@ -40,8 +41,9 @@ MAX_STAGED: Final = 4096
 class SubmitPipeline:
     """Stages consecutive ``submit`` commands and settles them in one commit."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, store: Store) -> None:
         self._executor = executor
+        self._store = store
         self._staged: list[StagedJob] = []
 
     async def offer(self, command: Command, request_id: RequestId) -> bool:
@@ -56,7 +58,9 @@ class SubmitPipeline:
             await self._settle_oldest()
             await trio.lowlevel.checkpoint()
         try:
-            staged = await self._executor.stage(
+            staged = await stage(
+                self._executor,
+                self._store,
                 command.job,
                 template=command.template,
                 params=command.params,
@@ -85,15 +89,13 @@ class SubmitPipeline:
         # Shielded: a record on disk must end as an `accepted` or an error, even when the reader
         # is being cancelled at the end of a shutdown.
         with trio.CancelScope(shield=True):
-            outcomes = await self._executor.settle(staged)
+            outcomes = await settle(self._executor, self._store, staged)
         self._report(staged, outcomes)
 
     async def _settle_oldest(self) -> None:
-        store = self._executor.store
-        assert store is not None
         try:
             with trio.CancelScope(shield=True):  # as in settle(): it ends accepted or refused
-                await store.wait_durable(self._staged[0].gen)
+                await self._store.wait_durable(self._staged[0].gen)
         except StoreFailed:
             await self.settle()  # refuses what was not written
         self._settle_committed()
@@ -105,13 +107,13 @@ class SubmitPipeline:
         pipeline full: while one batch commits, the next fills, and the reader waits only when
         it has no queue room left.
         """
-        store = self._executor.store
+        store = self._store
         ready = 0
-        while ready < len(self._staged) and store and store.is_durable(self._staged[ready].gen):
+        while ready < len(self._staged) and store.is_durable(self._staged[ready].gen):
             ready += 1
         if ready:
             done, self._staged = self._staged[:ready], self._staged[ready:]
-            self._report(done, self._executor.settle_now(done))
+            self._report(done, settle_now(self._executor, store, done))
 
     def _report(self, staged: list[StagedJob], outcomes: list[Job | StoreFailed]) -> None:
         for item, outcome in zip(staged, outcomes, strict=True):

@@ -11,7 +11,7 @@ Two steps, split around the ``ready`` event:
   finished at once as ``failed`` with error type ``interrupted`` (``failed``).
 
 Why jobs are validated again instead of stored as specs: see
-:func:`stepline.store._sqlite.encode_request`.
+:func:`stepline.store._admit.encode_request`.
 A job that no longer validates (a newer stepline is stricter) is finished as ``interrupted`` with
 the reason, rather than blocking the start or vanishing.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeAlias
 
+import trio
 from attrs import frozen
 
 from .._errors import CommandError
@@ -29,7 +30,8 @@ from ..spec._model import JobSpec, Seq
 from ..spec._policy import check_run_policy
 from ..spec._validate import validate_job
 from ..wire._events import event
-from ._sqlite import Snapshot, StoredJob
+from ._model import Snapshot, StoredJob
+from ._store import Store
 
 __all__ = ["Recovered", "RestartPolicy", "restore", "resume"]
 
@@ -62,18 +64,28 @@ def restore(executor: Executor, snapshot: Snapshot, policy: RestartPolicy) -> li
     return plan
 
 
-async def resume(executor: Executor, plan: list[Recovered]) -> None:
+async def resume(executor: Executor, store: Store, plan: list[Recovered]) -> None:
     """Announce each recovered job, fail the ones the policy fails, and queue the rest."""
-    store = executor.store
     for item in plan:
         job = item.job
         executor.outbox.emit(event("recovered", job=job.id, state=item.was, action=item.action))
         if item.action == "failed":
             error = {"type": "interrupted", "message": item.reason, "step": ""}
             executor.table.finish(job, JobState.FAILED, error=error)
-        elif item.action == "rerun" and store is not None:
+        elif item.action == "rerun":
             store.requeued(job)  # a second crash before it starts finds it queued, not running
-    await executor.requeue([item.job for item in plan if item.action != "failed"])
+    await _requeue(executor, [item.job for item in plan if item.action != "failed"])
+
+
+async def _requeue(executor: Executor, jobs: list[Job]) -> None:
+    """Queue recovered jobs, waiting for room as workers take them."""
+    for job in jobs:
+        if job.state is not JobState.QUEUED:
+            continue  # cancelled meanwhile
+        try:
+            await executor.queue.put(job)
+        except trio.ClosedResourceError:  # shut down before it could be queued
+            executor.table.cancel(job, "cancelled by shutdown before it started")
 
 
 def _finished_job(row: StoredJob) -> Job:

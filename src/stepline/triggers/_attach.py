@@ -101,7 +101,7 @@ class Triggers:
                 executor.http,
                 executor.groups,
                 limit=executor.config.callback_limit,
-                released=None if executor.store is None else executor.store.wait_recorded,
+                released=None if executor.durable is None else executor.durable.wait_recorded,
             )
             if self._cancelled or self._ended:
                 runner.cancel()  # as a runner made at start would be by now

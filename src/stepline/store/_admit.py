@@ -1,0 +1,180 @@
+"""Durable submits: a job is on disk before its ``accepted`` is written.
+
+A submit is *staged* (:func:`stage`: validated, given a queue slot and an id, its record added to
+the store's open batch) and then *settled* (:func:`settle`: once that batch is committed, the job
+is accepted and queued). Between the two the job holds its queue slot
+(:meth:`Executor.reserve_slot <stepline.engine._executor.Executor.reserve_slot>`), so nothing
+needs checking again after the durable write, however many submits are staged meanwhile.
+Staging many submits before settling any lets one commit carry them all (group commit):
+:mod:`stepline.store._pipeline` does that for ``stepline serve``; :func:`submit_durably` is the
+one-at-a-time form behind ``Executor.submit``.
+
+The stored request is the raw job JSON, the submit's ``params``, and the definitions of the
+templates it uses (:func:`encode_request`): recovery validates it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import orjson
+import trio
+from attrs import frozen
+
+from .._errors import InvalidJob, StoreFailed
+from ..engine._executor import Executor
+from ..engine._jobs import Job
+from ..spec._model import JobSpec, Use
+from ..wire._events import RequestId
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+__all__ = ["StagedJob", "encode_request", "settle", "settle_now", "stage", "submit_durably"]
+
+
+@frozen
+class StagedJob:
+    """A submit that passed validation and holds a queue slot and a job id, and whose record is
+    being written. It becomes a job once batch ``gen`` is committed (:func:`settle`)."""
+
+    job_id: str
+    spec: JobSpec
+    name: str | None
+    request_id: RequestId
+    extra: dict[str, Any]
+    gen: int
+
+
+async def stage(
+    executor: Executor,
+    store: Store,
+    job: Any = None,
+    *,
+    template: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    request_id: RequestId = None,
+    extra: dict[str, Any] | None = None,
+) -> StagedJob:
+    """Validate a submit, take a queue slot and an id, and start writing its record.
+
+    Not accepted yet: :func:`settle` accepts it once the record is committed.
+    """
+    executor.check_accepting()
+    spec = executor.validate(job, template, params)
+    raw = job if template is None else executor.templates[template]
+    request = encode_request(raw, params, spec, executor.templates)
+    await executor.reserve_slot()
+    job_id = executor.table.reserve_id()
+    job_name = name if name is not None else spec.name
+    try:
+        gen = store.add_job(job_id, job_name, request)
+    except StoreFailed:
+        executor.release_slot()
+        raise
+    return StagedJob(job_id, spec, name, request_id, extra or {}, gen)
+
+
+async def settle(
+    executor: Executor, store: Store, staged: Sequence[StagedJob]
+) -> list[Job | StoreFailed]:
+    """Accept staged jobs, in order, once their records are committed: one wait for all.
+
+    Commits are sequential, so the last one durable means all are. A job whose record could not
+    be written is refused (``StoreFailed``). A job staged before a shutdown began is still
+    accepted, as it is on disk, and cancelled at once: its ``finished`` follows.
+    """
+    with contextlib.suppress(StoreFailed):  # the committed ones are accepted, others refused
+        await store.wait_durable(staged[-1].gen)
+    return settle_now(executor, store, staged)
+
+
+def settle_now(
+    executor: Executor, store: Store, staged: Sequence[StagedJob]
+) -> list[Job | StoreFailed]:
+    """:func:`settle` without the wait: a job not yet committed is refused."""
+    return [_accept(executor, store, item) for item in staged]
+
+
+def _accept(executor: Executor, store: Store, item: StagedJob) -> Job | StoreFailed:
+    if not store.is_durable(item.gen):
+        executor.release_slot()
+        return StoreFailed(f"job not accepted: {store.failure}")
+    return executor.accept_reserved(
+        item.spec,
+        job_id=item.job_id,
+        name=item.name,
+        request_id=item.request_id,
+        extra=item.extra,
+    )
+
+
+async def submit_durably(
+    executor: Executor,
+    store: Store,
+    job: Any,
+    *,
+    template: str | None,
+    params: Mapping[str, Any] | None,
+    name: str | None,
+    request_id: RequestId,
+    extra: dict[str, Any],
+) -> Job:
+    """One submit, staged and settled on its own (``Executor.submit`` with a store)."""
+    staged = await stage(
+        executor,
+        store,
+        job,
+        template=template,
+        params=params,
+        name=name,
+        request_id=request_id,
+        extra=extra,
+    )
+    with trio.CancelScope(shield=True):  # a recorded job must end accepted (or refused)
+        (outcome,) = await settle(executor, store, [staged])
+    if isinstance(outcome, StoreFailed):
+        raise outcome
+    return outcome
+
+
+def encode_request(
+    raw: Any, params: Mapping[str, Any] | None, spec: JobSpec, templates: Mapping[str, Any]
+) -> bytes:
+    """The stored form of a submit: enough to validate the same job again after a restart.
+
+    Why not the spec itself: re-validating the raw JSON keeps the stored form independent of the
+    spec classes (new step kinds need no codec), at the cost of keeping the templates the job
+    used, so that a template redefined later cannot change a job already accepted.
+    """
+    body: dict[str, Any] = {"job": raw, "params": dict(params or {})}
+    try:
+        data = orjson.dumps(body)
+        if b'"use"' in data:  # cheap pre-check: only then walk the spec for the templates used
+            used = sorted(_templates_used(spec))
+            body["templates"] = {name: templates[name] for name in used if name in templates}
+            data = orjson.dumps(body)
+    except TypeError as exc:  # only an embedding program can pass non-JSON values
+        raise InvalidJob("", f"the job cannot be recorded in the state file: {exc}") from None
+    return data
+
+
+def _templates_used(node: object) -> set[str]:
+    """Names of every template a validated spec expanded, at any depth (generic over attrs)."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Use):
+            found.add(item.template)
+        if attrs.has(type(item)):
+            stack.extend(getattr(item, f.name) for f in attrs.fields(type(item)))  # type: ignore[arg-type]
+        elif isinstance(item, tuple):
+            stack.extend(item)
+        elif isinstance(item, Mapping):
+            stack.extend(v for v in item.values() if attrs.has(type(v)))
+    return found

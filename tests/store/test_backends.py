@@ -1,0 +1,175 @@
+"""The store seam's contract, checked against every backend (SQLite and in-memory).
+
+A new backend joins :data:`BACKENDS` and must pass the same tests: what was committed comes back
+at the next open, a failed commit leaves nothing behind and does not stop the next one, damaged
+state is refused with a ``StoreError`` and left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stepline.store import Backend, Batch, MemoryBackend, Snapshot, StoreError
+from stepline.store._sqlite import SqliteBackend
+
+
+class Backends:
+    """Opens one backend's state again and again, as successive runs would."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.path = tmp_path / "state.db"
+        self.memory = MemoryBackend()
+
+    def make(self) -> Backend:
+        return self.memory if self.kind == "memory" else SqliteBackend(self.path)
+
+    async def reopen(self, keep: int = 100) -> Snapshot:
+        backend = self.make()
+        snapshot = await backend.open(keep)
+        await backend.aclose()
+        return snapshot
+
+    def corrupt_request(self, job_id: str, request: bytes) -> None:
+        """Replace a stored job's request bytes behind the backend's back."""
+        if self.kind == "memory":
+            self.memory.jobs[job_id][1] = request
+        else:
+            with closing(sqlite3.connect(self.path)) as conn:
+                conn.execute("UPDATE jobs SET request = ? WHERE id = ?", (request, job_id))
+                conn.commit()
+
+    def count_jobs(self) -> int:
+        if self.kind == "memory":
+            return len(self.memory.jobs)
+        with closing(sqlite3.connect(self.path)) as conn:
+            return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Backends:
+    return Backends(request.param, tmp_path)
+
+
+def request_of(value: Any) -> bytes:
+    return orjson.dumps({"job": {"value": value}, "params": {}})
+
+
+def batch(gen: int, **fields: Any) -> Batch:
+    return Batch(gen=gen, dirty=True, **fields)
+
+
+async def write(backends: Backends, *batches: Batch) -> None:
+    backend = backends.make()
+    await backend.open(100)
+    for item in batches:
+        await backend.commit(item)
+    await backend.aclose()
+
+
+async def test_an_empty_state_opens_as_an_empty_snapshot(backends: Backends) -> None:
+    assert await backends.reopen() == Snapshot()
+
+
+async def test_what_was_committed_comes_back(backends: Backends) -> None:
+    await write(
+        backends,
+        batch(
+            1,
+            inserts=[("j1", "one", request_of(1)), ("j2", None, request_of(2))],
+            templates=[("t", b'{"value": 1}')],
+            objects=[("schedule", "s1", b'{"every": 1}'), ("alert", "a1", b"{}")],
+            next_id=3,
+        ),
+        batch(
+            2,
+            updates={"j1": ("succeeded", 0.5, {"out": 1}, 1), "j2": ("running", None, None, None)},
+            objects=[("alert", "a1", None)],
+        ),
+    )
+    snapshot = await backends.reopen()
+    assert snapshot.next_id == 3
+    assert snapshot.templates == {"t": {"value": 1}}
+    assert snapshot.objects == {"schedule": {"s1": {"every": 1}}}
+    assert [(j.id, j.state, j.request["job"]) for j in snapshot.unfinished] == [
+        ("j2", "running", {"value": 2})
+    ]
+    [done] = snapshot.finished
+    assert (done.id, done.name, done.state, done.elapsed, done.result) == (
+        "j1",
+        "one",
+        "succeeded",
+        0.5,
+        {"out": 1},
+    )
+    assert snapshot.last_fin == 1
+
+
+async def test_open_loads_the_newest_keep_finished_and_prune_deletes(backends: Backends) -> None:
+    inserts = [(f"j{i}", None, request_of(i)) for i in range(1, 6)]
+    updates = {f"j{i}": ("failed", 0.0, {"type": "fail"}, i) for i in range(1, 6)}
+    await write(backends, batch(1, inserts=inserts, next_id=6), batch(2, updates=updates))
+    snapshot = await backends.reopen(keep=2)
+    assert [job.id for job in snapshot.finished] == ["j4", "j5"]
+    assert snapshot.last_fin == 5
+    assert backends.count_jobs() == 5  # open never writes
+    await write(backends, batch(3, prune_to=3))
+    assert backends.count_jobs() == 2
+
+
+async def test_a_failed_commit_leaves_nothing_and_the_next_one_works(backends: Backends) -> None:
+    backend = backends.make()
+    await backend.open(100)
+    await backend.commit(batch(1, inserts=[("j1", None, request_of(1))], next_id=2))
+    duplicate = batch(
+        2,
+        inserts=[("j2", None, request_of(2)), ("j1", None, request_of(1))],  # j1 again: refused
+        templates=[("t", b"{}")],
+        next_id=3,
+    )
+    with pytest.raises((sqlite3.IntegrityError, ValueError)):
+        await backend.commit(duplicate)
+    await backend.commit(batch(3, inserts=[("j3", None, request_of(3))], next_id=4))
+    await backend.aclose()
+    snapshot = await backends.reopen()
+    assert [job.id for job in snapshot.unfinished] == ["j1", "j3"]
+    assert snapshot.templates == {}
+    assert snapshot.next_id == 4
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "says"),
+    [
+        (b"[1]", "not an object with a job"),
+        (b"null", "not an object with a job"),
+        (b'{"job": {"value": 1}, "params": [1, 2]}', "params"),
+        (b'{"job": {"value": 1}, "templates": {"t": 3}}', "templates"),
+        (b"{not json", "not valid JSON"),
+    ],
+)
+async def test_a_damaged_request_is_refused_and_nothing_is_written(
+    backends: Backends, request_bytes: bytes, says: str
+) -> None:
+    finished = {f"j{i}": ("succeeded", 0.0, i, i) for i in range(1, 9)}
+    inserts = [(f"j{i}", None, request_of(i)) for i in range(1, 10)]
+    await write(backends, batch(1, inserts=inserts, next_id=10), batch(2, updates=finished))
+    backends.corrupt_request("j9", request_bytes)
+    with pytest.raises(StoreError, match=says):
+        await backends.reopen(keep=2)
+    assert backends.count_jobs() == 9  # refused, so nothing was pruned to --keep
+
+
+async def test_a_damaged_finished_job_is_refused(backends: Backends) -> None:
+    await write(
+        backends,
+        batch(1, inserts=[("j1", None, request_of(1))], next_id=2),
+        batch(2, updates={"j1": ("failed", 0.0, "not an error object", 1)}),
+    )
+    with pytest.raises(StoreError, match="error of job j1"):
+        await backends.reopen()
