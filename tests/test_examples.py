@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from stepline.cli._jobfiles import load_entries, load_templates
 from stepline.cli._progress import PlainView
-from stepline.cli._run import load_entries, load_templates, run_entries
+from stepline.cli._run import Options, Session
+from stepline.cli._term import Output
 from stepline.spec._validate import _KINDS, validate_job
 
 from .driver import ENV
@@ -65,14 +67,12 @@ def test_every_example_file_loads_as_stepline_run_would() -> None:
 async def test_the_examples_do_what_they_say() -> None:
     entries = load_entries([str(p) for p in STEP_FILES], load_templates(TEMPLATE_ARGS))
     out = io.StringIO()
-    assert (
-        await run_entries(entries, load_templates(TEMPLATE_ARGS), PlainView(out), workers=4)
-        is False
-    )
+    session = Session(entries, load_templates(TEMPLATE_ARGS), PlainView(Output(out)), Options())
+    assert await session.run(handle_signals=False) == 1
     results = {
         line.split()[1]: line
         for line in out.getvalue().splitlines()
-        if not line.startswith(("started", f"{len(STEP_FILES)} jobs"))
+        if not line.startswith((" ", "started", f"{len(STEP_FILES)} jobs"))
     }
     failed = [name for name, line in results.items() if not line.startswith("succeeded")]
     assert failed == [str(EXAMPLES / "steps" / "fail.json")]  # the one failing on purpose

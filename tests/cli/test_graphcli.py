@@ -68,7 +68,7 @@ def test_check_reports_every_problem(capsys: pytest.CaptureFixture[str], tmp_pat
     )
     broken = write(tmp_path, "broken.json", "{not json")
     status, out, err = cli(capsys, "check", cycle, str(EXAMPLE), upstream, broken, "missing.json")
-    assert (status, out) == (1, "")
+    assert (status, out) == (2, "")
     lines = err.splitlines()
     assert lines[0] == f"{cycle}: invalid job: tasks: cycle a -> b -> a"
     with pytest.raises(InvalidJob) as submitted:  # the very message a submit gets
@@ -91,7 +91,7 @@ def test_check_with_params_and_templates(
     )
     template = write(tmp_path, "t.json", {"steps": [{"value": "${params.x}"}]})
     status, _, err = cli(capsys, "check", job, "--template", f"t={template}")
-    assert status == 1
+    assert status == 2
     assert "unknown parameter 'd'" in err
     args = ("check", job, "--template", f"t={template}", "--params", '{"d": 2}')
     assert cli(capsys, *args) == (0, "ok\n", "")
@@ -194,7 +194,7 @@ def test_graph_refuses_what_it_cannot_draw(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     status, _, err = cli(capsys, "graph", write(tmp_path, "s.json", {"steps": [{"value": 1}]}))
-    assert status == 1
+    assert status == 2
     assert "has 'steps', not 'tasks'" in err
     bad = write(tmp_path, "b.json", {"tasks": {"a": {"needs": "a", "steps": []}}})
     assert cli(capsys, "graph", bad)[2] == (
@@ -222,7 +222,7 @@ def test_check_and_graph_through_the_real_cli() -> None:
     done = stepline("check", str(EXAMPLE))
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
     bad = stepline("check", "-", stdin='{"tasks": {"a": {"steps": [], "if": "never"}}}')
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert (
         bad.stderr == "-: invalid job: tasks.a.if: expected one of 'success', 'failure', "
         "'always', got 'never'\n"

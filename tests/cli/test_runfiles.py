@@ -1,14 +1,11 @@
-"""``stepline run FILE...``: loading job files, the two views, and the exit status."""
+"""``stepline run FILE...``: loading job files, the views, and the exit status."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,10 @@ import pytest
 from trio.testing import MockClock
 
 from stepline import steps as s
-from stepline.cli._progress import LiveView, PlainView
-from stepline.cli._run import BadFile, Entry, load_entries, load_file, load_templates, main
-from stepline.cli._run import run_entries as run_entries_
+from stepline.cli._jobfiles import BadFile, Entry, load_entries, load_file, load_templates
+from stepline.cli._progress import LiveView, PlainView, View
+from stepline.cli._run import Options, Session
+from stepline.cli._term import Output
 
 from ..driver import ENV
 
@@ -68,9 +66,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(BadFile) as caught:
         load_entries(paths, {})
     problems = str(caught.value).splitlines()
-    assert len(problems) == 3
-    assert "cannot read" in problems[1]
-    assert "b.json: invalid job" in problems[2]
+    assert len(problems) == 3  # in the order of the files
+    assert "a.json: not JSON" in problems[0]
+    assert "b.json: invalid job" in problems[1]
+    assert "missing.json: cannot read" in problems[2]
 
 
 def test_templates_are_name_equals_file_and_are_checked(tmp_path: Path) -> None:
@@ -90,15 +89,17 @@ def test_templates_are_name_equals_file_and_are_checked(tmp_path: Path) -> None:
 # -- running, on the mock clock ------------------------------------------------------------------
 
 
-async def run_entries(jobs: list[Any], view: Any, workers: int = 2) -> bool:
+async def run_entries(jobs: list[Any], view: View, workers: int = 2) -> bool:
     entries = [Entry(f"job{i}", job) for i, job in enumerate(jobs, 1)]
-    return await run_entries_(entries, {}, view, workers=workers)
+    session = Session(entries, {}, view, Options(workers=workers))
+    return await session.run(handle_signals=False) == 0
 
 
 async def test_plain_output_is_one_final_line_per_change(autojump_clock: MockClock) -> None:
     out = io.StringIO()
     ok = await run_entries(
-        [s.job(s.sleep(2), s.value({"n": 1})), s.job(s.sleep(1), s.fail("no"))], PlainView(out)
+        [s.job(s.sleep(2), s.value({"n": 1})), s.job(s.sleep(1), s.fail("no"))],
+        PlainView(Output(out)),
     )
     assert ok is False
     lines = out.getvalue().splitlines()
@@ -112,14 +113,16 @@ async def test_plain_output_is_one_final_line_per_change(autojump_clock: MockClo
 
 async def test_all_succeeded_is_true(autojump_clock: MockClock) -> None:
     out = io.StringIO()
-    assert await run_entries([s.value(1), s.value(2), s.value(3)], PlainView(out), workers=1)
+    assert await run_entries(
+        [s.value(1), s.value(2), s.value(3)], PlainView(Output(out)), workers=1
+    )
     assert out.getvalue().splitlines()[-1] == "3 jobs: 3 succeeded"
 
 
 async def test_the_live_view_redraws_a_block_below_the_results(autojump_clock: MockClock) -> None:
     out = io.StringIO()
     jobs = [s.job(s.sleep(0.35), s.value("a")), s.job(s.sleep(0.15), s.value("b")), s.sleep(1)]
-    assert await run_entries(jobs, LiveView(out, color=False), workers=2)
+    assert await run_entries(jobs, LiveView(Output(out), color=False), workers=2)
     text = out.getvalue()
     assert "\x1b[" in text  # cursor movements: the block is redrawn
     assert "▸ job1" in text
@@ -147,19 +150,21 @@ def screen(text: str) -> list[str]:
 # -- the command ---------------------------------------------------------------------------------
 
 
-def test_main_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.e2e
+def test_the_exit_status(tmp_path: Path) -> None:
     good = write(tmp_path / "good.json", s.job(s.run(["echo", "hi"])))
     bad = write(tmp_path / "bad.jsonl", s.value(1), s.run("exit 3"), lines=True)
     invalid = write(tmp_path / "invalid.json", {"sleep": -1})
-    assert main([good], [], workers=2) == 0
-    assert main([good, bad], [], workers=2) == 1
-    assert main([good, invalid], [], workers=2) == 2
-    out, err = capsys.readouterr()
-    assert f"succeeded {good} " in out
-    assert f"failed    {bad}:2 " in out
-    assert "failure at steps[0]" in out
-    assert err.startswith("stepline run: ")
-    assert "invalid.json: invalid job" in err
+    assert cli("run", good).returncode == 0
+    failed = cli("run", good, bad)
+    assert failed.returncode == 1
+    assert f"succeeded {good} " in failed.stdout
+    assert f"failed    {bad}:2 " in failed.stdout
+    assert "failure at steps[0]" in failed.stdout
+    refused = cli("run", good, invalid)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("stepline run: ")
+    assert "invalid.json: invalid job" in refused.stderr
 
 
 @pytest.mark.e2e
@@ -200,29 +205,3 @@ def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-@pytest.mark.e2e
-def test_ctrl_c_cancels_every_job_and_exits_130(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
-    job = write(
-        tmp_path / "slow.json", s.job(s.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"]))
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stepline", "run", job],
-        env=ENV,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == f"started   {job}\n"
-    while not (pidfile.exists() and pidfile.read_text().strip()):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 130
-    assert "interrupted; every job was cancelled" in err
-    assert "Traceback" not in err
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(pidfile.read_text()), 0)

@@ -1,8 +1,10 @@
 """``stepline check`` and ``stepline graph``: a job file's problems, and its graph, from a shell.
 
-``check FILE...`` validates job files exactly as ``submit`` would (same messages, with the path
-of the offending key), so a job can be checked in CI before it is ever sent: problems go to
-stderr as ``FILE: invalid job: MESSAGE`` and the exit status is 1; otherwise it prints ``ok``.
+``check FILE...`` reads job files exactly as ``stepline run`` reads them (a ``.json`` file is one
+job, any other file JSON Lines) and validates them as ``submit`` would (same messages, with the
+path of the offending key), so a job can be checked in CI before it is ever sent: problems go
+to stderr as ``FILE[:LINE]: invalid job: MESSAGE`` and the exit status is 2, as ``run`` exits
+for them; otherwise it prints ``ok``.
 
 ``graph FILE --format dot|mermaid|json`` prints the tasks of a job, their steps and their
 ``needs`` edges, for Graphviz (``stepline graph job.json | dot -Tsvg > job.svg``), for Markdown
@@ -19,7 +21,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 from .._errors import InvalidJob
@@ -45,7 +46,7 @@ from ..spec._validate import validate_job
 
 __all__ = ["add_graph_commands", "graph_model", "render_dot", "render_mermaid"]
 
-_EXIT_OK, _EXIT_PROBLEM = 0, 1
+_EXIT_OK, _EXIT_PROBLEM = 0, 2  # 2, as `run` exits for a file it refuses
 _SUMMARY_WIDTH = 60
 
 
@@ -53,18 +54,22 @@ def add_graph_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     """Register ``check`` and ``graph`` on the ``stepline`` command line."""
     check = commands.add_parser(
         "check",
-        help="validate job files (JSON); exit 1 and print the problems if any",
-        description="Validate job files as `submit` would. Exit status: 0 ok, 1 problems.",
+        help="validate job files as `run` reads them; exit 2 and print the problems if any",
+        description="Validate job files as `run` reads them and `submit` checks them: "
+        "FILE.json holds one job, other files (and -) JSON Lines. "
+        "Exit status: 0 ok, 2 problems (the status `run` exits with for them).",
+        allow_abbrev=False,
     )
-    check.add_argument("files", nargs="+", metavar="FILE", help="job file (JSON), or - for stdin")
+    check.add_argument("files", nargs="+", metavar="FILE", help="job file, or - for stdin")
     _add_common(check)
-    check.add_argument("--params", metavar="JSON", help="submit parameters, a JSON object")
+    check.add_argument("--params", metavar="JSON", help="parameters every job is submitted with")
     check.set_defaults(run=_check)
 
     graph = commands.add_parser(
         "graph",
         help="print the graph of a job's tasks (Graphviz dot, Mermaid or JSON)",
         description="Print a job's tasks, their steps and their edges.",
+        allow_abbrev=False,
     )
     graph.add_argument("file", metavar="FILE", help="job file (JSON), or - for stdin")
     graph.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
@@ -86,33 +91,24 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._run import BadFile, load_templates  # start-up time: `serve` never needs them
+    from ._jobfiles import BadFile, load_entries, load_templates, parse_params  # start-up time
 
-    problems: list[str] = []
     try:
         templates = load_templates(args.template)
-        params = _params(args.params)
+        load_entries(args.files, templates, parse_params(args.params))
     except BadFile as exc:
         return _fail(str(exc))
-    for path in args.files:
-        try:
-            validate_job(_load(path), params=params, templates=templates)
-        except BadFile as exc:
-            problems.append(str(exc))
-        except InvalidJob as exc:
-            problems.append(f"{path}: invalid job: {exc.message}")
-    if problems:
-        return _fail("\n".join(problems))
     print("ok")
     return _EXIT_OK
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from ._run import BadFile, load_templates  # start-up time: `serve` never needs them
+    from ._jobfiles import BadFile, load_templates, parse_json, read_text  # start-up time
 
     try:
         templates = load_templates(args.template)
-        spec = validate_job(_load(args.file), templates=templates, allow_unresolved=True)
+        job = parse_json(read_text(args.file), args.file, whole_file=True)
+        spec = validate_job(job, templates=templates, allow_unresolved=True)
     except BadFile as exc:
         return _fail(str(exc))
     except InvalidJob as exc:
@@ -128,33 +124,6 @@ def _graph(args: argparse.Namespace) -> int:
 def _fail(message: str) -> int:
     print(message, file=sys.stderr)
     return _EXIT_PROBLEM
-
-
-def _load(path: str) -> Any:
-    from ._run import BadFile  # start-up time: `serve` never needs it
-
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadFile(f"{path}: cannot read: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadFile(f"{path}: not JSON: {exc}") from None
-
-
-def _params(text: str | None) -> dict[str, Any] | None:
-    from ._run import BadFile  # start-up time: `serve` never needs it
-
-    if text is None:
-        return None
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadFile(f"--params: not JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise BadFile("--params: expected a JSON object")
-    return params
 
 
 # -- the model: tasks, steps and edges ------------------------------------------------------------

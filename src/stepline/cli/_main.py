@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ from ..server._serve import DEFAULT_MAX_LINE, Server
 from ..spec._policy import AllowRun, parse_allow_run
 from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._graph import add_graph_commands
+from ._signals import with_late_signals
 
 if TYPE_CHECKING:
     from ..store._store import Store
@@ -55,12 +54,31 @@ def _allow_run(text: str) -> AllowRun:
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run jobs sent as JSON lines on stdin")
+    serve = commands.add_parser(
+        "serve",
+        help="run jobs sent as JSON lines on stdin",
+        formatter_class=DefaultsFormatter,
+        allow_abbrev=False,
+    )
     serve.add_argument("--workers", type=_positive_int, default=4, help="jobs running at once")
     serve.add_argument("--queue", type=_positive_int, default=64, help="accepted jobs waiting")
-    serve.add_argument("--on-full", choices=["block", "reject"], default="block")
-    serve.add_argument("--heartbeat", type=_seconds, default=1.0, help="progress interval; 0: off")
-    serve.add_argument("--max-line", type=_positive_int, default=DEFAULT_MAX_LINE)
+    serve.add_argument(
+        "--on-full",
+        choices=["block", "reject"],
+        default="block",
+        help="when the queue is full: stop reading stdin until a slot frees (block), "
+        "or answer queue_full (reject)",
+    )
+    serve.add_argument(
+        "--heartbeat", type=_seconds, default=1.0, help="seconds between progress events; 0: off"
+    )
+    serve.add_argument(
+        "--max-line",
+        type=_positive_int,
+        default=DEFAULT_MAX_LINE,
+        metavar="BYTES",
+        help="longer command lines are discarded with a line_too_long error",
+    )
     serve.add_argument("--keep", type=_non_negative_int, default=1000, help="finished jobs kept")
     serve.add_argument("--trace", action="store_true", help="emit `step` events")
     serve.add_argument(
@@ -153,13 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         return await server.run()
 
     _tune_collector()
-    _exit_on_late_signals()
-    status = trio.run(main)
-    # Shutdown is complete. CPython's finalization resets Python-level handlers to SIG_DFL, so a
-    # late signal would kill the process by signal; an ignored one is left alone.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    return status
+    return with_late_signals(lambda: trio.run(main))
 
 
 def _tune_collector() -> None:
@@ -176,26 +188,20 @@ def _tune_collector() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def _exit_on_late_signals() -> None:
-    """A SIGINT/SIGTERM outside trio's signal receiver still ends with status 128+N.
-
-    The server handles signals while it runs; this covers the instants before its receiver opens
-    and after it closes (a second signal that arrives once ``bye`` is out, which trio re-delivers
-    on close). Python's defaults would print a KeyboardInterrupt traceback or die by the signal.
-    """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda received, _frame: os._exit(128 + received))
-
-
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "run",
         help="run job files and report; exit 0 only if every job succeeded",
         description="Run job files: FILE.json holds one job, other files (and -) JSON Lines. "
-        "Exit status: 0 all succeeded, 1 some did not, 2 invalid files (nothing run).",
+        "Exit status: 0 all succeeded, 1 some did not, 2 invalid files (nothing run), "
+        "130/143 interrupted by SIGINT/SIGTERM (every job cancelled).",
+        formatter_class=DefaultsFormatter,
+        allow_abbrev=False,
     )
     run.add_argument("files", nargs="+", metavar="FILE", help="job file, or - for stdin")
-    run.add_argument("--workers", type=_positive_int, default=4, help="jobs running at once")
+    run.add_argument(
+        "-j", "--workers", type=_positive_int, default=4, metavar="N", help="jobs running at once"
+    )
     run.add_argument(
         "--template",
         action="append",
@@ -203,17 +209,39 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NAME=FILE",
         help="define a template for `use` steps (repeatable)",
     )
+    run.add_argument("--params", metavar="JSON", help="parameters every job is submitted with")
+    run.add_argument(
+        "--timeout", type=_seconds, metavar="S", help="stop any job still running after S seconds"
+    )
+    run.add_argument(
+        "--halt", action="store_true", help="the first job that does not succeed cancels the rest"
+    )
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json", action="store_true", help="write every event as a JSON line, nothing else"
+    )
+    shown.add_argument(
+        "-q", "--quiet", action="store_true", help="show only the jobs that did not succeed"
+    )
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="whole outputs and tails, and `log` lines"
+    )
     run.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from . import _run as runfiles  # start-up time: `serve` never needs the embedding API
 
-    return runfiles.main(args.files, args.template, workers=args.workers)
+    return runfiles.main(args)
 
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = commands.add_parser("demo", help="a short narrated tour of stepline (a few seconds)")
+    demo = commands.add_parser(
+        "demo",
+        help="a short narrated tour of stepline (a few seconds)",
+        formatter_class=DefaultsFormatter,
+        allow_abbrev=False,
+    )
     demo.add_argument(
         "--pause",
         type=_seconds,
@@ -229,8 +257,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _demo.main(pause=args.pause)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` with each option's default, where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, [], argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stepline", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"stepline {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,144 +1,222 @@
-"""How ``stepline run`` shows its jobs: a live view for a terminal, plain lines otherwise.
+"""How ``stepline run`` shows its jobs: a live view for a terminal, plain lines otherwise, or
+the events themselves as JSON Lines (``--json``).
 
-Both views get the same calls — :meth:`started` and :meth:`finished` as each job's events
-arrive, :meth:`animate` running alongside, :meth:`close` at the end — and both print one
-permanent result line per finished job, in the order they finish::
+Every view gets the same calls from the session — :meth:`started`, :meth:`event` and
+:meth:`finished` as each job's events arrive, :meth:`note` for what the session itself has to
+say ("cancelling 3 jobs…"), :meth:`animate` running alongside, :meth:`close` at the end. The
+human views print one permanent result line per finished job, in the order they finish, and
+below a failure the details from :mod:`stepline.cli._report`.
 
-    succeeded build.json 1.20s {"exit":0,"stdout":"...","stderr":""}
-    failed    deploy.jsonl:3 (push) 0.10s failure at steps[1]: exit status 1
-
-:class:`PlainView` adds a ``started`` line per job and is what a pipe or a log file gets: every
-line is final, greppable, and nothing is ever redrawn. :class:`LiveView` keeps, below the
-results, a block it redraws ten times a second: one line per running job with its elapsed time,
-and a count of jobs done, running and queued. The block is erased and redrawn in one write per
-tick, and its lines are cut to the terminal's width so that the number of lines to erase is
-always known.
+:class:`PlainView` adds a ``started`` line per job and a ``retry`` line per failed try, and is
+what a pipe or a log file gets: every line is final, greppable, and nothing is ever redrawn;
+the session's notes go to stderr. :class:`LiveView` keeps, below the results, a block it
+redraws ten times a second: one line per running job with its elapsed time (and one per running
+task of a graph job), and a count of jobs done, running and queued. The block is erased and
+redrawn in one write per tick, and its lines are cut to the terminal's width so that the number
+of lines to erase is always known.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 import trio
 
-from ..client._api import JobHandle
 from ..engine._jobs import JobState
 from ..wire._events import Event
-from ._term import paint
+from ..wire._outbox import encode_events
+from ._report import Track, counts_line, details, result_line
+from ._term import Output, paint
 
-__all__ = ["LiveView", "PlainView", "View", "result_line", "summary"]
-
-Tracked = tuple[str, JobHandle]  # (label, handle)
-
-_STATE_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow"}
+__all__ = ["JsonView", "LiveView", "PlainView", "View"]
 
 
-def result_line(label: str, finished: Event, color: bool = False) -> str:
-    """A finished job's permanent line: state, label, elapsed, output or error."""
-    state = str(finished["state"])
-    if state == "succeeded":
-        detail = json.dumps(finished.get("output"), ensure_ascii=False, separators=(",", ":"))
-    else:
-        detail = _describe_error(finished.get("error") or {})
-    mark = paint(f"{state:<10}", _STATE_STYLE.get(state, "bold"), color)
-    return f"{mark}{label} {finished.get('elapsed', 0.0):.2f}s {detail}"
+class _Human:
+    """What the two views for people share: which lines a job's end is worth."""
 
-
-def _describe_error(error: dict[str, Any]) -> str:
-    where = f" at {error['step']}" if error.get("step") else ""
-    return f"{error.get('type', 'error')}{where}: {error.get('message', '')}"
-
-
-def summary(jobs: Sequence[Tracked]) -> str:
-    """``3 jobs: 2 succeeded, 1 failed``."""
-    counts = Counter(handle.state.value for _, handle in jobs)
-    parts = [f"{n} {state}" for state, n in sorted(counts.items())]
-    noun = "job" if len(jobs) == 1 else "jobs"
-    return f"{len(jobs)} {noun}: {', '.join(parts)}"
-
-
-class PlainView:
-    """Plain lines, each final: for pipes and files."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-
-    def started(self, label: str) -> None:
-        self._write(f"{'started':<10}{label}")
-
-    def finished(self, label: str, finished: Event) -> None:
-        self._write(result_line(label, finished))
-
-    async def animate(self, jobs: Sequence[Tracked]) -> None:
-        await trio.sleep_forever()  # nothing to redraw
-
-    def close(self, jobs: Sequence[Tracked]) -> None:
-        self._write(summary(jobs))
-
-    def _write(self, line: str) -> None:
-        self._out.write(line + "\n")
-        self._out.flush()
-
-
-class LiveView:
-    """Results scrolling up, a redrawn block of running jobs below them: for a terminal."""
-
-    def __init__(self, out: TextIO, *, color: bool, interval: float = 0.1) -> None:
+    def __init__(self, out: Output, *, color: bool, verbose: bool, quiet: bool) -> None:
         self._out = out
         self._color = color
-        self._interval = interval
-        self._results: list[str] = []  # finished since the last redraw
-        self._height = 0  # lines of the block currently on screen
+        self._verbose = verbose
+        self._quiet = quiet
 
-    def started(self, label: str) -> None:
+    def _result_lines(self, track: Track) -> list[str]:
+        if self._quiet and track.handle.state is JobState.SUCCEEDED:
+            return []
+        line = result_line(track, color=self._color, verbose=self._verbose)
+        return [line, *details(track, color=self._color, verbose=self._verbose)]
+
+    def _event_lines(self, track: Track, ev: Event) -> list[str]:
+        kind = ev.get("event")
+        if kind == "retry" and not self._quiet:
+            error = ev.get("error") or {}
+            return [
+                f"{paint(f'{kind:<10}', 'yellow', self._color)}{track.label} "
+                f"try {ev.get('attempt')} of {ev.get('attempts')} failed at {ev.get('step')}: "
+                f"{error.get('message', '')}; again in {ev.get('delay', 0):g}s"
+            ]
+        if kind == "log" and self._verbose:
+            return [f"{'log':<10}{track.label} {ev.get('message', '')}"]
+        return []
+
+    def _summary(self, tracks: Sequence[Track]) -> list[str]:
+        if self._quiet and all(t.handle.state is JobState.SUCCEEDED for t in tracks):
+            return []
+        return [counts_line(tracks)]
+
+
+class PlainView(_Human):
+    """Plain lines, each final: for pipes and files. Notes go to ``notes`` (stderr)."""
+
+    def __init__(
+        self,
+        out: Output,
+        *,
+        verbose: bool = False,
+        quiet: bool = False,
+        notes: TextIO | None = None,
+    ) -> None:
+        super().__init__(out, color=False, verbose=verbose, quiet=quiet)
+        self._notes = notes
+
+    def started(self, track: Track) -> None:
+        if not self._quiet:
+            self._write([f"{'started':<10}{track.label}"])
+
+    def event(self, track: Track, ev: Event) -> None:
+        self._write(self._event_lines(track, ev))
+
+    def finished(self, track: Track) -> None:
+        self._write(self._result_lines(track))
+
+    def note(self, text: str) -> None:
+        notes = self._notes if self._notes is not None else sys.stderr
+        notes.write(f"stepline run: {text}\n")
+        notes.flush()
+
+    async def animate(self, tracks: Sequence[Track]) -> None:
+        await trio.sleep_forever()  # nothing to redraw
+
+    def close(self, tracks: Sequence[Track]) -> None:
+        self._write(self._summary(tracks))
+
+    def _write(self, lines: list[str]) -> None:
+        self._out.write("".join(line + "\n" for line in lines))
+
+
+class LiveView(_Human):
+    """Results scrolling up, a redrawn block of running jobs below them: for a terminal."""
+
+    def __init__(
+        self,
+        out: Output,
+        *,
+        color: bool,
+        verbose: bool = False,
+        quiet: bool = False,
+        interval: float = 0.1,
+    ) -> None:
+        super().__init__(out, color=color, verbose=verbose, quiet=quiet)
+        self._interval = interval
+        self._results: list[str] = []  # permanent lines since the last redraw
+        self._height = 0  # lines of the block currently on screen
+        self._stopping = False  # a note said jobs are being cancelled
+
+    def started(self, track: Track) -> None:
         pass  # the next redraw shows it
 
-    def finished(self, label: str, finished: Event) -> None:
-        self._results.append(result_line(label, finished, self._color))
+    def event(self, track: Track, ev: Event) -> None:
+        self._results += self._event_lines(track, ev)
 
-    async def animate(self, jobs: Sequence[Tracked]) -> None:
+    def finished(self, track: Track) -> None:
+        self._results += self._result_lines(track)
+
+    def note(self, text: str) -> None:
+        self._results.append(paint(text, "yellow", self._color))
+        self._stopping = True
+
+    async def animate(self, tracks: Sequence[Track]) -> None:
         while True:
-            self._redraw(self._block(jobs))
+            self._redraw(self._block(tracks))
             await trio.sleep(self._interval)
 
-    def close(self, jobs: Sequence[Tracked]) -> None:
-        self._redraw([summary(jobs)])
+    def close(self, tracks: Sequence[Track]) -> None:
+        self._redraw(self._summary(tracks))
         self._height = 0  # the summary stays
 
     def _redraw(self, block: list[str]) -> None:
+        if self._quiet:
+            block = []
         erase = f"\r\x1b[{self._height}A\x1b[J" if self._height else ""
         lines = [*self._results, *block]
         self._out.write(erase + "".join(line + "\n" for line in lines))
-        self._out.flush()
         self._results.clear()
         self._height = len(block)
 
-    def _block(self, jobs: Sequence[Tracked]) -> list[str]:
+    def _block(self, tracks: Sequence[Track]) -> list[str]:
         columns, rows = shutil.get_terminal_size()
-        running = [(label, h) for label, h in jobs if h.state is JobState.RUNNING]
+        now = trio.current_time()
+        lines: list[str] = []
+        for track in tracks:
+            if track.handle.state is JobState.RUNNING:
+                lines.append(self._running_line(track))
+                lines += [
+                    f"      {paint('·', 'cyan', self._color)} {task}  {now - since:.1f}s"
+                    for task, since in track.tasks.items()
+                ]
         room = max(rows - 3, 1)
-        lines = [self._running_line(label, h) for label, h in running[:room]]
-        if len(running) > room:
-            lines.append(f"  … and {len(running) - room} more running")
-        lines.append(paint(self._counts(jobs), "dim", self._color))
+        if len(lines) > room:
+            lines[room:] = [f"  … and {len(lines) - room} more lines"]
+        lines.append(paint(self._counts(tracks), "dim", self._color))
         return [_clip(line, columns - 1) for line in lines]
 
-    def _running_line(self, label: str, handle: JobHandle) -> str:
-        return f"  {paint('▸', 'cyan', self._color)} {label}  {handle.elapsed:.1f}s"
+    def _running_line(self, track: Track) -> str:
+        stopping = " (stopping)" if self._stopping else ""
+        mark = paint("▸", "cyan", self._color)
+        return f"  {mark} {track.label}  {track.handle.elapsed:.1f}s{stopping}"
 
     @staticmethod
-    def _counts(jobs: Sequence[Tracked]) -> str:
-        states = Counter(h.state for _, h in jobs)
-        done = len(jobs) - states[JobState.QUEUED] - states[JobState.RUNNING]
+    def _counts(tracks: Sequence[Track]) -> str:
+        states = Counter(t.handle.state for t in tracks)
+        done = len(tracks) - states[JobState.QUEUED] - states[JobState.RUNNING]
         failed = done - states[JobState.SUCCEEDED]
         return (
-            f"{done}/{len(jobs)} done, {states[JobState.RUNNING]} running, "
+            f"{done}/{len(tracks)} done, {states[JobState.RUNNING]} running, "
             f"{states[JobState.QUEUED]} queued, {failed} not succeeded"
         )
+
+
+class JsonView:
+    """``--json``: every event of every job as one JSON line, with ``source``, the job's label
+    (``file:line (name)``); nothing else on stdout. Notes go to stderr."""
+
+    def __init__(self, out: Output, *, notes: TextIO | None = None) -> None:
+        self._out = out
+        self._notes = notes
+
+    def started(self, track: Track) -> None:
+        pass  # written by event()
+
+    def event(self, track: Track, ev: Event) -> None:
+        self._out.write(encode_events([{**ev, "source": track.label}]).decode())
+
+    def finished(self, track: Track) -> None:
+        pass  # written by event()
+
+    def note(self, text: str) -> None:
+        notes = self._notes if self._notes is not None else sys.stderr
+        notes.write(f"stepline run: {text}\n")
+        notes.flush()
+
+    async def animate(self, tracks: Sequence[Track]) -> None:
+        await trio.sleep_forever()
+
+    def close(self, tracks: Sequence[Track]) -> None:
+        pass
 
 
 def _clip(line: str, width: int) -> str:
@@ -158,4 +236,4 @@ def _clip(line: str, width: int) -> str:
     return "".join(out)
 
 
-View = PlainView | LiveView
+View = PlainView | LiveView | JsonView

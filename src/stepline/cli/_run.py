@@ -1,187 +1,246 @@
 """``stepline run FILE...``: run job files in-process and report, for humans and for scripts.
 
-A file ending in ``.json`` holds one job; any other file (``.jsonl``, ``.ndjson``, ...) and ``-``
-(stdin) hold JSON Lines, one job per line, blank lines ignored. Jobs may ``use`` templates given
-with ``--template NAME=FILE``.
+Every job of every file is read and validated before anything runs (:mod:`._jobfiles`): a typo
+in the tenth file must not surface after the first nine have deployed something. Then all jobs
+are submitted to one in-process executor (:func:`stepline.open_executor`, ``--workers`` at a
+time) and a :class:`Session` follows them through their events into a view
+(:mod:`stepline.cli._progress`).
 
-Every job of every file is read and validated before anything runs: a typo in the tenth file
-must not surface after the first nine have deployed something. Then all jobs are submitted to one
-in-process executor (:func:`stepline.open_executor`, ``--workers`` at a time) and followed
-through their events by a view from :mod:`stepline.cli._progress`.
+It stops the way ``stepline serve`` does. The first SIGINT or SIGTERM cancels every job — their
+processes get SIGTERM, then SIGKILL after their grace, their workspaces are removed — while the
+display goes on and says what is happening; a second signal SIGKILLs every process at once. The
+exit status is then 130 (SIGINT) or 143 (SIGTERM). A reader of stdout that goes away (``| head
+-1``) cancels every job the same way, with a one-line note on stderr and exit status 1. With
+``--halt`` the first job that does not succeed cancels the others.
 
 Exit status: 0 when every job succeeded, 1 when any did not, 2 when a file could not be read or
-holds an invalid job (nothing was run), 130 on Ctrl-C (every job is cancelled first).
+holds an invalid job (nothing was run), 128+N after signal N.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import trio
 from attrs import frozen
 
-from .._errors import InvalidJob
-from ..client._api import JobHandle, open_executor
+from .._errors import ShuttingDown
+from ..client._api import open_executor
+from ..engine._executor import Executor
 from ..engine._jobs import JobState
-from ..spec._validate import validate_job, validate_template
-from ._progress import LiveView, PlainView, Tracked, View
-from ._term import is_tty, use_color
+from ..server._serve import HARD_STOP_FLUSH
+from ._jobfiles import BadFile, Entry, load_entries, load_templates, parse_params
+from ._progress import JsonView, LiveView, PlainView, View
+from ._report import Track
+from ._signals import SIGNALS, exit_status, with_late_signals
+from ._term import Output, is_tty, use_color, wait_reader_gone
 
-__all__ = ["BadFile", "Entry", "load_entries", "load_templates", "main", "run_entries"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "Options",
+    "Session",
+    "main",
+    "make_view",
+    "with_timeout",
+]
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class BadFile(Exception):
-    """A job file or template file that cannot be used; the message names file and line."""
-
-
-@frozen
-class Entry:
-    """One job read from a file; ``label`` is ``file`` or ``file:line``, plus ``(name)``."""
-
-    label: str
-    job: Any
-
-
-def _read(path: str) -> str:
-    try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadFile(f"{path}: cannot read: {exc}") from None
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def _parse(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadFile(f"{where}: not JSON: {exc}") from None
+@frozen(kw_only=True)
+class Options:
+    """How to run the jobs (the flags of ``stepline run``)."""
+
+    workers: int = 4
+    params: Mapping[str, Any] | None = None  # --params: submitted with every job
+    timeout: float | None = None  # --timeout: bounds every job
+    halt: bool = False  # --halt: the first job that does not succeed cancels the others
 
 
-def _label(where: str, job: Any) -> str:
-    name = job.get("name") if isinstance(job, dict) else None
-    return f"{where} ({name})" if isinstance(name, str) else where
+def with_timeout(job: Any, seconds: float) -> Any:
+    """``job`` bounded by ``seconds`` (a job-level ``timeout``; its own, if shorter, stays)."""
+    if not (isinstance(job, dict) and ("steps" in job or "tasks" in job)):
+        return {"steps": [job], "timeout": seconds}  # a bare step: its modifiers stay on it
+    own = job.get("timeout")
+    if isinstance(own, int | float) and not isinstance(own, bool) and own <= seconds:
+        return job
+    return {**job, "timeout": seconds}
 
 
-def load_file(path: str) -> list[Entry]:
-    """The jobs of one file (see the module doc for the two formats)."""
-    text = _read(path)
-    if path.endswith(".json"):
-        job = _parse(text, path)
-        return [Entry(_label(path, job), job)]
-    entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            where = f"{path}:{number}"
-            job = _parse(line, where)
-            entries.append(Entry(_label(where, job), job))
-    if not entries:
-        raise BadFile(f"{path}: no jobs in this file")
-    return entries
+class Session:
+    """One ``stepline run``: submits the jobs, follows them into a view, and stops in order on
+    a signal, a closed stdout or (``--halt``) the first failure. :meth:`run` returns the exit
+    status."""
 
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        templates: Mapping[str, Any],
+        view: View,
+        options: Options,
+        *,
+        tags: Sequence[str] = (),
+        out: Output | None = None,
+    ) -> None:
+        self.tracks: list[Track] = []
+        self._out = out  # watched for a reader that goes away
+        self._entries = entries
+        self._templates = templates
+        self._view = view
+        self._options = options
+        self._tags = tags
+        self._executor: Executor | None = None
+        self._status: int | None = None  # decided by a stop: a signal, a closed stdout
+        self._stopping = False
+        self._signals_seen = 0
+        self._outer = trio.CancelScope()
 
-def load_templates(specs: Sequence[str]) -> dict[str, Any]:
-    """``NAME=FILE`` pairs to templates, each checked as ``define`` would check it."""
-    templates: dict[str, Any] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not (name and sep and path):
-            raise BadFile(f"--template {spec!r}: expected NAME=FILE")
-        job = _parse(_read(path), path)
+    @property
+    def succeeded(self) -> bool:
+        return all(t.handle.state is JobState.SUCCEEDED for t in self.tracks)
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        if not handle_signals:
+            await self._run_jobs()
+            return self._exit_status()
+        with trio.open_signal_receiver(*SIGNALS) as signals, self._outer:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, signals)
+                if self._out is not None:
+                    nursery.start_soon(self._watch_stdout, self._out)
+                await self._run_jobs()
+                nursery.cancel_scope.cancel()
+        return self._exit_status()
+
+    def _exit_status(self) -> int:
+        if self._status is not None:
+            return self._status
+        return EXIT_OK if self.succeeded else EXIT_FAILED
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def _run_jobs(self) -> None:
+        options = self._options
+        queue = max(len(self._entries), 1)  # everything is submitted up front
         try:
-            validate_template(job, templates, name=name)
-        except InvalidJob as exc:
-            raise BadFile(f"{path}: invalid template: {exc.message}") from None
-        templates[name] = job
-    return templates
+            async with open_executor(workers=options.workers, queue_size=queue, heartbeat=0) as ex:
+                self._executor = ex.executor
+                for name, template in self._templates.items():
+                    await ex.define(name, template)
+                await self._submit_all(ex)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._view.animate, self.tracks)
+                    async with trio.open_nursery() as followers:
+                        for track in self.tracks:
+                            followers.start_soon(self._follow, track)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._view.close(self.tracks)
+            self._last_word()
+
+    async def _submit_all(self, ex: Any) -> None:
+        tags = list(self._tags) or [""] * len(self._entries)
+        for entry, tag in zip(self._entries, tags, strict=True):
+            job = entry.job
+            if self._options.timeout is not None:
+                job = with_timeout(job, self._options.timeout)
+            try:
+                handle = await ex.submit(job, params=self._options.params)
+            except ShuttingDown:
+                return  # a signal arrived between two submits: the rest never ran
+            self.tracks.append(Track(entry.label, handle, entry.job, tag))
+
+    async def _follow(self, track: Track) -> None:
+        async for ev in track.handle.events():
+            track.take(ev, trio.current_time())
+            self._view.event(track, ev)
+            kind = ev.get("event")
+            if kind == "started":
+                self._view.started(track)
+            elif kind == "finished":
+                self._view.finished(track)
+                if self._options.halt and ev.get("state") != "succeeded":
+                    self._cancel_all(f"--halt: {track.label} {ev.get('state')}")
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def _unfinished(self) -> int:
+        return sum(1 for t in self.tracks if not t.handle.done)
+
+    def _cancel_all(self, why: str, note: Any = None) -> None:
+        """Cancel every job once (later stops only escalate or say nothing)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        count = self._unfinished()
+        noun = "job" if count == 1 else "jobs"
+        (note or self._view.note)(f"{why}: cancelling {count} {noun}…")
+        if self._executor is not None:
+            self._executor.shutdown("cancel")
+        else:
+            self._outer.cancel()  # nothing submitted yet
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            self._signals_seen += 1
+            name = signal.Signals(signum).name
+            self._status = exit_status(signum)
+            if self._signals_seen == 1:
+                self._cancel_all(f"{name}", None)
+                if self._stopping and self._unfinished():
+                    self._view.note(f"({name} again to stop at once)")
+            else:
+                self._view.note(f"second {name}: killing every process now")
+                if self._executor is not None:
+                    self._executor.kill()
+                self._outer.deadline = trio.current_time() + HARD_STOP_FLUSH
+
+    @staticmethod
+    async def _watch_stdout(out: Output) -> None:
+        await wait_reader_gone(out.stream)
+        out.close_broken()
+
+    def on_broken_stdout(self) -> None:
+        """The view's output lost its reader: stop as ``serve`` does, saying so on stderr."""
+        if self._status is None:
+            self._status = EXIT_FAILED
+        self._cancel_all("stdout was closed by its reader", _to_stderr)
+
+    def _last_word(self) -> None:
+        if self._signals_seen:
+            cancelled = sum(1 for t in self.tracks if t.handle.state is JobState.CANCELLED)
+            _to_stderr(f"interrupted; {cancelled} of {len(self.tracks)} jobs were cancelled")
 
 
-def load_entries(paths: Sequence[str], templates: Mapping[str, Any]) -> list[Entry]:
-    """Every job of every file, validated; raises :class:`BadFile` listing every problem."""
-    problems: list[str] = []
-    entries: list[Entry] = []
-    for path in paths:
-        try:
-            entries += load_file(path)
-        except BadFile as exc:
-            problems.append(str(exc))
-    for entry in entries:
-        try:
-            validate_job(entry.job, templates=templates)
-        except InvalidJob as exc:
-            problems.append(f"{entry.label}: invalid job: {exc.message}")
-    if problems:
-        raise BadFile("\n".join(problems))
-    return entries
+def _to_stderr(text: str) -> None:
+    print(f"stepline run: {text}", file=sys.stderr, flush=True)
 
 
-async def run_entries(
-    entries: Sequence[Entry], templates: Mapping[str, Any], view: View, *, workers: int
-) -> bool:
-    """Run every job, showing progress; True when every one succeeded."""
-    queue = max(len(entries), 1)  # everything is submitted up front
-    async with open_executor(workers=workers, queue_size=queue, heartbeat=0) as ex:
-        for name, template in templates.items():
-            await ex.define(name, template)
-        jobs: list[Tracked] = [(e.label, await ex.submit(e.job)) for e in entries]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(view.animate, jobs)
-            async with trio.open_nursery() as followers:
-                for label, handle in jobs:
-                    followers.start_soon(_follow, label, handle, view)
-            nursery.cancel_scope.cancel()
-    view.close(jobs)
-    return all(handle.state is JobState.SUCCEEDED for _, handle in jobs)
+def make_view(args: Any, out: Output) -> View:
+    """``--json``: events; a terminal: the live view; anything else: plain lines."""
+    if args.json:
+        return JsonView(out)
+    if is_tty(out.stream):
+        return LiveView(out, color=use_color(out.stream), verbose=args.verbose, quiet=args.quiet)
+    return PlainView(out, verbose=args.verbose, quiet=args.quiet)
 
 
-async def _follow(label: str, handle: JobHandle, view: View) -> None:
-    async for ev in handle.events():
-        if ev["event"] == "started":
-            view.started(label)
-        elif ev["event"] == "finished":
-            view.finished(label, ev)
-
-
-def make_view(out: TextIO) -> View:
-    """A live view on a terminal, plain lines anywhere else."""
-    return LiveView(out, color=use_color(out)) if is_tty(out) else PlainView(out)
-
-
-def main(paths: Sequence[str], templates: Sequence[str], *, workers: int) -> int:
-    """The ``run`` subcommand; returns the exit status."""
+def main(args: Any) -> int:
+    """The ``run`` subcommand (``args`` from its parser); returns the exit status."""
     try:
-        loaded = load_templates(templates)
-        entries = load_entries(paths, loaded)
+        templates = load_templates(args.template)
+        params = parse_params(args.params)
+        entries = load_entries(args.files, templates, params)
     except BadFile as exc:
-        print(f"stepline run: {exc}", file=sys.stderr)
+        _to_stderr(str(exc))
         return EXIT_INVALID
-    run = functools.partial(run_entries, entries, loaded, make_view(sys.stdout), workers=workers)
-    ok = trio.run(_until_interrupted, run)
-    if ok is None:
-        print("stepline run: interrupted; every job was cancelled", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-async def _until_interrupted(run: Callable[[], Awaitable[bool]]) -> bool | None:
-    """``run()``'s result, or None when Ctrl-C cancelled it (cancelling every job: an orderly
-    stop, where a KeyboardInterrupt could strike anywhere)."""
-    ok: bool | None = None
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            ok = await run()
-            nursery.cancel_scope.cancel()
-    return ok
-
-
-async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
-    async for _ in signals:
-        scope.cancel()
-        return
+    out = Output(sys.stdout)
+    options = Options(workers=args.workers, params=params, timeout=args.timeout, halt=args.halt)
+    session = Session(entries, templates, make_view(args, out), options, out=out)
+    out.on_broken = session.on_broken_stdout
+    return with_late_signals(lambda: trio.run(session.run))
