@@ -2,7 +2,8 @@
 
 A file ending in ``.json`` holds one job (the whole file is one JSON value, formatted as you
 like); any other file (``.jsonl``, ``.ndjson``, ...) holds JSON Lines, one job per line, blank
-lines ignored. ``-`` (stdin) is either: one JSON object, or JSON Lines. Jobs may ``use`` templates given as ``--template NAME=FILE``.
+lines ignored. ``-`` (stdin) is either: one JSON object, or JSON Lines. Jobs may ``use``
+templates given as ``--template NAME=FILE``.
 
 Every problem of every file is collected before anything is reported, so one run of ``check``
 (or a refused ``run``) lists them all, each naming its file and line.
