@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from .client._api import EmbeddedExecutor, JobHandle, open_executor
     from .client._async import AsyncClient, AsyncClientJob
     from .client._sync import Client, ClientJob
-    from .engine._executor import Config, Executor, ExecutorState
+    from .engine._config import Config
+    from .engine._executor import Executor, ExecutorState
     from .engine._jobs import Job, JobState
 
 __all__ = [
@@ -80,7 +81,7 @@ _LAZY: dict[str, str] = {
     "AsyncClientJob": "client._async",
     "Client": "client._sync",
     "ClientJob": "client._sync",
-    "Config": "engine._executor",
+    "Config": "engine._config",
     "EmbeddedExecutor": "client._api",
     "Executor": "engine._executor",
     "ExecutorState": "engine._executor",

@@ -241,14 +241,25 @@ async def test_keywords_map_onto_config(autojump_clock: MockClock) -> None:
             pass  # pragma: no cover
 
 
-async def test_every_config_field_is_accepted_with_the_same_default(
+async def test_the_keywords_are_exactly_history_and_configs_fields(
     autojump_clock: MockClock,
 ) -> None:
     parameters = inspect.signature(stepline.open_executor).parameters
     fields = attrs.fields(Config)
+    assert list(parameters) == ["history", *(field.name for field in fields)]
     for field in fields:
-        if field.name in parameters:
-            assert parameters[field.name].default == field.default, field.name
+        assert parameters[field.name].default == field.default, field.name
+        assert parameters[field.name].kind is inspect.Parameter.KEYWORD_ONLY
     defaults: dict[str, Any] = {f.name: f.default for f in fields}
     async with stepline.open_executor(**defaults) as ex:
         assert ex.executor.config == Config()
+    every: dict[str, Any] = {"callback_limit": 2, "alert_repeat": 0, "allow_run": "none"}
+    async with stepline.open_executor(**every) as ex:
+        assert ex.executor.config == Config(**every)
+        assert ex.executor.config.allow_run == frozenset()
+
+
+async def test_a_misspelt_keyword_is_refused_naming_the_real_ones() -> None:
+    with pytest.raises(TypeError, match=r"unknown keyword 'wrokers'.*history.*workers"):
+        async with stepline.open_executor(wrokers=2):
+            pass  # pragma: no cover

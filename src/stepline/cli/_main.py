@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._version import __version__
-from ..engine._executor import Config
 from ..server._serve import DEFAULT_MAX_LINE, Server
-from ..spec._policy import AllowRun, parse_allow_run
 from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._graph import add_graph_commands
+from ._settings import add_config_flags, config_from_args
 from ._signals import with_late_signals
 
 if TYPE_CHECKING:
@@ -32,13 +31,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     value = float(text)
     if not (value >= 0 and value != float("inf")):
@@ -46,75 +38,30 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _allow_run(text: str) -> AllowRun:
-    try:
-        return parse_allow_run(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run jobs sent as JSON lines on stdin",
+        description="Read newline-JSON commands on stdin, write newline-JSON events on stdout "
+        "(the protocol: docs/protocol.md).",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
-    serve.add_argument("--workers", type=_positive_int, default=4, help="jobs running at once")
-    serve.add_argument("--queue", type=_positive_int, default=64, help="accepted jobs waiting")
-    serve.add_argument(
-        "--on-full",
-        choices=["block", "reject"],
-        default="block",
-        help="when the queue is full: stop reading stdin until a slot frees (block), "
-        "or answer queue_full (reject)",
-    )
-    serve.add_argument(
-        "--heartbeat", type=_seconds, default=1.0, help="seconds between progress events; 0: off"
-    )
+    add_config_flags(serve)  # the executor's settings: one flag per Config field
     serve.add_argument(
         "--max-line",
         type=_positive_int,
         default=DEFAULT_MAX_LINE,
         metavar="BYTES",
-        help="longer command lines are discarded with a line_too_long error",
-    )
-    serve.add_argument("--keep", type=_non_negative_int, default=1000, help="finished jobs kept")
-    serve.add_argument("--trace", action="store_true", help="emit `step` events")
-    serve.add_argument(
-        "--alert-repeat",
-        type=_seconds,
-        default=60.0,
-        metavar="S",
-        help="announce an open alert again every S seconds; 0: never",
-    )
-    serve.add_argument(
-        "--callback-limit",
-        type=_positive_int,
-        default=8,
-        metavar="N",
-        help="webhook/run callbacks running at once",
-    )
-    serve.add_argument(
-        "--callback-drain",
-        type=_seconds,
-        default=30.0,
-        metavar="S",
-        help="seconds a draining shutdown waits for pending callbacks",
-    )
-    serve.add_argument(
-        "--allow-run",
-        type=_allow_run,
-        default=None,
-        metavar="all|none|PROG,...",
-        help="programs `run` steps may start, matched exactly against argv[0] "
-        "(/bin/sh for a shell line); default: all",
+        help="longest command line accepted; a longer one is discarded and answered with a "
+        "line_too_long error",
     )
     serve.add_argument(
         "--state",
         metavar="PATH",
         default=None,
-        help="SQLite file that keeps accepted jobs and templates across crashes",
+        help="SQLite file that keeps accepted jobs and templates across crashes "
+        "(default: none, everything in memory)",
     )
     serve.add_argument(
         "--on-restart",
@@ -126,27 +73,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.set_defaults(run=_serve)
 
 
-def _config(args: argparse.Namespace) -> Config:
-    """The executor's settings from ``serve``'s flags (one to one)."""
-    return Config(
-        workers=args.workers,
-        queue_size=args.queue,
-        on_full=args.on_full,
-        heartbeat=args.heartbeat,
-        keep=args.keep,
-        trace=args.trace,
-        allow_run=args.allow_run,
-        alert_repeat=args.alert_repeat,
-        callback_limit=args.callback_limit,
-        callback_drain=args.callback_drain,
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
     if 1 in reserve_standard_fds():  # before anything can open a file onto fd 0 or 1
         logging.getLogger("stepline").error("stdout is closed: nowhere to write the protocol")
         return 1
-    config = _config(args)
+    config = config_from_args(args)
 
     async def main() -> int:
         store: Store | None = None

@@ -21,10 +21,12 @@ between an embedded executor and a ``stepline serve`` child by changing one line
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Final
 
+import attrs
 import trio
 
 from ..engine._executor import Config, Executor
@@ -37,7 +39,33 @@ from ._outcome import result_of
 
 __all__ = ["EmbeddedExecutor", "FanOutOutbox", "JobHandle", "open_executor"]
 
-_DEFAULTS = Config()
+_SETTINGS: Final = tuple(attribute.name for attribute in attrs.fields(Config))
+
+
+def _config(settings: dict[str, Any]) -> Config:
+    """The :class:`Config` of :func:`open_executor`'s keywords; a misspelt one is refused here,
+    naming the keywords there are."""
+    unknown = sorted(settings.keys() - set(_SETTINGS))
+    if unknown:
+        raise TypeError(
+            f"open_executor() got unknown keyword {', '.join(map(repr, unknown))}; "
+            f"it takes history and Config's fields: {', '.join(_SETTINGS)}"
+        )
+    return Config(**settings)
+
+
+def _signature() -> inspect.Signature:
+    """What ``help()`` and ``inspect`` show for :func:`open_executor`: ``history`` and every
+    :class:`Config` field, keyword-only, with its default, as if each were written out."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("history", keyword, default=DEFAULT_HISTORY, annotation=int)]
+    for attribute in attrs.fields(Config):
+        parameters.append(
+            inspect.Parameter(
+                attribute.name, keyword, default=attribute.default, annotation=attribute.type
+            )
+        )
+    return inspect.Signature(parameters)
 
 
 class FanOutOutbox:
@@ -165,33 +193,17 @@ class EmbeddedExecutor:
 
 @asynccontextmanager
 async def open_executor(
-    *,
-    workers: int = _DEFAULTS.workers,
-    queue_size: int = _DEFAULTS.queue_size,
-    on_full: Literal["block", "reject"] = _DEFAULTS.on_full,
-    heartbeat: float = _DEFAULTS.heartbeat,
-    keep: int = _DEFAULTS.keep,
-    trace: bool = _DEFAULTS.trace,
-    history: int = DEFAULT_HISTORY,
-    **more: Any,
+    *, history: int = DEFAULT_HISTORY, **settings: Any
 ) -> AsyncIterator[EmbeddedExecutor]:
     """Run an executor for the duration of the block.
 
-    The keywords are :class:`~stepline.Config`'s (the flags of ``stepline serve``; any other
-    field of ``Config`` goes through ``more``), plus ``history``: events kept per job for
-    :meth:`JobHandle.events`. Leaving the block normally
-    drains (no new jobs; every accepted job runs to its end); leaving it with an exception
-    cancels every queued and running job first, then re-raises that exception unwrapped.
+    ``settings`` are exactly :class:`~stepline.Config`'s fields (the executor flags of ``stepline
+    serve``, with the same defaults: ``workers=4``, ``queue_size=64``, ...), and ``history`` is
+    the events kept per job for :meth:`JobHandle.events`. Leaving the block normally drains (no
+    new jobs; every accepted job runs to its end); leaving it with an exception cancels every
+    queued and running job first, then re-raises that exception unwrapped.
     """
-    config = Config(
-        workers=workers,
-        queue_size=queue_size,
-        on_full=on_full,
-        heartbeat=heartbeat,
-        keep=keep,
-        trace=trace,
-        **more,
-    )
+    config = _config(settings)
     outbox = FanOutOutbox(history)
     executor = Executor(config, outbox)
     Triggers.attach(executor)
@@ -208,3 +220,6 @@ async def open_executor(
             executor.shutdown("drain")
     if failure is not None:
         raise failure
+
+
+open_executor.__signature__ = _signature()  # type: ignore[attr-defined]

@@ -24,10 +24,9 @@ import enum
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import trio
-from attrs import field, frozen, validators
 
 from .._errors import (
     BadCommand,
@@ -39,11 +38,12 @@ from .._errors import (
 )
 from ..runners._local import ProcessGroups
 from ..spec._model import JobSpec, Modifiers
-from ..spec._policy import AllowRun, check_run_policy, parse_allow_run
+from ..spec._policy import check_run_policy
 from ..spec._validate import validate_job, validate_template
 from ..wire._events import RequestId, event
 from ..wire._outbox import Outbox
 from ._attach import Attachment, Attachments, ShutdownMode
+from ._config import Config
 from ._durable import DurableState
 from ._http import HttpClient
 from ._interpret import Services, StepContext, run_step, with_modifiers
@@ -58,37 +58,11 @@ _A = TypeVar("_A")
 
 log = logging.getLogger("stepline")
 
-_positive = validators.ge(1)
-
 _FAIRNESS = 32  # a worker yields to the scheduler at least once every this many jobs
 
 _Outcome: TypeAlias = tuple[JobState, Any, dict[str, Any] | None]
 # The outcome of steps cut short by their scope; _conclude turns it into cancelled or timed_out.
 _INTERRUPTED: _Outcome = (JobState.CANCELLED, None, None)
-
-
-def _finite_non_negative(_: Any, attribute: Any, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value}")
-
-
-@frozen(kw_only=True)
-class Config:
-    """Executor settings; the CLI flags of ``stepline serve`` map onto these one to one."""
-
-    workers: int = field(default=4, validator=_positive)
-    queue_size: int = field(default=64, validator=_positive)
-    on_full: Literal["block", "reject"] = "block"
-    heartbeat: float = field(default=1.0, validator=_finite_non_negative)  # 0 disables
-    keep: int = field(default=1000, validator=validators.ge(0))
-    trace: bool = False
-    # Triggers: seconds between repeats of an open alert (0: none),
-    # webhook/run callbacks running at once, seconds a drain waits for pending callbacks.
-    alert_repeat: float = field(default=60.0, validator=_finite_non_negative)
-    callback_limit: int = field(default=8, validator=_positive)
-    callback_drain: float = field(default=30.0, validator=_finite_non_negative)
-    # Programs a `run` step may start (argv[0]); None: all. See spec/_policy.py.
-    allow_run: AllowRun = field(default=None, converter=parse_allow_run)
 
 
 class ExecutorState(enum.Enum):
