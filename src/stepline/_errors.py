@@ -36,10 +36,8 @@ by accident while handling user errors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from .engine._jobs import JobState
+import enum
+from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyAcked",
@@ -176,7 +174,8 @@ class JobFailed(SteplineError):
     """A job ended in a state other than ``succeeded``.
 
     ``state`` is the final :class:`~stepline.JobState` (``FAILED``, ``CANCELLED`` or
-    ``TIMED_OUT``); ``error`` is the protocol's error object, ``{type, message, step, name?,
+    ``TIMED_OUT``; typed as its base class, since this module sits below the engine that defines
+    it); ``error`` is the protocol's error object, ``{type, message, step, name?,
     ...}``, as the ``finished`` event carried it; ``job`` is the job id and ``elapsed`` the
     seconds it ran.
     """
@@ -184,7 +183,7 @@ class JobFailed(SteplineError):
     code = "job_failed"
 
     def __init__(
-        self, job: str, state: JobState, error: dict[str, Any], elapsed: float = 0.0
+        self, job: str, state: enum.Enum, error: dict[str, Any], elapsed: float = 0.0
     ) -> None:
         super().__init__(_describe_failure(job, state, error))
         self.job = job
@@ -193,7 +192,7 @@ class JobFailed(SteplineError):
         self.elapsed = elapsed
 
 
-def _describe_failure(job: str, state: JobState, error: dict[str, Any]) -> str:
+def _describe_failure(job: str, state: enum.Enum, error: dict[str, Any]) -> str:
     where = f" at {error['step']}" if error.get("step") else ""
     kind = error.get("type", "error")
     return f"job {job} {state.value}: {kind}{where}: {error.get('message', '')}"
