@@ -130,6 +130,8 @@ class Session:
         try:
             async with open_executor(workers=options.workers, queue_size=queue, heartbeat=0) as ex:
                 self._executor = ex.executor
+                if options.halt:
+                    ex.executor.on_finish(self._halt_on_failure)
                 for name, template in self._templates.items():
                     await ex.define(name, template)
                 await self._submit_all(ex)
@@ -164,8 +166,13 @@ class Session:
                 self._view.started(track)
             elif kind == "finished":
                 self._view.finished(track)
-                if self._options.halt and ev.get("state") != "succeeded":
-                    self._cancel_all(f"--halt: {track.label} {ev.get('state')}")
+
+    def _halt_on_failure(self, job: Any, finished: Mapping[str, Any]) -> None:
+        """``--halt``: called inside the job's transition to its final state, so the other jobs
+        are cancelled before a worker can take the next one from the queue."""
+        if finished.get("state") != "succeeded" and not self._stopping:
+            label = next((t.label for t in self.tracks if t.handle.id == job.id), job.id)
+            self._cancel_all(f"--halt: {label} {finished.get('state')}")
 
     # -- stopping --------------------------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+"""What ``stepline run`` shows about a job, through the real command line: a failure's stderr
+and stdout tails, its ``log`` lines, its retries and its handler tasks; a success in one short
+line (``-v`` and ``--json`` for the whole output)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepline.cli._report import SHORT_OUTPUT, TAIL_LINES, Track, details, result_line
+from stepline.engine._jobs import JobState
+
+from ..driver import ENV
+
+pytestmark = pytest.mark.e2e
+
+
+def stepline(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stepline", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=False,
+    )
+
+
+def job_file(tmp_path: Path, job: Any, name: str = "job.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(job))
+    return str(path)
+
+
+NOISY_FAILURE = {
+    "name": "tests",
+    "steps": [
+        {"log": "shard 3 of 4"},
+        {"run": "for i in $(seq 1 25); do echo out$i; echo err$i >&2; done; exit 3"},
+    ],
+}
+
+
+def test_a_failure_shows_its_log_lines_and_the_tail_of_its_stderr(tmp_path: Path) -> None:
+    path = job_file(tmp_path, NOISY_FAILURE)
+    proc = stepline("run", path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith(f"failed    {path} (tests) ")]
+    assert lines[at].endswith("failure at steps[1]: /bin/sh exited with status 3")
+    shown = lines[at + 1 : -1]
+    assert shown[0] == "    log: shard 3 of 4"
+    assert shown[1] == f"    stderr, last {TAIL_LINES} lines:"
+    assert shown[2 : 2 + TAIL_LINES] == [f"    │ err{i}" for i in range(16, 26)]
+    assert lines[-1] == "1 job: 1 failed"
+
+
+def test_verbose_shows_the_whole_tail_kept(tmp_path: Path) -> None:
+    proc = stepline("run", "-v", job_file(tmp_path, NOISY_FAILURE))
+    assert "    stderr:" in proc.stdout.splitlines()
+    assert [line for line in proc.stdout.splitlines() if "│ err" in line] == [
+        f"    │ err{i}" for i in range(1, 26)
+    ]
+    assert "log       " in proc.stdout  # log lines as they come, too
+
+
+def test_a_graph_failure_names_the_handler_tasks_and_what_succeeded(tmp_path: Path) -> None:
+    job = {
+        "name": "ci",
+        "tasks": {
+            "build": {"steps": [{"value": "built"}]},
+            "test": {"needs": "build", "steps": [{"run": "echo boom >&2; exit 1"}]},
+            "report": {"needs": "test", "if": "failure", "steps": [{"value": "mailed"}]},
+            "clean": {"needs": "test", "if": "always", "steps": [{"fail": "disk gone"}]},
+        },
+    }
+    path = job_file(tmp_path, job)
+    proc = stepline("run", path)
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "failure at tasks.test.steps[0]: /bin/sh exited with status 1" in out
+    assert "    │ boom" in out
+    assert "    task report (if: failure) succeeded" in out
+    assert "    task clean (if: always) failed: fail at tasks.clean.steps[0]: disk gone" in out
+    assert "    tasks that succeeded: build" in out
+
+
+def test_a_success_is_one_short_line_and_verbose_or_json_show_it_whole(tmp_path: Path) -> None:
+    long_value = "x" * 500
+    path = job_file(tmp_path, {"value": long_value})
+    short = stepline("run", path).stdout.splitlines()[1]
+    assert short.startswith(f"succeeded {path} ")
+    assert short.endswith("…")
+    assert len(short.split(" ", 3)[3]) == SHORT_OUTPUT  # state, path, elapsed, output
+    assert long_value in stepline("run", "-v", path).stdout
+    events = [json.loads(line) for line in stepline("run", "--json", path).stdout.splitlines()]
+    assert events[-1]["output"] == long_value
+
+
+# -- the report's pieces that depend on events other helpers add (retry, partial) -----------------
+
+
+class FakeHandle:
+    state = JobState.FAILED
+
+
+def track_of(job: Any, *events: dict[str, Any]) -> Track:
+    track = Track("ci.json", FakeHandle(), job)  # type: ignore[arg-type]
+    for ev in events:
+        track.take(ev, 0.0)
+    return track
+
+
+def test_retries_and_partial_outputs_are_reported() -> None:
+    job = {"tasks": {"t": {"steps": []}, "h": {"needs": "t", "if": "failure", "steps": []}}}
+    error = {"type": "failure", "message": "exit 1", "step": "tasks.t.steps[0]", "attempts": 3}
+    track = track_of(
+        job,
+        {"event": "retry", "job": "j1", "step": "tasks.t.steps[0]", "attempt": 1, "attempts": 3},
+        {"event": "task", "job": "j1", "task": "h", "status": "succeeded"},
+        {
+            "event": "finished",
+            "state": "failed",
+            "elapsed": 1.0,
+            "error": {**error, "stdout": "ran 3 tests\n"},
+            "partial": {"h": {"sent": True}},
+        },
+    )
+    assert result_line(track).startswith("failed    ci.json 1.00s failure at tasks.t.steps[0]")
+    assert details(track) == [
+        "    tried 3 times (retry); the last error is above",
+        "    stdout:",
+        "    │ ran 3 tests",
+        '    task h (if: failure) succeeded: {"sent":true}',
+    ]
