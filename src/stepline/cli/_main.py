@@ -123,13 +123,17 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run = commands.add_parser(
         "run",
         help="run job files and report; exit 0 only if every job succeeded",
+        usage="stepline run [options] FILE...\n       stepline run [options] -- COMMAND... "
+        "[::: ARG...]",
         description="Run job files: FILE.json holds one job, other files (and -) JSON Lines. "
+        "Or run COMMAND once per ARG (per line of stdin without :::), {} replaced by the "
+        "argument (appended when absent) and {#} by its number; output lines tagged with it. "
         "Exit status: 0 all succeeded, 1 some did not, 2 invalid files (nothing run), "
         "130/143 interrupted by SIGINT/SIGTERM (every job cancelled).",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
-    run.add_argument("files", nargs="+", metavar="FILE", help="job file, or - for stdin")
+    run.add_argument("files", nargs="*", metavar="FILE", help="job file, or - for stdin")
     run.add_argument(
         "-j", "--workers", type=_positive_int, default=4, metavar="N", help="jobs running at once"
     )
@@ -213,8 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run ... -- COMMAND...``: the words after ``--`` are quick mode's command, which
+    argparse must not read (``-j`` in the command is the command's)."""
+    position = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    if position is None or argv[position] != "run" or "--" not in argv[position:]:
+        return argv, None
+    split = argv.index("--", position)
+    return argv[:split], argv[split + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    words, command = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(words)
+    args.quick = command
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.WARNING,

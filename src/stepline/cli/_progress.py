@@ -22,7 +22,7 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import trio
 
@@ -236,4 +236,20 @@ def _clip(line: str, width: int) -> str:
     return "".join(out)
 
 
-View = PlainView | LiveView | JsonView
+class ViewLike(Protocol):
+    """What the session calls on a view (the classes here, and quick mode's)."""
+
+    def started(self, track: Track) -> None: ...
+
+    def event(self, track: Track, ev: Event) -> None: ...
+
+    def finished(self, track: Track) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    async def animate(self, tracks: Sequence[Track]) -> None: ...
+
+    def close(self, tracks: Sequence[Track]) -> None: ...
+
+
+View = ViewLike

@@ -39,11 +39,10 @@ _INDENT = "    "
 class Track:
     """One job as ``run`` follows it: its label, its handle, and what its events said so far."""
 
-    def __init__(self, label: str, handle: JobHandle, job: Any = None, tag: str = "") -> None:
+    def __init__(self, label: str, handle: JobHandle, job: Any = None) -> None:
         self.label = label
         self.handle = handle
         self.job = job  # the job as written (to tell handler tasks apart)
-        self.tag = tag  # quick mode: the argument this job was run with
         self.logs: deque[Event] = deque(maxlen=LOG_LINES)
         self.retries: list[Event] = []
         self.tasks: dict[str, float] = {}  # running task -> when it started (trio time)

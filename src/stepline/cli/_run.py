@@ -34,6 +34,7 @@ from ..engine._jobs import JobState
 from ..server._serve import HARD_STOP_FLUSH
 from ._jobfiles import BadFile, Entry, load_entries, load_templates, parse_params
 from ._progress import JsonView, LiveView, PlainView, View
+from ._quick import QuickView, quick_entries
 from ._report import Track
 from ._signals import SIGNALS, exit_status, with_late_signals
 from ._term import Output, is_tty, use_color, wait_reader_gone
@@ -84,7 +85,6 @@ class Session:
         view: View,
         options: Options,
         *,
-        tags: Sequence[str] = (),
         out: Output | None = None,
     ) -> None:
         self.tracks: list[Track] = []
@@ -93,7 +93,6 @@ class Session:
         self._templates = templates
         self._view = view
         self._options = options
-        self._tags = tags
         self._executor: Executor | None = None
         self._status: int | None = None  # decided by a stop: a signal, a closed stdout
         self._stopping = False
@@ -146,8 +145,7 @@ class Session:
             self._last_word()
 
     async def _submit_all(self, ex: Any) -> None:
-        tags = list(self._tags) or [""] * len(self._entries)
-        for entry, tag in zip(self._entries, tags, strict=True):
+        for entry in self._entries:
             job = entry.job
             if self._options.timeout is not None:
                 job = with_timeout(job, self._options.timeout)
@@ -155,7 +153,7 @@ class Session:
                 handle = await ex.submit(job, params=self._options.params)
             except ShuttingDown:
                 return  # a signal arrived between two submits: the rest never ran
-            self.tracks.append(Track(entry.label, handle, entry.job, tag))
+            self.tracks.append(Track(entry.label, handle, entry.job))
 
     async def _follow(self, track: Track) -> None:
         async for ev in track.handle.events():
@@ -229,20 +227,34 @@ def _to_stderr(text: str) -> None:
 
 
 def make_view(args: Any, out: Output) -> View:
-    """``--json``: events; a terminal: the live view; anything else: plain lines."""
+    """``--json``: events; quick mode: tagged output; a terminal: the live view; anything else:
+    plain lines."""
     if args.json:
         return JsonView(out)
+    if args.quick is not None:
+        return QuickView(out, quiet=args.quiet)
     if is_tty(out.stream):
         return LiveView(out, color=use_color(out.stream), verbose=args.verbose, quiet=args.quiet)
     return PlainView(out, verbose=args.verbose, quiet=args.quiet)
 
 
+def _entries(args: Any, templates: Mapping[str, Any], params: Any) -> list[Entry]:
+    if args.quick is not None:
+        if args.files:
+            raise BadFile("give job files or -- COMMAND..., not both")
+        return quick_entries(args.quick, sys.stdin)
+    if not args.files:
+        raise BadFile("give job files (FILE..., - for stdin) or a command (-- COMMAND...)")
+    return load_entries(args.files, templates, params)
+
+
 def main(args: Any) -> int:
-    """The ``run`` subcommand (``args`` from its parser); returns the exit status."""
+    """The ``run`` subcommand (``args`` from its parser, ``args.quick`` the words after
+    ``--``); returns the exit status."""
     try:
         templates = load_templates(args.template)
         params = parse_params(args.params)
-        entries = load_entries(args.files, templates, params)
+        entries = _entries(args, templates, params)
     except BadFile as exc:
         _to_stderr(str(exc))
         return EXIT_INVALID
