@@ -11,6 +11,7 @@ leaves a handler thread sleeping behind it.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ class Answer:
     body: Any = None  # JSON-encoded unless `text` is given
     text: str | None = None
     delay: float = 0.0  # seconds before answering (cut short when the server closes)
+    content_type: str | None = None  # overrides the type implied by `body` / `text`
     headers: dict[str, str] = attrs.field(factory=dict)
 
 
@@ -120,6 +122,7 @@ def _handler_for(server: HttpServer) -> type[BaseHTTPRequestHandler]:
                 data, kind = answer.text.encode(), "text/plain; charset=utf-8"
             else:
                 data, kind = json.dumps(answer.body).encode(), "application/json"
+            kind = answer.content_type or kind
             self.send_response(answer.status)
             self.send_header("content-type", kind)
             self.send_header("content-length", str(len(data)))
@@ -139,3 +142,43 @@ def _handler_for(server: HttpServer) -> type[BaseHTTPRequestHandler]:
 
 def statuses(*codes: int) -> Sequence[Answer]:
     return [Answer(code, {"status": code}) for code in codes]
+
+
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers: a dead endpoint that looks alive.
+
+    ``accepted`` counts the connections taken; every one is held open until the server closes.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self._listener.settimeout(0.05)
+        self._held: list[socket.socket] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def accepted(self) -> int:
+        return len(self._held)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}{path}"
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        self._thread.join()
+        for conn in self._held:
+            conn.close()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._held.append(conn)

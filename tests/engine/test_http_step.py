@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
 from stepline import InvalidJob
 from stepline.spec._model import Http
+from stepline.spec._outside import too_deep
 from stepline.spec._validate import validate_job
 
 from ..conftest import running_executor
-from ..http_server import Answer, HttpServer, statuses
+from ..http_server import Answer, HttpServer, SilentServer, statuses
 
 
 @pytest.fixture
@@ -183,3 +185,60 @@ def test_url_from_a_parameter() -> None:
     step = spec.body  # a bare step is the job's body
     assert isinstance(step, Http)
     assert step.url == "https://h/x"
+
+
+@pytest.mark.parametrize(("levels", "state"), [(64, "succeeded"), (65, "failed")])
+async def test_a_json_body_may_nest_as_deep_as_a_value(
+    server: HttpServer, levels: int, state: str
+) -> None:
+    body = "[" * levels + "]" * levels
+    url = server.script("/nested", Answer(text=body, content_type="application/problem+json"))
+    finished = await run_job({"http": {"url": url}})
+    assert finished["state"] == state, finished
+    if state == "failed":
+        assert finished["error"]["type"] == "invalid_output"
+        assert "nested deeper than 64 levels" in finished["error"]["message"]
+    else:
+        assert orjson.dumps(finished["output"]["body"]) == body.encode()
+
+
+def test_the_limit_is_the_validators() -> None:
+    for levels in (64, 65):
+        nested: Any = []
+        for _ in range(levels - 1):
+            nested = [nested]
+        outside = too_deep(nested)
+        try:
+            validate_job({"value": nested})
+            inside = None
+        except InvalidJob as exc:
+            inside = exc.problem
+        assert outside == inside
+    deep: Any = {}
+    for _ in range(5000):  # far deeper than Python's recursion limit
+        deep = {"k": deep}
+    assert too_deep(deep) == "JSON nested deeper than 64 levels"
+
+
+async def test_waiting_for_a_busy_host_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("stepline.engine._http.HOST_CONNECTIONS", 2)
+    monkeypatch.setattr("stepline.engine._http.POOL_WAIT", 0.2)
+    with SilentServer() as dead:
+        job = {"par": [{"http": {"url": dead.url(f"/{i}")}} for i in range(3)]}
+        finished = await run_job(job)
+        assert dead.accepted == 2
+    error = finished["error"]
+    assert error["type"] == "http_error", finished
+    assert "HostBusy: no connection to http://127.0.0.1:" in error["message"]
+    assert "within 0.2s: 2 requests to that host are in flight" in error["message"]
+
+
+async def test_a_step_timeout_is_the_only_bound_on_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("stepline.engine._http.HOST_CONNECTIONS", 1)
+    monkeypatch.setattr("stepline.engine._http.POOL_WAIT", 0.05)
+    with SilentServer() as dead:
+        step = {"http": {"url": dead.url()}, "timeout": 0.5}
+        finished = await run_job({"par": [step, step]})
+    assert finished["error"]["type"] == "timeout", finished

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +128,33 @@ def test_schedules_stop_at_eof_and_refusals_are_errors() -> None:
     )
     assert (by_id[5]["alerts"], by_id[5]["schedules"]) == ([], 1)
     assert events[-1]["event"] == "bye"
+
+
+async def test_cancelled_callbacks_count_the_attempts_they_made(tmp_path: Path) -> None:
+    """A webhook waiting to retry and a run callback still running are cancelled by SIGTERM:
+    each reports the attempts it had made (one each), not 0."""
+    started = tmp_path / "started"
+    with HttpServer() as srv:
+        hook = srv.script("/hook", Answer(503, {}))
+        job = {
+            "steps": [{"value": 1}],
+            "on_finish": [
+                {"webhook": hook, "retry": {"attempts": 5, "backoff": 60}},
+                {"run": ["sh", "-c", f"echo up > {started}; exec sleep 60"], "grace": 1},
+            ],
+        }
+        async with serve("--heartbeat", "0") as d:
+            with trio.fail_after(20), _show_events_on_failure(d.events):
+                await d.send({"op": "submit", "id": 1, "job": job})
+                await d.wait_for("finished")
+                while not (srv.received("/hook") and started.exists()):
+                    await trio.sleep(0.02)
+                d.signal(signal.SIGTERM)
+                rest = await d.rest()
+            assert await d.proc.wait() == 0
+    callbacks = {e["callback"]: e for e in rest if e["event"] == "callback"}
+    assert (callbacks[0]["ok"], callbacks[0]["error"]) == (False, "cancelled by shutdown")
+    assert callbacks[0]["attempts"] == 1, callbacks[0]
+    assert callbacks[0]["status"] == 503, callbacks[0]
+    assert (callbacks[1]["ok"], callbacks[1]["error"]) == (False, "cancelled by shutdown")
+    assert callbacks[1]["attempts"] == 1, callbacks[1]

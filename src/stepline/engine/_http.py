@@ -11,6 +11,8 @@ encoded at submit time by :mod:`stepline.spec._http`; this module sends the requ
 * A status outside ``expect`` (default: any 2xx) fails with type ``http_status`` (``status`` and
   the first 4 KiB of the body in the error); a connection error, a protocol error or too many
   redirects fails with type ``http_error``. Redirects are followed.
+* A JSON body is outside data held to the limits of a ``value`` (:mod:`stepline.spec._outside`):
+  one nested deeper than 64 levels fails with type ``invalid_output``.
 * There is no built-in timeout: like a ``run`` step, the step's ``timeout`` modifier bounds it,
   and ``retry`` retries either failure.
 
@@ -24,7 +26,10 @@ request should not pay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -34,6 +39,7 @@ import trio
 from .._errors import StepFailed
 from .._version import __version__
 from ..spec._model import Http
+from ..spec._outside import INVALID_OUTPUT, too_deep
 
 if TYPE_CHECKING:
     import httpx
@@ -41,10 +47,26 @@ if TYPE_CHECKING:
     from ..spec._callbacks import Webhook
     from ._interpret import StepContext
 
-__all__ = ["BODY_CAP", "HttpClient", "WebhookResult", "deliver_webhook", "run_http"]
+__all__ = [
+    "BODY_CAP",
+    "HOST_CONNECTIONS",
+    "POOL_WAIT",
+    "HostBusy",
+    "HttpClient",
+    "Progress",
+    "WebhookResult",
+    "deliver_webhook",
+    "run_http",
+]
 
 BODY_CAP: Final = 1 << 20
 """Bytes of a response body an ``http`` step keeps (like a ``run`` step's output cap)."""
+
+HOST_CONNECTIONS = 16
+"""Requests in flight to one host (scheme, name, port) at once; more wait for a slot."""
+
+POOL_WAIT = 60.0
+"""Seconds a request with no deadline of its own (no step ``timeout``) waits for a slot."""
 
 _ERROR_BODY: Final = 4096
 _USER_AGENT: Final = f"stepline/{__version__}"
@@ -59,11 +81,19 @@ class HttpClient:
 
     No client-wide timeout: steps are bounded by their ``timeout`` modifier and webhooks by their
     per-attempt ``timeout``, both as trio cancel scopes, so one rule governs every wait.
+
+    Connections are bounded per host, not in one shared pool: a request first takes one of its
+    host's :data:`HOST_CONNECTIONS` slots (:meth:`slot`), and the pool itself has no overall
+    limit. With one shared limit, requests to an endpoint that accepts and never answers held
+    every connection, and requests to healthy hosts waited behind them forever.
     """
 
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
         self._lock = trio.Lock()  # the first concurrent users wait for one client
+        self._hosts: dict[str, _Host] = {}
+        self._per_host = HOST_CONNECTIONS  # read now, so tests can lower them
+        self._pool_wait = POOL_WAIT
 
     async def get(self) -> httpx.AsyncClient:
         if self._client is not None:
@@ -73,16 +103,69 @@ class HttpClient:
                 self._client = await trio.to_thread.run_sync(_new_client)
         return self._client
 
+    @asynccontextmanager
+    async def slot(self, url: str, *, bounded: bool) -> AsyncIterator[None]:
+        """Hold one of the URL's host's connection slots while a request to it runs.
+
+        ``bounded``: the caller has no deadline of its own, so the wait for a slot is cut at
+        :data:`POOL_WAIT` seconds with :class:`HostBusy`; otherwise the caller's deadline
+        (a step's ``timeout``, a webhook attempt's) is the only bound.
+        """
+        origin = _origin(url)
+        host = self._hosts.get(origin)
+        if host is None:
+            host = self._hosts[origin] = _Host(trio.CapacityLimiter(self._per_host))
+        host.users += 1
+        try:
+            with trio.move_on_after(self._pool_wait if bounded else math.inf):
+                await host.limiter.acquire()
+                try:
+                    yield
+                finally:
+                    host.limiter.release()
+                return
+            raise HostBusy(
+                f"no connection to {origin} within {self._pool_wait:g}s: "
+                f"{self._per_host} requests to that host are in flight"
+            )
+        finally:
+            host.users -= 1
+            if not host.users:  # hosts are forgotten once idle: the table stays small
+                del self._hosts[origin]
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
 
+class HostBusy(Exception):
+    """Every connection slot of a host stayed taken for :data:`POOL_WAIT` seconds."""
+
+
+@attrs.define
+class _Host:
+    limiter: trio.CapacityLimiter
+    users: int = 0  # requests holding or waiting for a slot
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL: the unit connections are bounded by."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # validated URLs have none; keep the raw text as a key anyway
+        return url
+    if port is None:
+        port = 443 if parts.scheme.lower() == "https" else 80
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
 def _new_client() -> httpx.AsyncClient:
     import httpx
 
-    return httpx.AsyncClient(timeout=None, headers={"user-agent": _USER_AGENT})
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+    return httpx.AsyncClient(timeout=None, limits=limits, headers={"user-agent": _USER_AGENT})
 
 
 # -- the step ----------------------------------------------------------------------------------
@@ -92,33 +175,41 @@ async def run_http(step: Http, ctx: StepContext) -> dict[str, Any]:
     """Send the request; the output is ``{status, headers, body}`` (see the module docstring)."""
     http = ctx.services.http
     if http is not None:
-        return await _request(step, await http.get())
+        return await _request(step, http)
     holder = HttpClient()  # a StepContext built without the executor's client (tests)
     try:
-        return await _request(step, await holder.get())
+        return await _request(step, holder)
     finally:
         with trio.CancelScope(shield=True):
             await holder.aclose()
 
 
-async def _request(step: Http, client: httpx.AsyncClient) -> dict[str, Any]:
+async def _request(step: Http, http: HttpClient) -> dict[str, Any]:
     import httpx
 
+    client = await http.get()
     try:
-        async with client.stream(
-            step.method,
-            step.url,
-            headers=dict(step.headers),
-            content=step.content,
-            follow_redirects=True,
-        ) as response:
+        async with (
+            http.slot(step.url, bounded=step.mods.timeout is None),
+            client.stream(
+                step.method,
+                step.url,
+                headers=dict(step.headers),
+                content=step.content,
+                follow_redirects=True,
+            ) as response,
+        ):
             raw, truncated = await _read_capped(response, BODY_CAP)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, HostBusy) as exc:
         message = f"{step.method} {step.url}: {_describe(exc)}"
         raise StepFailed("http_error", message, step.path, step.mods.name) from None
     output = _output(response, raw, truncated)
     if not _expected(response.status_code, step.expect):
         raise _status_failure(step, response.status_code, raw)
+    problem = too_deep(output["body"])  # outside data: the limits of `value` apply
+    if problem is not None:
+        message = f"{step.method} {step.url}: the response body is {problem}"
+        raise StepFailed(INVALID_OUTPUT, message, step.path, step.mods.name)
     return output
 
 
@@ -184,15 +275,25 @@ class WebhookResult:
     error: str | None = None
 
 
+@attrs.define
+class Progress:
+    """How far a delivery got, kept up to date as it goes: a delivery cancelled mid-way returns
+    no result, yet its report must still count the attempts it made."""
+
+    attempts: int = 0
+    status: int | None = None  # the last HTTP status received
+
+
 async def deliver_webhook(
-    client: httpx.AsyncClient, hook: Webhook, body: Mapping[str, Any]
+    http: HttpClient, hook: Webhook, body: Mapping[str, Any], progress: Progress | None = None
 ) -> WebhookResult:
     """POST ``body`` as JSON, retrying connection errors, timeouts, 429 and 5xx with backoff.
 
     Each attempt is bounded by ``hook.timeout`` (the whole exchange, up to the response
     headers: the response body is never read). A 2xx is success; any other status that is not
-    retried (3xx, 4xx) ends the delivery at once.
+    retried (3xx, 4xx) ends the delivery at once. ``progress`` counts an attempt as it starts.
     """
+    progress = progress if progress is not None else Progress()
     content = orjson.dumps(body, default=str)
     headers = dict(hook.headers)
     if not any(name.lower() == "content-type" for name in headers):
@@ -201,14 +302,16 @@ async def deliver_webhook(
     for attempt in range(1, hook.retry.attempts + 1):
         if attempt > 1:
             await trio.sleep(hook.retry.delay_before(attempt))
-        result, retry = await _attempt(client, hook, content, headers, attempt)
+        progress.attempts = attempt
+        result, retry = await _attempt(http, hook, content, headers, attempt)
+        progress.status = result.status
         if not retry:
             break
     return result
 
 
 async def _attempt(
-    client: httpx.AsyncClient,
+    http: HttpClient,
     hook: Webhook,
     content: bytes,
     headers: dict[str, str],
@@ -217,11 +320,13 @@ async def _attempt(
     """One try: its result, and whether another try may help."""
     import httpx
 
-    with trio.move_on_after(hook.timeout):
+    with trio.move_on_after(hook.timeout):  # bounds the wait for a host slot too
+        client = await http.get()
         try:
-            async with client.stream(
-                hook.method, hook.url, content=content, headers=headers
-            ) as response:
+            async with (
+                http.slot(hook.url, bounded=False),
+                client.stream(hook.method, hook.url, content=content, headers=headers) as response,
+            ):
                 status = response.status_code
         except httpx.TransportError as exc:
             return WebhookResult(False, attempt, None, _describe(exc)), True

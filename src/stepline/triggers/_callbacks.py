@@ -38,7 +38,7 @@ from typing import Any, Final
 import orjson
 import trio
 
-from ..engine._http import HttpClient, deliver_webhook
+from ..engine._http import HttpClient, Progress, deliver_webhook
 from ..engine._jobs import Job
 from ..runners._local import ProcessGroups, ProcessStartError, run_process
 from ..spec._callbacks import Alert, Callback, Notify, RunCallback, Webhook
@@ -193,32 +193,43 @@ class CallbackRunner:
             self._start_all(job, finished)
 
     async def _deliver(self, callback: Webhook | RunCallback, job: Job, finished: Event) -> None:
-        fields: dict[str, Any] = {"ok": False, "attempts": 0, "error": _CANCELLED}
+        progress = Progress()
+        fields: dict[str, Any] | None = None
         try:
             async with self._limiter:
                 if isinstance(callback, Webhook):
-                    fields = await self._webhook(callback, job, finished)
+                    fields = await self._webhook(callback, job, finished, progress)
                 else:
-                    fields = await self._run(callback, finished)
+                    fields = await self._run(callback, finished, progress)
         except Exception as exc:
             log.exception("internal error in callback %d of %s", callback.index, job.id)
-            fields = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            fields = {"ok": False, "attempts": progress.attempts, "error": error}
         finally:  # on Cancelled too: a cancelled callback reports itself as it unwinds
+            if fields is None:  # cancelled: say how far it got
+                fields = {"ok": False, "attempts": progress.attempts, "error": _CANCELLED}
+                if progress.status is not None:
+                    fields["status"] = progress.status
             self._done(callback, job, **fields)
 
-    async def _webhook(self, hook: Webhook, job: Job, finished: Event) -> dict[str, Any]:
+    async def _webhook(
+        self, hook: Webhook, job: Job, finished: Event, progress: Progress
+    ) -> dict[str, Any]:
         body = {**_about(job, finished), **hook.payload}
-        result = await deliver_webhook(await self._http.get(), hook, body)
+        result = await deliver_webhook(self._http, hook, body, progress)
         fields: dict[str, Any] = {"ok": result.ok, "attempts": result.attempts}
         fields["status"] = result.status
         if result.error is not None:
             fields["error"] = result.error
         return fields
 
-    async def _run(self, callback: RunCallback, finished: Event) -> dict[str, Any]:
+    async def _run(
+        self, callback: RunCallback, finished: Event, progress: Progress
+    ) -> dict[str, Any]:
         spec = callback.run
         stdin = orjson.dumps(finished, option=orjson.OPT_APPEND_NEWLINE, default=str).decode()
         timeout = callback.timeout if callback.timeout is not None else math.inf
+        progress.attempts = 1  # the process is started before run_process first waits
         with trio.move_on_after(timeout):
             try:
                 result = await run_process(
