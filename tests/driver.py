@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -53,7 +54,14 @@ class Driver:
     def __init__(self, proc: trio.Process) -> None:
         self.proc = proc
         self.events: list[Event] = []
-        self._buffer = b""
+        self._lines: deque[bytes] = deque()  # complete lines not yet parsed
+        self._partial: list[bytes] = []  # the start of the next line, in pieces
+
+    def unread(self, data: bytes) -> None:
+        """Give back bytes read from stdout by other means (they come before anything else)."""
+        *lines, tail = (b"".join(self._partial) + data).split(b"\n")
+        self._lines.extendleft(reversed(lines))
+        self._partial = [tail] if tail else []
 
     async def send(self, *commands: Any) -> None:
         assert self.proc.stdin is not None
@@ -65,13 +73,20 @@ class Driver:
 
     async def next_event(self) -> Event:
         assert self.proc.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.proc.stdout.receive_some(65536)
+        # Lines are split once per chunk and a long line joined once: a 100 MB `status` line
+        # read by appending chunks to one buffer took minutes.
+        while not self._lines:
+            chunk = bytes(await self.proc.stdout.receive_some(1 << 20))
             if not chunk:
                 raise EOFError(f"stdout closed; events so far: {self.events[-5:]}")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        ev = parse_events(line)[0]
+            if b"\n" not in chunk:
+                self._partial.append(chunk)
+                continue
+            head, *lines, tail = chunk.split(b"\n")
+            self._lines.append(b"".join([*self._partial, head]))
+            self._lines.extend(lines)
+            self._partial = [tail] if tail else []
+        ev = parse_events(self._lines.popleft())[0]
         self.events.append(ev)
         return ev
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
@@ -90,3 +91,40 @@ async def test_records_and_counts() -> None:
     assert table.counts()["queued"] == 1
     assert table.counts()["running"] == 1
     assert table.records(b.id) == [{"job": b.id, "state": "queued", "name": "b", "elapsed": 0.0}]
+
+
+def finish_with(table: JobTable, output: Any) -> str:
+    job = table.accept(SPEC, name=None)
+    table.start(job, trio.CancelScope())
+    table.finish(job, JobState.SUCCEEDED, output=output)
+    return job.id
+
+
+async def test_kept_outputs_fit_the_byte_budget_newest_first() -> None:
+    events: list[dict[str, Any]] = []
+    table = JobTable(events.append, keep=10, keep_bytes=10_000)
+    big = {"data": "x" * 3000}  # 3,011 bytes encoded
+    ids = [finish_with(table, big) for _ in range(5)]
+    small = finish_with(table, "tiny")  # under SMALL_OUTPUT: never dropped, never counted
+    records = {r["job"]: r for r in table.records()}
+    assert [records[j]["output"] is None for j in ids] == [True, True, False, False, False]
+    assert records[ids[0]]["output_dropped"] == len(orjson.dumps(big))
+    assert "output_dropped" not in records[ids[4]]
+    assert records[small]["output"] == "tiny"
+    assert all(e["output"] == big for e in events if e["event"] == "finished" and e["job"] in ids)
+
+
+async def test_records_evicted_by_count_give_their_bytes_back() -> None:
+    table = JobTable(lambda _: None, keep=2, keep_bytes=7_000)
+    big = "y" * 3000
+    for _ in range(50):  # only the two newest are kept: both fit, whatever came before
+        last = [finish_with(table, big), finish_with(table, big)]
+    assert [r["output"] for r in table.records()] == [big, big]
+    assert [r["job"] for r in table.records()] == last
+
+
+async def test_a_zero_budget_keeps_only_small_outputs() -> None:
+    table = JobTable(lambda _: None, keep=5, keep_bytes=0)
+    big, small = finish_with(table, ["z" * 2000]), finish_with(table, [1, 2])
+    assert table.records(big)[0]["output_dropped"] == 2004
+    assert table.records(small)[0]["output"] == [1, 2]

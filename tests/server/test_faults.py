@@ -205,7 +205,8 @@ async def read_slowly(driver: Driver, finished_jobs: int) -> list[dict[str, Any]
     while raw.count(b'"event":"finished"') < finished_jobs:
         raw += await stdout.receive_some(4096)
         await trio.sleep(0.001)
-    *lines, driver._buffer = raw.split(b"\n")
+    *lines, tail = raw.split(b"\n")
+    driver.unread(tail)
     return [json.loads(line) for line in lines]
 
 

@@ -19,6 +19,7 @@ import attrs
 from attrs import field, frozen
 
 from ..spec._policy import AllowRun, parse_allow_run
+from ._jobs import KEEP_BYTES
 
 __all__ = ["FLAG", "Config", "Flag", "flag_of"]
 
@@ -55,6 +56,18 @@ def _whole_number(text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+_UNITS: Final = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_count(text: str) -> int:
+    """``65536``, ``64K``, ``16M``, ``1G``: a number of bytes."""
+    unit = _UNITS.get(text[-1:].upper(), 1)
+    try:
+        return int(text[:-1] if unit > 1 else text) * unit
+    except ValueError:
+        raise ValueError(f"expected a number of bytes such as 65536 or 16M, got {text!r}") from None
 
 
 def _number(text: str) -> float:
@@ -123,6 +136,19 @@ class Config:
         1.0, "seconds between the progress events of each running job; 0: none"
     )
     keep: int = _count(1000, "finished jobs whose records status can still report", minimum=0)
+    keep_bytes: int = field(
+        default=KEEP_BYTES,
+        validator=_at_least(0),
+        metadata={
+            FLAG: Flag(
+                "bytes of output the kept records may hold in all (K, M, G suffixes allowed); "
+                "the oldest outputs are dropped from status first, with output_dropped",
+                _byte_count,
+                metavar="BYTES",
+                default="16M",
+            )
+        },
+    )
     trace: bool = _switch("emit a step event as each step starts and ends")
     alert_repeat: float = _duration(
         60.0, "announce an open alert again every S seconds; 0: once, never repeated"

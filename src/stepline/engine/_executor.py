@@ -84,7 +84,7 @@ class Executor:
         self.config = config
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
-        self.table = JobTable(outbox.emit, keep=config.keep)
+        self.table = JobTable(outbox.emit, keep=config.keep, keep_bytes=config.keep_bytes)
         self.groups = ProcessGroups()
         self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
         self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
@@ -197,6 +197,10 @@ class Executor:
                     return False  # cancelled too late to interrupt anything: it would hit the next
                 if job.spec.timeout is not None:
                     scope.deadline = math.inf  # (trio's deadline setter is not free: only if set)
+            if self.outbox.congested:
+                # A `finished` may carry megabytes of output: no new job until the reader has
+                # caught up, or an unread stdout would hold every job's output (_outbox.py).
+                await self.outbox.wait_writable()
 
     async def _heartbeat(self) -> None:
         if self.config.heartbeat <= 0:

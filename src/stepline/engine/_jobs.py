@@ -13,7 +13,12 @@ Job lifecycle::
        └───────────────cancel while queued──────────▶ CANCELLED
 
 The table also owns retention: finished records are kept for ``status`` up to ``keep`` most
-recent ones, so a long-lived executor does not grow without limit.
+recent ones, so a long-lived executor does not grow without limit. Their outputs are bounded in
+bytes as well (``keep_bytes``, :data:`KEEP_BYTES` by default): a ``run`` step's output can be
+2 MiB, and 1,000 kept records of those were 2 GiB and a ``status`` line of as much. The most
+recent outputs are kept up to that budget; an older record gives its output up (``output``
+null, ``output_dropped``: the output's size in encoded bytes). Its ``finished`` event had carried
+it whole. Outputs under :data:`SMALL_OUTPUT` bytes are not counted: ``keep`` bounds them.
 
 The three events every job gets (``accepted``, ``started``, ``finished``) are written here as
 dict literals, not through :func:`~stepline.wire._events.event`: its keyword arguments cost twice
@@ -26,8 +31,9 @@ import enum
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+import orjson
 import trio
 from attrs import define, field
 
@@ -35,7 +41,23 @@ from .._errors import AlreadyFinished, IllegalTransition, UnknownJob
 from ..spec._model import JobSpec
 from ..wire._events import EmitFn, Event, RequestId, reply
 
-__all__ = ["FINAL_STATES", "FinishHook", "Job", "JobState", "JobTable", "TableObserver"]
+__all__ = [
+    "FINAL_STATES",
+    "KEEP_BYTES",
+    "SMALL_OUTPUT",
+    "FinishHook",
+    "Job",
+    "JobState",
+    "JobTable",
+    "TableObserver",
+    "output_size",
+]
+
+KEEP_BYTES: Final = 16 << 20
+"""Default budget, in encoded bytes, for the outputs that finished records keep for ``status``."""
+
+SMALL_OUTPUT: Final = 1024
+"""Outputs smaller than this (in encoded bytes) are not counted against the budget."""
 
 
 class JobState(enum.Enum):
@@ -82,6 +104,10 @@ class Job:
     # read by heartbeats and to name the step a cancel or timeout interrupted.
     step: str = ""
     extra: dict[str, Any] = field(factory=dict)  # additional fields for the `accepted` event
+    # Encoded size of an output counted against the table's byte budget (0: not counted);
+    # once the budget took the output away, ``output_dropped`` holds that size instead.
+    output_bytes: int = 0
+    output_dropped: int | None = None
 
     @property
     def elapsed(self) -> float:
@@ -101,6 +127,8 @@ class Job:
         }
         if self.state is JobState.SUCCEEDED:
             rec["output"] = self.output
+            if self.output_dropped is not None:
+                rec["output_dropped"] = self.output_dropped
         elif self.state in FINAL_STATES:
             rec["error"] = self.error
         return rec
@@ -126,13 +154,18 @@ class TableObserver(Protocol):
 class JobTable:
     """All jobs stepline knows about, and the transitions between their states."""
 
-    def __init__(self, emit: EmitFn, *, keep: int = 1000) -> None:
+    def __init__(self, emit: EmitFn, *, keep: int = 1000, keep_bytes: int = KEEP_BYTES) -> None:
         self._emit = emit
         self._keep = keep
+        self._keep_bytes = keep_bytes
         self._jobs: dict[str, Job] = {}
         self._queued: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
         self._finished: deque[str] = deque()
+        # Kept records whose output counts against keep_bytes, in finish order (a subsequence
+        # of _finished), and the sum of those outputs' sizes.
+        self._weighty: deque[Job] = deque()
+        self._kept_bytes = 0
         self._finished_counts = dict.fromkeys(FINAL_STATES, 0)
         self._next_id = 1
         self.observer: TableObserver | None = None  # None (no --state): the fast path
@@ -302,5 +335,36 @@ class JobTable:
 
     def _retain(self, job: Job) -> None:
         self._finished.append(job.id)
+        if job.state is JobState.SUCCEEDED and job.output is not None:
+            self._weigh(job)
         while len(self._finished) > self._keep:
-            del self._jobs[self._finished.popleft()]
+            old = self._jobs.pop(self._finished.popleft())
+            if self._weighty and self._weighty[0] is old:  # finish order: the oldest if any
+                self._weighty.popleft()
+                self._kept_bytes -= old.output_bytes
+
+    def _weigh(self, job: Job) -> None:
+        """Count a kept output against the byte budget; older outputs give way to it."""
+        size = output_size(job.output)
+        if size < SMALL_OUTPUT:
+            return
+        job.output_bytes = size
+        self._weighty.append(job)
+        self._kept_bytes += size
+        while self._kept_bytes > self._keep_bytes:
+            old = self._weighty.popleft()
+            self._kept_bytes -= old.output_bytes
+            old.output, old.output_dropped, old.output_bytes = None, old.output_bytes, 0
+
+
+def output_size(output: Any) -> int:
+    """Encoded size of an output in bytes; 0 for one that is surely small (no encoding)."""
+    kind = type(output)
+    if kind is int or kind is float or kind is bool or output is None:
+        return 0
+    if kind is str and len(output) < SMALL_OUTPUT // 6:  # JSON escapes at most 6x
+        return 0
+    try:
+        return len(orjson.dumps(output))
+    except (TypeError, orjson.JSONEncodeError):
+        return 0  # the outbox repairs such a value; the validator keeps it from happening

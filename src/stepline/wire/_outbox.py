@@ -1,34 +1,44 @@
 """Where events go: the outbox, and the one task that writes it to a stream.
 
 Producers call :meth:`Outbox.emit` synchronously, so a state change and its event are one atomic
-step (see :mod:`stepline.engine._jobs`). A single writer task takes everything pending at once,
-encodes the batch with orjson and writes it with one ``send_all``: events are never interleaved or
+step (see :mod:`stepline.engine._jobs`). A single writer task takes everything pending at once
+and writes it with as few ``send_all`` calls as it can: events are never interleaved or
 half-written, and batching is what makes the writer fast (field notes: about 96 k events/s
 batched, against 29 k/s with a lock around per-event writes).
 
-Memory stays bounded without ever dropping a lifecycle event: ``accepted``/``started``/``finished``
-are at most a few per job, and jobs are bounded by the queue plus the workers. The unbounded
-kinds wait for room instead — the command reader and ``log`` steps call :meth:`wait_writable`
-before producing more, so a driver that stops reading stdout eventually stops stepline reading
-stdin — and heartbeats are skipped while the outbox is congested.
+Memory is bounded in bytes, and no lifecycle event is ever dropped. Each event is encoded as it is
+emitted, so the outbox knows exactly how many bytes it holds; once they reach
+:data:`HIGH_WATER_BYTES` it is *congested*, and every producer that can wait does, before making
+more: the command reader before each command, ``log`` steps before each line, workers before
+taking their next job (a job's ``finished`` carries its whole output: 2 MiB for a ``run`` step
+at its caps), schedules before each firing. A driver that stops reading stdout therefore stops
+stepline reading stdin and starting jobs, with at most about one event per producer beyond the
+mark. Heartbeats are skipped while the outbox is congested.
+
+Counting events was not enough: 300 jobs of 2 MiB output each are only 900 events, far below
+any sensible count, and their ``finished`` events took an unread stepline from 29 to over
+600 MiB (see NOTES.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Protocol
+from typing import Final, Protocol
 
 import orjson
 import trio
 
 from ._events import Event
 
-__all__ = ["HIGH_WATER", "Outbox", "StreamOutbox", "encode_events"]
+__all__ = ["HIGH_WATER_BYTES", "Outbox", "StreamOutbox", "encode_event", "encode_events"]
 
 log = logging.getLogger("stepline")
 
-HIGH_WATER = 4096  # pending events above which producers of unbounded kinds wait
+HIGH_WATER_BYTES: Final = 1 << 20
+"""Encoded bytes pending above which producers that can wait do (about 6,000 small events)."""
+
+_WRITE_CHUNK: Final = 1 << 16  # small events are joined into writes of about this size
 
 
 class Outbox(Protocol):
@@ -42,12 +52,17 @@ class Outbox(Protocol):
     def congested(self) -> bool: ...
 
 
-def encode_events(events: list[Event]) -> bytes:
-    """Encode a batch as JSON lines; a rare unencodable event is repaired, never dropped."""
+def encode_event(event: Event) -> bytes:
+    """One event as a JSON line; a rare unencodable event is repaired, never dropped."""
     try:
-        return b"".join([orjson.dumps(ev, option=orjson.OPT_APPEND_NEWLINE) for ev in events])
+        return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, orjson.JSONEncodeError):
-        return b"".join([_encode_carefully(ev) for ev in events])
+        return _encode_carefully(event)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Encode a batch as JSON lines (see :func:`encode_event`)."""
+    return b"".join([encode_event(ev) for ev in events])
 
 
 def _encode_carefully(ev: Event) -> bytes:
@@ -67,12 +82,18 @@ def _encode_carefully(ev: Event) -> bytes:
 
 
 class StreamOutbox:
-    """An :class:`Outbox` whose writer task writes JSON lines to a trio ``SendStream``."""
+    """An :class:`Outbox` whose writer task writes JSON lines to a trio ``SendStream``.
 
-    def __init__(self, stream: trio.abc.SendStream, *, high_water: int = HIGH_WATER) -> None:
+    ``congested`` is a plain attribute, kept up to date as bytes come and go: the workers and
+    the reader test it once per job and per command.
+    """
+
+    def __init__(self, stream: trio.abc.SendStream, *, high_water: int = HIGH_WATER_BYTES) -> None:
         self._stream = stream
         self._high_water = high_water
-        self._pending: list[Event] = []
+        self._pending: list[bytes] = []
+        self._bytes = 0  # encoded bytes emitted and not yet written (the batch being written too)
+        self.congested = False
         self._writer_idle = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._closing = False
@@ -83,13 +104,18 @@ class StreamOutbox:
     def emit(self, event: Event) -> None:
         if self._closing:
             return  # after the last event (``bye``) or a broken pipe nothing more is written
-        self._pending.append(event)
+        data = encode_event(event)
+        self._pending.append(data)
+        self._bytes += len(data)
+        if self._bytes >= self._high_water:
+            self.congested = True
         if len(self._pending) == 1:
             self._writer_idle.unpark_all()
 
     @property
-    def congested(self) -> bool:
-        return len(self._pending) >= self._high_water
+    def pending_bytes(self) -> int:
+        """Encoded bytes emitted and not yet written."""
+        return self._bytes
 
     async def wait_writable(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -110,17 +136,39 @@ class StreamOutbox:
                 await self._writer_idle.park()
                 continue
             batch, self._pending = self._pending, []
-            self._room.unpark_all()
             try:
-                await self._stream.send_all(encode_events(batch))
+                await self._write(batch)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._on_broken()
                 return
-            self.written += len(batch)
+
+    async def _write(self, batch: list[bytes]) -> None:
+        """Write ``batch`` in chunks of about :data:`_WRITE_CHUNK` bytes (a big event alone,
+        without a copy), freeing room as each chunk goes out."""
+        start = 0
+        while start < len(batch):
+            end, size = start + 1, len(batch[start])
+            while end < len(batch) and size < _WRITE_CHUNK:
+                size += len(batch[end])
+                end += 1
+            data = batch[start] if end == start + 1 else b"".join(batch[start:end])
+            await self._stream.send_all(data)
+            self.written += end - start
+            for i in range(start, end):
+                batch[i] = b""  # freed now, not when the whole batch is out
+            self._wrote(size)
+            start = end
+
+    def _wrote(self, size: int) -> None:
+        self._bytes -= size
+        if self.congested and self._bytes < self._high_water:
+            self.congested = False
+            self._room.unpark_all()
 
     def _on_broken(self) -> None:
         log.warning("stdout was closed by its reader; stopping")
         self.broken = True
         self.broken_event.set()
         self._pending.clear()
+        self._bytes = 0
         self.close()
