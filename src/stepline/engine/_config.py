@@ -145,7 +145,6 @@ class Config:
                 "the oldest outputs are dropped from status first, with output_dropped",
                 _byte_count,
                 metavar="BYTES",
-                default="16M",
             )
         },
     )
