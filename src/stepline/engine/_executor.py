@@ -36,7 +36,8 @@ from .._errors import (
     StepFailed,
     UnknownTemplate,
 )
-from ..runners._local import ProcessGroups
+from ..runners._base import Runner
+from ..runners._local import LocalRunner
 from ..spec._model import JobSpec, Modifiers
 from ..spec._policy import check_run_policy
 from ..spec._validate import validate_job, validate_template
@@ -80,12 +81,13 @@ class Executor:
     ``stepline serve`` and :func:`stepline.open_executor` attach them.
     """
 
-    def __init__(self, config: Config, outbox: Outbox) -> None:
+    def __init__(self, config: Config, outbox: Outbox, *, runner: Runner | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
         self.table = JobTable(outbox.emit, keep=config.keep, keep_bytes=config.keep_bytes)
-        self.groups = ProcessGroups()
+        # starts `run` steps' processes (and run callbacks'): local process groups by default
+        self.runner: Runner = runner if runner is not None else LocalRunner()
         self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
         self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
         self.templates: dict[str, dict[str, Any]] = {}
@@ -100,7 +102,7 @@ class Executor:
         self._attached = Attachments()
         self._services = Services(
             outbox,
-            self.groups,
+            self.runner,
             trace=config.trace,
             http=self.http,
             cleanups=self.cleanups,
@@ -360,7 +362,7 @@ class Executor:
     def kill(self) -> None:
         """Stop at once: cancel everything and SIGKILL every child, whatever its grace."""
         self.shutdown("cancel")
-        self.groups.kill_all()
+        self.runner.kill_all()
         self.cleanups.kill()
 
     # -- durable state (--state): the primitives a store admits submits with ----------------

@@ -22,7 +22,7 @@ import trio
 from attrs import define, frozen
 
 from .._errors import StepFailed
-from ..runners._local import ProcessGroups, ProcessStartError, run_process
+from ..runners._base import Launch, ProcessStartError, Runner, run_process
 from ..spec._model import (
     Deferred,
     Fail,
@@ -59,7 +59,7 @@ class Services:
     """What the steps of every job share: built once per executor."""
 
     outbox: Outbox
-    groups: ProcessGroups
+    runner: Runner  # starts `run` steps' processes (runners/_base.py)
     trace: bool = False  # --trace: `step` events
     http: HttpClient | None = None  # the executor's shared client, for `http` steps
     cleanups: Cleanups | None = None  # shielded clean-ups a hard stop ends (_tasks.py)
@@ -168,17 +168,11 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
         raise StepFailed("startup_failure", refused.message, step.path, step.mods.name)
     cwd = step.cwd if step.cwd is not None else await workspace_cwd(ctx, step)
     try:
-        result = await run_process(
-            step.argv,
-            env=step.env,
-            cwd=cwd,
-            stdin=step.stdin,
-            grace=step.grace,
-            groups=ctx.services.groups,
-        )
+        launch = Launch(step.argv, step.env, cwd, step.stdin, step.grace)
+        result = await run_process(ctx.services.runner, launch)
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
-    if step.cwd is None and ctx.workspace is not None:
+    if step.cwd is None and ctx.workspace is not None and result.pid:
         ctx.workspace.ran_process(result.pid)  # checked before the directory is reused
     output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
     output["stderr"] = result.stderr

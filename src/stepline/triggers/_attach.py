@@ -99,7 +99,7 @@ class Triggers:
                 executor.outbox,
                 self.alerts,
                 executor.http,
-                executor.groups,
+                executor.runner,
                 limit=executor.config.callback_limit,
                 released=None if executor.durable is None else executor.durable.wait_recorded,
             )

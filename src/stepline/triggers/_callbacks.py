@@ -40,7 +40,7 @@ import trio
 
 from ..engine._http import HttpClient, Progress, deliver_webhook
 from ..engine._jobs import Job
-from ..runners._local import ProcessGroups, ProcessStartError, run_process
+from ..runners._base import Launch, ProcessStartError, Runner, run_process
 from ..spec._callbacks import Alert, Callback, Notify, RunCallback, Webhook
 from ..wire._events import Event, event
 from ..wire._outbox import Outbox
@@ -69,7 +69,7 @@ class CallbackRunner:
         outbox: Outbox,
         alerts: Alerts,
         http: HttpClient,
-        groups: ProcessGroups,
+        runner: Runner,
         *,
         limit: int,
         released: Callable[[], Awaitable[None]] | None = None,
@@ -78,7 +78,7 @@ class CallbackRunner:
         self._released = released
         self._alerts = alerts
         self._http = http
-        self._groups = groups
+        self._runner = runner
         self._limiter = trio.CapacityLimiter(limit)
         self._send, self._receive = trio.open_memory_channel[_Work](math.inf)
         self._pending = 0
@@ -232,14 +232,8 @@ class CallbackRunner:
         progress.attempts = 1  # the process is started before run_process first waits
         with trio.move_on_after(timeout):
             try:
-                result = await run_process(
-                    spec.argv,
-                    env=spec.env,
-                    cwd=spec.cwd,
-                    stdin=stdin,
-                    grace=spec.grace,
-                    groups=self._groups,
-                )
+                launch = Launch(spec.argv, spec.env, spec.cwd, stdin, spec.grace)
+                result = await run_process(self._runner, launch)
             except ProcessStartError as exc:
                 return {"ok": False, "attempts": 1, "error": str(exc)}
             fields: dict[str, Any] = {"ok": result.returncode == 0, "attempts": 1}

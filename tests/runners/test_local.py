@@ -1,4 +1,4 @@
-"""Tests of the subprocess lifecycle, with real processes and therefore real time.
+"""Tests of the local runner: the subprocess lifecycle, with real processes and therefore real time.
 
 No ``autojump_clock`` here: the mock clock jumps while a real child runs, so timeouts would fire
 at once. Each test stays well under a second unless it waits out a (short) grace on purpose.
@@ -18,14 +18,10 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _local as _process
-from stepline.runners._local import (
-    OUTPUT_CAP,
-    ProcessGroups,
-    ProcessResult,
-    ProcessStartError,
-    run_process,
-)
+from stepline.runners import _base
+from stepline.runners import _capture as _process
+from stepline.runners._base import OUTPUT_CAP, Launch, ProcessResult, ProcessStartError
+from stepline.runners._local import LocalRunner, ProcessGroups
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -38,6 +34,13 @@ def drain_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(_process, "_EPOLL", None)
     elif _process._EPOLL is None:
         pytest.skip("no epoll on this platform")
+
+
+async def run_process(
+    argv: list[str], *, groups: ProcessGroups | None = None, **launch: Any
+) -> ProcessResult:
+    """Run ``argv`` to its end on a :class:`LocalRunner` (with ``groups``, if given)."""
+    return await _base.run_process(LocalRunner(groups), Launch(argv, **launch))
 
 
 class RecordingGroups(ProcessGroups):

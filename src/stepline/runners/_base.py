@@ -1,0 +1,152 @@
+"""The Runner seam: how a ``run`` step (or a ``run`` callback) gets a process, whatever starts it.
+
+The engine never starts a process itself. It describes one (:class:`Launch`: argv, env, cwd,
+stdin text, grace, limits, output cap) and hands it to the executor's :class:`Runner`, then
+drives what comes back through :func:`run_process`, which holds the one lifecycle every runner
+shares::
+
+    process = runner.start(launch)         # ProcessStartError if it cannot start
+    try:
+        result = await process.wait()      # exit status or signal, captured output
+    except BaseException:                  # a cancel above all: stop it, then let it go on
+        with trio.CancelScope(shield=True):
+            await process.stop(launch.grace)
+        raise
+    finally:
+        process.close()
+
+Implementations: :class:`~stepline.runners._local.LocalRunner` (each child leads its own process
+group on this machine; the default) and :class:`~stepline.runners._fake.FakeRunner` (no
+processes at all: scripted results, for tests of the code above the seam). A runner that starts
+processes elsewhere, or in a sandbox, implements the same two protocols; the engine picks it up
+through ``Executor(runner=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol
+
+import attrs
+import trio
+
+__all__ = [
+    "OUTPUT_CAP",
+    "Launch",
+    "Limits",
+    "Process",
+    "ProcessResult",
+    "ProcessStartError",
+    "Runner",
+    "run_process",
+]
+
+OUTPUT_CAP: Final = 1 << 20
+"""Bytes kept per stream: 1 MiB of stdout and 1 MiB of stderr; the rest is drained and dropped."""
+
+
+@attrs.frozen
+class Limits:
+    """Resource limits for one process. None yet: every runner accepts the empty default."""
+
+
+_NO_LIMITS: Final = Limits()
+
+
+@attrs.frozen
+class Launch:
+    """One process to start: what it runs, where, what it reads, and how it may be stopped.
+
+    ``env`` is merged over the runner's own environment (None: that environment as is); ``cwd``
+    None is the runner's working directory; ``stdin`` None gives the process an empty stdin
+    (``/dev/null``), text is written to it and then closed. ``grace`` is how long a stop waits
+    between asking and forcing. ``output_cap`` bounds what is kept of each of stdout and stderr.
+    """
+
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    stdin: str | None = None
+    grace: float = 5.0
+    limits: Limits = _NO_LIMITS
+    output_cap: int = OUTPUT_CAP
+
+
+@attrs.frozen
+class ProcessResult:
+    """How a process ended and what it wrote.
+
+    ``returncode`` is negative when a signal ended the process (-15 SIGTERM, -9 SIGKILL); note a
+    shell reports its own child's signal death as 128+N instead. ``stdout``/``stderr`` are
+    decoded as UTF-8 with invalid bytes replaced. ``truncated`` is True when either stream
+    exceeded the cap and was cut. ``pid`` is the id of the local process group the process led
+    (the workspace checks it is empty before reusing a directory), or 0 when the runner started
+    no local process group.
+    """
+
+    returncode: int
+    stdout: str
+    stderr: str
+    truncated: bool
+    pid: int = attrs.field(default=0, eq=False)  # identifies, not part of the result's value
+
+
+class ProcessStartError(Exception):
+    """The process could not be started: no such program, not executable, bad cwd, bad argv.
+
+    The message is meant for humans and names the program or the cwd at fault.
+    """
+
+
+class Process(Protocol):
+    """A started process, as a runner hands it out. Driven by :func:`run_process` only."""
+
+    async def wait(self) -> ProcessResult:
+        """Feed its stdin, capture its output to the end, and return how it ended.
+
+        May raise :class:`ProcessStartError` (a runner that starts lazily finds out here).
+        Cancellable at any checkpoint: the caller then stops the process with :meth:`stop`.
+        """
+        ...
+
+    async def stop(self, grace: float) -> None:
+        """End the process and everything it started: ask it to stop, wait up to ``grace``
+        seconds, then force it (``grace`` 0: force it at once). Called in a shielded scope;
+        returns once nothing of it is left running."""
+        ...
+
+    def close(self) -> None:
+        """Release what the process held (descriptors, registrations). Idempotent."""
+        ...
+
+
+class Runner(Protocol):
+    """Starts processes for ``run`` steps and ``run`` callbacks (see the module docstring)."""
+
+    def start(self, launch: Launch) -> Process:
+        """Start ``launch`` now and return it running; raises :class:`ProcessStartError`.
+
+        Synchronous, so there is no moment at which a started process is not yet the caller's
+        to stop; it must not hold the event loop for long (a local fork and exec does).
+        """
+        ...
+
+    def kill_all(self) -> None:
+        """Hard stop: force every process this runner started and has not finished, at once,
+        and from now on stop processes without their grace. Synchronous: a signal handler
+        calls it."""
+        ...
+
+
+async def run_process(runner: Runner, launch: Launch) -> ProcessResult:
+    """Run ``launch`` to its end on ``runner``; on cancellation stop it (``launch.grace``), then
+    let the ``Cancelled`` propagate untouched. Raises :class:`ProcessStartError`."""
+    process = runner.start(launch)
+    try:
+        return await process.wait()
+    except BaseException:  # cancellation above all: stop the process, then let it propagate
+        with trio.CancelScope(shield=True):
+            await process.stop(launch.grace)
+        raise
+    finally:
+        process.close()

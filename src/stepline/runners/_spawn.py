@@ -1,0 +1,231 @@
+"""Starting a child: pipes, a new session, the program found on PATH, and a pidfd to wait on.
+
+The child never inherits our fd 0 or fd 1 (stepline's stdout is the protocol stream): stdin is a
+pipe carrying the given text, or ``/dev/null``; stdout and stderr are pipes. Every child leads
+its own process group (``start_new_session=True``), so a stop can signal all it started.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+
+import attrs
+import trio
+
+from ._base import ProcessStartError
+from ._capture import ReadEnd
+
+__all__ = ["Child", "spawn"]
+
+
+class Child:
+    """A started child: the Popen that reaps it, a pidfd to wait on, and our ends of its pipes.
+
+    Waiting uses a Linux pidfd (``pidfd_open``, Linux 5.3): it turns readable when the child
+    exits, while the unreaped zombie keeps its pid, and so its process group id, reserved. Where
+    there is none we poll ``waitpid`` with a backoff up to 50 ms, which reaps as it goes.
+    """
+
+    __slots__ = ("_pidfd", "_popen", "pid", "stderr", "stdin", "stdout")
+
+    def __init__(self, popen: subprocess.Popen[bytes], pipes: _Pipes) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin = None if pipes.stdin is None else trio.lowlevel.FdStream(pipes.stdin)
+        self.stdout = ReadEnd(pipes.stdout)
+        self.stderr = ReadEnd(pipes.stderr)
+        self._pidfd: int | None = None  # opened on the first wait: most children are gone by then
+
+    async def wait_exited(self) -> None:
+        """Until the child has exited; not reaped where a pidfd exists (see the class doc)."""
+        if self._pidfd is None:
+            self._pidfd = _open_pidfd(self.pid)  # safe while unreaped: we alone reap it
+        if self._pidfd is not None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            return
+        delay = 0.001
+        while self._popen.poll() is None:
+            await trio.sleep(delay)
+            delay = min(2 * delay, 0.05)
+
+    async def wait(self) -> int:
+        """Reap the child and return its exit status (negative: the signal that ended it)."""
+        while (returncode := self._popen.poll()) is None:
+            await self.wait_exited()
+        return returncode
+
+    def close(self) -> None:
+        """Release the pidfd and any pipe a cancelled capture left open. Idempotent."""
+        if self._pidfd is not None:
+            os.close(self._pidfd)  # nothing waits on it any more: our waits are over
+            self._pidfd = None
+        if self.stdin is not None and self.stdin.fileno() >= 0:
+            self.stdin.close()
+        self.stdout.close()
+        self.stderr.close()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+        return None
+
+
+@attrs.define
+class _Pipes:
+    """The pipes for one child: our ends (``stdin`` write, ``stdout``/``stderr`` read) and the
+    child's ends, which are closed in the parent once the child holds them. All close-on-exec:
+    the child gets its ends as fds 0-2 through ``dup2``, which clears the flag on the copy."""
+
+    stdin: int | None
+    stdout: int
+    stderr: int
+    child_ends: list[int]
+
+    @classmethod
+    def open(cls, piped_stdin: bool) -> _Pipes:
+        """Three pipes (two without stdin); none is left open if one cannot be made."""
+        fds: list[int] = []
+        try:
+            for _ in range(3 if piped_stdin else 2):
+                fds.extend(os.pipe())
+        except OSError:  # out of descriptors
+            for fd in fds:
+                os.close(fd)
+            raise
+        stdin, child_ends = (fds[5], [fds[1], fds[3], fds[4]]) if piped_stdin else (None, fds[1::2])
+        return cls(stdin, fds[0], fds[2], child_ends)
+
+    def close_child_ends(self) -> None:
+        for fd in self.child_ends:
+            os.close(fd)
+        self.child_ends = []
+
+    def close_all(self) -> None:
+        self.close_child_ends()
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd is not None:
+                os.close(fd)
+
+
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, *, piped_stdin: bool
+) -> Child:
+    """Start the child in a new session with piped output, on the event loop, synchronously.
+
+    Why not in a worker thread, as :func:`trio.lowlevel.open_process` does? The thread hops
+    (and the GIL traffic they bring) doubled our CPU per process and cut throughput by a third
+    (NOTES.md, Performance). ``Popen`` forks with
+    ``vfork`` and returns once the child has exec'd, a few hundred microseconds for a small
+    program: that is how long the loop is held, the same serial spawn ``xargs`` does. Being
+    synchronous also means there is no moment at which a started child is not yet ours to stop.
+    """
+    if not argv:
+        raise ProcessStartError("empty command: nothing to run")
+    try:
+        pipes = _Pipes.open(piped_stdin)
+    except OSError as exc:
+        raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        popen = _popen(argv, pipes, full_env, cwd)
+    except (OSError, ValueError) as exc:
+        pipes.close_all()
+        raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
+    pipes.close_child_ends()
+    return Child(popen, pipes)
+
+
+def _popen(
+    argv: Sequence[str], pipes: _Pipes, env: Mapping[str, str] | None, cwd: str | None
+) -> subprocess.Popen[bytes]:
+    """``Popen`` with the program found through :data:`_PROGRAMS` (once more without, if the
+    remembered path fails: the program may have moved)."""
+    executable = _PROGRAMS.find(argv[0], env)
+    stdin = _devnull() if pipes.stdin is None else pipes.child_ends[2]
+    while True:
+        try:
+            return subprocess.Popen(
+                list(argv),
+                executable=executable,
+                stdin=stdin,
+                stdout=pipes.child_ends[0],
+                stderr=pipes.child_ends[1],
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError:
+            if executable is None:
+                raise
+            _PROGRAMS.forget(argv[0])
+            executable = None
+
+
+class _ProgramPaths:
+    """Where programs were found on PATH, as a shell's command hash remembers them.
+
+    ``Popen`` given a bare name joins and encodes every PATH entry on every start, on the event
+    loop: a tenth of a ``{"run": ["true"]}`` job's time there. Like a shell's hash, a program
+    installed later in an earlier PATH directory is not seen; one that is gone is searched for
+    again (:func:`_popen`). Only PATHs of absolute directories are remembered: a relative entry
+    means the child's cwd, which differs per job.
+    """
+
+    _LIMIT = 256  # distinct (program, PATH) pairs kept; then it starts over
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], str] = {}
+
+    def find(self, program: str, env: Mapping[str, str] | None) -> str | None:
+        """The program's path, or None to let ``Popen`` search (or report it missing)."""
+        if "/" in program:
+            return None
+        path = (os.environ if env is None else env).get("PATH", os.defpath)
+        found = self._found.get((program, path))
+        if found is None:
+            if not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+                return None
+            found = shutil.which(program, path=path)
+            if found is None:
+                return None
+            if len(self._found) >= self._LIMIT:
+                self._found.clear()
+            self._found[program, path] = found
+        return found
+
+    def forget(self, program: str) -> None:
+        for key in [key for key in self._found if key[0] == program]:
+            del self._found[key]
+
+
+_PROGRAMS = _ProgramPaths()
+
+
+@functools.cache
+def _devnull() -> int:
+    """One ``/dev/null`` for every child's stdin (``subprocess.DEVNULL`` opens one per start)."""
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _start_error_message(exc: OSError | ValueError, program: str, cwd: str | None) -> str:
+    """A human message for a failed start. ``subprocess`` sets ``filename`` to the culprit."""
+    if isinstance(exc, ValueError):  # e.g. an embedded NUL byte in argv, env or cwd
+        return f"cannot start {program!r}: {exc}"
+    if cwd is not None and exc.filename == cwd:
+        if isinstance(exc, FileNotFoundError):
+            return f"cwd does not exist: {cwd!r}"
+        if isinstance(exc, NotADirectoryError):
+            return f"cwd is not a directory: {cwd!r}"
+        return f"cannot enter cwd {cwd!r}: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such program: {program!r}"
+    if isinstance(exc, PermissionError):
+        return f"not executable: {program!r} (permission denied)"
+    return f"cannot start {program!r}: {exc.strerror or exc}"
