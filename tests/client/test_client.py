@@ -208,6 +208,17 @@ def test_a_killed_child_fails_every_waiting_handle() -> None:
     assert c.close() == -9
 
 
+def test_a_client_used_without_with_or_start_says_how_to_start_it() -> None:
+    """Regression: ``Client().submit`` said only "has not been started", ``.ready`` asserted."""
+    c = Client(ARGS)
+    for use in (lambda: c.submit(s.value(1)), lambda: c.ready, lambda: c.close(cancel=True)):
+        with pytest.raises(RuntimeError, match=r"use `with stepline.Client\(\) as c:`"):
+            use()
+    c.start()
+    assert c.submit(s.value(1)).wait(timeout=30) == 1
+    assert c.close() == 0
+
+
 def test_a_child_that_cannot_start_is_reported_at_start() -> None:
     with (
         pytest.raises(ClientError) as caught,

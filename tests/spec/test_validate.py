@@ -842,3 +842,38 @@ def test_job_key_on_a_bare_step_explains_itself() -> None:
     assert err.value.path == "steps[0]"
     assert "it is a job key" in err.value.message
     assert "did you mean" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("job", "hint"),
+    [
+        ({"steps": [{"run": "true"}], "paralel": 2}, "(did you mean a 'par' step?)"),
+        ({"cmd": ["true"]}, "(did you mean a 'run' step?)"),
+        ({"steps": [{"cmd": "true"}]}, "(did you mean 'run'?)"),
+        ({"run": "true", "command": "x"}, "for a run step (did you mean 'run'?)"),
+        ({"run": "true", "timout": 3}, "(did you mean 'timeout'?)"),
+        ({"run": "true", "enviroment": {}}, "(did you mean 'env'?)"),
+        ({"par": [], "concurency": 2}, "for a par step (did you mean 'limit'?)"),
+        ({"use": "t", "wiht": {}}, "(did you mean 'with'?)"),
+        ({"value": 1, "retries": 3}, "(did you mean 'retry'?)"),
+        ({"steps": [{"run": "true"}], "stpes": []}, "(did you mean 'steps'?)"),
+        ({"sleep": 1, "limit": 2}, "for a sleep step: it belongs on a par step"),
+        ({"sleep": 1, "cwd": "/"}, "for a sleep step: it belongs on a run step"),
+        ({"steps": [{"run": "true"}], "sleep": 1}, 'a sleep step goes in the job\'s "steps"'),
+    ],
+)
+def test_unknown_keys_get_a_hint_that_fits_where_they_are(job: Any, hint: str) -> None:
+    """Regression: difflib alone proposed 'params' for 'paralel' and 'cwd' for 'cmd', from the
+    keys of every level at once."""
+    with pytest.raises(InvalidJob) as err:
+        validate_job(job, templates={"t": {"steps": [{"value": 1}]}})
+    assert hint in err.value.message
+
+
+def test_a_step_key_at_job_level_is_never_suggested_as_itself() -> None:
+    """Regression: a job-level key that only steps take said "did you mean 'env'?" for 'env'."""
+    for key in ("cwd", "stdin", "grace", "with", "catch"):
+        with pytest.raises(InvalidJob) as err:
+            validate_job({"steps": [{"run": "true"}], key: 1})
+        assert f"did you mean {key!r}" not in err.value.message
+        assert "it belongs on a" in err.value.message

@@ -52,6 +52,11 @@ from ._session import (
 
 __all__ = ["Client", "ClientJob"]
 
+NOT_STARTED = (
+    "the client has not been started: use `with stepline.Client() as c:`, or call c.start() "
+    "first and c.close() when done"
+)
+
 
 @frozen
 class _Child:
@@ -114,11 +119,13 @@ class Client:
     @property
     def ready(self) -> Event:
         """The child's ``ready`` event: ``version``, ``protocol``, ``workers``, ``queue_size``."""
-        assert self._session.ready is not None, "the client has not started"
+        if self._session.ready is None:
+            raise RuntimeError(NOT_STARTED)
         return self._session.ready
 
     def start(self, timeout: float | None = 30.0) -> None:
-        """Spawn the child and wait for its ``ready``."""
+        """Spawn the child and wait for its ``ready`` (what ``with Client() as c:`` does; a
+        client started this way is ended with :meth:`close`)."""
         self._child = _Child.spawn(self._argv, self._env, self._stderr)
         self._reader.start()
         try:
@@ -156,7 +163,7 @@ class Client:
 
     def _started(self) -> _Child:
         if self._child is None:
-            raise RuntimeError("the client has not been started")
+            raise RuntimeError(NOT_STARTED)
         return self._child
 
     # -- commands ----------------------------------------------------------------------------

@@ -175,19 +175,67 @@ def _key_suffix(key: object) -> str:
     return f"[{_show_key(key)}]"
 
 
-def _unknown_key(key: object, kind: str | None = None) -> str:
-    """The message for a key nothing expects, with a suggestion: typos are the usual cause."""
+_ALIASES: Final[Mapping[str, str]] = {
+    # words other tools use for what stepline calls otherwise: no spelling is close enough
+    **dict.fromkeys(("cmd", "command", "exec", "shell", "sh", "script", "args", "argv"), "run"),
+    **dict.fromkeys(("parallel", "paralel", "parralel", "concurrent", "all", "fanout"), "par"),
+    **dict.fromkeys(("sequence", "serial", "series"), "seq"),
+    **dict.fromkeys(("environment", "environ", "vars"), "env"),
+    **dict.fromkeys(("dir", "workdir", "working_dir", "directory", "chdir"), "cwd"),
+    **dict.fromkeys(("input", "inputs", "parameters", "args_for", "arguments"), "with"),
+    **dict.fromkeys(("template", "call", "include", "uses"), "use"),
+    **dict.fromkeys(("retries", "attempts", "repeat"), "retry"),
+    **dict.fromkeys(("timeout_s", "time_limit", "deadline", "timelimit"), "timeout"),
+    **dict.fromkeys(("wait", "delay"), "sleep"),
+    **dict.fromkeys(("concurrency", "max_parallel", "jobs", "workers"), "limit"),
+}
+_CLOSE_ENOUGH: Final = 0.75  # difflib's 0.6 offered 'params' for 'paralel', 'cwd' for 'cmd'
+
+
+def _closest(key: str, known: frozenset[str]) -> str | None:
+    """The key a typo most likely meant: the closest spelling, else a word another tool uses
+    for it (or a misspelling of that word: 'enviroment')."""
+    import difflib  # start-up time: needed only for a message
+
+    word = key.lower()
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=_CLOSE_ENOUGH)
+    if close:
+        return close[0]
+    alias = difflib.get_close_matches(word, list(_ALIASES), n=1, cutoff=0.85)
+    return _ALIASES[alias[0]] if alias and _ALIASES[alias[0]] in known else None
+
+
+def _owners(key: str) -> str:
+    """The step kinds that take ``key``: ``'a run step'``, ``'a par or use step'``."""
+    kinds = sorted(kind for kind, allowed in _ALLOWED.items() if key in allowed)
+    return f"a {' or '.join(kinds)} step"
+
+
+def _unknown_key(key: object, kind: str | None = None, *, job: bool = False) -> str:
+    """The message for a key nothing expects here (a ``kind`` step's, a step whose kind is not
+    known yet, or a ``job`` object's), with a hint: a typo, a key that belongs one level up or
+    down, or a word another tool uses. A key is never suggested as a fix for itself."""
     where = f" for a {kind} step" if kind else ""
     message = f"unknown key {_show_key(key)}{where}"
-    if type(key) is str and key in _JOB_KEYS:
-        message += ': it is a job key; put the step in a job\'s "steps" list to use it'
-    elif type(key) is str:
-        import difflib  # start-up time: needed only for a message
-
-        close = difflib.get_close_matches(key, sorted(_STEP_KEYS | _JOB_KEYS), n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-    return message
+    if type(key) is not str:
+        return message
+    here = _ALLOWED[kind] if kind else _JOB_KEYS if job else _STEP_KEYS
+    if key in _STEP_KEYS and key not in _KINDS and not (job and key in _JOB_KEYS):
+        return message + f": it belongs on {_owners(key)}"
+    if key in _JOB_KEYS and not job:
+        return message + ': it is a job key; put the step in a job\'s "steps" list to use it'
+    if key in _KINDS and job:
+        return message + f': a {key} step goes in the job\'s "steps" list'
+    close = _closest(key, here) or _closest(key, _STEP_KEYS if job else _JOB_KEYS)
+    if close is None or close == key:
+        return message
+    if close in here:
+        return message + f" (did you mean {close!r}?)"
+    if close in _KINDS:
+        return message + f" (did you mean a {close!r} step?)"
+    if close in _JOB_KEYS:
+        return message + f" (did you mean the job key {close!r}?)"
+    return message + f" (did you mean {close!r}, a key of {_owners(close)}?)"
 
 
 def _no_kind(raw: Mapping[Any, Any]) -> str:
@@ -297,7 +345,7 @@ class _Validator:
         """A job object with ``steps`` and job-level modifiers (substituted, like steps)."""
         for key in raw:
             if key not in _JOB_KEYS:
-                raise InvalidJob(base, _unknown_key(key))
+                raise InvalidJob(base, _unknown_key(key, job=True))
         v = self._for(_merge_params(raw.get("params", _MISSING), overrides, base), chain)
         body = parse_job_body(v, raw, base, depth)  # `steps` or `tasks` (_graph.py)
         mods = v._mods(raw, base)
