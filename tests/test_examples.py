@@ -117,3 +117,27 @@ def test_the_shell_driver() -> None:
     ]
     assert len(answers) == 7
     assert lines[-1] == "bye"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("node") is None, reason="the Node.js driver needs node")
+def test_the_node_driver_ties_every_event_to_its_submit() -> None:
+    env = {**ENV, "STEPLINE": f"{sys.executable} -m stepline"}
+    proc = subprocess.run(
+        ["node", str(EXAMPLES / "driver.mjs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    finished = {line.split(":", 1)[0]: line for line in lines if " succeeded: " in line}
+    assert {f"value-{i}" for i in range(1, 51)} <= finished.keys()
+    assert all(finished[f"value-{i}"].endswith(f" succeeded: {i}") for i in range(1, 51))
+    assert finished["echo"].endswith('"stdout":"hello from node\\n","stderr":""}')
+    assert 'oops: j52 failed: "failing on purpose"' in lines
+    assert any(line.startswith("nonsense: refused: bad_command: unknown op") for line in lines)
+    assert "never finished" not in proc.stdout
+    assert lines[-1] == "bye"

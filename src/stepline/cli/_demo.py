@@ -3,8 +3,10 @@
 Nothing here is simulated: the demo spawns ``stepline serve --workers 2`` through
 :class:`stepline.Client`, and a tap on the client prints every line that crosses the pipes —
 ``>`` the commands written to the child's stdin, ``<`` the events read from its stdout — between
-the narration, all on stderr (colour only on a terminal). Six scenes, about five seconds: bounded
-workers, a parallel fan-out, a race, a retry that recovers, a timeout and a cancel.
+the narration, all on stderr (colour only on a terminal), each line after the seconds since the
+demo began. Six scenes, about five seconds: bounded workers, a parallel fan-out, a race, a retry
+that recovers, a timeout and a cancel; ``--scene NAME`` plays one. After each scene a timeline
+(:mod:`stepline.cli._timeline`) draws its jobs, a row per worker.
 
 Each scene also checks what it shows (states, outputs, timings with generous margins) and the
 demo exits 1 if any check fails, so the first command of the README doubles as a smoke test of
@@ -29,8 +31,9 @@ from ..client._session import SERVE
 from ..client._sync import Client, ClientJob
 from ..wire._events import Event
 from ._term import is_tty, paint, use_color
+from ._timeline import Timeline
 
-__all__ = ["SCENES", "Mismatch", "Narrator", "main"]
+__all__ = ["SCENES", "Mismatch", "Narrator", "main", "scene_names"]
 
 WORKERS = 2
 
@@ -53,6 +56,19 @@ class Narrator:
         self._color = use_color(out)
         self._width = shutil.get_terminal_size().columns if is_tty(out) else 0
         self._lock = threading.Lock()
+        self._origin = time.monotonic()
+        self.timeline = Timeline(self._origin)
+        self._names: dict[object, str] = {}  # request id -> the name of the job it submitted
+
+    def new_timeline(self) -> None:
+        """Start drawing afresh: each scene gets its own timeline."""
+        with self._lock:
+            self.timeline = Timeline(self._origin)
+
+    def draw_timeline(self) -> None:
+        with self._lock:
+            rows = self.timeline.render(min(max(self._width - 16, 30), 64) if self._width else 60)
+        self._write(*(paint(row, "yellow", self._color) for row in rows))
 
     def heading(self, text: str) -> None:
         self._write("", paint(f"== {text}", "bold", self._color))
@@ -70,12 +86,27 @@ class Narrator:
         self._write(paint(f"   ✗ {text}", "red", self._color))
 
     def wire(self, direction: str, message: Event) -> None:
-        """The client's tap: one protocol line, as it crossed the pipe."""
-        line = f"{direction} {json.dumps(message, ensure_ascii=False, separators=(',', ':'))}"
+        """The client's tap: one protocol line, as it crossed the pipe, after the seconds since
+        the demo began; job events also go on the scene's timeline."""
+        now = time.monotonic()
+        self._follow(direction, message, now)
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        line = f"{now - self._origin:6.2f}s {direction} {text}"
         if self._width and len(line) > self._width:
             line = line[: self._width - 1] + "…"
         style = "cyan" if direction == ">" else "red" if message.get("event") == "error" else "dim"
         self._write(paint(line, style, self._color))
+
+    def _follow(self, direction: str, message: Event, now: float) -> None:
+        with self._lock:
+            if direction == ">":
+                job = message.get("job")
+                if isinstance(job, dict) and isinstance(job.get("name"), str):
+                    self._names[message.get("id")] = job["name"]
+            elif message.get("event") == "accepted" and message.get("id") in self._names:
+                self.timeline.name(str(message.get("job")), self._names.pop(message.get("id")))
+            else:
+                self.timeline.take(message, now)
 
     def _write(self, *lines: str) -> None:
         with self._lock:
@@ -159,6 +190,15 @@ def _failure(job: ClientJob) -> JobFailed:
     raise Mismatch(f"the job succeeded with {output!r}")
 
 
+def scene_names() -> list[str]:
+    """What ``--scene`` takes: each title in lower case, words joined by ``-``."""
+    return [_slug(title) for title, _ in SCENES]
+
+
+def _slug(title: str) -> str:
+    return "-".join(title.lower().replace("a ", "", 1).split())
+
+
 SCENES: list[tuple[str, Callable[[Tour], None]]] = [
     ("Bounded workers", Tour.bounded_workers),
     ("Parallel fan-out", Tour.fan_out),
@@ -178,23 +218,33 @@ Next: `stepline run examples/steps/par.json`, `sh examples/driver.sh`, or drive
    `stepline serve` from any language: one JSON object per line each way."""
 
 
-def _play(client: Client, narrator: Narrator, workdir: Path, pause: float) -> list[str]:
-    """Every scene, in order; returns the ones that went wrong."""
+def _play(
+    client: Client, narrator: Narrator, workdir: Path, pause: float, only: str | None
+) -> list[str]:
+    """Every scene (or the one named ``only``), in order; returns the ones that went wrong."""
     tour, failed = Tour(client, narrator, workdir), []
     for number, (title, scene) in enumerate(SCENES, 1):
+        if only is not None and _slug(title) != only:
+            continue
         narrator.heading(f"{number}. {title}")
+        narrator.new_timeline()
         try:
             scene(tour)
         except Mismatch as exc:
             narrator.problem(f"unexpected: {exc}")
             failed.append(title)
+        narrator.draw_timeline()
         time.sleep(pause)
     return failed
 
 
-def main(pause: float | None = None, out: TextIO | None = None) -> int:
-    """Run the demo; 0 when every scene went as narrated."""
+def main(pause: float | None = None, out: TextIO | None = None, scene: str | None = None) -> int:
+    """Run the demo (every scene, or the one named ``scene``); 0 when each went as narrated,
+    2 for a scene name that does not exist."""
     stream = out if out is not None else sys.stderr
+    if scene is not None and scene not in scene_names():
+        print(f"stepline demo: no scene {scene!r}; scenes: {', '.join(scene_names())}", file=stream)
+        return 2
     narrator = Narrator(stream)
     pause = pause if pause is not None else (0.4 if is_tty(stream) else 0.0)
     narrator.text(_INTRO)
@@ -203,7 +253,7 @@ def main(pause: float | None = None, out: TextIO | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="stepline-demo-") as workdir,
         Client(args, command=SERVE, tap=narrator.wire) as client,
     ):
-        failed = _play(client, narrator, Path(workdir), pause)
+        failed = _play(client, narrator, Path(workdir), pause, scene)
         narrator.heading("Shutdown")
         narrator.say("Closing stdin drains: accepted jobs finish, then `bye`, then exit 0.")
     narrator.text("\n" + _OUTRO)

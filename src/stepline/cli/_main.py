@@ -183,13 +183,19 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=None,
         help="seconds between scenes (default: 0.4 on a terminal, else 0)",
     )
+    demo.add_argument(
+        "--scene",
+        metavar="NAME",
+        help="play one scene: bounded-workers, parallel-fan-out, race, retry-that-recovers, "
+        "timeout, cancel",
+    )
     demo.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from . import _demo  # start-up time: `serve` never needs the client
 
-    return _demo.main(pause=args.pause)
+    return _demo.main(pause=args.pause, scene=args.scene)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

@@ -1,0 +1,59 @@
+"""The README's first two ways to use stepline (quick mode, CI shards), run exactly as written."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..driver import ENV
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).parents[2]
+
+
+def example(heading: str) -> str:
+    """The first ``sh`` block after the README heading that starts with ``heading``."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"\n### {heading}", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match is not None, heading
+    return match.group(1)
+
+
+def sh(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}"
+    return subprocess.run(
+        ["sh", "-c", command],
+        cwd=cwd,
+        env={**ENV, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_quick_mode_example(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.log").write_text(f"log {name}\n")
+    proc = sh(example("One command over many inputs"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("a", "b", "c"):
+        assert (
+            gzip.decompress((tmp_path / f"{name}.log.gz").read_bytes()) == f"log {name}\n".encode()
+        )
+
+
+def test_ci_shards_example() -> None:
+    proc = sh(example("In CI"), ROOT)
+    assert proc.returncode == 0, proc.stderr
+    tags = {line.split("\t", 1)[0] for line in proc.stdout.splitlines()}
+    assert tags == {"tests/spec", "tests/wire"}
+    assert re.search(r"^tests/spec\t\d+ passed", proc.stdout, re.M)
