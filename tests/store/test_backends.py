@@ -173,3 +173,74 @@ async def test_a_damaged_finished_job_is_refused(backends: Backends) -> None:
     )
     with pytest.raises(StoreError, match="error of job j1"):
         await backends.reopen()
+
+
+def line(seq: int, kind: str = "finished") -> bytes:
+    return orjson.dumps({"event": kind, "ts": 1.0, "job": f"j{seq}", "seq": seq}) + b"\n"
+
+
+async def test_committed_events_come_back_until_the_cursor_passes_them(backends: Backends) -> None:
+    events = [(seq, line(seq)) for seq in (1, 2, 3)]
+    await write(backends, batch(1, events=events[:2]), batch(2, events=events[2:], delivered=1))
+    snapshot = await backends.reopen()
+    assert snapshot.undelivered == events[1:]
+    assert snapshot.last_seq == 3
+    await write(backends, batch(3, delivered=3))
+    snapshot = await backends.reopen()
+    assert (snapshot.undelivered, snapshot.last_seq) == ([], 3)  # numbers never repeat
+
+
+async def test_events_of_a_failed_commit_are_not_logged(backends: Backends) -> None:
+    backend = backends.make()
+    await backend.open(100)
+    await backend.commit(batch(1, events=[(1, line(1))]))
+    with pytest.raises((sqlite3.IntegrityError, ValueError)):
+        await backend.commit(batch(2, events=[(2, line(2)), (1, line(1))]))  # seq 1 again
+    await backend.aclose()
+    snapshot = await backends.reopen()
+    assert snapshot.undelivered == [(1, line(1))]
+
+
+async def test_a_damaged_event_is_refused(backends: Backends) -> None:
+    await write(backends, batch(1, events=[(1, b"[1]\n")]))
+    with pytest.raises(StoreError, match="event 1 is not an object"):
+        await backends.reopen()
+
+
+async def test_a_cancelling_job_and_its_request_id_come_back(backends: Backends) -> None:
+    request = orjson.dumps({"job": {"value": 1}, "params": {}, "id": "r-7"})
+    await write(
+        backends,
+        batch(1, inserts=[("j1", None, request)], next_id=2),
+        batch(2, updates={"j1": ("cancelling", None, None, None)}),
+    )
+    [job] = (await backends.reopen()).unfinished
+    assert (job.state, job.request["id"]) == ("cancelling", "r-7")
+
+
+async def test_a_format_1_file_gets_the_event_log_once_it_was_checked(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as conn:
+        for statement in (
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT, request BLOB NOT NULL, "
+            "state TEXT NOT NULL, elapsed REAL, result BLOB, fin INTEGER)",
+            "CREATE TABLE templates (name TEXT PRIMARY KEY, job BLOB NOT NULL)",
+            "CREATE TABLE objects (kind TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL, "
+            "PRIMARY KEY (kind, key))",
+            "PRAGMA user_version = 1",
+        ):
+            conn.execute(statement)
+        conn.execute("INSERT INTO jobs VALUES ('j1', NULL, ?, 'queued', NULL, NULL, NULL)",
+                     (request_of(1),))  # fmt: skip
+        conn.commit()
+    backend = SqliteBackend(path)
+    snapshot = await backend.open(10)
+    assert [job.id for job in snapshot.unfinished] == ["j1"]
+    await backend.commit(batch(1, events=[(1, line(1))]))
+    await backend.aclose()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    again = SqliteBackend(path)
+    assert (await again.open(10)).undelivered == [(1, line(1))]
+    await again.aclose()

@@ -39,6 +39,13 @@ class Backend(Protocol):
     * ``commit(batch)`` makes the whole batch durable, or nothing of it, and raises if it could
       not (a full disk, say). Commits never overlap. After a failed commit the backend must
       accept the next one: the store retries what failed (merged into a later batch).
+    * The event log: ``commit`` appends ``batch.events`` (each ``(seq, line)``: an event as
+      the one JSON line it is written as) in the same transaction as the rest of the batch, and
+      moves the delivery cursor to ``batch.delivered`` when that is not 0; events up to the
+      cursor may then be forgotten. ``open`` returns the events above the cursor, in ``seq``
+      order (``Snapshot.undelivered``), and the highest ``seq`` ever committed or the cursor,
+      whichever is higher (``Snapshot.last_seq``), so sequence numbers never repeat. A ``seq``
+      committed twice fails the commit, as a duplicate job id does.
     * ``aclose()`` releases the state (a second process may then open it).
 
     Calls may block on I/O; a backend runs them off the event loop (a worker thread) and must

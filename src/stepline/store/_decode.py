@@ -19,6 +19,8 @@ from ._model import FINAL, UNFINISHED, StoredJob
 
 __all__ = [
     "Corrupt",
+    "decode_cursor",
+    "decode_event",
     "decode_job",
     "decode_json",
     "decode_next_id",
@@ -67,7 +69,8 @@ def decode_job(
 
 
 def _request(job_id: str, data: object) -> dict[str, Any]:
-    """A stored submit: ``{"job": ..., "params": {...}, "templates"?: {name: job}}``."""
+    """A stored submit: ``{"job": ..., "params": {...}, "templates"?: {name: job}, "id"?}``
+    (``id``: the submit command's request id, which ``recovered`` carries)."""
     request = decode_json(data, f"the request of job {job_id}")
     if not isinstance(request, dict) or "job" not in request:
         raise Corrupt(f"the request of job {job_id} is not an object with a job")
@@ -76,6 +79,9 @@ def _request(job_id: str, data: object) -> dict[str, Any]:
     templates = request.get("templates", {})
     if not isinstance(templates, dict) or not all(isinstance(t, dict) for t in templates.values()):
         raise Corrupt(f"the templates of job {job_id} are not objects")
+    request_id = request.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int | None):
+        raise Corrupt(f"the request id of job {job_id} is {request_id!r}")
     return request
 
 
@@ -87,6 +93,26 @@ def decode_template(name: object, data: object) -> tuple[str, dict[str, Any]]:
     if not isinstance(job, dict):
         raise Corrupt(f"template {name!r} is not an object")
     return name, job
+
+
+def decode_event(seq: object, data: object) -> tuple[int, bytes]:
+    """One entry of the event log: a positive sequence number and one JSON object line."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise Corrupt(f"an event has the sequence number {seq!r}")
+    if not isinstance(data, bytes) or not data.endswith(b"\n"):
+        raise Corrupt(f"event {seq} is not a JSON line")
+    if not isinstance(decode_json(data, f"event {seq}"), dict):
+        raise Corrupt(f"event {seq} is not an object")
+    return seq, data
+
+
+def decode_cursor(value: object) -> int:
+    """The delivery cursor: every event up to this sequence number was written (0: none)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Corrupt(f"the delivery cursor is {value!r}")
+    return value
 
 
 def decode_next_id(value: object) -> int:

@@ -13,7 +13,16 @@ from typing import Any
 
 import trio
 
-from ._decode import Corrupt, decode_job, decode_json, decode_next_id, decode_template, encode_json
+from ._decode import (
+    Corrupt,
+    decode_cursor,
+    decode_event,
+    decode_job,
+    decode_json,
+    decode_next_id,
+    decode_template,
+    encode_json,
+)
 from ._model import Batch, Snapshot, StoredJob, StoreError
 
 __all__ = ["MemoryBackend"]
@@ -28,6 +37,8 @@ class MemoryBackend:
         self.templates: dict[str, bytes] = {}
         self.objects: dict[tuple[str, str], bytes] = {}
         self.next_id: int | None = None
+        self.events: dict[int, bytes] = {}  # the event log: seq -> line, above the cursor only
+        self.delivered: int | None = None  # the delivery cursor
         self.commits = 0
         self.failing: Exception | None = None  # raised by every commit while set
         self.is_open = False
@@ -59,6 +70,8 @@ class MemoryBackend:
         objects: dict[str, dict[str, Any]] = {}
         for (kind, key), body in self.objects.items():
             objects.setdefault(kind, {})[key] = decode_json(body, f"object {kind}/{key}")
+        cursor = decode_cursor(self.delivered)
+        log = [decode_event(seq, data) for seq, data in sorted(self.events.items())]
         return Snapshot(
             decode_next_id(self.next_id),
             templates,
@@ -66,6 +79,8 @@ class MemoryBackend:
             [job for fin, job in finished if fin > top - keep],
             objects,
             top,
+            [(seq, data) for seq, data in log if seq > cursor],
+            max([cursor, *self.events]),
         )
 
     async def commit(self, batch: Batch) -> None:
@@ -73,6 +88,8 @@ class MemoryBackend:
         if self.failing is not None:
             raise self.failing
         jobs = {job_id: list(row) for job_id, row in self.jobs.items()}  # all or nothing
+        if any(seq in self.events for seq, _ in batch.events):
+            raise ValueError("an event with this sequence number exists already")
         for job_id, name, request in batch.inserts:
             if job_id in jobs:
                 raise ValueError(f"job {job_id} exists already")  # as a primary key would
@@ -92,6 +109,11 @@ class MemoryBackend:
                 self.objects[kind, key] = body
         if batch.next_id:
             self.next_id = batch.next_id
+        events = {**self.events, **dict(batch.events)}
+        if batch.delivered:
+            self.delivered = batch.delivered
+            events = {seq: data for seq, data in events.items() if seq > batch.delivered}
+        self.events = events
         self.commits += 1
 
     async def aclose(self) -> None:

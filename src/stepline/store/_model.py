@@ -16,13 +16,15 @@ __all__ = [
     "UNFINISHED",
     "Batch",
     "JobUpdate",
+    "LoggedEvent",
     "NewJob",
     "Snapshot",
     "StoreError",
     "StoredJob",
 ]
 
-UNFINISHED: Final = frozenset(("queued", "running"))
+UNFINISHED: Final = frozenset(("queued", "running", "cancelling"))
+"""``cancelling``: a running job whose cancel was requested; recovery finishes it ``cancelled``."""
 FINAL: Final = frozenset(("succeeded", "failed", "cancelled", "timed_out"))
 
 
@@ -41,7 +43,7 @@ class StoredJob:
     id: str
     name: str | None
     state: str
-    request: Any = None  # unfinished jobs only: {"job", "params", "templates"?}, checked
+    request: Any = None  # unfinished jobs only: {"job", "params", "templates"?, "id"?}, checked
     elapsed: float = 0.0
     result: Any = None  # finished jobs only: output if succeeded, else the error object
 
@@ -56,7 +58,15 @@ class Snapshot:
     finished: list[StoredJob] = field(factory=list)  # finish order, the newest ``keep`` only
     objects: dict[str, dict[str, Any]] = field(factory=dict)  # kind -> key -> body
     last_fin: int = 0  # the finish number of the newest finished job
+    # The event log: events committed but not known to be written to stdout (seq order), and
+    # the newest sequence number ever used (the next event gets last_seq + 1).
+    undelivered: list[LoggedEvent] = field(factory=list)
+    last_seq: int = 0
 
+
+LoggedEvent: TypeAlias = tuple[int, bytes]
+"""One entry of the event log: (seq, the event as one encoded JSON line, newline included).
+Sequence numbers start at 1 and only grow, across restarts."""
 
 NewJob: TypeAlias = tuple[str, "str | None", bytes]
 """A job accepted in this batch: (id, name, request), the request as :func:`encode_request`
@@ -84,3 +94,8 @@ class Batch:
     objects: list[tuple[str, str, bytes | None]] = field(factory=list)  # (kind, key, body|None)
     next_id: int = 0  # the job id counter (the number in the next id ``j<n>``)
     prune_to: int | None = None  # delete finished jobs with a finish number up to this
+    # The event log (the transactional outbox): events appended in this commit, in seq order,
+    # and the delivery cursor: every event up to this seq was written to stdout, so the backend
+    # may forget them (0: the cursor did not move).
+    events: list[LoggedEvent] = field(factory=list)
+    delivered: int = 0

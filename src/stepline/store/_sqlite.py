@@ -28,6 +28,8 @@ import trio
 
 from ._decode import (
     Corrupt,
+    decode_cursor,
+    decode_event,
     decode_job,
     decode_json,
     decode_next_id,
@@ -38,7 +40,12 @@ from ._model import Batch, Snapshot, StoredJob, StoreError
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+
+# The event log (transactional outbox): every event the driver must get, committed with the
+# change it reports; rows up to meta's 'delivered' cursor are deleted as the cursor moves.
+# Format 2 added it: a format 1 file gets it at open, once every row was checked.
+_EVENTS: Final = "CREATE TABLE events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)"
 
 _SCHEMA: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
@@ -56,6 +63,7 @@ _SCHEMA: Final = (
     """CREATE TABLE objects (
         kind TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, key)
     )""",
+    _EVENTS,
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
@@ -101,8 +109,7 @@ def _open(path: str, keep: int) -> tuple[sqlite3.Connection, Snapshot]:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open state file {path}: {exc}") from None
     try:
-        _prepare(conn, path)
-        return conn, _load(conn, keep)
+        return conn, _prepare_and_load(conn, path, keep)
     except sqlite3.OperationalError as exc:
         conn.close()
         if "locked" in str(exc):
@@ -116,7 +123,16 @@ def _open(path: str, keep: int) -> tuple[sqlite3.Connection, Snapshot]:
         raise
 
 
-def _prepare(conn: sqlite3.Connection, path: str) -> None:
+def _prepare_and_load(conn: sqlite3.Connection, path: str, keep: int) -> Snapshot:
+    version = _prepare(conn, path)
+    snapshot = _load(conn, keep, version)
+    if version == 1:  # checked and loaded: only now may the file change
+        _transaction(conn, lambda: _upgrade_from_1(conn))
+    return snapshot
+
+
+def _prepare(conn: sqlite3.Connection, path: str) -> int:
+    """Check the file's format and set it up; returns the format it had (0: it was empty)."""
     conn.execute("PRAGMA locking_mode = EXCLUSIVE")  # one stepline per file
     version = conn.execute("PRAGMA user_version").fetchone()[0]  # "file is not a database"
     if version > SCHEMA_VERSION:
@@ -135,11 +151,26 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not just a crash
     if version == 0:
         _transaction(conn, lambda: [conn.execute(statement) for statement in _SCHEMA])
+        return SCHEMA_VERSION
+    return int(version)
 
 
-def _load(conn: sqlite3.Connection, keep: int) -> Snapshot:
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    conn.execute(_EVENTS)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _load(conn: sqlite3.Connection, keep: int, version: int) -> Snapshot:
     """Read and check everything; writes nothing (the store prunes in its first commit)."""
     meta = dict(conn.execute("SELECT key, value FROM meta"))
+    cursor = decode_cursor(meta.get("delivered"))
+    undelivered, last_seq = [], cursor
+    if version >= 2:
+        for row in conn.execute("SELECT seq, body FROM events ORDER BY seq"):
+            seq, data = decode_event(*row)
+            last_seq = max(last_seq, seq)
+            if seq > cursor:
+                undelivered.append((seq, data))
     templates = dict(decode_template(*row) for row in conn.execute("SELECT * FROM templates"))
     unfinished: list[StoredJob] = []
     query = "SELECT id, name, state, request, elapsed, result FROM jobs WHERE fin IS NULL"
@@ -160,7 +191,9 @@ def _load(conn: sqlite3.Connection, keep: int) -> Snapshot:
     for kind, key, body in conn.execute("SELECT kind, key, body FROM objects"):
         objects.setdefault(str(kind), {})[str(key)] = decode_json(body, f"object {kind}/{key}")
     next_id = decode_next_id(meta.get("next_id"))
-    return Snapshot(next_id, templates, unfinished, finished, objects, int(top))
+    return Snapshot(
+        next_id, templates, unfinished, finished, objects, int(top), undelivered, last_seq
+    )
 
 
 def _commit(conn: sqlite3.Connection, batch: Batch) -> None:
@@ -196,6 +229,11 @@ def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
         )
     if batch.prune_to is not None:
         conn.execute("DELETE FROM jobs WHERE fin <= ?", (batch.prune_to,))
+    if batch.events:
+        conn.executemany("INSERT INTO events VALUES (?, ?)", batch.events)
+    if batch.delivered:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('delivered', ?)", (batch.delivered,))
+        conn.execute("DELETE FROM events WHERE seq <= ?", (batch.delivered,))
     if batch.templates:
         conn.executemany("INSERT OR REPLACE INTO templates VALUES (?, ?)", batch.templates)
     for kind, key, body in batch.objects:
