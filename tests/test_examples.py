@@ -106,7 +106,7 @@ def test_the_shell_driver() -> None:
         "greet-jq: accepted as j3",
         "oops: accepted as j4",
         "nonsense: refused: bad_command: unknown op 'frobnicate'; expected one of submit, "
-        "cancel, status, define, schedule, unschedule, ack, stats, ping, shutdown",
+        "cancel, status, logs, define, schedule, unschedule, ack, stats, ping, shutdown",
     ]
     finished = sorted(line for line in lines if line.startswith("j"))
     assert finished[0].startswith("j1: succeeded: [")

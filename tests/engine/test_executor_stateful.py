@@ -300,6 +300,8 @@ _LIFECYCLE: dict[str, Callable[[CheckingOutbox, View, Event], str | None]] = {
     "progress": CheckingOutbox._during_run,
     "log": CheckingOutbox._during_run,
     "step": CheckingOutbox._during_run,
+    "retry": CheckingOutbox._during_run,
+    "output": CheckingOutbox._during_run,
     "finished": CheckingOutbox._finished,
     "cancelling": CheckingOutbox._cancelling,
 }

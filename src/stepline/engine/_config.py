@@ -141,14 +141,18 @@ class Config:
         validator=_at_least(0),
         metadata={
             FLAG: Flag(
-                "bytes of output the kept records may hold in all (K, M, G suffixes allowed); "
-                "the oldest outputs are dropped from status first, with output_dropped",
+                "bytes of output and log lines the kept records may hold in all (K, M, G "
+                "suffixes allowed); the oldest are dropped first (status says output_dropped, "
+                "logs counts the lines as trimmed)",
                 _byte_count,
                 metavar="BYTES",
             )
         },
     )
     trace: bool = _switch("emit a step event as each step starts and ends")
+    stream: bool = _switch(
+        'emit each line run steps write as an output event (a step or job can say "stream": false)'
+    )
     alert_repeat: float = _duration(
         60.0, "announce an open alert again every S seconds; 0: once, never repeated"
     )

@@ -48,7 +48,7 @@ from ._config import Config
 from ._durable import DurableState
 from ._http import HttpClient
 from ._interpret import Services, StepContext, run_step, with_modifiers
-from ._jobs import FinishHook, Job, JobState, JobTable
+from ._jobs import FINAL_STATES, FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
 from ._tasks import Cleanups
 from ._workspace import Workspace, WorkspacePool, without_files
@@ -107,6 +107,7 @@ class Executor:
             http=self.http,
             cleanups=self.cleanups,
             allow_run=config.allow_run,
+            stream=config.stream,
         )
 
     # -- the service -------------------------------------------------------------------------
@@ -322,6 +323,19 @@ class Executor:
         self._room.unpark_all()  # a cancelled queued job may free a slot
         return job
 
+    def logs(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        """The ``logs`` reply's fields: the job's output lines numbered after ``after`` (a page
+        of them), ``next`` to ask with, ``trimmed`` and ``done`` (finished, nothing more)."""
+        job = self.table.get(job_id)
+        log = job.log
+        lines: list[dict[str, Any]] = []
+        following, count, trimmed = after, 0, 0
+        if log is not None:
+            lines, following = log.page(after)
+            count, trimmed = log.count, log.trimmed
+        done = job.state in FINAL_STATES and following >= count
+        return {"job": job.id, "lines": lines, "next": following, "trimmed": trimmed, "done": done}
+
     def define(self, name: str, job: Any) -> None:
         if not isinstance(job, dict):
             raise InvalidJob("", "a template's job must be a JSON object")
@@ -480,7 +494,7 @@ def _may_be_interrupted(job: Job) -> bool:
 async def _retry_body(spec: JobSpec, ctx: StepContext) -> Any:
     """The job's steps under the job-level ``retry``."""
     mods = Modifiers(retry=spec.retry)
-    return await with_modifiers(lambda: run_step(spec.body, ctx), mods, "")
+    return await with_modifiers(lambda: run_step(spec.body, ctx), mods, None, ctx)
 
 
 def _describe(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from attrs import define, frozen
@@ -45,13 +45,14 @@ from ..spec._policy import AllowRun, refusal
 from ..wire._events import event
 from ..wire._outbox import Outbox
 from ._jobs import Job
+from ._output import StepOutput
 from ._tasks import Cleanups, run_deferred, run_graph
 from ._workspace import Workspace, workspace_cwd
 
 if TYPE_CHECKING:
     from ._http import HttpClient
 
-__all__ = ["Services", "StepContext", "run_step", "with_modifiers"]
+__all__ = ["TAIL_CHARS", "Services", "StepContext", "output_tails", "run_step", "with_modifiers"]
 
 
 @frozen
@@ -64,6 +65,7 @@ class Services:
     http: HttpClient | None = None  # the executor's shared client, for `http` steps
     cleanups: Cleanups | None = None  # shielded clean-ups a hard stop ends (_tasks.py)
     allow_run: AllowRun = None  # --allow-run, checked again right before a process starts
+    stream: bool = False  # --stream: `run` steps stream their lines unless they say otherwise
 
 
 @define
@@ -102,7 +104,7 @@ async def run_step(step: Step, ctx: StepContext) -> Any:
         elif mods.retry is None and mods.timeout is None:  # the common case: no wrappers
             output = await _KINDS[type(step)](step, ctx)
         else:
-            output = await with_modifiers(lambda: _KINDS[type(step)](step, ctx), mods, step.path)
+            output = await with_modifiers(lambda: _KINDS[type(step)](step, ctx), mods, step, ctx)
     except StepFailed as exc:
         if trace:
             ctx.emit_step(step, "failed", error=exc.type)
@@ -115,30 +117,57 @@ async def run_step(step: Step, ctx: StepContext) -> Any:
     return output
 
 
-async def with_modifiers(attempt: Callable[[], Awaitable[Any]], mods: Modifiers, path: str) -> Any:
-    """Apply ``retry`` around ``timeout`` around ``attempt``."""
+async def with_modifiers(
+    attempt: Callable[[], Awaitable[Any]], mods: Modifiers, step: Step | None, ctx: StepContext
+) -> Any:
+    """Apply ``retry`` around ``timeout`` around ``attempt`` (``step`` None: the job itself)."""
     if mods.retry is None:
-        return await _with_timeout(attempt, mods, path)
-    return await _with_retry(lambda: _with_timeout(attempt, mods, path), mods.retry)
+        return await _with_timeout(attempt, mods, step, ctx)
+    return await _with_retry(lambda: _with_timeout(attempt, mods, step, ctx), mods.retry, step, ctx)
 
 
-async def _with_timeout(attempt: Callable[[], Awaitable[Any]], mods: Modifiers, path: str) -> Any:
+async def _with_timeout(
+    attempt: Callable[[], Awaitable[Any]], mods: Modifiers, step: Step | None, ctx: StepContext
+) -> Any:
     if mods.timeout is None:
         return await attempt()
     with trio.move_on_after(mods.timeout):
         return await attempt()
-    raise StepFailed("timeout", f"step timed out after {mods.timeout:g}s", path, mods.name)
+    path = "" if step is None else step.path
+    # a `run` step stopped by its timeout still tells what it wrote last
+    extra = output_tails(ctx.job, path) if type(step) is Run else None
+    raise StepFailed("timeout", f"step timed out after {mods.timeout:g}s", path, mods.name, extra)
 
 
-async def _with_retry(attempt: Callable[[], Awaitable[Any]], retry: Retry) -> Any:
+async def _with_retry(
+    attempt: Callable[[], Awaitable[Any]], retry: Retry, step: Step | None, ctx: StepContext
+) -> Any:
+    path = "" if step is None else step.path
     for number in range(1, retry.attempts):
         try:
             return await attempt()
-        except StepFailed:
+        except StepFailed as exc:
             # Cancelled is a BaseException and passes straight through: a cancel during the
             # backoff sleep below ends the job, it is never retried.
-            await trio.sleep(retry.delay_before(number + 1))
-    return await attempt()
+            delay = retry.delay_before(number + 1)
+            _announce_retry(ctx, path, number, retry.attempts, delay, exc)
+            await trio.sleep(delay)
+    try:
+        return await attempt()
+    except StepFailed as exc:
+        exc.extra["attempts"] = retry.attempts
+        raise
+
+
+def _announce_retry(
+    ctx: StepContext, path: str, number: int, attempts: int, delay: float, exc: StepFailed
+) -> None:
+    """The ``retry`` event: try ``number`` of at most ``attempts`` failed, the next follows after
+    ``delay`` seconds."""
+    ev = event("retry", job=ctx.job.id, step=path, attempt=number, attempts=attempts)
+    ev["delay"] = delay
+    ev["error"] = exc.to_wire()
+    ctx.services.outbox.emit(ev)
 
 
 # -- leaf steps --------------------------------------------------------------------------------
@@ -167,8 +196,11 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
     if refused is not None:
         raise StepFailed("startup_failure", refused.message, step.path, step.mods.name)
     cwd = step.cwd if step.cwd is not None else await workspace_cwd(ctx, step)
+    job = ctx.job
+    live = ctx.services.outbox if _streams(step, ctx) else None
+    sink = StepOutput(job.id, step.path, job.output_log(), live)
     try:
-        launch = Launch(step.argv, step.env, cwd, step.stdin, step.grace)
+        launch = Launch(step.argv, step.env, cwd, step.stdin, step.grace, output=sink)
         result = await run_process(ctx.services.runner, launch)
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
@@ -183,6 +215,16 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
     return output
 
 
+def _streams(step: Run, ctx: StepContext) -> bool:
+    """Whether the step's lines are streamed: its own ``stream``, else its job's, else the
+    executor's default (``serve --stream``)."""
+    if step.stream is not None:
+        return step.stream
+    if ctx.job.spec.stream is not None:
+        return ctx.job.spec.stream
+    return ctx.services.stream
+
+
 _SIGNAL_ERRORS = {
     signal.SIGTERM: "terminated",
     signal.SIGKILL: "killed",
@@ -190,10 +232,14 @@ _SIGNAL_ERRORS = {
     signal.SIGXFSZ: "resource_failure",
 }
 
+TAIL_CHARS: Final = 4096
+"""How much of each stream a failed ``run`` step's error carries: the last 4 KiB."""
+
 
 def _exit_failure(step: Run, returncode: int, output: dict[str, Any]) -> StepFailed:
     """Map a non-zero exit to the protocol's error types (signal deaths are negative codes)."""
-    extra = {"exit": returncode, "stderr": output["stderr"][-4096:]}
+    extra = {"exit": returncode, "stdout": output["stdout"][-TAIL_CHARS:]}
+    extra["stderr"] = output["stderr"][-TAIL_CHARS:]
     if returncode > 0:
         message = f"{step.argv[0]} exited with status {returncode}"
         return StepFailed("failure", message, step.path, step.mods.name, extra)
@@ -201,6 +247,15 @@ def _exit_failure(step: Run, returncode: int, output: dict[str, Any]) -> StepFai
     kind = _SIGNAL_ERRORS.get(sig, "failure")
     message = f"{step.argv[0]} was ended by {sig.name}"
     return StepFailed(kind, message, step.path, step.mods.name, extra)
+
+
+def output_tails(job: Job, path: str) -> dict[str, str]:
+    """The last :data:`TAIL_CHARS` of what the step at ``path`` wrote to each stream, from the
+    job's log (for a process that was stopped, whose capture never completed)."""
+    log = job.log
+    if log is None:
+        return {"stdout": "", "stderr": ""}
+    return {stream: log.tail(path, stream, TAIL_CHARS) for stream in ("stdout", "stderr")}
 
 
 # -- composite steps ---------------------------------------------------------------------------
@@ -277,7 +332,7 @@ async def _http(step: Http, ctx: StepContext) -> dict[str, Any]:
 async def _use(step: Use, ctx: StepContext) -> Any:
     job = step.job
     mods = Modifiers(name=job.name, timeout=job.timeout, retry=job.retry)
-    return await with_modifiers(lambda: run_step(job.body, ctx), mods, step.path)
+    return await with_modifiers(lambda: run_step(job.body, ctx), mods, step, ctx)
 
 
 _KINDS: dict[type, Callable[[Any, StepContext], Awaitable[Any]]] = {

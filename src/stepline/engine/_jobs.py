@@ -40,6 +40,7 @@ from attrs import define, field
 from .._errors import AlreadyFinished, IllegalTransition, UnknownJob
 from ..spec._model import JobSpec
 from ..wire._events import EmitFn, Event, RequestId, reply
+from ._logs import JobLog
 
 __all__ = [
     "FINAL_STATES",
@@ -108,6 +109,15 @@ class Job:
     # once the budget took the output away, ``output_dropped`` holds that size instead.
     output_bytes: int = 0
     output_dropped: int | None = None
+    # The job's output lines (engine/_logs.py), made when its first `run` step starts.
+    log: JobLog | None = None
+    log_bytes: int = 0  # the log's size counted against the byte budget once finished
+
+    def output_log(self) -> JobLog:
+        """The job's log, made on first use (jobs without `run` steps never need one)."""
+        if self.log is None:
+            self.log = JobLog()
+        return self.log
 
     @property
     def elapsed(self) -> float:
@@ -335,26 +345,32 @@ class JobTable:
 
     def _retain(self, job: Job) -> None:
         self._finished.append(job.id)
-        if job.state is JobState.SUCCEEDED and job.output is not None:
+        if (job.state is JobState.SUCCEEDED and job.output is not None) or job.log is not None:
             self._weigh(job)
         while len(self._finished) > self._keep:
             old = self._jobs.pop(self._finished.popleft())
             if self._weighty and self._weighty[0] is old:  # finish order: the oldest if any
                 self._weighty.popleft()
-                self._kept_bytes -= old.output_bytes
+                self._kept_bytes -= old.output_bytes + old.log_bytes
 
     def _weigh(self, job: Job) -> None:
-        """Count a kept output against the byte budget; older outputs give way to it."""
-        size = output_size(job.output)
-        if size < SMALL_OUTPUT:
+        """Count a kept output and log against the byte budget; older ones give way to them."""
+        size = output_size(job.output) if job.state is JobState.SUCCEEDED else 0
+        job.output_bytes = size if size >= SMALL_OUTPUT else 0
+        job.log_bytes = job.log.size if job.log is not None else 0
+        if job.output_bytes + job.log_bytes < SMALL_OUTPUT:
+            job.output_bytes = job.log_bytes = 0
             return
-        job.output_bytes = size
         self._weighty.append(job)
-        self._kept_bytes += size
+        self._kept_bytes += job.output_bytes + job.log_bytes
         while self._kept_bytes > self._keep_bytes:
             old = self._weighty.popleft()
-            self._kept_bytes -= old.output_bytes
-            old.output, old.output_dropped, old.output_bytes = None, old.output_bytes, 0
+            self._kept_bytes -= old.output_bytes + old.log_bytes
+            if old.output_bytes:
+                old.output, old.output_dropped, old.output_bytes = None, old.output_bytes, 0
+            if old.log is not None:
+                old.log.drop()  # its lines count as trimmed from now on
+            old.log_bytes = 0
 
 
 def output_size(output: Any) -> int:

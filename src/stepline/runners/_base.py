@@ -25,7 +25,7 @@ through ``Executor(runner=...)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol, TypeAlias
 
 import attrs
 import trio
@@ -34,10 +34,12 @@ __all__ = [
     "OUTPUT_CAP",
     "Launch",
     "Limits",
+    "OutputSink",
     "Process",
     "ProcessResult",
     "ProcessStartError",
     "Runner",
+    "StreamName",
     "run_process",
 ]
 
@@ -52,6 +54,36 @@ class Limits:
 
 _NO_LIMITS: Final = Limits()
 
+StreamName: TypeAlias = Literal["stdout", "stderr"]
+
+
+class OutputSink(Protocol):
+    """Where a process's output goes *as it is read*, besides the bounded capture in its result.
+
+    A runner hands every chunk it reads to :meth:`write`, in the order it read them per stream,
+    then calls :meth:`eof` once per stream. Whenever :attr:`congested` is true after a write, the
+    runner awaits :meth:`wait_writable` before reading more of either stream: the child's writes
+    then block on its full pipe, so output that nobody reads waits in the child, not in memory.
+    Splitting chunks into lines is the sink's business (:mod:`stepline.engine._output`).
+    """
+
+    def write(self, stream: StreamName, data: bytes) -> None:
+        """Bytes the process wrote to ``stream``, as read (any size, lines cut anywhere)."""
+        ...
+
+    def eof(self, stream: StreamName) -> None:
+        """``stream`` ended: a final line without a newline is complete now."""
+        ...
+
+    @property
+    def congested(self) -> bool:
+        """Whether the runner must :meth:`wait_writable` before reading more."""
+        ...
+
+    async def wait_writable(self) -> None:
+        """Until the sink can take more output."""
+        ...
+
 
 @attrs.frozen
 class Launch:
@@ -61,6 +93,8 @@ class Launch:
     None is the runner's working directory; ``stdin`` None gives the process an empty stdin
     (``/dev/null``), text is written to it and then closed. ``grace`` is how long a stop waits
     between asking and forcing. ``output_cap`` bounds what is kept of each of stdout and stderr.
+    ``output`` (None: nobody) also gets every chunk of output as it is read, and may hold the
+    process back by being congested (:class:`OutputSink`).
     """
 
     argv: Sequence[str]
@@ -70,6 +104,7 @@ class Launch:
     grace: float = 5.0
     limits: Limits = _NO_LIMITS
     output_cap: int = OUTPUT_CAP
+    output: OutputSink | None = attrs.field(default=None, eq=False)  # a live object, not a value
 
 
 @attrs.frozen

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 import attrs
 import trio
 
+from ._base import OutputSink, StreamName
+
 __all__ = ["Capture", "ReadEnd", "communicate"]
 
 _CHUNK = 1 << 16
@@ -64,24 +66,36 @@ class ReadEnd:
 
 @attrs.define
 class Capture:
-    """One output stream, bounded: keeps the first ``cap`` bytes and drops the rest."""
+    """One output stream, bounded: keeps the first ``cap`` bytes and drops the rest; every chunk
+    also goes to ``sink`` (as ``stream``), which may ask the reader to wait."""
 
     cap: int
+    stream: StreamName = "stdout"
+    sink: OutputSink | None = None
     data: bytearray = attrs.field(factory=bytearray)
     truncated: bool = False
 
     def add(self, chunk: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(self.stream, chunk)
         room = self.cap - len(self.data)
         if len(chunk) > room:
             self.truncated = True
             chunk = chunk[: max(room, 0)]
         self.data += chunk
 
+    def ended(self) -> None:
+        if self.sink is not None:
+            self.sink.eof(self.stream)
+
     async def drain(self, pipe: ReadEnd) -> None:
-        """Read to EOF. Discarding beyond the cap keeps the child from blocking on a full pipe."""
+        """Read to EOF. Discarding beyond the cap keeps the child from blocking on a full pipe;
+        a congested sink holds the reading (and so the child) back."""
         try:
             while chunk := await pipe.read():
                 self.add(chunk)
+                await _relieve(self.sink)
+            self.ended()
         finally:
             pipe.close()
 
@@ -89,16 +103,27 @@ class Capture:
         return self.data.decode("utf-8", errors="replace")
 
 
+async def _relieve(sink: OutputSink | None) -> None:
+    """Wait while ``sink`` is congested: the pipes are not read meanwhile, so the child blocks."""
+    if sink is not None and sink.congested:
+        await sink.wait_writable()
+
+
 async def communicate(
-    feed: trio.abc.SendStream | None, stdout: ReadEnd, stderr: ReadEnd, stdin: str | None, cap: int
+    feed: trio.abc.SendStream | None,
+    stdout: ReadEnd,
+    stderr: ReadEnd,
+    stdin: str | None,
+    cap: int,
+    sink: OutputSink | None = None,
 ) -> tuple[Capture, Capture]:
     """Feed ``stdin`` into ``feed`` (our end of the child's stdin pipe, if it has one) and drain
     ``stdout`` and ``stderr`` concurrently, so no pipe can fill up and deadlock.
 
     The calling task drains both outputs (:func:`_drain_outputs`); only feeding stdin, which
-    few steps do, takes a task of its own.
+    few steps do, takes a task of its own. ``sink`` gets every chunk as it is read.
     """
-    out, err = Capture(cap), Capture(cap)
+    out, err = Capture(cap, "stdout", sink), Capture(cap, "stderr", sink)
     if feed is None or stdin is None:
         await _drain_outputs(stdout, stderr, out, err)
         return out, err
@@ -141,6 +166,8 @@ async def _drain_outputs(stdout: ReadEnd, stderr: ReadEnd, out: Capture, err: Ca
                     poller.unregister(fd)
                     pipe.close()
                     del pending[fd]
+                    capture.ended()
+            await _relieve(out.sink)
 
 
 def _open_poller() -> select.epoll | None:

@@ -19,6 +19,13 @@ cancelled like a real wait), or raises :class:`ProcessStartError` for a process 
 start. The default handler behaves like ``cat``: exit 0, stdout is the stdin text. Whatever the
 handler returns is held to the seam's contract: each stream is cut to ``launch.output_cap``
 bytes (``truncated`` then set), and ``pid`` is 0 (no local process group to check).
+
+Output as it is written: a launch with an ``output`` sink gets the result's stdout, then its
+stderr, when the process ends, as a real capture would have read them. A handler that wants to
+script output *during* the run writes to ``launch.output`` itself (the launch it is given
+carries a sink whenever the real one did), e.g. ``await write(launch, "stdout", "line\n")``
+between sleeps; the result's text is then not written again. Both honour the sink's
+congestion, as a real reader does.
 """
 
 from __future__ import annotations
@@ -30,11 +37,43 @@ from typing import Any
 import attrs
 import trio
 
-from ._base import Launch, ProcessResult
+from ._base import Launch, OutputSink, ProcessResult, StreamName
 
-__all__ = ["FakeProcess", "FakeRunner", "Handler", "Stop"]
+__all__ = ["FakeProcess", "FakeRunner", "Handler", "Stop", "write"]
 
 Handler = Callable[[Launch], ProcessResult | Awaitable[ProcessResult]]
+
+
+async def write(launch: Launch, stream: StreamName, text: str) -> None:
+    """For a handler: the process writes ``text`` to ``stream`` now (waits while the sink is
+    congested, as a child blocks on a full pipe). Nothing happens without a sink."""
+    sink = launch.output
+    if sink is not None and text:
+        sink.write(stream, text.encode("utf-8"))
+        if sink.congested:
+            await sink.wait_writable()
+
+
+@attrs.define(eq=False)
+class _Feed:
+    """The sink a handler sees: the real one, noting whether the handler wrote to it."""
+
+    sink: OutputSink
+    written: bool = False
+
+    def write(self, stream: StreamName, data: bytes) -> None:
+        self.written = True
+        self.sink.write(stream, data)
+
+    def eof(self, stream: StreamName) -> None:
+        self.sink.eof(stream)
+
+    @property
+    def congested(self) -> bool:
+        return self.sink.congested
+
+    async def wait_writable(self) -> None:
+        await self.sink.wait_writable()
 
 
 def _cat(launch: Launch) -> ProcessResult:
@@ -70,8 +109,10 @@ class FakeRunner:
 
     def start(self, launch: Launch) -> FakeProcess:
         self.launches.append(launch)
-        answer = self._handler(launch)  # ProcessStartError propagates: nothing started
-        process = FakeProcess(self, launch, answer)
+        feed = None if launch.output is None else _Feed(launch.output)
+        # ProcessStartError propagates: nothing started
+        answer = self._handler(launch if feed is None else attrs.evolve(launch, output=feed))
+        process = FakeProcess(self, launch, answer, feed)
         self.live.append(process)
         if self.killing:
             process.kill()  # as a local group started after a hard stop is SIGKILLed
@@ -94,10 +135,13 @@ class FakeRunner:
 class FakeProcess:
     """One scripted process; see :class:`FakeRunner`."""
 
-    def __init__(self, runner: FakeRunner, launch: Launch, answer: Any) -> None:
+    def __init__(
+        self, runner: FakeRunner, launch: Launch, answer: Any, feed: _Feed | None = None
+    ) -> None:
         self._runner = runner
         self.launch = launch
         self._answer = answer
+        self._feed = feed
         self.killed = trio.Event()  # kill_all, or a stop's SIGKILL
         self._waiting = trio.CancelScope()  # around the pending wait: a kill cancels it
         self.closed = False
@@ -108,6 +152,22 @@ class FakeProcess:
         self._waiting.cancel()
 
     async def wait(self) -> ProcessResult:
+        result = await self._result()
+        feed = self._feed
+        if feed is not None:
+            launch = attrs.evolve(self.launch, output=feed)
+            written = feed.written  # the handler wrote its output itself: not again
+            streams: tuple[tuple[StreamName, str], ...] = (
+                ("stdout", result.stdout),
+                ("stderr", result.stderr),
+            )
+            for stream, text in streams:
+                if not written:  # as a real capture would have read it, stdout first
+                    await write(launch, stream, text)
+                feed.eof(stream)
+        return result
+
+    async def _result(self) -> ProcessResult:
         answer = self._answer
         if self.killed.is_set() or not inspect.isawaitable(answer):
             await trio.lowlevel.checkpoint()

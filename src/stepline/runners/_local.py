@@ -116,8 +116,9 @@ class LocalProcess:
 
     async def wait(self) -> ProcessResult:
         child = self._child
+        launch = self._launch
         out, err = await communicate(
-            child.stdin, child.stdout, child.stderr, self._launch.stdin, self._launch.output_cap
+            child.stdin, child.stdout, child.stderr, launch.stdin, launch.output_cap, launch.output
         )
         returncode = await child.wait()
         truncated = out.truncated or err.truncated

@@ -21,6 +21,7 @@ from ..wire._commands import (
     Cancel,
     Command,
     Define,
+    Logs,
     Ping,
     PlainSubmit,
     Schedule,
@@ -89,6 +90,10 @@ async def _status(ex: Executor, cmd: Status, rid: RequestId) -> None:
     ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job), **extra))
 
 
+async def _logs(ex: Executor, cmd: Logs, rid: RequestId) -> None:
+    ex.outbox.emit(reply("logs", rid, **ex.logs(cmd.job, cmd.after)))
+
+
 async def _define(ex: Executor, cmd: Define, rid: RequestId) -> None:
     ex.define(cmd.name, cmd.job)
     await ex.sync_state()  # with --state, `defined` promises the template survives a restart
@@ -136,6 +141,7 @@ _HANDLERS: dict[type, Callable[[Executor, Any, RequestId], Awaitable[None]]] = {
     Submit: _submit,
     Cancel: _cancel,
     Status: _status,
+    Logs: _logs,
     Define: _define,
     Schedule: _schedule,
     Unschedule: _unschedule,

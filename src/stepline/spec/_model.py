@@ -102,6 +102,7 @@ class Run(_StepBase):
     cwd: str | None = None
     stdin: str | None = None
     grace: float = 5.0
+    stream: bool | None = None  # emit `output` events per line; None: the job's choice
 
 
 @frozen(kw_only=True)
@@ -196,3 +197,4 @@ class JobSpec:
     params: Mapping[str, Any] = field(factory=dict)
     on_finish: tuple[Callback, ...] = ()  # run after the job's `finished` (triggers/_callbacks.py)
     keep_workspace: bool = False  # keep the job's workspace directory (engine/_workspace.py)
+    stream: bool | None = None  # its `run` steps' default `stream`; None: the executor's

@@ -80,7 +80,7 @@ _KINDS: Final = frozenset(
 )
 _MODIFIER_KEYS: Final = ("name", "timeout", "retry")
 _OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "run": ("env", "cwd", "stdin", "grace"),
+    "run": ("env", "cwd", "stdin", "grace", "stream"),
     "par": ("limit",),
     "try": ("catch",),
     "use": ("with",),
@@ -88,7 +88,18 @@ _OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
 _ALLOWED: Final = {k: frozenset((k, *_MODIFIER_KEYS, *_OPTIONS.get(k, ()))) for k in _KINDS}
 _STEP_KEYS: Final = frozenset().union(*_ALLOWED.values())
 _JOB_KEYS: Final = frozenset(
-    ("steps", "tasks", "name", "timeout", "retry", "params", "on_finish", "limit", "keep_workspace")
+    (
+        "steps",
+        "tasks",
+        "name",
+        "timeout",
+        "retry",
+        "params",
+        "on_finish",
+        "limit",
+        "keep_workspace",
+        "stream",
+    )
 )
 _RETRY_KEYS: Final = frozenset(("attempts", "backoff", "factor"))
 
@@ -357,7 +368,8 @@ class _Validator:
             retry=mods.retry,
             params=v.params,
             on_finish=on_finish,
-            keep_workspace=_keep_workspace(v, raw, base),
+            keep_workspace=_flag(v, raw, base, "keep_workspace") or False,
+            stream=_flag(v, raw, base, "stream"),
         )
 
     # -- steps -------------------------------------------------------------------------------
@@ -469,6 +481,7 @@ class _Validator:
             cwd=None if "cwd" not in raw else self._string(cwd, path, "cwd", no_nul=True),
             stdin=None if "stdin" not in raw else self._string(stdin, path, "stdin"),
             grace=5.0 if "grace" not in raw else self._number(grace, path, "grace"),
+            stream=_flag(self, raw, path, "stream"),
         )
 
     def _seq(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
@@ -759,15 +772,13 @@ def _on_finish(v: _Validator, raw: object, path: str) -> tuple[Callback, ...]:
     return parse_on_finish(v, raw, path)
 
 
-def _keep_workspace(v: _Validator, raw: dict[Any, Any], base: str) -> bool:
-    """The job-level ``keep_workspace``: true or false (default false)."""
-    if "keep_workspace" not in raw:
-        return False
-    value = v._resolve(raw["keep_workspace"], base, "keep_workspace")
+def _flag(v: _Validator, raw: dict[Any, Any], base: str, key: str) -> bool | None:
+    """A true-or-false field (``keep_workspace``, ``stream``), substituted; None if absent."""
+    if key not in raw:
+        return None
+    value = v._resolve(raw[key], base, key)
     if type(value) is not bool:
-        raise InvalidJob(
-            _at(base, "keep_workspace"), f"expected true or false, got {describe(value)}"
-        )
+        raise InvalidJob(_at(base, key), f"expected true or false, got {describe(value)}")
     return value
 
 

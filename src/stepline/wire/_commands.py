@@ -30,6 +30,7 @@ __all__ = [
     "Cancel",
     "Command",
     "Define",
+    "Logs",
     "Ping",
     "Schedule",
     "Shutdown",
@@ -58,6 +59,12 @@ class Cancel:
 @frozen
 class Status:
     job: str | None = None
+
+
+@frozen
+class Logs:
+    job: str
+    after: int = 0
 
 
 @frozen
@@ -104,13 +111,14 @@ class Shutdown:
 
 
 Command: TypeAlias = (
-    Submit | Cancel | Status | Define | Schedule | Unschedule | Ack | Stats | Ping | Shutdown
+    Submit | Cancel | Status | Logs | Define | Schedule | Unschedule | Ack | Stats | Ping | Shutdown
 )
 
 OPS: dict[str, type[Command]] = {
     "submit": Submit,
     "cancel": Cancel,
     "status": Status,
+    "logs": Logs,
     "define": Define,
     "schedule": Schedule,
     "unschedule": Unschedule,
@@ -247,6 +255,14 @@ def _strict_float(value: Any, _: type) -> float:
     return float(value)
 
 
+def _strict_count(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number, got {_json_type(value)}")
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
 def _strict_object(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected object, got {_json_type(value)}")
@@ -262,6 +278,7 @@ def _converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(int, _strict_count)
     converter.register_structure_hook_func(lambda t: t == dict[str, Any], _strict_object)
     converter.register_structure_hook_func(lambda t: t is Any, lambda value, _: value)
     return converter
