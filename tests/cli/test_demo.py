@@ -67,8 +67,10 @@ def test_one_scene_by_name_with_times_from_the_start_and_its_timeline() -> None:
     assert times == sorted(times)
     assert times[0] < 5  # seconds since the start, not Unix time
     w1, w2 = (line for line in lines if line.lstrip().startswith(("w1 │", "w2 │")))
-    assert "nap1" in w1 and "nap3" in w1, w1  # noqa: PT018 -- one row, both of its bars
-    assert "nap2" in w2 and "nap4" in w2, w2  # noqa: PT018 -- one row, both of its bars
+    # Which worker's nap ends first is the scheduler's choice: the rows are only known to hold
+    # two bars each, the four naps between them.
+    assert [row.count("nap") for row in (w1, w2)] == [2, 2], (w1, w2)
+    assert all(f"nap{n}" in w1 + w2 for n in range(1, 5)), (w1, w2)
     assert not any(line.lstrip().startswith("w3") for line in lines)  # never more than 2
 
 
