@@ -14,11 +14,13 @@ import trio
 from .._version import __version__
 from ..server._serve import DEFAULT_MAX_LINE, Server
 from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
+from ._cluster import add_cluster_flags, add_worker, is_cluster_url, open_node
 from ._graph import add_graph_commands
 from ._settings import add_config_flags, config_from_args
 from ._signals import with_late_signals
 
 if TYPE_CHECKING:
+    from ..cluster._node import ClusterNode
     from ..store._store import Store
 
 __all__ = ["main"]
@@ -58,9 +60,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--state",
-        metavar="PATH",
+        metavar="PATH|URL",
         default=None,
-        help="SQLite file that keeps accepted jobs and templates across crashes "
+        help="SQLite file that keeps accepted jobs and templates across crashes, or a "
+        "postgresql:// URL: a node of a cluster sharing that database (docs/cluster.md) "
         "(default: none, everything in memory)",
     )
     serve.add_argument(
@@ -70,6 +73,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --state: jobs that were running when stepline died are run "
         "again, or failed with error type `interrupted`",
     )
+    add_cluster_flags(serve)
     serve.set_defaults(run=_serve)
 
 
@@ -81,7 +85,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         store: Store | None = None
-        if args.state is not None:
+        node: ClusterNode | None = None
+        if args.state is not None and is_cluster_url(args.state):
+            node = await open_node(args)
+            if node is None:
+                return 2
+        elif args.state is not None:
             from ..store import Store, StoreError  # start-up time: --state only
 
             try:
@@ -98,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_line=args.max_line,
             store=store,
             on_restart=args.on_restart,
+            cluster=node,
         )
         return await server.run()
 
@@ -217,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
+    add_worker(commands)
     _add_run(commands)
     _add_demo(commands)
     add_graph_commands(commands)  # check, graph (cli/_graph.py)

@@ -32,6 +32,8 @@ from ..wire._outbox import StreamOutbox
 from ._dispatch import dispatch, submit_nowait
 
 if TYPE_CHECKING:
+    from ..cluster._commands import ClusterCommands
+    from ..cluster._node import ClusterNode
     from ..store._pipeline import SubmitPipeline
     from ..store._recovery import Recovered, RestartPolicy
     from ..store._store import Store
@@ -58,15 +60,23 @@ class Server:
         handle_signals: bool = True,
         store: Store | None = None,
         on_restart: RestartPolicy = "rerun",
+        cluster: ClusterNode | None = None,
     ) -> None:
         self.outbox = StreamOutbox(stdout)
-        self.executor = Executor(config, self.outbox)
+        # A cluster node (--state postgresql://...) routes the events of jobs submitted on
+        # other nodes to them through the database (cluster/_writer.py).
+        outbox = self.outbox if cluster is None else cluster.route(self.outbox)
+        self.executor = Executor(config, outbox)
         Triggers.attach(self.executor)  # callbacks, alerts, schedules: each made on first use
+        self._cluster = cluster
         # --state: the previous run's jobs, restored now, announced after `ready`; submits
         # pipelined so that they share commits (see store/_pipeline.py).
         self._store = store
         self._recovered: list[Recovered] = []
-        self._pipeline: SubmitPipeline | None = None
+        self._pipeline: SubmitPipeline | ClusterCommands | None = None
+        if cluster is not None:
+            cluster.attach(self.executor)
+            self._pipeline = cluster.commands()
         if store is not None:
             from ..store._pipeline import SubmitPipeline  # start-up time: --state only
             from ..store._recovery import restore
@@ -118,6 +128,7 @@ class Server:
             protocol=1,
             workers=config.workers,
             queue_size=config.queue_size,
+            **({} if self._cluster is None else {"node": self._cluster.id}),
         )
 
     # -- tasks -------------------------------------------------------------------------------
@@ -143,6 +154,8 @@ class Server:
         finally:
             with trio.CancelScope(shield=True):  # staged records must end accepted, even now
                 await self._settle()
+        if self._cluster is not None:
+            await self._cluster.wait_submitted()  # this node may be the one that runs them
         self.executor.shutdown("drain")  # EOF: no new commands; what was accepted finishes
 
     async def _settle(self) -> None:

@@ -1,0 +1,1 @@
+"""Many nodes, one PostgreSQL: claims, leases, rescue, fencing and cluster-wide commands."""

@@ -1,0 +1,141 @@
+"""Claiming jobs from the shared queue, and stopping claimed jobs cancelled from elsewhere.
+
+**Claims are batched.** One ``claim`` statement takes up to as many queued jobs as this node has
+room for (its workers, plus as many again waiting in its local queue so that a worker never
+idles while a claim is on its way), ``FOR UPDATE SKIP LOCKED``: nodes claiming at once take
+different jobs and never wait for each other. A claimed job is validated again from its stored
+request (as after a restart: the templates it used travel with it) and put in the executor's
+queue; from then on it is an ordinary job of this executor.
+
+**Wake-ups.** The claimer claims again as soon as it has room and either a ``stepline_jobs``
+notification arrived or the poll interval passed; a full batch means more may be waiting, so it
+claims again at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import trio
+
+from .._errors import CommandError
+from ..engine._executor import ExecutorState
+from ..spec._model import JobSpec
+from ..spec._policy import check_run_policy
+from ..spec._validate import validate_job
+from ..store._decode import Corrupt, decode_json
+from ._db import Connection, DatabaseUnavailable
+from ._model import Claim, Outcome, job_id
+from ._sql import query
+
+if TYPE_CHECKING:
+    from ._node import ClusterNode
+
+__all__ = ["Claimer"]
+
+log = logging.getLogger("stepline")
+
+
+class Claimer:
+    """Keeps the executor's queue fed from ``stepline_jobs``."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+        self._conn = Connection(node.url, f"claim-{node.id}")
+        workers = node.executor.config.workers
+        self._capacity = workers + min(workers, node.executor.config.queue_size)
+
+    async def run(self) -> None:
+        node = self._node
+        try:
+            while True:
+                room = self._capacity - len(node.claims)
+                if not node.claiming or node.executor.state is not ExecutorState.RUNNING:
+                    return
+                if room <= 0:
+                    await node.wakes["room"].wait()
+                    continue
+                rows = await self._claim(room)
+                for row in rows:
+                    self._take(*row)
+                if len(rows) < room:
+                    await node.wakes["jobs"].wait(node.poll)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._conn.aclose()
+
+    async def _claim(self, n: int) -> list[Any]:
+        node = self._node
+        try:
+            return await self._conn.run(
+                lambda c: c.execute(query("claim"), {"node": node.id, "n": n}).fetchall()
+            )
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("cannot claim jobs: %s", exc)
+            await trio.sleep(node.poll)
+            return []
+
+    def _take(
+        self, number: int, name: str | None, request: bytes, submitter: int, attempt: int,
+        rescues: int,
+    ) -> None:  # fmt: skip
+        node, executor = self._node, self._node.executor
+        claim = Claim(number, submitter, attempt)
+        wire_id = job_id(number)
+        node.claims[wire_id] = claim
+        try:
+            spec = self._validate(bytes(request))
+        except (CommandError, Corrupt, KeyError, TypeError) as exc:
+            message = exc.message if isinstance(exc, CommandError) else str(exc)
+            _fail_at_once(node, claim, f"the job could not be run on node {node.id}: {message}")
+            return
+        job = executor.table.accept(spec, name=name, job_id=wire_id)  # its `accepted`: dropped
+        executor.queue.put_nowait(job)  # room was counted: claims never exceed the capacity
+
+    def _validate(self, data: bytes) -> JobSpec:
+        request = decode_json(data, "the stored request")
+        templates = {**self._node.executor.templates, **(request.get("templates") or {})}
+        spec = validate_job(request["job"], params=request.get("params"), templates=templates)
+        check_run_policy(spec, self._node.executor.config.allow_run)
+        return spec
+
+    async def watch_cancels(self) -> None:
+        """Cancel the claimed jobs that a ``cancel`` on any node asked to stop."""
+        node = self._node
+        conn = Connection(node.url, f"cancels-{node.id}")
+        try:
+            while True:
+                await node.wakes["cancels"].wait(node.poll)
+                if not node.claims:
+                    continue
+                try:
+                    rows = await conn.run(
+                        lambda c: c.execute(query("cancels_for"), {"node": node.id}).fetchall()
+                    )
+                except (DatabaseUnavailable, psycopg.Error) as exc:
+                    log.warning("cannot read cancel requests: %s", exc)
+                    continue
+                for number, attempt in rows:
+                    self._cancel(job_id(number), attempt)
+        finally:
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+
+    def _cancel(self, wire_id: str, attempt: int) -> None:
+        claim = self._node.claims.get(wire_id)
+        if claim is None or claim.attempt != attempt:
+            return
+        table = self._node.executor.table
+        table.cancel(table.get(wire_id), "cancelled by request")
+
+
+def _fail_at_once(node: ClusterNode, claim: Claim, message: str) -> None:
+    error = {"type": "interrupted", "message": message, "step": ""}
+    event = {"event": "finished", "ts": time.time(), "job": job_id(claim.number),
+             "state": "failed", "elapsed": 0.0, "error": error}  # fmt: skip
+    import orjson
+
+    node.writer.finish(Outcome(claim, "failed", 0.0, orjson.dumps(error), event))

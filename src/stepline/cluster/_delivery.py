@@ -1,0 +1,58 @@
+"""Delivery: the events other nodes wrote for jobs submitted here, onto this node's stdout.
+
+Rows of ``stepline_events`` addressed to this node are taken (deleted and returned) in batches,
+in the order they were written, and emitted. Each was committed with the state change it
+announces, so what a driver reads never runs ahead of the database. A node waits for a
+notification on its own channel, or the poll interval, between batches; it stops reading while
+its stdout is congested (the rows wait in the table, not in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+import psycopg
+
+from ._db import Connection, DatabaseUnavailable
+from ._sql import query
+
+if TYPE_CHECKING:
+    from ._node import ClusterNode
+
+__all__ = ["deliver"]
+
+log = logging.getLogger("stepline")
+
+BATCH: Final = 2000  # events taken per transaction
+
+
+async def deliver(node: ClusterNode) -> None:
+    conn = Connection(node.url, f"deliver-{node.id}")
+    try:
+        while True:
+            await node.wakes["events"].wait(node.poll)
+            while await _deliver_batch(node, conn) == BATCH:
+                pass  # a full batch: there may be more
+    finally:
+        import trio
+
+        with trio.CancelScope(shield=True):
+            await conn.aclose()
+
+
+async def _deliver_batch(node: ClusterNode, conn: Connection) -> int:
+    if node.stream.congested:
+        await node.stream.wait_writable()
+    try:
+        rows: list[Any] = await conn.run(
+            lambda c: c.execute(query("take_events"), {"node": node.id, "limit": BATCH}).fetchall()
+        )
+    except (DatabaseUnavailable, psycopg.Error) as exc:
+        log.warning("cannot read events for this node: %s", exc)
+        return 0
+    rows.sort(key=lambda row: row[0])
+    for _, body in rows:
+        node.delivered(orjson.loads(body))
+    return len(rows)

@@ -1,0 +1,181 @@
+"""What a node writes about the jobs it runs: their events for other nodes, and their outcomes.
+
+Every job this node claimed may have been submitted on another node, whose driver must see its
+events. :class:`RoutingOutbox` sits between the executor and stdout: events of a job submitted
+here go to stdout as usual; events of a job submitted elsewhere go into the :class:`Writer`'s
+open batch, bound for ``stepline_events``; the ``accepted`` a claim causes is dropped (the
+submitter announced the job already), and ``started`` says on which ``node`` the job runs.
+
+**One writer, one connection, one order.** Forwarded events and outcomes of a batch are written
+in one transaction, events first, in the order they were emitted. So a job's ``log`` lines
+always precede its ``finished`` for the node that delivers them, whatever the batching.
+
+**Fencing.** An outcome is written only if the job is still running under the attempt this node
+claimed (``finish_jobs`` in ``queries.sql``). The ``finished`` event of a job submitted here is
+emitted after that commit, and only if it counted: a node that lost its lease can never make
+its driver, or anyone's, see a second ``finished``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ..wire._events import Event
+from ..wire._outbox import StreamOutbox, encode_event
+from ._db import Connection, DatabaseUnavailable
+from ._model import Outcome
+from ._sql import query
+from ._wake import Wake
+
+if TYPE_CHECKING:
+    from ._node import ClusterNode
+
+__all__ = ["RoutingOutbox", "Writer"]
+
+log = logging.getLogger("stepline")
+
+BACKLOG: Final = 20_000
+"""Forwarded events waiting for their commit beyond which workers wait (bounded memory)."""
+
+_RETRY: Final = 0.5  # seconds between attempts to write a batch while the database is away
+
+
+class RoutingOutbox:
+    """The executor's outbox on a node: stdout for jobs submitted here, the database otherwise."""
+
+    def __init__(self, node: ClusterNode, stream: StreamOutbox) -> None:
+        self._node = node
+        self._stream = stream
+
+    def emit(self, event: Event) -> None:
+        job = event.get("job")
+        claim = self._node.claims.get(job) if isinstance(job, str) else None
+        if claim is None or "id" in event:  # not a claimed job's, or a reply to a command
+            self._stream.emit(event)
+            return
+        if event["event"] == "accepted":
+            return  # the claim's own acceptance: the submitter announced the job
+        if event["event"] == "started":
+            event["node"] = self._node.id  # where it runs: a rescued job starts elsewhere
+        if claim.submitter == self._node.id:
+            self._stream.emit(event)
+        else:
+            self._node.writer.forward(claim.submitter, event)
+
+    @property
+    def congested(self) -> bool:
+        return self._stream.congested or self._node.writer.backlog >= BACKLOG
+
+    async def wait_writable(self) -> None:
+        await self._stream.wait_writable()
+        while self._node.writer.backlog >= BACKLOG:
+            await self._node.writer.written.wait()
+
+
+class Writer:
+    """Batches forwarded events and outcomes; commits one batch while the next fills."""
+
+    def __init__(self, node: ClusterNode, conn: Connection) -> None:
+        self._node = node
+        self._conn = conn
+        self._events: list[tuple[int, bytes]] = []
+        self._outcomes: list[Outcome] = []
+        self._dirty = Wake()
+        self.written = Wake()  # set after each commit: for backlog waiters
+        self.idle = trio.Event()
+        self.idle.set()
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._events)
+
+    def forward(self, submitter: int, event: Event) -> None:
+        self._events.append((submitter, encode_event(event)))
+        self._touch()
+
+    def finish(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._touch()
+
+    def _touch(self) -> None:
+        if self.idle.is_set():
+            self.idle = trio.Event()
+        self._dirty.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._events and not self._outcomes:
+                self.idle.set()
+                await self._dirty.wait()
+                continue
+            events, outcomes = self._events, self._outcomes
+            self._events, self._outcomes = [], []
+            await self._write(events, outcomes)
+            self.written.set()
+
+    async def _write(self, events: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
+        node = self._node
+        while True:
+            if node.lease_lost:
+                self._dropped(outcomes, "this node lost its lease")
+                return
+            try:
+                counted = await self._conn.run(lambda c: _commit(c, node.id, events, outcomes))
+                break
+            except DatabaseUnavailable as exc:
+                log.warning("cannot write job outcomes yet: %s", exc)
+                await trio.sleep(_RETRY)
+        fenced = [o for o in outcomes if o.claim.number not in counted]
+        self._dropped(fenced, "the job is no longer this attempt's")
+        for outcome in outcomes:
+            if outcome.claim.number in counted and outcome.claim.submitter == node.id:
+                node.delivered(outcome.event)
+            node.release(outcome.claim)
+
+    def _dropped(self, outcomes: list[Outcome], why: str) -> None:
+        for outcome in outcomes:
+            log.warning(
+                "job j%d: outcome of attempt %d dropped (%s)",
+                outcome.claim.number,
+                outcome.claim.attempt,
+                why,
+            )
+            self._node.release(outcome.claim)
+
+
+def _commit(
+    conn: Any, node: int, events: list[tuple[int, bytes]], outcomes: list[Outcome]
+) -> set[int]:
+    """One transaction: forwarded events, then fenced outcomes; returns the jobs that counted."""
+    targets: set[int] = set()
+    if events:
+        conn.execute(
+            query("forward_events"),
+            {"submitters": [s for s, _ in events], "bodies": [b for _, b in events]},
+        )
+        targets.update(s for s, _ in events)
+    counted: set[int] = set()
+    if outcomes:
+        rows = conn.execute(
+            query("finish_jobs"),
+            {
+                "node": node,
+                "ids": [o.claim.number for o in outcomes],
+                "attempts": [o.claim.attempt for o in outcomes],
+                "states": [o.state for o in outcomes],
+                "elapsed": [o.elapsed for o in outcomes],
+                "results": [o.result for o in outcomes],
+                "events": [encode_event(o.event) for o in outcomes],
+            },
+        ).fetchall()
+        counted = {row[0] for row in rows}
+        targets.update(row[1] for row in rows if row[1] != node)
+    if targets:
+        conn.execute(query("notify_nodes"), {"nodes": sorted(targets), "payload": "events"})
+    return counted
