@@ -225,7 +225,7 @@ def test_check_and_graph_through_the_real_cli() -> None:
     assert bad.returncode == 2
     assert (
         bad.stderr == "-: invalid job: tasks.a.if: expected one of 'success', 'failure', "
-        "'always', got 'never'\n"
+        "'always' or a boolean (${params.X}), got 'never'\n"
     )
     drawn = stepline("graph", str(EXAMPLE), "--format", "mermaid")
     assert drawn.returncode == 0

@@ -94,7 +94,7 @@ OK = {"steps": [{"value": 1}]}
         (graph(a=task(needs=3)), "tasks.a.needs", "expected a list of task names, got a number"),
         (graph(a=task(needs=[1])), "tasks.a.needs[0]", "expected a task name, got a number"),
         (graph(a=task(when="sometimes")), "tasks.a.if", "got 'sometimes'"),
-        (graph(a={"steps": [], "if": True}), "tasks.a.if", "got a boolean"),
+        (graph(a={"steps": [], "if": 1}), "tasks.a.if", "got a number"),
         (graph(a=task(when="failure")), "tasks.a.if", "'needs' is empty"),
         (graph(a=task({"sleep": -1})), "tasks.a.steps[0].sleep", "must not be negative"),
         (graph(a=task(1)), "tasks.a.steps[0]", "a step must be an object"),

@@ -161,6 +161,12 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument(
         "--halt", action="store_true", help="the first job that does not succeed cancels the rest"
     )
+    run.add_argument(
+        "--artifacts",
+        default="stepline-artifacts",
+        metavar="DIR",
+        help="directory jobs' artifacts are copied to (DIR/JOBID/)",
+    )
     shown = run.add_mutually_exclusive_group()
     shown.add_argument(
         "--json", action="store_true", help="write every event as a JSON line, nothing else"

@@ -61,6 +61,7 @@ class Options:
     params: Mapping[str, Any] | None = None  # --params: submitted with every job
     timeout: float | None = None  # --timeout: bounds every job
     halt: bool = False  # --halt: the first job that does not succeed cancels the others
+    artifacts: str = "stepline-artifacts"  # --artifacts: where jobs' artifacts are copied
 
 
 def with_timeout(job: Any, seconds: float) -> Any:
@@ -127,7 +128,9 @@ class Session:
         options = self._options
         queue = max(len(self._entries), 1)  # everything is submitted up front
         try:
-            async with open_executor(workers=options.workers, queue_size=queue, heartbeat=0) as ex:
+            async with open_executor(
+                workers=options.workers, queue_size=queue, heartbeat=0, artifacts=options.artifacts
+            ) as ex:
                 self._executor = ex.executor
                 if options.halt:
                     ex.executor.on_finish(self._halt_on_failure)
@@ -259,7 +262,13 @@ def main(args: Any) -> int:
         _to_stderr(str(exc))
         return EXIT_INVALID
     out = Output(sys.stdout)
-    options = Options(workers=args.workers, params=params, timeout=args.timeout, halt=args.halt)
+    options = Options(
+        workers=args.workers,
+        params=params,
+        timeout=args.timeout,
+        halt=args.halt,
+        artifacts=args.artifacts,
+    )
     session = Session(entries, templates, make_view(args, out), options, out=out)
     out.on_broken = session.on_broken_stdout
     return with_late_signals(lambda: trio.run(session.run))

@@ -160,6 +160,17 @@ class Config:
     callback_drain: float = _duration(
         30.0, "seconds a draining shutdown waits for pending callbacks before cancelling them"
     )
+    artifacts: str = field(
+        default="stepline-artifacts",
+        metadata={
+            FLAG: Flag(
+                "directory a job's artifacts are copied to, in a subdirectory named after the job "
+                "(DIR/JOBID/); made when first needed",
+                str,
+                metavar="DIR",
+            )
+        },
+    )
     allow_run: AllowRun = field(
         default=None,
         converter=parse_allow_run,

@@ -40,9 +40,11 @@ from ..runners._base import Runner
 from ..runners._local import LocalRunner
 from ..spec._model import JobSpec, Modifiers
 from ..spec._policy import check_run_policy
+from ..spec._signature import check_arguments
 from ..spec._validate import validate_job, validate_template
 from ..wire._events import RequestId, event
 from ..wire._outbox import Outbox
+from ._artifacts import collect_artifacts
 from ._attach import Attachment, Attachments, ShutdownMode
 from ._config import Config
 from ._durable import DurableState
@@ -247,8 +249,15 @@ class Executor:
             error = {"type": "internal", "message": _describe(exc), "step": job.step}
             return JobState.FAILED, None, error
         finally:
+            if spec.artifacts:  # copied out before the workspace goes (_artifacts.py)
+                await self._keep_artifacts(job, workspace)
             if workspace is not None and workspace.created:  # on first use only: _workspace.py
                 await workspace.aclose()  # before `finished` is emitted
+
+    async def _keep_artifacts(self, job: Job, workspace: Workspace | None) -> None:
+        path = workspace.path() if workspace is not None and workspace.created else None
+        patterns, root = job.spec.artifacts, self.config.artifacts
+        job.artifacts = await collect_artifacts(path, patterns, root, job.id)
 
     def _finish_interrupted(self, job: Job, state: JobState, message: str) -> None:
         if job.state is JobState.RUNNING:
@@ -451,6 +460,7 @@ class Executor:
             if template not in self.templates:
                 raise UnknownTemplate(f"unknown template {template!r}")
             job = self.templates[template]
+            check_arguments(template, job, params or {}, "params")
         spec = validate_job(job, params=params, templates=self.templates)
         check_run_policy(spec, self.config.allow_run)  # after substitution and `use` expansion
         if spec.on_finish and not self.table.finish_hooks:

@@ -190,7 +190,7 @@ async def _fail(step: Fail, ctx: StepContext) -> None:
     raise StepFailed("fail", step.message, step.path, step.mods.name)
 
 
-async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
+async def _run(step: Run, ctx: StepContext) -> Any:
     # checked again for steps resolved only now (`${tasks.a.output}`)
     refused = refusal(step, ctx.services.allow_run)
     if refused is not None:
@@ -212,6 +212,10 @@ async def _run(step: Run, ctx: StepContext) -> dict[str, Any]:
         output["truncated"] = True
     if result.returncode != 0:
         raise _exit_failure(step, result.returncode, output)
+    if step.parse is not None:
+        from ._typed import parse_output  # start-up time: only steps that parse
+
+        return parse_output(step, result.stdout, result.truncated)
     return output
 
 

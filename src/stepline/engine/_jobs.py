@@ -118,6 +118,8 @@ class Job:
         if self.log is None:
             self.log = JobLog()
         return self.log
+    # The files copied out of the workspace (job-level `artifacts`: _artifacts.py), or None.
+    artifacts: list[dict[str, Any]] | None = None
 
     @property
     def elapsed(self) -> float:
@@ -141,6 +143,8 @@ class Job:
                 rec["output_dropped"] = self.output_dropped
         elif self.state in FINAL_STATES:
             rec["error"] = self.error
+        if self.artifacts is not None:
+            rec["artifacts"] = self.artifacts
         return rec
 
 
@@ -341,6 +345,8 @@ class JobTable:
             ev["output"] = job.output
         else:
             ev["error"] = job.error
+        if job.artifacts is not None:
+            ev["artifacts"] = job.artifacts
         return ev
 
     def _retain(self, job: Job) -> None:

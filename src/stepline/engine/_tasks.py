@@ -23,6 +23,12 @@ second SIGINT) cancels those shields at once through :class:`Cleanups`.
 Each task announces itself with ``task`` events: ``started``, then one of ``succeeded``,
 ``failed`` (with ``error``), ``skipped``, ``cancelled``. A task that never starts gets only the
 final one. Tasks of a graph inside a template (``use``) carry ``graph``: that graph's path.
+
+**Matrices.** The instances of a matrix task (``test[1]``, ``test[2]``: see
+:mod:`stepline.spec._matrix`) are tasks like any other here; their events carry ``matrix``, the
+instance's values. The matrix task's own name holds the list of its instances' outputs, in
+matrix order, for ``${tasks.test.output}`` and the job's output; it is filled in as each
+instance ends (before any task that needs them can start).
 """
 
 from __future__ import annotations
@@ -142,7 +148,7 @@ class _GraphRun:
                 nursery.start_soon(self._task, task)
         if self.failure is not None:
             raise self.failure
-        return {task.name: self.outputs.get(task.name) for task in self.graph.tasks}
+        return {key: self.outputs.get(key) for key in _output_keys(self.graph)}
 
     async def _task(self, task: Task) -> None:
         try:
@@ -159,6 +165,9 @@ class _GraphRun:
             state = self.status.get(task.name)
             if state is None or state == "running":  # cancelled before or while running
                 self._final(task, "skipped" if state is None else "cancelled")
+            if task.group is not None:
+                names = self.graph.groups[task.group]
+                self.outputs[task.group] = [self.outputs.get(name) for name in names]
             self.done[task.name].set()
 
     async def _wait_for(self, task: Task) -> None:
@@ -169,6 +178,8 @@ class _GraphRun:
         outcomes = [self.status[need] for need in task.needs]
         if task.when == "always":
             return True
+        if task.when == "never":  # switched off by a ${params.X} that is false
+            return False
         if task.when == "failure":
             return "failed" in outcomes
         return all(outcome == "succeeded" for outcome in outcomes)
@@ -225,6 +236,14 @@ class _GraphRun:
     def _emit(self, task: Task, status: str, **fields: Any) -> None:
         if self.graph.path:
             fields["graph"] = self.graph.path
+        if task.matrix is not None:
+            fields["matrix"] = task.matrix
         job = self.ctx.job.id
         ev = event("task", job=job, task=task.name, status=status, **fields)
         self.ctx.services.outbox.emit(ev)
+
+
+def _output_keys(graph: Graph) -> list[str]:
+    """The keys of a graph's output: each task, or matrix task (once), in the order written."""
+    keys = [task.group or task.name for task in graph.tasks]
+    return list(dict.fromkeys(keys)) if graph.groups else keys

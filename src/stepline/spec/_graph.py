@@ -45,9 +45,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._errors import InvalidJob
+from ._inherit import NOTHING_INHERITED, Inherited
 from ._model import Graph, Seq, Step, Task
 
 if TYPE_CHECKING:
+    from ._matrix import Matrix
     from ._validate import _Validator
 
 __all__ = [
@@ -71,7 +73,7 @@ MAX_TASKS: Final = 1000
 WHEN: Final = ("success", "failure", "always")
 """The values of a task's ``if``; ``success`` is the default."""
 
-_TASK_KEYS: Final = ("steps", "needs", "if")
+_TASK_KEYS: Final = ("steps", "needs", "if", "matrix", "env", "cwd")
 _NAME: Final = r"[A-Za-z_][A-Za-z0-9_-]*"
 _TASK_NAME: Final = re.compile(_NAME)
 _SEGMENTS: Final = r"(?:\.[A-Za-z0-9_-]+|\[[0-9]+\])*"  # .key and [index], any number
@@ -252,7 +254,10 @@ class Unit:
     redefined later does not change a job already accepted.
     """
 
-    __slots__ = ("chain", "depth", "graph", "overrides", "params", "path", "raw", "templates")
+    __slots__ = (
+        *("chain", "depth", "graph", "inherited", "overrides", "params", "path", "raw"),
+        "templates",
+    )
 
     def __init__(
         self,
@@ -265,7 +270,9 @@ class Unit:
         depth: int,
         graph: GraphRefs | None = None,
         overrides: Mapping[str, Any] | None = None,
+        inherited: Inherited = NOTHING_INHERITED,
     ) -> None:
+        self.inherited = inherited  # env, cwd, matrix values of the task (_inherit.py)
         self.raw = raw
         self.path = path
         self.params = params
@@ -311,14 +318,19 @@ def _parse_graph(v: _Validator, raw: object, base: str, depth: int, limit: int |
         raise InvalidJob(where, "must not be empty: a job with tasks needs at least one")
     if len(raw) > MAX_TASKS:
         raise InvalidJob(where, f"more than {MAX_TASKS} tasks")
-    shapes = [_shape(name, task, where) for name, task in raw.items()]
+    shapes = [_shape(v, name, task, where) for name, task in raw.items()]
     needs = {shape.name: shape.needs for shape in shapes}
     for shape in shapes:
         shape.check_needs(needs)
     _check_acyclic(needs, where)
+    groups = {s.name: s.matrix.labels for s in shapes if s.matrix is not None}
+    if sum(len(labels) - 1 for labels in groups.values()) + len(shapes) > MAX_TASKS:
+        raise InvalidJob(where, f"more than {MAX_TASKS} tasks once the matrices are expanded")
     templates = _Snapshot(v.templates)  # taken once, and only if a task is deferred
-    tasks = tuple(_task(v, shape, needs, templates, depth) for shape in shapes)
-    return Graph(path=base, tasks=tasks, limit=limit)
+    tasks: list[Task] = []
+    for shape in shapes:
+        tasks += _tasks_of(v, shape, needs, groups, templates, depth)
+    return Graph(path=base, tasks=tuple(tasks), limit=limit, groups=groups)
 
 
 class _Snapshot:
@@ -339,10 +351,20 @@ class _Snapshot:
 class _Shape:
     """A task's structure (name, needs, if) checked before its steps are validated."""
 
-    __slots__ = ("name", "needs", "path", "steps", "when")
+    __slots__ = ("matrix", "name", "needs", "path", "raw", "steps", "when")
 
-    def __init__(self, name: str, path: str, steps: object, needs: tuple[str, ...], when: str):
-        self.name, self.path, self.steps, self.needs, self.when = name, path, steps, needs, when
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        name: str,
+        path: str,
+        needs: tuple[str, ...],
+        when: str,
+        matrix: Matrix | None,
+    ):
+        self.raw, self.name, self.path, self.needs, self.when = raw, name, path, needs, when
+        self.steps = raw["steps"]
+        self.matrix = matrix
 
     def check_needs(self, tasks: Mapping[str, tuple[str, ...]]) -> None:
         for i, need in enumerate(self.needs):
@@ -355,7 +377,7 @@ class _Shape:
                 raise InvalidJob(where, f"{need!r} is listed twice")
 
 
-def _shape(name: object, raw: object, where: str) -> _Shape:
+def _shape(v: _Validator, name: object, raw: object, where: str) -> _Shape:
     if type(name) is not str or not _TASK_NAME.fullmatch(name):
         raise InvalidJob(
             where,
@@ -367,21 +389,41 @@ def _shape(name: object, raw: object, where: str) -> _Shape:
         raise InvalidJob(path, f"a task must be an object with 'steps', got {describe(raw)}")
     for key in raw:
         if key not in _TASK_KEYS:
-            hint = _suggest(str(key), _TASK_KEYS) or " (a task holds 'steps', 'needs' and 'if')"
+            hint = _suggest(str(key), _TASK_KEYS) or (
+                " (a task holds 'steps', 'needs', 'if', 'matrix', 'env' and 'cwd')"
+            )
             raise InvalidJob(path, f"unknown key {str(key)[:40]!r} for a task{hint}")
     if "steps" not in raw:
         raise InvalidJob(path, "missing 'steps'")
     needs = _needs(raw.get("needs", []), path)
-    when = raw.get("if", "success")
+    when = _when(v, raw, path, needs)
+    matrix = None
+    if "matrix" in raw:
+        from ._matrix import parse_matrix  # start-up time: only jobs with a matrix
+
+        matrix = parse_matrix(v, raw["matrix"], path, name)
+    return _Shape(raw, name, path, needs, when, matrix)
+
+
+def _when(v: _Validator, raw: Mapping[str, Any], path: str, needs: tuple[str, ...]) -> str:
+    """A task's ``if``: one of :data:`WHEN`, or a boolean (``${params.X}``): false is
+    ``never`` (the task is skipped), true the default ``success``."""
+    when = v._resolve(raw.get("if", "success"), path, "if")
+    if type(when) is bool:
+        return "success" if when else "never"
+    if v._lenient(when):
+        return "success"  # define time: the switch is not known yet
     if when not in WHEN:
         raise InvalidJob(
-            f"{path}.if", f"expected one of 'success', 'failure', 'always', got {_show(when)}"
+            f"{path}.if",
+            "expected one of 'success', 'failure', 'always' or a boolean "
+            f"(${{params.X}}), got {_show(when)}",
         )
     if when == "failure" and not needs:
         raise InvalidJob(
             f"{path}.if", "'failure' runs when a task in 'needs' failed, but 'needs' is empty"
         )
-    return _Shape(name, path, raw["steps"], needs, when)
+    return str(when)
 
 
 def _needs(raw: object, path: str) -> tuple[str, ...]:
@@ -396,18 +438,46 @@ def _needs(raw: object, path: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _tasks_of(
+    v: _Validator,
+    shape: _Shape,
+    needs: Mapping[str, tuple[str, ...]],
+    groups: Mapping[str, tuple[str, ...]],
+    templates: _Snapshot,
+    depth: int,
+) -> list[Task]:
+    """The task of ``shape``, or one task per instance of its matrix. A need on a matrix task
+    becomes a need on each of its instances."""
+    task_needs = tuple(name for need in shape.needs for name in groups.get(need, (need,)))
+    if shape.matrix is None:
+        return [_task(v, shape, shape.name, task_needs, needs, templates, depth)]
+    tasks = []
+    for label, values in zip(shape.matrix.labels, shape.matrix.values, strict=True):
+        instance = v.with_inherited(v.inherited.with_matrix(values))
+        try:
+            task = _task(instance, shape, label, task_needs, needs, templates, depth)
+        except InvalidJob as exc:
+            raise InvalidJob(exc.path, f"{exc.problem} (in matrix instance {label})") from None
+        tasks.append(task)
+    return tasks
+
+
 def _task(
     v: _Validator,
     shape: _Shape,
+    name: str,
+    task_needs: tuple[str, ...],
     needs: Mapping[str, tuple[str, ...]],
     templates: _Snapshot,
     depth: int,
 ) -> Task:
-    """One task's steps, validated in a scope of their own (see the module docstring)."""
+    """One task's steps, validated in a scope of their own (see the module docstring), under
+    the task's ``env`` and ``cwd``."""
     graph = GraphRefs(shape.name, needs)
     outer = v.refs
     scope = outer.for_task(graph) if outer is not None else Scope(graph=graph)
-    steps = v.with_refs(scope)._steps(shape.steps, shape.path, "steps", depth + 1, True)
+    inner = v.with_refs(scope).under(shape.raw, shape.path)
+    steps = inner._steps(shape.steps, shape.path, "steps", depth + 1, True)
     later = None
     if scope.deferred:
         later = Unit(
@@ -418,10 +488,19 @@ def _task(
             chain=v.chain,
             depth=depth + 1,
             graph=graph,
+            inherited=inner.inherited,
         )
     body = Seq(path=shape.path, steps=steps)
+    matrix = v.inherited.matrix
     return Task(
-        name=shape.name, path=shape.path, body=body, needs=shape.needs, when=shape.when, later=later
+        name=name,
+        path=shape.path,
+        body=body,
+        needs=task_needs,
+        when=shape.when,
+        later=later,
+        group=shape.name if matrix is not None else None,
+        matrix=matrix,
     )
 
 

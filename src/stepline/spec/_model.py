@@ -103,6 +103,7 @@ class Run(_StepBase):
     stdin: str | None = None
     grace: float = 5.0
     stream: bool | None = None  # emit `output` events per line; None: the job's choice
+    parse: str | None = None  # "json", "text" or "lines": the output is stdout parsed
 
 
 @frozen(kw_only=True)
@@ -150,8 +151,10 @@ class Http(_StepBase):
 class Task:
     """One task of a graph: its steps run in sequence once its ``needs`` allow.
 
-    ``when`` is the task's ``if`` (``success``, ``failure`` or ``always``). ``later`` is set when
-    the steps refer to values known only at run time (``${tasks.a.output}``, ``${job.id}``):
+    ``when`` is the task's ``if`` (``success``, ``failure`` or ``always``; ``never`` when a
+    ``${params.X}`` switched it off). An instance of a matrix task has ``group``, the matrix
+    task's name, and ``matrix``, its values (see :mod:`stepline.spec._matrix`). ``later`` is set
+    when the steps refer to values known only at run time (``${tasks.a.output}``, ``${job.id}``):
     ``body`` then holds those references as text and is validated again, with the values, when
     the task starts (see :mod:`stepline.spec._graph`).
     """
@@ -162,14 +165,19 @@ class Task:
     needs: tuple[str, ...] = ()
     when: str = "success"
     later: Unit | None = None
+    group: str | None = None
+    matrix: Mapping[str, Any] | None = None
 
 
 @frozen(kw_only=True)
 class Graph(_StepBase):
-    """The body of a job with ``tasks``: tasks in the order given, at most ``limit`` at once."""
+    """The body of a job with ``tasks``: tasks in the order given, at most ``limit`` at once.
+
+    ``groups`` maps each matrix task to the names of its instances, in matrix order."""
 
     tasks: tuple[Task, ...]
     limit: int | None = None
+    groups: Mapping[str, tuple[str, ...]] = field(factory=dict)
 
 
 @frozen(kw_only=True)
@@ -198,3 +206,4 @@ class JobSpec:
     on_finish: tuple[Callback, ...] = ()  # run after the job's `finished` (triggers/_callbacks.py)
     keep_workspace: bool = False  # keep the job's workspace directory (engine/_workspace.py)
     stream: bool | None = None  # its `run` steps' default `stream`; None: the executor's
+    artifacts: tuple[str, ...] = ()  # workspace globs copied out at the end (spec/_artifacts.py)

@@ -36,6 +36,7 @@ import orjson
 
 from .._errors import InvalidJob
 from ._graph import RefProblem, Scope, Unit, describe, parse_job_body
+from ._inherit import NOTHING_INHERITED, Inherited
 from ._model import (
     NO_MODIFIERS,
     Deferred,
@@ -54,6 +55,7 @@ from ._model import (
     Use,
     Value,
 )
+from ._signature import check_arguments
 
 if TYPE_CHECKING:
     from ._callbacks import Callback
@@ -80,7 +82,7 @@ _KINDS: Final = frozenset(
 )
 _MODIFIER_KEYS: Final = ("name", "timeout", "retry")
 _OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "run": ("env", "cwd", "stdin", "grace", "stream"),
+    "run": ("env", "cwd", "stdin", "grace", "stream", "parse"),
     "par": ("limit",),
     "try": ("catch",),
     "use": ("with",),
@@ -89,18 +91,11 @@ _ALLOWED: Final = {k: frozenset((k, *_MODIFIER_KEYS, *_OPTIONS.get(k, ()))) for 
 _STEP_KEYS: Final = frozenset().union(*_ALLOWED.values())
 _JOB_KEYS: Final = frozenset(
     (
-        "steps",
-        "tasks",
-        "name",
-        "timeout",
-        "retry",
-        "params",
-        "on_finish",
-        "limit",
-        "keep_workspace",
-        "stream",
+        *("steps", "tasks", "name", "timeout", "retry", "params", "on_finish", "limit"),
+        *("keep_workspace", "stream", "env", "cwd", "artifacts"),
     )
 )
+_PARSE_MODES: Final = ("json", "text", "lines")
 _RETRY_KEYS: Final = frozenset(("attempts", "backoff", "factor"))
 
 _INT_MIN: Final = -(2**63)  # the range orjson can encode: int64 and uint64
@@ -108,10 +103,10 @@ _INT_MAX: Final = 2**64 - 1
 _BIG: Final = 2**1000  # beyond this an int does not convert to a float
 
 _NAME: Final = r"[A-Za-z_][A-Za-z0-9_]*"
-_WHOLE: Final = re.compile(rf"\$\{{params\.({_NAME})\}}")
+_WHOLE: Final = re.compile(rf"\$\{{(params|matrix)\.({_NAME})\}}")
 _RUNTIME: Final = r"\$\{(?:tasks|job)\.[^}]*\}"  # ${tasks...}, ${job...}: see _graph.py
 _RUNTIME_WHOLE: Final = re.compile(_RUNTIME)
-_TOKEN: Final = re.compile(rf"\$\$\{{|\$\{{params\.({_NAME})\}}|({_RUNTIME})")
+_TOKEN: Final = re.compile(rf"\$\$\{{|\$\{{(params|matrix)\.({_NAME})\}}|({_RUNTIME})")
 _IDENT: Final = re.compile(_NAME)
 
 
@@ -283,7 +278,10 @@ class _Validator:
     :mod:`stepline.spec._graph`).
     """
 
-    __slots__ = ("_literal", "chain", "params", "refs", "subst", "templates", "unresolved")
+    __slots__ = (
+        *("_literal", "chain", "inherited", "params", "refs", "subst", "templates"),
+        "unresolved",
+    )
 
     def __init__(
         self,
@@ -293,6 +291,7 @@ class _Validator:
         chain: tuple[str, ...],
         subst: bool = True,
         refs: Scope | None = None,
+        inherited: Inherited = NOTHING_INHERITED,
     ) -> None:
         self.params = params
         self.templates = templates
@@ -300,6 +299,7 @@ class _Validator:
         self.chain = chain
         self.subst = subst
         self.refs = refs
+        self.inherited = inherited  # env, cwd and matrix values from around (_inherit.py)
         self._literal: _Validator | None = None
 
     @property
@@ -307,18 +307,36 @@ class _Validator:
         """The twin that checks without substituting: for data that came from a parameter."""
         if self._literal is None:
             args = (self.params, self.templates, self.unresolved, self.chain)
-            self._literal = _Validator(*args, subst=False, refs=self.refs)
+            self._literal = _Validator(*args, subst=False, refs=self.refs, inherited=self.inherited)
         return self._literal
 
     def _for(self, params: Mapping[str, Any], chain: tuple[str, ...]) -> _Validator:
         """The validator of a job with these params (``self`` when nothing differs: hot path)."""
         if params is self.params and chain is self.chain and self.subst:
             return self
-        return _Validator(params, self.templates, self.unresolved, chain, refs=self.refs)
+        inherited = self.inherited.for_template()
+        args = (params, self.templates, self.unresolved, chain)
+        return _Validator(*args, refs=self.refs, inherited=inherited)
 
     def with_refs(self, refs: Scope | None) -> _Validator:
         """This validator under another reference scope (a task's steps, a template's job)."""
-        return _Validator(self.params, self.templates, self.unresolved, self.chain, refs=refs)
+        args = (self.params, self.templates, self.unresolved, self.chain)
+        return _Validator(*args, refs=refs, inherited=self.inherited)
+
+    def with_inherited(self, inherited: Inherited) -> _Validator:
+        """This validator for steps that inherit ``env``, ``cwd`` or matrix values."""
+        if inherited is self.inherited:
+            return self
+        args = (self.params, self.templates, self.unresolved, self.chain)
+        return _Validator(*args, refs=self.refs, inherited=inherited)
+
+    def under(self, raw: Mapping[Any, Any], path: str) -> _Validator:
+        """The validator for what is below a job or task with this ``env`` and ``cwd``."""
+        if "env" not in raw and "cwd" not in raw:
+            return self
+        env = self._env(raw["env"], path) if "env" in raw else None
+        cwd = self._string(raw["cwd"], path, "cwd", no_nul=True) if "cwd" in raw else None
+        return self.with_inherited(self.inherited.under(env, cwd))
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -358,7 +376,7 @@ class _Validator:
             if key not in _JOB_KEYS:
                 raise InvalidJob(base, _unknown_key(key, job=True))
         v = self._for(_merge_params(raw.get("params", _MISSING), overrides, base), chain)
-        body = parse_job_body(v, raw, base, depth)  # `steps` or `tasks` (_graph.py)
+        body = parse_job_body(v.under(raw, base), raw, base, depth)  # `steps` or `tasks`
         mods = v._mods(raw, base)
         on_finish = _on_finish(v, raw["on_finish"], base) if "on_finish" in raw else ()
         return JobSpec(
@@ -370,6 +388,7 @@ class _Validator:
             on_finish=on_finish,
             keep_workspace=_flag(v, raw, base, "keep_workspace") or False,
             stream=_flag(v, raw, base, "stream"),
+            artifacts=_artifacts(v, raw["artifacts"], base) if "artifacts" in raw else (),
         )
 
     # -- steps -------------------------------------------------------------------------------
@@ -469,7 +488,8 @@ class _Validator:
 
     def _run(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
         argv = self._argv(raw["run"], path)
-        if len(raw) == 1:
+        around = self.inherited
+        if len(raw) == 1 and around is NOTHING_INHERITED:
             return Run(path=path, mods=mods, argv=argv)
         get = raw.get
         env, cwd, stdin, grace = get("env", _MISSING), get("cwd"), get("stdin"), get("grace")
@@ -477,12 +497,24 @@ class _Validator:
             path=path,
             mods=mods,
             argv=argv,
-            env=None if env is _MISSING else self._env(env, path),
-            cwd=None if "cwd" not in raw else self._string(cwd, path, "cwd", no_nul=True),
+            env=around.run_env(None if env is _MISSING else self._env(env, path)),
+            cwd=around.run_cwd(
+                None if "cwd" not in raw else self._string(cwd, path, "cwd", no_nul=True)
+            ),
             stdin=None if "stdin" not in raw else self._string(stdin, path, "stdin"),
             grace=5.0 if "grace" not in raw else self._number(grace, path, "grace"),
             stream=_flag(self, raw, path, "stream"),
+            parse=None if "parse" not in raw else self._parse_mode(raw["parse"], path),
         )
+
+    def _parse_mode(self, raw: object, path: str) -> str:
+        """A ``run``'s ``parse``: ``json``, ``text`` or ``lines``."""
+        v = self._string(raw, path, "parse")
+        if v not in _PARSE_MODES and not self._lenient(v):
+            raise InvalidJob(
+                _at(path, "parse"), f"expected one of 'json', 'text', 'lines', got {_short(v)}"
+            )
+        return v
 
     def _seq(self, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
         steps = self._steps(raw["seq"], path, "seq", depth + 1, True)
@@ -523,16 +555,32 @@ class _Validator:
                 _at(path, "run"), f"expected a list of strings or a shell line, got {got}"
             )
         check = self if v is raw else self.literal
-        argv = tuple([check._arg(item, path, i) for i, item in enumerate(v)])
+        argv: list[str] = []
+        for i, item in enumerate(v):
+            check._arg(argv, item, path, i)
+        if not argv:
+            raise InvalidJob(_at(path, "run"), "no arguments left once the lists were spliced in")
         if not argv[0]:
             raise InvalidJob(_at(path, "run[0]"), "the program name must not be empty")
-        return argv
+        return tuple(argv)
 
-    def _arg(self, item: object, path: str, i: int) -> str:
-        """One argv string; the fast path avoids building a path that is only used on errors."""
+    def _arg(self, argv: list[str], item: object, path: str, i: int) -> None:
+        """One argv element, appended to ``argv``: a string, or the strings of a list that a
+        ``${...}`` standing alone resolved to (spliced in). The fast path avoids building a
+        path that is only used on errors."""
         if type(item) is str and "$" not in item and "\0" not in item:
-            return item
-        return self._string(item, path, f"run[{i}]", no_nul=True)
+            argv.append(item)
+            return
+        key = f"run[{i}]"
+        value = self._resolve(item, path, key)
+        if type(value) is list:
+            argv.extend(_spliced(value, _at(path, key)))
+        elif type(value) is str:
+            argv.append(_no_nul(value, path, key))
+        elif (type(value) is int or type(value) is float) and value is not item:
+            argv.append(orjson.dumps(value).decode())  # `${matrix.shard}` standing alone
+        else:
+            raise InvalidJob(_at(path, key), f"expected a string, got {_describe(value)}")
 
     def _env(self, raw: object, path: str) -> dict[str, str]:
         """``env``: names as given (never substituted), values substituted strings."""
@@ -572,6 +620,7 @@ class _Validator:
         raw = None if self.templates is None else self.templates.get(name)
         if raw is None:
             raise InvalidJob(where, f"unknown template {_short(name)}")
+        check_arguments(name, raw, args, _at(path, "with"))
         inner = self if self.refs is None else self.with_refs(self.refs.for_template())
         return inner.job(raw, where, args, (*self.chain, name), depth)
 
@@ -716,17 +765,32 @@ class _Validator:
         return _TOKEN.sub(self._piece, s)
 
     def _param(self, match: re.Match[str]) -> object:
-        value = self.params.get(match.group(1), _MISSING)
+        """``${params.X}`` or ``${matrix.X}``: the value (match groups: kind, name)."""
+        if match.group(1) == "matrix":
+            return self._matrix_value(match.group(2))
+        value = self.params.get(match.group(2), _MISSING)
         if value is not _MISSING:
             return value
         if self.unresolved:
             return match.group(0)
-        raise _Problem(f"unknown parameter {match.group(1)!r}")
+        raise _Problem(f"unknown parameter {match.group(2)!r}")
+
+    def _matrix_value(self, name: str) -> object:
+        matrix = self.inherited.matrix
+        if matrix is None:
+            raise _Problem(
+                f"${{matrix.{name}}}: only the steps of a task with a 'matrix' have matrix values"
+            )
+        value = matrix.get(name, _MISSING)
+        if value is _MISSING:
+            names = ", ".join(map(repr, matrix))
+            raise _Problem(f"unknown matrix name {name!r} (this task's matrix has {names})")
+        return value
 
     def _piece(self, match: re.Match[str]) -> str:
         if match.group(1) is None:
-            if match.group(2) is not None:
-                return self._runtime_text(match.group(2))
+            if match.group(3) is not None:
+                return self._runtime_text(match.group(3))
             return "${"  # the escape $${
         value = self._param(match)
         if type(value) is str:
@@ -734,7 +798,7 @@ class _Validator:
         try:
             return orjson.dumps(value).decode()
         except orjson.JSONEncodeError:
-            raise _Problem(f"parameter {match.group(1)!r} cannot be written as JSON") from None
+            raise _Problem(f"parameter {match.group(2)!r} cannot be written as JSON") from None
 
     def _lenient(self, v: object) -> bool:
         """Define time only: a typed field may still hold one unresolved ``${params.X}``."""
@@ -770,6 +834,26 @@ def _on_finish(v: _Validator, raw: object, path: str) -> tuple[Callback, ...]:
     from ._callbacks import parse_on_finish  # start-up time: only jobs with callbacks
 
     return parse_on_finish(v, raw, path)
+
+
+def _artifacts(v: _Validator, raw: object, base: str) -> tuple[str, ...]:
+    from ._artifacts import parse_artifacts  # start-up time: only jobs with artifacts
+
+    return parse_artifacts(v, raw, base)
+
+
+def _spliced(values: list[Any], where: str) -> list[str]:
+    """A list spliced into an argv: strings, or numbers written as JSON text."""
+    out: list[str] = []
+    for j, value in enumerate(values):
+        if type(value) is str and "\0" not in value:
+            out.append(value)
+        elif type(value) is int or type(value) is float:
+            out.append(orjson.dumps(value).decode())
+        else:
+            got = "a string holding NUL" if type(value) is str else _describe(value)
+            raise InvalidJob(f"{where}[{j}]", f"expected a string or a number to splice, got {got}")
+    return out
 
 
 def _flag(v: _Validator, raw: dict[Any, Any], base: str, key: str) -> bool | None:
@@ -922,7 +1006,8 @@ def resolve_unit(unit: Unit, scope: Scope) -> Step:
     The whole body of a job (``unit.graph`` None) or the steps of one task, as a ``Seq``.
     Raises :class:`InvalidJob` naming the field; the engine turns that into the unit's failure.
     """
-    v = _Validator(unit.params, unit.templates, False, unit.chain, refs=scope)
+    args = (unit.params, unit.templates, False, unit.chain)
+    v = _Validator(*args, refs=scope, inherited=unit.inherited)
     if unit.graph is None:
         return v.job(unit.raw, unit.path, unit.overrides, unit.chain, unit.depth).body
     steps = v._steps(unit.raw, unit.path, "steps", unit.depth, True)
