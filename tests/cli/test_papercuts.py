@@ -51,7 +51,7 @@ def test_check_accepts_what_run_accepts_and_exits_like_it(tmp_path: Path) -> Non
     [
         ('{"steps": [{"run": "true"}], "paralel": 2}', "unknown key 'paralel' (did you mean a "),
         ('{"steps": [{"cmd": "true"}]}', "unknown key 'cmd' (did you mean 'run'?)"),
-        ('{"steps": [{"run": "true"}], "cwd": "/"}', "unknown key 'cwd': it belongs on a run step"),
+        ('{"steps": [{"run": "true"}], "stdin": "x"}', "unknown key 'stdin': it belongs on a run"),
     ],
 )
 def test_misspelt_keys_get_a_sensible_hint(tmp_path: Path, job: str, said: str) -> None:
