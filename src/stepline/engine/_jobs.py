@@ -109,6 +109,8 @@ class Job:
     # once the budget took the output away, ``output_dropped`` holds that size instead.
     output_bytes: int = 0
     output_dropped: int | None = None
+    # The files copied out of the workspace (job-level `artifacts`: _artifacts.py), or None.
+    artifacts: list[dict[str, Any]] | None = None
     # The job's output lines (engine/_logs.py), made when its first `run` step starts.
     log: JobLog | None = None
     log_bytes: int = 0  # the log's size counted against the byte budget once finished
@@ -118,8 +120,6 @@ class Job:
         if self.log is None:
             self.log = JobLog()
         return self.log
-    # The files copied out of the workspace (job-level `artifacts`: _artifacts.py), or None.
-    artifacts: list[dict[str, Any]] | None = None
 
     @property
     def elapsed(self) -> float:
