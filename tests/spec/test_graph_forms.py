@@ -313,3 +313,18 @@ def test_define_time_checks_arguments_too() -> None:
 def test_parameters_of_a_template() -> None:
     assert parameters_of(TEMPLATES["test"]) == {"python", "paths"}
     assert parameters_of({"steps": [{"log": "$${params.not_one} ${params.one}"}]}) == {"one"}
+
+
+def test_the_pipeline_in_docs_graphs_validates() -> None:
+    """The example of docs/graphs.md's pipeline section is a valid job as written."""
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "graphs.md").read_text()
+    section = text[text.index("## Pipelines") :]
+    block = re.search(r"```json\n(.*?)```", section, re.S)
+    assert block is not None
+    tasks = tasks_of(json.loads(block.group(1)))
+    assert list(tasks) == ["files", "lint", "test[1]", "test[2]", "test[3]", "report"]
+    assert tasks["report"].needs == ("lint", "test[1]", "test[2]", "test[3]")
