@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._version import __version__
-from ..server._serve import DEFAULT_MAX_LINE, Server
+from ..server._serve import DEFAULT_MAX_LINE, Front, Server
 from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._cluster import add_cluster_flags, add_worker, is_cluster_url, open_node
 from ._graph import add_graph_commands
@@ -74,7 +75,32 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "again, or failed with error type `interrupted`",
     )
     add_cluster_flags(serve)
+    _add_http_flags(serve)
     serve.set_defaults(run=_serve)
+
+
+def _add_http_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        default=None,
+        help="also serve HTTP: REST, live events, webhooks and a dashboard (docs/http.md); "
+        "HOST is 127.0.0.1 unless given, and any other needs a token (default: off)",
+    )
+    serve.add_argument(
+        "--http-token",
+        metavar="TOKEN",
+        default=os.environ.get("STEPLINE_HTTP_TOKEN"),
+        help="with --http: every request needs Authorization: Bearer TOKEN "
+        "(default: $STEPLINE_HTTP_TOKEN, else none)",
+    )
+    serve.add_argument(
+        "--hook-secret",
+        metavar="SECRET",
+        default=None,
+        help="with --http: POST /hooks/NAME needs X-Stepline-Signature: sha256=HMAC of the body "
+        "(default: none, hooks are not signed)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -108,11 +134,43 @@ def _serve(args: argparse.Namespace) -> int:
             store=store,
             on_restart=args.on_restart,
             cluster=node,
+            front=front,
         )
         return await server.run()
 
+    front = None
+    if args.http is not None:
+        front = _http_front(args)
+        if front is None:
+            return 2
+
     _tune_collector()
     return with_late_signals(lambda: trio.run(main))
+
+
+def _http_front(args: argparse.Namespace) -> Front | None:
+    """The HTTP front ``--http`` asks for, its socket bound; None (reported) if it cannot be."""
+    try:  # start-up time and the optional extra: loaded only with --http
+        from ..web._front import BadBind, HttpFront, HttpOptions, parse_bind
+    except ImportError as exc:
+        print(
+            f"stepline: --http needs the http extra ({exc}): pip install 'stepline[http]'",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        host, port = parse_bind(args.http)
+        options = HttpOptions(
+            host=host,
+            port=port,
+            token=args.http_token or None,
+            hook_secret=args.hook_secret,
+            max_body=args.max_line,
+        )
+        return HttpFront(options)
+    except BadBind as exc:
+        print(f"stepline: {exc}", file=sys.stderr)
+        return None
 
 
 def _tune_collector() -> None:

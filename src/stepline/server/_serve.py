@@ -6,6 +6,10 @@ A thin shell over :class:`~stepline.engine._executor.Executor`. Four tasks::
     signal watcher ──▶ Executor.shutdown / kill
     broken-pipe watcher ──▶ Executor.shutdown("cancel")
 
+A :class:`Front` (``--http``) is a second way in to the same executor: it sees every event as it
+is written to stdout, runs beside the workers as an attachment, and adds its fields to ``ready``.
+The server knows only this protocol, so it imports nothing of the HTTP package.
+
 Shutdown always runs the same way: the executor stops taking jobs, its workers finish (or cancel)
 every accepted job, ``run`` returns, the reader and watchers are cancelled, ``bye`` is emitted as
 the last event, and the writer flushes and returns. The signal receiver stays open until then,
@@ -18,17 +22,18 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from .._version import __version__
+from ..engine._attach import Attachment
 from ..engine._executor import Config, Executor
 from ..triggers._attach import Triggers
 from ..wire._commands import CommandRefused, decode_command, decode_plain_submit
-from ..wire._events import error, event
+from ..wire._events import Event, error, event
 from ..wire._framing import TooLong, read_lines
-from ..wire._outbox import StreamOutbox
+from ..wire._outbox import StreamOutbox, TappedOutbox
 from ._dispatch import dispatch, submit_nowait
 
 if TYPE_CHECKING:
@@ -38,12 +43,27 @@ if TYPE_CHECKING:
     from ..store._recovery import Recovered, RestartPolicy
     from ..store._store import Store
 
-__all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Server"]
+__all__ = ["DEFAULT_MAX_LINE", "HARD_STOP_FLUSH", "Front", "Server"]
 
 log = logging.getLogger("stepline")
 
 DEFAULT_MAX_LINE = 1 << 20
 HARD_STOP_FLUSH = 1.0  # seconds a hard stop waits for the last events to be written
+
+
+class Front(Protocol):
+    """Another way in to the executor (the HTTP front), wired in by :class:`Server`."""
+
+    def observe(self, event: Event, line: bytes) -> None:
+        """Every event written to stdout, with its encoded line; synchronous, must not raise."""
+
+    def ready_fields(self) -> dict[str, Any]:
+        """Fields added to the ``ready`` event (say, the URL it listens on)."""
+        ...
+
+    def open(self, executor: Executor) -> Attachment:
+        """The service to attach to ``executor``: it serves until the executor's run ends."""
+        ...
 
 
 class Server:
@@ -61,14 +81,16 @@ class Server:
         store: Store | None = None,
         on_restart: RestartPolicy = "rerun",
         cluster: ClusterNode | None = None,
+        front: Front | None = None,
     ) -> None:
-        self.outbox = StreamOutbox(stdout)
+        self.outbox = StreamOutbox(stdout) if front is None else TappedOutbox(stdout, front.observe)
         # A cluster node (--state postgresql://...) routes the events of jobs submitted on
         # other nodes to them through the database (cluster/_writer.py).
         outbox = self.outbox if cluster is None else cluster.route(self.outbox)
         self.executor = Executor(config, outbox)
         Triggers.attach(self.executor)  # callbacks, alerts, schedules: each made on first use
         self._cluster = cluster
+        self._front = front
         # --state: the previous run's jobs, restored now, announced after `ready`; submits
         # pipelined so that they share commits (see store/_pipeline.py).
         self._store = store
@@ -84,6 +106,8 @@ class Server:
             store.attach(self.executor)
             self._recovered = restore(self.executor, store.snapshot, on_restart)
             self._pipeline = SubmitPipeline(self.executor, store)
+        if front is not None:  # after the store: a restored job is known before HTTP asks
+            self.executor.attach(front.open(self.executor))
         self._stdin = stdin
         self._max_line = max_line
         self._handle_signals = handle_signals
@@ -129,6 +153,7 @@ class Server:
             workers=config.workers,
             queue_size=config.queue_size,
             **({} if self._cluster is None else {"node": self._cluster.id}),
+            **(self._front.ready_fields() if self._front is not None else {}),
         )
 
     # -- tasks -------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ _JOB_KEYS: Final = frozenset(
     (
         *("steps", "tasks", "name", "timeout", "retry", "params", "on_finish", "limit"),
         *("keep_workspace", "stream", "env", "cwd", "artifacts"),
+        "hook",  # a template that POST /hooks/{name} may submit (the HTTP front)
     )
 )
 _PARSE_MODES: Final = ("json", "text", "lines")
@@ -375,6 +376,10 @@ class _Validator:
         for key in raw:
             if key not in _JOB_KEYS:
                 raise InvalidJob(base, _unknown_key(key, job=True))
+        if "hook" in raw and type(raw["hook"]) is not bool:
+            raise InvalidJob(
+                _at(base, "hook"), f"expected true or false, got {_describe(raw['hook'])}"
+            )
         v = self._for(_merge_params(raw.get("params", _MISSING), overrides, base), chain)
         body = parse_job_body(v.under(raw, base), raw, base, depth)  # `steps` or `tasks`
         mods = v._mods(raw, base)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import orjson
@@ -31,7 +32,14 @@ import trio
 
 from ._events import Event
 
-__all__ = ["HIGH_WATER_BYTES", "Outbox", "StreamOutbox", "encode_event", "encode_events"]
+__all__ = [
+    "HIGH_WATER_BYTES",
+    "Outbox",
+    "StreamOutbox",
+    "TappedOutbox",
+    "encode_event",
+    "encode_events",
+]
 
 log = logging.getLogger("stepline")
 
@@ -172,3 +180,34 @@ class StreamOutbox:
         self._pending.clear()
         self._bytes = 0
         self.close()
+
+
+class TappedOutbox(StreamOutbox):
+    """A :class:`StreamOutbox` that also hands each event, with its encoded line, to ``tap``.
+
+    A subclass rather than a hook in :meth:`StreamOutbox.emit`, so the plain stdout path pays
+    nothing for a feature it does not use. The tap (the HTTP front's event log) sees exactly
+    what stdout gets, in the same order, with the line encoded once for both.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.SendStream,
+        tap: Callable[[Event, bytes], None],
+        *,
+        high_water: int = HIGH_WATER_BYTES,
+    ) -> None:
+        super().__init__(stream, high_water=high_water)
+        self._tap = tap
+
+    def emit(self, event: Event) -> None:
+        if self._closing:
+            return
+        data = encode_event(event)
+        self._pending.append(data)
+        self._bytes += len(data)
+        if self._bytes >= self._high_water:
+            self.congested = True
+        if len(self._pending) == 1:
+            self._writer_idle.unpark_all()
+        self._tap(event, data)

@@ -1,0 +1,1 @@
+"""The HTTP front (``serve --http``): REST, live events, webhook triggers and a dashboard."""

@@ -1,0 +1,162 @@
+"""The ASGI application: routes, the token guard, errors as JSON, the dashboard's files.
+
+Starlette routes requests and Hypercorn speaks HTTP (no hand-written parsing); both run on
+trio through anyio, in the same event loop as the executor, so a handler calls the executor's
+methods directly, between awaits, exactly as the stdin reader does.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._errors import CommandError
+from ..engine._executor import Executor
+from ._api import Api
+from ._auth import token_ok
+from ._errors import ApiError, error_response
+from ._events import EventLog
+from ._hooks import Hooks
+from ._metrics import CONTENT_TYPE, Metrics
+from ._openapi import openapi_document
+from ._stream import event_stream
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("stepline")
+
+STATIC = Path(__file__).parent / "static"
+
+
+class _Guard:
+    """Pure ASGI middleware: the bearer token on every request, and a count of the answers.
+
+    Only ``/static/`` is open without the token: the dashboard's script and style sheet, the
+    same files the package ships, which a browser fetches without the page's query string.
+
+    Pure ASGI rather than Starlette's ``BaseHTTPMiddleware``, which buffers streaming bodies
+    and would hold ``GET /events`` back.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, metrics: Metrics) -> None:
+        self._app = app
+        self._token = token
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        public = scope["path"].startswith("/static/")  # the dashboard's own files: no data
+        if (
+            self._token is not None
+            and not public
+            and not token_ok(HTTPConnection(scope), self._token)
+        ):
+            refusal = error_response(
+                "unauthorized",
+                "this server needs Authorization: Bearer TOKEN",
+                headers={"www-authenticate": "Bearer"},
+            )
+            self._metrics.answered(refusal.status_code)
+            await refusal(scope, receive, send)
+            return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._metrics.answered(message["status"])
+            await send(message)
+
+        await self._app(scope, receive, counted)
+
+
+def build_app(
+    executor: Executor,
+    log_: EventLog,
+    metrics: Metrics,
+    *,
+    token: str | None,
+    hook_secret: str | None,
+    max_body: int,
+) -> ASGIApp:
+    api = Api(executor, log_, max_body)
+    hooks = Hooks(executor, hook_secret, max_body)
+    document = orjson.dumps(openapi_document(token=token is not None))
+
+    async def events(request: Request) -> Response:
+        return event_stream(request, log_)
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def dashboard(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    routes = [
+        Route("/", dashboard),
+        Route("/jobs", api.submit, methods=["POST"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/jobs/{job}", api.get_job, methods=["GET"]),
+        Route("/jobs/{job}/cancel", api.cancel, methods=["POST"]),
+        Route("/jobs/{job}/logs", api.logs, methods=["GET"]),
+        Route("/jobs/{job}/graph", api.graph, methods=["GET"]),
+        Route("/templates/{name}", api.define, methods=["PUT"]),
+        Route("/schedules", api.schedule, methods=["POST"]),
+        Route("/schedules", api.list_schedules, methods=["GET"]),
+        Route("/schedules/{schedule}", api.unschedule, methods=["DELETE"]),
+        Route("/alerts", api.list_alerts, methods=["GET"]),
+        Route("/alerts/{alert}/ack", api.ack, methods=["POST"]),
+        Route("/stats", api.stats, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/hooks/{name}", hooks.trigger, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            CommandError: _command_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    return _Guard(app, token, metrics)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.code, exc.message)
+
+
+async def _command_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CommandError)
+    return error_response(exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response("method_not_allowed", f"{request.method} is not allowed here")
+    if exc.status_code == 404:
+        return error_response("not_found", f"no such resource: {request.url.path}")
+    return JSONResponse({"code": "bad_command", "message": exc.detail}, exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error answering %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response("internal", f"internal error: {type(exc).__name__}: {exc}")

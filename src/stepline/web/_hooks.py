@@ -1,0 +1,43 @@
+"""``POST /hooks/{name}``: a webhook that submits template ``name`` with the body as its params.
+
+Only templates defined with ``"hook": true`` answer, so defining a template never exposes it by
+accident. With ``--hook-secret`` the request must be signed like GitHub's webhooks
+(``X-Stepline-Signature: sha256=HEX``, the HMAC-SHA256 of the raw body), checked before the body
+is even parsed.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..engine._executor import Executor
+from ._api import parse_json, read_body
+from ._auth import SIGNATURE_HEADER, signature_ok
+from ._errors import ApiError
+
+__all__ = ["Hooks"]
+
+
+class Hooks:
+    def __init__(self, executor: Executor, secret: str | None, max_body: int) -> None:
+        self._executor = executor
+        self._secret = secret
+        self._max_body = max_body
+
+    async def trigger(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        template = self._executor.templates.get(name)
+        if template is None or template.get("hook") is not True:
+            raise ApiError("unknown_hook", f'no template {name!r} defined with "hook": true')
+        raw = await read_body(request, self._max_body)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if self._secret is not None and not signature_ok(raw, signature, self._secret):
+            raise ApiError("bad_signature", "X-Stepline-Signature is missing or wrong")
+        body = parse_json(raw)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise ApiError("bad_command", "a hook's body must be a JSON object (its params)")
+        job = await self._executor.submit(template=name, params=body)
+        return JSONResponse({"job": job.id}, 202)
