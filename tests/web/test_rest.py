@@ -33,9 +33,8 @@ def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 async def test_a_job_submitted_over_http_runs_and_its_events_go_to_stdout() -> None:
     async with http_server() as (driver, client):
-        response = await client.post(
-            "/jobs", json={"job": {"steps": [{"log": "hi"}, {"value": 42}]}, "name": "answer"}
-        )
+        steps = [{"run": ["sh", "-c", "echo one; echo two"]}, {"value": 42}]
+        response = await client.post("/jobs", json={"job": {"steps": steps}, "name": "answer"})
         assert response.status_code == 202
         job = response.json()["job"]
         finished = await driver.wait_for("finished", job=job)
@@ -43,9 +42,10 @@ async def test_a_job_submitted_over_http_runs_and_its_events_go_to_stdout() -> N
         record = (await client.get(f"/jobs/{job}")).json()
         assert (record["state"], record["name"], record["output"]) == ("succeeded", "answer", 42)
         logs = (await client.get(f"/jobs/{job}/logs")).json()
-        assert [line["line"] for line in logs["lines"]] == ["hi"]
-        assert (logs["next"], logs["done"]) == (1, True)
-        assert (await client.get(f"/jobs/{job}/logs", params={"after": 1})).json()["lines"] == []
+        assert [(line["n"], line["line"]) for line in logs["lines"]] == [(1, "one"), (2, "two")]
+        assert (logs["next"], logs["done"], logs["trimmed"]) == (2, True, 0)
+        later = (await client.get(f"/jobs/{job}/logs", params={"after": 1})).json()
+        assert [line["line"] for line in later["lines"]] == ["two"]
         await driver.close_stdin()
         events = [*driver.events, *await driver.rest()]
     lifecycle_ok(events)

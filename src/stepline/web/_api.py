@@ -20,7 +20,6 @@ from ..engine._jobs import JobState
 from ..triggers._attach import Triggers
 from ..wire._commands import CommandRefused, Schedule, Submit, decode_command
 from ._errors import ApiError
-from ._events import EventLog
 from ._graphs import job_graph
 
 __all__ = ["Api", "json_body", "parse_json", "read_body"]
@@ -69,11 +68,10 @@ def decode_op(op: str, body: Any) -> Any:
 
 
 class Api:
-    """The handlers, bound to one executor and the front's event log."""
+    """The handlers, bound to one executor."""
 
-    def __init__(self, executor: Executor, log: EventLog, max_body: int) -> None:
+    def __init__(self, executor: Executor, max_body: int) -> None:
         self.executor = executor
-        self.log = log
         self.max_body = max_body
 
     async def submit(self, request: Request) -> Response:
@@ -107,18 +105,8 @@ class Api:
         return JSONResponse({"job": job.id, "state": job.state.value}, 202)
 
     async def logs(self, request: Request) -> Response:
-        job = self.executor.table.get(request.path_params["job"])
         after = _int_param(request.query_params.get("after"), "after", 0)
-        lines, next_after, trimmed = self.log.lines(job.id, after)
-        body: dict[str, Any] = {
-            "job": job.id,
-            "lines": [line.to_json() for line in lines],
-            "next": next_after,
-            "done": job.state.value not in ("queued", "running"),
-        }
-        if trimmed:
-            body["trimmed"] = trimmed
-        return JSONResponse(body)
+        return JSONResponse(self.executor.logs(request.path_params["job"], after))
 
     async def graph(self, request: Request) -> Response:
         job = self.executor.table.get(request.path_params["job"])

@@ -88,7 +88,7 @@ def build_app(
     hook_secret: str | None,
     max_body: int,
 ) -> ASGIApp:
-    api = Api(executor, log_, max_body)
+    api = Api(executor, max_body)
     hooks = Hooks(executor, hook_secret, max_body)
     document = orjson.dumps(openapi_document(token=token is not None))
 

@@ -6,49 +6,22 @@ newest ones in a ring bounded in count and in bytes, so a reconnect replays ever
 kept; older events are gone and the client is told where the kept log starts. Each SSE client
 reads the ring at its own pace and waits on one parking lot for new events: a slow client holds
 back only itself, never the executor or the other clients.
-
-The log also keeps each job's output lines (``log`` and ``output`` events) for
-``GET /jobs/{id}/logs``, bounded per job and in the number of jobs.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from itertools import islice
-from typing import Any, Final
+from typing import Final
 
-import attrs
 import trio
 
 from ..wire._events import Event
 
-__all__ = ["EventLog", "LogLine"]
+__all__ = ["EventLog"]
 
 KEEP_EVENTS: Final = 10_000
 KEEP_BYTES: Final = 16 << 20
-LINES_PER_JOB: Final = 1_000
-JOBS_WITH_LINES: Final = 1_000
-
-
-@attrs.frozen
-class LogLine:
-    """One numbered output line of a job (``n`` from 1)."""
-
-    n: int
-    ts: float
-    step: str | None
-    stream: str
-    line: str
-
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-
-@attrs.define
-class _JobLines:
-    lines: deque[LogLine]
-    count: int = 0  # lines ever written; ``count - len(lines)`` were trimmed
-    done: bool = False
 
 
 class EventLog:
@@ -61,7 +34,6 @@ class EventLog:
         self._bytes = 0
         self.last_id = 0
         self._new = trio.lowlevel.ParkingLot()
-        self._lines: OrderedDict[str, _JobLines] = OrderedDict()
         self.closed = False
 
     # -- writing (synchronous: called from the outbox's emit) --------------------------------
@@ -74,8 +46,6 @@ class EventLog:
         self._bytes += len(line)
         while len(self._ring) > self._keep or (self._bytes > self._keep_bytes and self._ring):
             self._bytes -= len(self._ring.popleft()[2])
-        if job_id is not None:
-            self._record_line(job_id, event)
         if self._new:
             self._new.unpark_all()
 
@@ -83,24 +53,6 @@ class EventLog:
         """No more events: every waiting reader returns."""
         self.closed = True
         self._new.unpark_all()
-
-    def _record_line(self, job: str, event: Event) -> None:
-        kind = event["event"]
-        if kind == "log":
-            self._add_line(job, event, "log", str(event.get("message", "")))
-        elif kind == "output":
-            self._add_line(job, event, str(event.get("stream", "stdout")), str(event["line"]))
-        elif kind == "finished" and job in self._lines:
-            self._lines[job].done = True
-
-    def _add_line(self, job: str, event: Event, stream: str, text: str) -> None:
-        lines = self._lines.get(job)
-        if lines is None:
-            lines = self._lines[job] = _JobLines(deque(maxlen=LINES_PER_JOB))
-            if len(self._lines) > JOBS_WITH_LINES:
-                self._lines.popitem(last=False)
-        lines.count += 1
-        lines.lines.append(LogLine(lines.count, event["ts"], event.get("step"), stream, text))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -120,13 +72,3 @@ class EventLog:
         """Return once an event above ``after`` exists, or the log is closed."""
         while self.last_id <= after and not self.closed:
             await self._new.park()
-
-    def lines(self, job: str, after: int) -> tuple[list[LogLine], int, int]:
-        """A job's kept lines numbered above ``after``, the next ``after``, and how many were
-        trimmed."""
-        kept = self._lines.get(job)
-        if kept is None:
-            return [], after, 0
-        chosen = [line for line in kept.lines if line.n > after]
-        trimmed = kept.count - len(kept.lines)
-        return chosen, (chosen[-1].n if chosen else max(after, 0)), trimmed

@@ -408,7 +408,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Logs": {
         "type": "object",
-        "required": ["job", "lines", "next", "done"],
+        "required": ["job", "lines", "next", "trimmed", "done"],
         "properties": {
             "job": {"type": "string"},
             "next": {"type": "integer"},
@@ -422,7 +422,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     "properties": {
                         "n": {"type": "integer"},
                         "ts": {"type": "number"},
-                        "step": {"type": ["string", "null"]},
+                        "step": {"type": "string"},
                         "stream": {"type": "string"},
                         "line": {"type": "string"},
                     },
