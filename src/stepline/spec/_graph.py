@@ -255,7 +255,7 @@ class Unit:
     """
 
     __slots__ = (
-        *("chain", "depth", "graph", "inherited", "overrides", "params", "path", "raw"),
+        *("around", "chain", "depth", "graph", "inherited", "overrides", "params", "path", "raw"),
         "templates",
     )
 
@@ -271,8 +271,10 @@ class Unit:
         graph: GraphRefs | None = None,
         overrides: Mapping[str, Any] | None = None,
         inherited: Inherited = NOTHING_INHERITED,
+        around: Mapping[str, Any] | None = None,
     ) -> None:
-        self.inherited = inherited  # env, cwd, matrix values of the task (_inherit.py)
+        self.inherited = inherited  # env, cwd, matrix values from outside the task (_inherit.py)
+        self.around = around  # the task's own object: its env and cwd, resolved again too
         self.raw = raw
         self.path = path
         self.params = params
@@ -488,7 +490,8 @@ def _task(
             chain=v.chain,
             depth=depth + 1,
             graph=graph,
-            inherited=inner.inherited,
+            inherited=v.inherited,
+            around=shape.raw,
         )
     body = Seq(path=shape.path, steps=steps)
     matrix = v.inherited.matrix

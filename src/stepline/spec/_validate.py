@@ -1015,5 +1015,7 @@ def resolve_unit(unit: Unit, scope: Scope) -> Step:
     v = _Validator(*args, refs=scope, inherited=unit.inherited)
     if unit.graph is None:
         return v.job(unit.raw, unit.path, unit.overrides, unit.chain, unit.depth).body
+    if unit.around is not None:
+        v = v.under(unit.around, unit.path)
     steps = v._steps(unit.raw, unit.path, "steps", unit.depth, True)
     return Seq(path=unit.path, steps=steps)
