@@ -133,19 +133,23 @@ def cancel_latency(url: str, rounds: int) -> list[float]:
     try:
         time.sleep(1.5)
         for i in range(rounds):
-            node.send(b'{"op":"submit","id":%d,"job":{"sleep":60}}\n' % (2 * i))
-            node.send(b'{"op":"submit","id":%d,"job":{"sleep":60}}\n' % (2 * i + 1))
+            # Four jobs: this node holds two at most (one worker, one waiting), so at least
+            # one runs on the worker; the one seen starting there is cancelled from here.
+            node.send(b'{"op":"submit","job":{"sleep":60}}\n' * 4)
             started = node.wait(
                 lambda e, n=i: (
-                    e["event"] == "started" and e["node"] != me and int(e["job"][1:]) > 2 * n
+                    e["event"] == "started" and e["node"] != me and int(e["job"][1:]) > 4 * n
                 )
             )
             start = time.perf_counter()
             node.send(b'{"op":"cancel","job":"%s"}\n' % started["job"].encode())
             node.wait(lambda e, j=started["job"]: e["event"] == "finished" and e["job"] == j)
             out.append((time.perf_counter() - start) * 1000)
-            for j in (2 * i + 1, 2 * i + 2):  # the other one, wherever it is
-                node.send(b'{"op":"cancel","job":"j%d"}\n' % j)
+            for j in range(4 * i + 1, 4 * i + 5):
+                if f"j{j}" != started["job"]:
+                    node.send(b'{"op":"cancel","job":"j%d"}\n' % j)
+            while node.count("finished") < 4 * (i + 1):
+                time.sleep(0.01)
     finally:
         node.stop()
         stop_all(others)
@@ -159,7 +163,7 @@ def rescue_time(url: str, lease: float) -> float:
     me = node.ready["node"]
     try:
         time.sleep(1.5)
-        node.send(b'{"op":"submit","job":{"sleep":60}}\n{"op":"submit","job":{"sleep":60}}\n')
+        node.send(b'{"op":"submit","job":{"sleep":60}}\n' * 4)  # as in cancel_latency
         started = node.wait(lambda e: e["event"] == "started" and e["node"] != me)
         victim[0].kill()
         start = time.perf_counter()
@@ -168,6 +172,15 @@ def rescue_time(url: str, lease: float) -> float:
     finally:
         node.stop()
         stop_all(victim)
+
+
+def fresh(server: str, name: str) -> str:
+    """A new, empty database on the server: each measurement starts from clean tables."""
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    return server.replace("/postgres?", f"/{name}?")
 
 
 def main() -> None:
@@ -181,12 +194,13 @@ def main() -> None:
         report["sqlite_1_process"] = round(throughput(f"{tmp}/s.db", 1, args.jobs, flags))
     with ThrowawayPostgres() as pg:
         for n in (1, 2, 3):
-            report[f"postgres_{n}_nodes"] = round(throughput(pg.url, n, args.jobs, flags))
+            url = fresh(pg.url, f"nodes{n}")
+            report[f"postgres_{n}_nodes"] = round(throughput(url, n, args.jobs, flags))
             print(json.dumps(report), file=sys.stderr)
-        latencies = cancel_latency(pg.url, 10)
+        latencies = cancel_latency(fresh(pg.url, "cancel"), 10)
         report["cancel_ms_median"] = round(statistics.median(latencies), 1)
         report["cancel_ms_max"] = round(max(latencies), 1)
-        report["rescue_s_lease_2"] = round(rescue_time(pg.url, 2.0), 2)
+        report["rescue_s_lease_2"] = round(rescue_time(fresh(pg.url, "rescue"), 2.0), 2)
     print(json.dumps(report, indent=1))
 
 
