@@ -50,9 +50,9 @@ class RecordingGroups(ProcessGroups):
         super().__init__()
         self.seen: list[int] = []
 
-    def add(self, pgid: int) -> None:
+    def add(self, pgid: int, tree: Any = None) -> None:
         self.seen.append(pgid)
-        super().add(pgid)
+        super().add(pgid, tree)
 
 
 def group_members(pgid: int) -> list[int]:

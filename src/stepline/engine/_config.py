@@ -18,6 +18,8 @@ from typing import Any, Final, Literal
 import attrs
 from attrs import field, frozen
 
+from .._errors import InvalidJob
+from ..spec._limits import NO_LIMITS, RUNNERS, Limits, parse_limits
 from ..spec._policy import AllowRun, parse_allow_run
 from ._jobs import KEEP_BYTES
 
@@ -68,6 +70,26 @@ def _byte_count(text: str) -> int:
         return int(text[:-1] if unit > 1 else text) * unit
     except ValueError:
         raise ValueError(f"expected a number of bytes such as 65536 or 16M, got {text!r}") from None
+
+
+def _limits_json(text: str) -> Any:
+    """``--limits '{"memory": "1G"}'``: a JSON object, checked by :func:`_to_limits`."""
+    import orjson  # start-up time: only when the flag is given
+
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"expected a JSON object of limits, got {text!r}") from None
+
+
+def _to_limits(value: Limits | Any) -> Limits:
+    """A :class:`Limits`, or the JSON object of one (``{"memory": "1G", "cpu": 60}``)."""
+    if isinstance(value, Limits):
+        return value
+    try:
+        return parse_limits(value, "limits")
+    except InvalidJob as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _number(text: str) -> float:
@@ -183,4 +205,23 @@ class Config:
                 default="all",
             )
         },
+    )
+    limits: Limits = field(
+        default=NO_LIMITS,
+        converter=_to_limits,
+        metadata={
+            FLAG: Flag(
+                "default limits of every run step, under the job's and the step's own, as JSON: "
+                '{"memory": "1G", "cpu": 60, "processes": 64, "files": 256, "output": "4M"}',
+                _limits_json,
+                metavar="JSON",
+                default="none",
+            )
+        },
+    )
+    runner: Literal["local", "sandbox"] = _choice(
+        "local",
+        "the runner of run steps and jobs that name none: local process trees, or sandbox "
+        "(bubblewrap: read-only host, private /tmp, own PID namespace, no network)",
+        RUNNERS,
     )

@@ -110,6 +110,8 @@ class Executor:
             cleanups=self.cleanups,
             allow_run=config.allow_run,
             stream=config.stream,
+            limits=config.limits,
+            runner_name=config.runner,
         )
 
     # -- the service -------------------------------------------------------------------------
@@ -236,8 +238,8 @@ class Executor:
             workspace = Workspace(
                 job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit, pool=self.workspaces
             )
-        ctx = StepContext(job, self._services, workspace)
         spec = job.spec
+        ctx = StepContext(job, self._services, workspace, spec.limits, spec.runner)
         try:
             if spec.retry is None:
                 return JobState.SUCCEEDED, await run_step(spec.body, ctx), None

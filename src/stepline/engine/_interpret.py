@@ -18,11 +18,13 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import trio
 from attrs import define, frozen
 
 from .._errors import StepFailed
-from ..runners._base import Launch, ProcessStartError, Runner, run_process
+from ..runners._base import OUTPUT_CAP, Launch, ProcessStartError, Runner, run_process
+from ..spec._limits import NO_LIMITS, Limits
 from ..spec._model import (
     Deferred,
     Fail,
@@ -66,6 +68,8 @@ class Services:
     cleanups: Cleanups | None = None  # shielded clean-ups a hard stop ends (_tasks.py)
     allow_run: AllowRun = None  # --allow-run, checked again right before a process starts
     stream: bool = False  # --stream: `run` steps stream their lines unless they say otherwise
+    limits: Limits = NO_LIMITS  # serve --limits: defaults under every job's
+    runner_name: str = "local"  # serve --runner: the runner of steps and jobs that name none
 
 
 @define
@@ -79,6 +83,8 @@ class StepContext:
     job: Job
     services: Services
     workspace: Workspace | None = None  # the job's scratch directory (_workspace.py)
+    limits: Limits = NO_LIMITS  # the job's (or, inside `use`, the template's) run defaults
+    runner: str | None = None  # likewise: the runner of run steps that name none
 
     def emit_step(self, step: Step, status: str, **fields: Any) -> None:
         """A ``step`` trace event (with ``--trace`` only; not for the job's own root)."""
@@ -200,8 +206,7 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     live = ctx.services.outbox if _streams(step, ctx) else None
     sink = StepOutput(job.id, step.path, job.output_log(), live)
     try:
-        launch = Launch(step.argv, step.env, cwd, step.stdin, step.grace, output=sink)
-        result = await run_process(ctx.services.runner, launch)
+        result = await run_process(ctx.services.runner, _launch(step, ctx, cwd, sink))
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
     if step.cwd is None and ctx.workspace is not None and result.pid:
@@ -210,6 +215,8 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     output["stderr"] = result.stderr
     if result.truncated:
         output["truncated"] = True
+    if result.limit is not None:
+        raise _limit_failure(step, result.limit, result.returncode, output)
     if result.returncode != 0:
         raise _exit_failure(step, result.returncode, output)
     if step.parse is not None:
@@ -227,6 +234,37 @@ def _streams(step: Run, ctx: StepContext) -> bool:
     if ctx.job.spec.stream is not None:
         return ctx.job.spec.stream
     return ctx.services.stream
+
+
+def _launch(step: Run, ctx: StepContext, cwd: str | None, sink: Any) -> Launch:
+    """The step's process, with its limits and runner inherited: step, job, then serve."""
+    services = ctx.services
+    limits = step.limits.over(ctx.limits).over(services.limits)
+    runner = step.runner or ctx.runner or services.runner_name
+    if limits is NO_LIMITS and runner == "local" and not step.network:  # the common case
+        return Launch(step.argv, step.env, cwd, step.stdin, step.grace, output=sink)
+    output_cap = limits.output if limits.output is not None else OUTPUT_CAP
+    return Launch(
+        step.argv,
+        step.env,
+        cwd,
+        step.stdin,
+        step.grace,
+        limits,
+        output_cap,
+        output=sink,
+        runner=runner,
+        network=step.network,
+    )
+
+
+def _limit_failure(step: Run, limit: str, returncode: int, output: dict[str, Any]) -> StepFailed:
+    """A ``resource_failure``: the step's processes ran into ``limit``."""
+    extra = {"limit": limit, "exit": returncode, "stderr": output["stderr"][-4096:]}
+    message = f"{step.argv[0]} exceeded its {limit} limit"
+    if limit == "memory" and returncode == -signal.SIGKILL:
+        message = f"{step.argv[0]} was killed for memory (out of memory in its limit)"
+    return StepFailed("resource_failure", message, step.path, step.mods.name, extra)
 
 
 _SIGNAL_ERRORS = {
@@ -336,6 +374,9 @@ async def _http(step: Http, ctx: StepContext) -> dict[str, Any]:
 async def _use(step: Use, ctx: StepContext) -> Any:
     job = step.job
     mods = Modifiers(name=job.name, timeout=job.timeout, retry=job.retry)
+    if job.limits is not NO_LIMITS or job.runner is not None:  # the template's run defaults
+        limits, runner = job.limits.over(ctx.limits), job.runner or ctx.runner
+        ctx = attrs.evolve(ctx, limits=limits, runner=runner)
     return await with_modifiers(lambda: run_step(job.body, ctx), mods, step, ctx)
 
 

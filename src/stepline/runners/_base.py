@@ -30,6 +30,8 @@ from typing import Final, Literal, Protocol, TypeAlias
 import attrs
 import trio
 
+from ..spec._limits import NO_LIMITS, Limits
+
 __all__ = [
     "OUTPUT_CAP",
     "Launch",
@@ -46,13 +48,6 @@ __all__ = [
 OUTPUT_CAP: Final = 1 << 20
 """Bytes kept per stream: 1 MiB of stdout and 1 MiB of stderr; the rest is drained and dropped."""
 
-
-@attrs.frozen
-class Limits:
-    """Resource limits for one process. None yet: every runner accepts the empty default."""
-
-
-_NO_LIMITS: Final = Limits()
 
 StreamName: TypeAlias = Literal["stdout", "stderr"]
 
@@ -94,7 +89,9 @@ class Launch:
     (``/dev/null``), text is written to it and then closed. ``grace`` is how long a stop waits
     between asking and forcing. ``output_cap`` bounds what is kept of each of stdout and stderr.
     ``output`` (None: nobody) also gets every chunk of output as it is read, and may hold the
-    process back by being congested (:class:`OutputSink`).
+    process back by being congested (:class:`OutputSink`). ``limits.output``, when set, replaces
+    the cap and makes more output a failure. ``runner`` names the runner meant to start it (only
+    ``local`` exists yet); ``network`` lets a sandboxed process reach the network.
     """
 
     argv: Sequence[str]
@@ -102,9 +99,11 @@ class Launch:
     cwd: str | None = None
     stdin: str | None = None
     grace: float = 5.0
-    limits: Limits = _NO_LIMITS
+    limits: Limits = NO_LIMITS
     output_cap: int = OUTPUT_CAP
     output: OutputSink | None = attrs.field(default=None, eq=False)  # a live object, not a value
+    runner: str = "local"
+    network: bool = False
 
 
 @attrs.frozen
@@ -116,7 +115,8 @@ class ProcessResult:
     decoded as UTF-8 with invalid bytes replaced. ``truncated`` is True when either stream
     exceeded the cap and was cut. ``pid`` is the id of the local process group the process led
     (the workspace checks it is empty before reusing a directory), or 0 when the runner started
-    no local process group.
+    no local process group. ``limit`` names the limit the process ran into (``memory`` for an
+    OOM kill, also one without a memory limit of the step's own), or is None.
     """
 
     returncode: int
@@ -124,6 +124,7 @@ class ProcessResult:
     stderr: str
     truncated: bool
     pid: int = attrs.field(default=0, eq=False)  # identifies, not part of the result's value
+    limit: str | None = None
 
 
 class ProcessStartError(Exception):

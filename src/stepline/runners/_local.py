@@ -22,9 +22,13 @@ behind, trio issue #3237), and it buffers output without a bound. Here:
 * Like :func:`subprocess.run`, capture lasts until EOF on both pipes: a grandchild that keeps
   them open (``sh -c 'sleep 3 & echo hi'``) makes us wait for it. That is accepted; it is what a
   shell user expects, and a step ``timeout`` bounds it.
-* A normal exit does not kill the group: a grandchild that closed its copies of the pipes and
-  outlived its parent is left alone, as a shell would. Only a stop (cancellation, error) reaps.
-  A grandchild that starts its own session (``setsid``) leaves the group and is out of reach.
+* Nothing outlives its step: each step's whole tree is held by :mod:`._tree` (a cgroup per step
+  where one can be made, else its process group and an environment marker; stepline a
+  subreaper; a guardian for when stepline dies). A stop ends all of it, ``setsid`` escapers
+  included; a normal end does the same to what the main process left running.
+* ``Launch.limits`` are applied to the tree (:mod:`._tree`): memory and processes by the cgroup
+  where there is one, else by rlimits; cpu and files by rlimits. ``limits.output`` replaces the
+  cap, and output beyond it fails the step.
 * A :class:`ProcessGroups` registry holds the live groups so that a hard stop (a second SIGINT)
   can SIGKILL them all at once, whatever their grace.
 """
@@ -38,9 +42,10 @@ from collections.abc import Iterator
 
 import trio
 
-from ._base import Launch, ProcessResult
+from ._base import Launch, ProcessResult, ProcessStartError
 from ._capture import communicate
 from ._spawn import Child, spawn
+from ._tree import Containment, StepTree, shared_containment
 
 __all__ = ["LocalProcess", "LocalRunner", "ProcessGroups"]
 
@@ -55,17 +60,28 @@ class ProcessGroups:
 
     def __init__(self) -> None:
         self._pgids: set[int] = set()
+        self._trees: dict[int, StepTree] = {}
         self.killing = False
 
-    def add(self, pgid: int) -> None:
-        """Register a live group; SIGKILL it at once if :meth:`kill_all` was already called."""
+    def add(self, pgid: int, tree: StepTree | None = None) -> None:
+        """Register a live group (and its step's tree); SIGKILL it at once if :meth:`kill_all`
+        was already called."""
         self._pgids.add(pgid)
+        if tree is not None:
+            self._trees[pgid] = tree
         if self.killing:
-            _killpg(pgid, signal.SIGKILL)
+            self._kill(pgid)
 
     def discard(self, pgid: int) -> None:
         """Forget a group (its leader was reaped); unknown ids are ignored."""
         self._pgids.discard(pgid)
+        self._trees.pop(pgid, None)
+
+    def _kill(self, pgid: int) -> None:
+        _killpg(pgid, signal.SIGKILL)
+        tree = self._trees.get(pgid)
+        if tree is not None:
+            tree.signal(signal.SIGKILL)
 
     def kill_all(self) -> None:
         """SIGKILL every registered group now.
@@ -75,7 +91,7 @@ class ProcessGroups:
         """
         self.killing = True
         for pgid in list(self._pgids):
-            _killpg(pgid, signal.SIGKILL)
+            self._kill(pgid)
 
     def __len__(self) -> int:
         return len(self._pgids)
@@ -88,17 +104,39 @@ class LocalRunner:
     """Starts each process as the leader of a new process group here (rules: module docstring).
 
     ``groups`` is the registry of its live groups (a fresh one by default); :meth:`kill_all`
-    SIGKILLs them all. ``Launch.limits`` is accepted and not applied: there are none yet.
+    SIGKILLs them all. ``containment`` holds the steps' trees (:mod:`._tree`; by default the
+    process's shared one, made on first start).
     """
 
-    def __init__(self, groups: ProcessGroups | None = None) -> None:
+    def __init__(
+        self, groups: ProcessGroups | None = None, containment: Containment | None = None
+    ) -> None:
         self.groups = groups if groups is not None else ProcessGroups()
+        self._containment = containment
+
+    @property
+    def containment(self) -> Containment:
+        if self._containment is None:
+            self._containment = shared_containment()
+        return self._containment
 
     def start(self, launch: Launch) -> LocalProcess:
         """Fork and exec now (a few hundred microseconds on the loop; see :func:`spawn`)."""
-        child = spawn(launch.argv, launch.env, launch.cwd, piped_stdin=launch.stdin is not None)
-        self.groups.add(child.pid)  # start_new_session=True: the group id is the leader's pid
-        return LocalProcess(child, launch, self.groups)
+        if launch.runner != "local":
+            raise ProcessStartError(f"the {launch.runner} runner is not available here")
+        try:
+            tree = self.containment.tree(launch.limits)
+        except OSError as exc:
+            raise ProcessStartError(f"cannot make the step's cgroup: {exc.strerror}") from exc
+        try:
+            env = tree.env(launch.env)
+            child = spawn(launch.argv, env, launch.cwd, piped_stdin=launch.stdin is not None)
+        except BaseException:
+            tree.release()
+            raise
+        tree.adopt(child.pid)
+        self.groups.add(child.pid, tree)  # start_new_session: the group id is the leader's pid
+        return LocalProcess(child, launch, self.groups, tree)
 
     def kill_all(self) -> None:
         self.groups.kill_all()
@@ -107,12 +145,13 @@ class LocalRunner:
 class LocalProcess:
     """One started child and its group, as :class:`LocalRunner` hands it out."""
 
-    __slots__ = ("_child", "_groups", "_launch")
+    __slots__ = ("_child", "_groups", "_launch", "_tree")
 
-    def __init__(self, child: Child, launch: Launch, groups: ProcessGroups) -> None:
+    def __init__(self, child: Child, launch: Launch, groups: ProcessGroups, tree: StepTree) -> None:
         self._child = child
         self._launch = launch
         self._groups = groups
+        self._tree = tree
 
     async def wait(self) -> ProcessResult:
         child = self._child
@@ -121,11 +160,14 @@ class LocalProcess:
             child.stdin, child.stdout, child.stderr, launch.stdin, launch.output_cap, launch.output
         )
         returncode = await child.wait()
+        await self._tree.end(0 if self._groups.killing else launch.grace)
         truncated = out.truncated or err.truncated
-        return ProcessResult(returncode, out.text(), err.text(), truncated, child.pid)
+        stderr = err.text()
+        limit = self._tree.limit(returncode, stderr, truncated)
+        return ProcessResult(returncode, out.text(), stderr, truncated, child.pid, limit)
 
     async def stop(self, grace: float) -> None:
-        """Stop the child's whole process group: SIGTERM, up to ``grace`` s, SIGKILL, reap.
+        """Stop the child's whole tree: SIGTERM, up to ``grace`` s, SIGKILL, reap.
 
         Called inside a shielded scope. The SIGKILL goes to the group whether or not the leader
         exited within its grace: it ends a leader that ignored SIGTERM and also stray
@@ -133,17 +175,22 @@ class LocalProcess:
         at worst), so the group id cannot have been reused by an unrelated process meanwhile. A
         group member cannot fork past a pending group SIGKILL, so no new stray escapes it.
         """
-        child = self._child
+        child, tree = self._child, self._tree
+        deadline = trio.current_time() + grace
         if not self._groups.killing:
-            _killpg(child.pid, signal.SIGTERM)
-            with trio.move_on_after(grace):
+            tree.signal(signal.SIGTERM)
+            with trio.move_on_at(deadline):
                 await child.wait_exited()
         _killpg(child.pid, signal.SIGKILL)
         await child.wait()
+        # the rest of the tree (escapers too) gets what is left of the grace, then SIGKILL
+        rest = 0.0 if self._groups.killing else max(0.0, deadline - trio.current_time())
+        await tree.end(rest, thorough=True)
 
     def close(self) -> None:
         self._child.close()
         self._groups.discard(self._child.pid)
+        self._tree.release()
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

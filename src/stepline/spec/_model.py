@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from attrs import field, frozen
 
+from ._limits import NO_LIMITS, Limits
+
 if TYPE_CHECKING:
     from ._callbacks import Callback
     from ._graph import Unit
@@ -104,6 +106,9 @@ class Run(_StepBase):
     grace: float = 5.0
     stream: bool | None = None  # emit `output` events per line; None: the job's choice
     parse: str | None = None  # "json", "text" or "lines": the output is stdout parsed
+    limits: Limits = NO_LIMITS  # missing keys inherited from the job, then from serve
+    runner: str | None = None  # "local" | "sandbox"; None: the job's, then serve's
+    network: bool = False  # the sandbox runner gives network access only when true
 
 
 @frozen(kw_only=True)
@@ -207,3 +212,5 @@ class JobSpec:
     keep_workspace: bool = False  # keep the job's workspace directory (engine/_workspace.py)
     stream: bool | None = None  # its `run` steps' default `stream`; None: the executor's
     artifacts: tuple[str, ...] = ()  # workspace globs copied out at the end (spec/_artifacts.py)
+    limits: Limits = NO_LIMITS  # defaults for the job's `run` steps (spec/_limits.py)
+    runner: str | None = None  # the runner of the job's `run` steps that name none

@@ -37,6 +37,7 @@ import orjson
 from .._errors import InvalidJob
 from ._graph import RefProblem, Scope, Unit, describe, parse_job_body
 from ._inherit import NOTHING_INHERITED, Inherited
+from ._limits import NO_LIMITS, Limits, parse_limits, parse_runner
 from ._model import (
     NO_MODIFIERS,
     Deferred,
@@ -82,7 +83,7 @@ _KINDS: Final = frozenset(
 )
 _MODIFIER_KEYS: Final = ("name", "timeout", "retry")
 _OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "run": ("env", "cwd", "stdin", "grace", "stream", "parse"),
+    "run": ("env", "cwd", "stdin", "grace", "stream", "parse", "limits", "runner", "network"),
     "par": ("limit",),
     "try": ("catch",),
     "use": ("with",),
@@ -94,6 +95,7 @@ _JOB_KEYS: Final = frozenset(
         *("steps", "tasks", "name", "timeout", "retry", "params", "on_finish", "limit"),
         *("keep_workspace", "stream", "env", "cwd", "artifacts"),
         "hook",  # a template that POST /hooks/{name} may submit (the HTTP front)
+        *("limits", "runner"),
     )
 )
 _PARSE_MODES: Final = ("json", "text", "lines")
@@ -394,6 +396,8 @@ class _Validator:
             keep_workspace=_flag(v, raw, base, "keep_workspace") or False,
             stream=_flag(v, raw, base, "stream"),
             artifacts=_artifacts(v, raw["artifacts"], base) if "artifacts" in raw else (),
+            limits=_limits(v, raw, base),
+            runner=_runner(v, raw, base),
         )
 
     # -- steps -------------------------------------------------------------------------------
@@ -510,6 +514,9 @@ class _Validator:
             grace=5.0 if "grace" not in raw else self._number(grace, path, "grace"),
             stream=_flag(self, raw, path, "stream"),
             parse=None if "parse" not in raw else self._parse_mode(raw["parse"], path),
+            limits=_limits(self, raw, path),
+            runner=_runner(self, raw, path),
+            network=bool(_flag(self, raw, path, "network")),
         )
 
     def _parse_mode(self, raw: object, path: str) -> str:
@@ -869,6 +876,22 @@ def _flag(v: _Validator, raw: dict[Any, Any], base: str, key: str) -> bool | Non
     if type(value) is not bool:
         raise InvalidJob(_at(base, key), f"expected true or false, got {describe(value)}")
     return value
+
+
+def _limits(v: _Validator, raw: dict[Any, Any], base: str) -> Limits:
+    """A job's or a ``run`` step's ``limits`` (spec/_limits.py)."""
+    if "limits" not in raw:
+        return NO_LIMITS
+    value = v._json_field(raw["limits"], base, "limits")
+    return parse_limits(value, _at(base, "limits"), v._lenient)
+
+
+def _runner(v: _Validator, raw: dict[Any, Any], base: str) -> str | None:
+    """A job's or a ``run`` step's ``runner``: ``local`` or ``sandbox`` (None: inherited)."""
+    if "runner" not in raw:
+        return None
+    value = v._resolve(raw["runner"], base, "runner")
+    return parse_runner(value, _at(base, "runner"), v._lenient)
 
 
 def _http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:

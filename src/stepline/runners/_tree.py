@@ -1,0 +1,377 @@
+"""A step's whole process tree: held, limited and stopped, with what this machine offers.
+
+:class:`Containment` is what one runner uses, chosen once, strongest first:
+
+1. **a cgroup per step** (:mod:`~stepline.runners._cgroup`): every process the step starts stays
+   in it, whatever it does (``setsid``, ``setpgid``, a double fork); memory and process limits
+   apply to the whole tree; an OOM kill is counted there, so it is told from a kill.
+2. **no cgroup** (the default for now: cgroups are opt-in with ``STEPLINE_CGROUPS=1`` until the
+   gaps NOTES.md lists are closed; also not root or no cgroupfs): the step's process group,
+   and a marker in its environment (``STEPLINE_TREE=RUNNER.STEP``) that its descendants inherit,
+   found by a scan of ``/proc`` (as Jenkins finds a build's processes). A process that clears its
+   environment *and* leaves the process group is out of reach there. Limits are rlimits.
+
+In both, stepline is a child subreaper (``PR_SET_CHILD_SUBREAPER``): an escaper whose parent
+exits comes back to stepline instead of init, so it is still below stepline (and reaped by it).
+And a guardian process (:mod:`~stepline.runners._guard`) kills every step's tree if stepline
+itself dies, SIGKILL included: it waits on a pipe only stepline holds.
+
+A step's tree is stopped when the step ends for any reason: a stop (cancel, timeout, shutdown)
+sends SIGTERM to all of it, waits up to the grace, then SIGKILLs what is left until nothing is;
+a normal end does the same to whatever the main process left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import weakref
+from collections.abc import Mapping
+from typing import Final
+
+import trio
+
+from ..spec._limits import NO_LIMITS, Limits
+from ._cgroup import Cgroups, StepGroup
+
+__all__ = ["Containment", "StepTree", "live_leaders", "shared_containment"]
+
+log = logging.getLogger("stepline")
+
+_PR_SET_CHILD_SUBREAPER: Final = 36
+_RUNNERS = itertools.count(1)
+_LEADERS: set[int] = set()  # every runner's live step leaders (not to be reaped as orphans)
+_ORPHANS: set[int] = set()  # processes killed in a sweep, to be reaped once they are zombies
+_HELPERS: set[int] = set()  # the guardians: children of ours that are not orphans
+_GUARD: Final = os.path.join(os.path.dirname(__file__), "_guard.py")
+_SHARED: list[Containment] = []
+
+
+def shared_containment() -> Containment:
+    """The process's containment, made on first use: one guardian and one cgroup directory
+    per stepline process, whatever number of runners it has."""
+    if not _SHARED:
+        _SHARED.append(Containment())
+    return _SHARED[0]
+
+
+def live_leaders() -> set[int]:
+    """The pids of the step processes every runner here is running (the process-wide set)."""
+    return _LEADERS
+
+
+class Containment:
+    """One runner's way of holding its steps' trees (module docstring), made on first use."""
+
+    def __init__(self, *, cgroups: bool = True) -> None:
+        wanted = cgroups and os.environ.get("STEPLINE_CGROUPS", "0") == "1"
+        self.cgroups = Cgroups.open() if wanted else None
+        self.marker = f"{os.getpid()}-{next(_RUNNERS)}"
+        self.subreaper = _become_subreaper()
+        self._steps = itertools.count(1)
+        self._guard = _start_guardian(self.marker, self.cgroups)
+        if self._guard is not None:
+            _HELPERS.add(self._guard.pid)
+            weakref.finalize(self, _stop_guardian, self._guard)
+
+    @property
+    def description(self) -> str:
+        """What holds the trees here, for ``stepline serve`` logs and the docs' table."""
+        how = self.cgroups.description if self.cgroups else "process groups and an env marker"
+        extras = [x for x, on in (("subreaper", self.subreaper), ("guardian", self._guard)) if on]
+        return ", ".join([how, *extras])
+
+    def tree(self, limits: Limits) -> StepTree:
+        """A new step's tree, before its process starts (raises ``OSError``)."""
+        group = self.cgroups.group(limits) if self.cgroups is not None else None
+        marker = None if group is not None else f"{self.marker}.{next(self._steps)}"
+        return StepTree(self, limits, group, marker)
+
+    def close(self) -> None:
+        """Stop the guardian (nothing is left to guard) and remove the runner's cgroups."""
+        if self._guard is not None:
+            _stop_guardian(self._guard)
+        if self.cgroups is not None:
+            self.cgroups.close()
+
+
+class StepTree:
+    """The processes of one step: started by :meth:`adopt`, ended by :meth:`end`."""
+
+    __slots__ = ("_containment", "group", "leader", "limits", "marker")
+
+    def __init__(
+        self,
+        containment: Containment,
+        limits: Limits,
+        group: StepGroup | None,
+        marker: str | None,
+    ) -> None:
+        self._containment = containment
+        self.limits = limits
+        self.group = group
+        self.marker = marker
+        self.leader = 0
+
+    def env(self, env: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """The step's environment additions: its marker, where there is no cgroup."""
+        if self.marker is None:
+            return env
+        return {**(env or {}), "STEPLINE_TREE": self.marker}
+
+    def adopt(self, pid: int) -> None:
+        """The step's process ``pid`` was just started: hold it, and anything it forked already.
+
+        It joins the step's cgroup and gets its rlimits a few microseconds after it was
+        started; whatever it forked before that is found through ``/proc/PID/task/*/children``
+        and joined too (NOTES.md, Containment: why not in the child before exec).
+        """
+        self.leader = pid
+        _LEADERS.add(pid)
+        pending, seen = [pid], set()
+        while pending:
+            current = pending.pop()
+            seen.add(current)
+            if self.group is not None:
+                self.group.join(current)
+            _apply_rlimits(current, self.limits, self._containment.cgroups)
+            pending.extend(p for p in _children(current) if p not in seen)
+
+    def members(self, *, thorough: bool) -> list[int]:
+        """The tree's live processes besides the leader. Without a cgroup: the process group's
+        and, if ``thorough`` or the group or an orphan hints at more, the marker's."""
+        if self.group is not None:
+            return [p for p in self.group.procs() if p != self.leader]
+        found = []
+        if thorough or _group_alive(self.leader) or _adopted():
+            assert self.marker is not None
+            found = _marked(self.marker)
+        return [p for p in found if p != self.leader]
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole tree: the leader's group, and every member."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.leader, sig)
+        if self.group is not None:
+            _ORPHANS.update(p for p in self.group.signal(sig) if p != self.leader)
+            return
+        assert self.marker is not None
+        for pid in _marked(self.marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if pid != self.leader:
+                _ORPHANS.add(pid)
+
+    async def end(self, grace: float, *, thorough: bool = False) -> None:
+        """Stop what is left of the tree: SIGTERM, up to ``grace`` s, then SIGKILL until none.
+
+        The leader is not waited for here (its caller reaps it); the rest is. Called on every
+        step's end, so the common case, nothing left, costs one read of ``cgroup.procs``.
+        """
+        if not self.members(thorough=thorough) and not _group_alive(self.leader):
+            _reap_orphans()
+            return
+        if grace > 0:
+            self.signal(signal.SIGTERM)
+            with trio.move_on_after(grace):
+                await self._gone()
+        delay = 0.001
+        while self.members(thorough=True) or _group_alive(self.leader):
+            self.signal(signal.SIGKILL)
+            await trio.sleep(delay)
+            delay = min(2 * delay, 0.02)
+        _reap_orphans()
+
+    async def _gone(self) -> None:
+        delay = 0.001
+        while self.members(thorough=True) or _group_alive(self.leader):
+            await trio.sleep(delay)
+            delay = min(2 * delay, 0.05)
+
+    def limit(self, returncode: int, stderr: str, output_exceeded: bool) -> str | None:
+        """The limit the step ran into, if any (None: it ended on its own terms)."""
+        limits, group = self.limits, self.group
+        if group is not None and group.oom_killed():
+            return "memory"
+        if output_exceeded and limits.output is not None:
+            return "output"
+        if limits is NO_LIMITS or returncode == 0:
+            return None
+        if limits.cpu is not None and returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            return "cpu"
+        if group is not None and group.processes_maxed():
+            return "processes"
+        return _rlimit_hint(limits, stderr, self._containment.cgroups)
+
+    def release(self) -> None:
+        """The step is over: forget its leader, give its cgroup back."""
+        _LEADERS.discard(self.leader)
+        if self.group is not None:
+            cgroups = self._containment.cgroups
+            assert cgroups is not None
+            cgroups.give_back(self.group)
+            self.group = None
+
+
+# -- rlimits: the limits a cgroup does not carry ------------------------------------------------
+
+
+def _apply_rlimits(pid: int, limits: Limits, cgroups: Cgroups | None) -> None:
+    """Per-process limits: cpu and files always; memory and processes without a cgroup."""
+    if limits is NO_LIMITS:
+        return
+    wanted = []
+    if limits.cpu is not None:
+        seconds = max(1, int(limits.cpu + 0.999))
+        wanted.append((resource.RLIMIT_CPU, (seconds, seconds + 1)))  # SIGXCPU, then SIGKILL
+    if limits.files is not None:
+        wanted.append((resource.RLIMIT_NOFILE, (limits.files, limits.files)))
+    if limits.memory is not None and (cgroups is None or not cgroups.limits_memory):
+        wanted.append((resource.RLIMIT_DATA, (limits.memory, limits.memory)))
+    if limits.processes is not None and (cgroups is None or not cgroups.limits_processes):
+        wanted.append((resource.RLIMIT_NPROC, (limits.processes, limits.processes)))
+    for which, value in wanted:
+        with contextlib.suppress(ProcessLookupError):
+            resource.prlimit(pid, which, value)
+
+
+_HINTS: Final = (
+    ("files", "files", ("Too many open files",)),
+    ("memory", "memory", ("MemoryError", "Cannot allocate memory", "out of memory")),
+    ("processes", "processes", ("Resource temporarily unavailable",)),
+)
+
+
+def _rlimit_hint(limits: Limits, stderr: str, cgroups: Cgroups | None) -> str | None:
+    """An rlimit leaves no count behind: a failed step whose stderr says the matching error
+    (``EMFILE``, ``ENOMEM``, ``EAGAIN`` from fork) ran into it, as far as anyone can tell."""
+    tail = stderr[-4096:]
+    for name, attr, phrases in _HINTS:
+        if getattr(limits, attr) is None:
+            continue
+        if name == "memory" and cgroups is not None and cgroups.limits_memory:
+            continue
+        if name == "processes" and cgroups is not None and cgroups.limits_processes:
+            continue
+        if any(phrase in tail for phrase in phrases):
+            return name
+    return None
+
+
+# -- process-wide helpers -----------------------------------------------------------------------
+
+
+def _become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux 3.4)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _start_guardian(marker: str, cgroups: Cgroups | None) -> subprocess.Popen[bytes] | None:
+    """Start the guardian (module docstring); None if it cannot be started."""
+    roots = cgroups.roots if cgroups is not None else []
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", _GUARD, marker, *roots],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env={},  # nothing of stepline's: it is not one of the steps' processes
+        )
+    except OSError as exc:
+        log.warning("no guardian for run steps (a crash may leave processes): %s", exc)
+        return None
+
+
+def _stop_guardian(guard: subprocess.Popen[bytes]) -> None:
+    """Close its pipe: it sweeps (nothing, by now), removes the directories and exits. Not
+    waited for: the ``Popen`` reaps it later."""
+    if guard.stdin is not None and not guard.stdin.closed:
+        guard.stdin.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _adopted() -> bool:
+    """Does stepline have a child it did not start (an orphan come back to the subreaper)?"""
+    return any(p not in _LEADERS and p not in _HELPERS for p in _children(os.getpid()))
+
+
+def _group_alive(pgid: int) -> bool:
+    """Has process group ``pgid`` a live member? Zombies of it that came back to us (orphans of
+    the subreaper) are reaped first: a zombie still counts as a member for ``killpg``."""
+    if pgid <= 0:
+        return False
+    _reap_zombies_of(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _marked(marker: str) -> list[int]:
+    """Processes whose environment carries ``STEPLINE_TREE=marker`` (a scan of ``/proc``)."""
+    needle = f"STEPLINE_TREE={marker}\0".encode()
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if needle in environ or environ.endswith(needle[:-1]):
+            found.append(int(name))
+    return found
+
+
+def _reap_zombies_of(pgid: int) -> None:
+    """Reap our zombie children of group ``pgid`` (not its leader: its own ``wait`` reaps it)."""
+    for pid in _children(os.getpid()):
+        if pid in _LEADERS or pid in _HELPERS:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[2]) == pgid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def _reap_orphans() -> None:
+    """Reap the processes a sweep killed that came back to us; not ours or not dead yet: later."""
+    for pid in list(_ORPHANS):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            _ORPHANS.discard(pid)  # not our child (it had a living parent): its parent reaps it
+            continue
+        if done:
+            _ORPHANS.discard(pid)
