@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
@@ -24,6 +25,21 @@ class MemoryOutbox:
     def emit(self, event: Event) -> None:
         self.events.append(event)
         self._changed.unpark_all()
+
+    def emit_line(self, line: bytes) -> None:
+        """An event encoded as a JSON line (``--state``'s event log), kept decoded."""
+        self.emit(orjson.loads(line))
+
+    @property
+    def emitted(self) -> int:
+        return len(self.events)
+
+    @property
+    def written(self) -> int:  # kept at once: "written" as soon as emitted
+        return len(self.events)
+
+    async def wait_written(self, count: int) -> None:
+        await trio.lowlevel.checkpoint()
 
     async def wait_writable(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -30,6 +30,13 @@ def by_event(events: list[Event], name: str) -> list[Event]:
     return [e for e in events if e["event"] == name]
 
 
+def fresh(before: list[Event], after: list[Event]) -> list[Event]:
+    """``after`` without the copies of logged events ``before`` had already written: an event
+    written just before a crash may be written again after it, with the same ``seq``."""
+    seen = {e["seq"] for e in before if "seq" in e}
+    return [e for e in after if e.get("seq") not in seen]
+
+
 def submit(job: Any, **fields: Any) -> dict[str, Any]:
     return {"op": "submit", "job": job, **fields}
 
@@ -95,7 +102,7 @@ async def test_sigkill_mid_run_then_restart_finishes_every_job_exactly_once(
         "--state", str(state), "--workers", "4", "--heartbeat", "0", deadline=60
     ) as second:
         await second.send(submit({"value": "new"}, id="new"))
-        run2 = await drain(second)
+        run2 = fresh(run1, await drain(second))
 
     recovered = {e["job"]: e for e in by_event(run2, "recovered")}
     assert sorted(recovered) == sorted(unfinished)  # every unfinished job, and only those
@@ -127,10 +134,10 @@ async def test_on_restart_fail_finishes_interrupted_jobs_at_once(tmp_path: Path)
         await first.wait_for("accepted", job="j2")
         while not marker.exists():  # with `fail`, steps begin once `running` is on disk
             await trio.sleep(0.02)
-        await kill_and_collect(first)
+        run1 = await kill_and_collect(first)
 
     async with serve(*fail) as second:
-        events = await drain(second)
+        events = fresh(run1, await drain(second))
     assert [(e["job"], e["state"], e["action"]) for e in by_event(events, "recovered")] == [
         ("j1", "running", "failed"),
         ("j2", "queued", "requeued"),
@@ -320,7 +327,9 @@ async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
     assert rows(tmp_path / "state.db", "SELECT count(*) FROM jobs") == [(10,)]
 
 
-async def test_a_failing_store_refuses_submits_but_loses_no_finished() -> None:
+async def test_a_failing_store_refuses_submits_holds_outcomes_and_recovers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     backend = MemoryBackend()
     store = await Store.open(backend)
     outbox = MemoryOutbox()
@@ -331,14 +340,44 @@ async def test_a_failing_store_refuses_submits_but_loses_no_finished() -> None:
         await nursery.start(executor.run)
         running = await executor.submit({"sleep": 0.2})
         await outbox.wait_for(lambda e: e["event"] == "started")
-        backend.failing = OSError("disk I/O error")
+        backend.failing = OSError("disk full")
         with pytest.raises(StoreFailed, match="cannot be written"):
-            await executor.submit({"value": 1})
-        await outbox.finished(running.id)  # its outcome could not be recorded: still announced
+            await executor.submit({"value": 1})  # withdrawn from the failed batch: refused
+        await trio.sleep(10)  # the job has finished, but its outcome is not on disk...
+        assert running.state.value == "succeeded"
+        assert by_event(outbox.events, "finished") == []  # ...so nothing says it is
         with pytest.raises(StoreFailed):
-            await executor.submit({"value": 2})
+            await executor.submit({"value": 2})  # refused at once while the disk is full
+        backend.failing = None  # space frees: the retried batch is committed, then written
+        await outbox.finished(running.id)
+        later = await executor.submit({"value": 3})  # and the store takes submits again
+        await outbox.finished(later.id)
         executor.shutdown("drain")
         await executor.closed.wait()
         await store.aclose()
-    assert [e["job"] for e in by_event(outbox.events, "accepted")] == [running.id]
+    assert [e["job"] for e in by_event(outbox.events, "accepted")] == [running.id, later.id]
+    assert {job[2] for job in backend.jobs.values()} == {"succeeded"}  # j2 was never stored
     lifecycle_ok(outbox.events)
+
+
+async def test_a_store_still_failing_at_close_writes_nothing_it_could_not_record(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    backend = MemoryBackend()
+    store = await Store.open(backend)
+    outbox = MemoryOutbox()
+    executor = Executor(Config(workers=1, heartbeat=0), outbox)
+    store.attach(executor)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await nursery.start(executor.run)
+        job = await executor.submit({"sleep": 0.2})
+        await outbox.wait_for(lambda e: e["event"] == "started")
+        backend.failing = OSError("disk full")
+        executor.shutdown("drain")
+        await executor.closed.wait()
+        await store.aclose()  # gives up after a few attempts
+    assert by_event(outbox.events, "finished") == []  # not on disk: not said
+    backend.failing = None
+    again = await Store.open(backend)  # the next start recovers the job: one `finished` in all
+    assert [(j.id, j.state) for j in again.snapshot.unfinished] == [(job.id, "running")]

@@ -246,8 +246,13 @@ class ClusterNode:
 
     # -- DurableState ------------------------------------------------------------------------
 
-    def on_started(self, job: Job) -> None:
-        """The claim already recorded the job as running."""
+    def on_started(self, job: Job, event: Event) -> None:
+        """The claim already recorded the job as running: ``started`` goes out at once."""
+        self.executor.outbox.emit(event)
+
+    def on_cancelling(self, job: Job, event: Event) -> None:
+        """Written at once, as without a store (the cancel itself goes through the database)."""
+        self.executor.outbox.emit(event)
 
     def on_finished(self, job: Job, event: Event) -> None:
         claim = self.claims.get(job.id)

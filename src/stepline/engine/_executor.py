@@ -425,11 +425,15 @@ class Executor:
     ) -> Job:
         """Accept a job into the slot :meth:`reserve_slot` held, under an id taken earlier.
 
+        No ``accepted`` is written here: the store committed it with the job's record.
+
         A shutdown that began since the slot was reserved does not refuse it (its record is
         durable already): it is accepted and cancelled at once, so its ``finished`` follows.
         """
         self._reserved -= 1
-        record = self.table.accept(spec, name=name, request_id=request_id, job_id=job_id, **extra)
+        record = self.table.accept(
+            spec, name=name, request_id=request_id, job_id=job_id, announce=False, **extra
+        )
         if self.state is ExecutorState.RUNNING:
             self.queue.put_nowait(record)  # cannot block: the slot was held
         else:

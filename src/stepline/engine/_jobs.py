@@ -153,14 +153,16 @@ FinishHook = Callable[["Job", Event], None]
 
 
 class TableObserver(Protocol):
-    """Sees every start and finish as it happens (the ``--state`` store, :mod:`stepline.store`).
+    """Sees every start, cancel and finish as it happens (the ``--state`` store).
 
     Called synchronously inside the transition, so it must not block or ``await``: it records
-    the change and returns. ``on_finished`` takes over writing the ``finished`` event, so the
-    store can hold it back until the outcome is durable.
+    the change and returns. Each call takes over writing the transition's event, so the store
+    can write it only once the change it reports is durable (:mod:`stepline.store._eventlog`).
     """
 
-    def on_started(self, job: Job) -> None: ...
+    def on_started(self, job: Job, event: Event) -> None: ...
+
+    def on_cancelling(self, job: Job, event: Event) -> None: ...
 
     def on_finished(self, job: Job, event: Event) -> None: ...
 
@@ -196,12 +198,15 @@ class JobTable:
         name: str | None,
         request_id: RequestId = None,
         job_id: str | None = None,
+        announce: bool = True,
         **extra: Any,
     ) -> Job:
         """Record a new job as queued and announce it with ``accepted``.
 
         ``job_id`` is an id taken earlier with :meth:`reserve_id` (a durable submit writes its
-        record under that id before accepting); by default the next id is taken now.
+        record under that id before accepting); by default the next id is taken now. With
+        ``announce=False`` no event is written: a durable submit committed its ``accepted``
+        (:meth:`accepted_event`) with its record.
         """
         job = Job(
             id=job_id if job_id is not None else self.reserve_id(),
@@ -211,11 +216,17 @@ class JobTable:
         )
         self._jobs[job.id] = job
         self._queued[job.id] = job
-        accepted = {"event": "accepted", "ts": time.time(), "job": job.id, **extra}
+        if announce:
+            self._emit(self.accepted_event(job.id, request_id, extra))
+        return job
+
+    @staticmethod
+    def accepted_event(job_id: str, request_id: RequestId, extra: dict[str, Any]) -> Event:
+        """The ``accepted`` event of a job."""
+        accepted = {"event": "accepted", "ts": time.time(), "job": job_id, **extra}
         if request_id is not None:
             accepted["id"] = request_id
-        self._emit(accepted)
-        return job
+        return accepted
 
     def start(self, job: Job, scope: trio.CancelScope) -> None:
         """A worker took the job: queued → running in ``scope``; its deadline starts now."""
@@ -226,9 +237,11 @@ class JobTable:
         job.started_at = trio.current_time()
         if job.spec.timeout is not None:
             scope.deadline = job.started_at + job.spec.timeout
-        self._emit({"event": "started", "ts": time.time(), "job": job.id})
-        if self.observer is not None:
-            self.observer.on_started(job)
+        started = {"event": "started", "ts": time.time(), "job": job.id}
+        if self.observer is None:
+            self._emit(started)
+        else:
+            self.observer.on_started(job, started)  # written once the start is durable
 
     def finish(
         self, job: Job, state: JobState, *, output: Any = None, error: dict[str, Any] | None = None
@@ -254,7 +267,11 @@ class JobTable:
         job = self.get(job_id)
         if job.state in FINAL_STATES:
             raise AlreadyFinished(f"job {job_id} already finished ({job.state.value})")
-        self._emit(reply("cancelling", request_id, job=job.id))
+        cancelling = reply("cancelling", request_id, job=job.id)
+        if self.observer is None:
+            self._emit(cancelling)
+        else:
+            self.observer.on_cancelling(job, cancelling)  # written once the cancel is durable
         self.cancel(job, "cancelled by request")
         return job
 

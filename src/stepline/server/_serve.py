@@ -33,7 +33,7 @@ from ..triggers._attach import Triggers
 from ..wire._commands import CommandRefused, decode_command, decode_plain_submit
 from ..wire._events import Event, error, event
 from ..wire._framing import TooLong, read_lines
-from ..wire._outbox import StreamOutbox, TappedOutbox
+from ..wire._outbox import Outbox, StreamOutbox, TappedOutbox
 from ._dispatch import dispatch, submit_nowait
 
 if TYPE_CHECKING:
@@ -85,8 +85,14 @@ class Server:
     ) -> None:
         self.outbox = StreamOutbox(stdout) if front is None else TappedOutbox(stdout, front.observe)
         # A cluster node (--state postgresql://...) routes the events of jobs submitted on
-        # other nodes to them through the database (cluster/_writer.py).
-        outbox = self.outbox if cluster is None else cluster.route(self.outbox)
+        # other nodes to them through the database (cluster/_writer.py). --state PATH: the
+        # executor writes through the store's event log, which writes each lifecycle event
+        # after its commit and keeps every other event in order behind them.
+        outbox: Outbox = self.outbox
+        if cluster is not None:
+            outbox = cluster.route(self.outbox)
+        elif store is not None:
+            outbox = store.sequence(self.outbox)
         self.executor = Executor(config, outbox)
         Triggers.attach(self.executor)  # callbacks, alerts, schedules: each made on first use
         self._cluster = cluster
@@ -126,6 +132,8 @@ class Server:
                 if self._store is not None:
                     await outer.start(self._store.run)
                 self.outbox.emit(self._ready())
+                if self._store is not None:
+                    self._store.redeliver()  # what the last run committed but had not written
                 await self._serve(signals)
                 if self._store is not None:
                     await self._store.aclose()  # the last outcomes are durable before `bye`
@@ -204,13 +212,14 @@ class Server:
         if isinstance(line, TooLong):
             await self._settle()
             message = f"line of {line.length} bytes exceeds --max-line {self._max_line}"
-            self.outbox.emit(error("line_too_long", message))
+            self.executor.outbox.emit(error("line_too_long", message))
             return
         try:
             command, request_id = decode_command(line)
         except CommandRefused as refused:
             await self._settle()
-            self.outbox.emit(error(refused.error.code, refused.error.message, refused.request_id))
+            refusal = error(refused.error.code, refused.error.message, refused.request_id)
+            self.executor.outbox.emit(refusal)
             return
         if self._pipeline is not None and await self._pipeline.offer(command, request_id):
             return  # a submit, staged (or refused in order)

@@ -67,12 +67,13 @@ async def stage(
     executor.check_accepting()
     spec = executor.validate(job, template, params)
     raw = job if template is None else executor.templates[template]
-    request = encode_request(raw, params, spec, executor.templates)
+    request = encode_request(raw, params, spec, executor.templates, request_id)
     await executor.reserve_slot()
     job_id = executor.table.reserve_id()
     job_name = name if name is not None else spec.name
+    accepted = executor.table.accepted_event(job_id, request_id, extra or {})
     try:
-        gen = store.add_job(job_id, job_name, request)
+        gen = store.add_job(job_id, job_name, request, accepted)
     except StoreFailed:
         executor.release_slot()
         raise
@@ -85,11 +86,12 @@ async def settle(
     """Accept staged jobs, in order, once their records are committed: one wait for all.
 
     Commits are sequential, so the last one durable means all are. A job whose record could not
-    be written is refused (``StoreFailed``). A job staged before a shutdown began is still
-    accepted, as it is on disk, and cancelled at once: its ``finished`` follows.
+    be written is refused (``StoreFailed``): the store withdrew it, with its ``accepted``. A
+    job staged before a shutdown began is still accepted, as it is on disk, and cancelled at
+    once: its ``finished`` follows.
     """
     with contextlib.suppress(StoreFailed):  # the committed ones are accepted, others refused
-        await store.wait_durable(staged[-1].gen)
+        await store.wait_admitted(staged[-1].gen)
     return settle_now(executor, store, staged)
 
 
@@ -101,7 +103,7 @@ def settle_now(
 
 
 def _accept(executor: Executor, store: Store, item: StagedJob) -> Job | StoreFailed:
-    if not store.is_durable(item.gen):
+    if not store.admitted(item.job_id, item.gen):
         executor.release_slot()
         return StoreFailed(f"job not accepted: {store.failure}")
     return executor.accept_reserved(
@@ -143,15 +145,22 @@ async def submit_durably(
 
 
 def encode_request(
-    raw: Any, params: Mapping[str, Any] | None, spec: JobSpec, templates: Mapping[str, Any]
+    raw: Any,
+    params: Mapping[str, Any] | None,
+    spec: JobSpec,
+    templates: Mapping[str, Any],
+    request_id: RequestId = None,
 ) -> bytes:
-    """The stored form of a submit: enough to validate the same job again after a restart.
+    """The stored form of a submit: enough to validate the same job again after a restart,
+    and the submit's request ``id``, which its ``recovered`` carries.
 
     Why not the spec itself: re-validating the raw JSON keeps the stored form independent of the
     spec classes (new step kinds need no codec), at the cost of keeping the templates the job
     used, so that a template redefined later cannot change a job already accepted.
     """
     body: dict[str, Any] = {"job": raw, "params": dict(params or {})}
+    if request_id is not None:
+        body["id"] = request_id
     try:
         data = orjson.dumps(body)
         if b'"use"' in data:  # cheap pre-check: only then walk the spec for the templates used

@@ -95,7 +95,7 @@ class SubmitPipeline:
     async def _settle_oldest(self) -> None:
         try:
             with trio.CancelScope(shield=True):  # as in settle(): it ends accepted or refused
-                await self._store.wait_durable(self._staged[0].gen)
+                await self._store.wait_admitted(self._staged[0].gen)
         except StoreFailed:
             await self.settle()  # refuses what was not written
         self._settle_committed()
@@ -103,13 +103,14 @@ class SubmitPipeline:
     def _settle_committed(self) -> None:
         """Accept, without waiting, the staged submits already committed.
 
-        Commits happen in order, so they are a prefix. Doing this at every submit keeps the
+        Commits happen in order, so they are a prefix (as are submits withdrawn after a failed
+        commit, which are refused). Doing this at every submit keeps the
         pipeline full: while one batch commits, the next fills, and the reader waits only when
         it has no queue room left.
         """
         store = self._store
         ready = 0
-        while ready < len(self._staged) and store.is_durable(self._staged[ready].gen):
+        while ready < len(self._staged) and store.is_decided(self._staged[ready].gen):
             ready += 1
         if ready:
             done, self._staged = self._staged[:ready], self._staged[ready:]

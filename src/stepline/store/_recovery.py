@@ -5,10 +5,13 @@ Two steps, split around the ``ready`` event:
 * :func:`restore` (before ``ready``, synchronous): templates come back; finished records come
   back for ``status`` (at most ``--keep``); jobs that were queued or running are validated again
   from their stored requests and put back in the job table as queued; the id counter continues.
-* :func:`resume` (after ``ready``, before any command is read): each unfinished job gets a
-  ``recovered`` event, then its lifecycle continues. A job that was queued is queued again
-  (``requeued``). A job that was running is run again (``rerun``) or, with ``--on-restart fail``,
-  finished at once as ``failed`` with error type ``interrupted`` (``failed``).
+* :func:`resume` (after ``ready`` and the events the last run had not written, before any
+  command is read): each unfinished job gets a ``recovered`` event, logged like every lifecycle
+  event and carrying its submit's request ``id``, then its lifecycle continues. A job that was
+  queued is queued again (``requeued``). A job that was running is run again (``rerun``) or,
+  with ``--on-restart fail``, finished at once as ``failed`` with error type ``interrupted``
+  (``failed``). A job whose cancel had been recorded (``cancelling``) is finished
+  ``cancelled`` (``cancelled``): a cancel the driver was told of is never undone.
 
 Why jobs are validated again instead of stored as specs: see
 :func:`stepline.store._admit.encode_request`.
@@ -29,7 +32,7 @@ from ..engine._jobs import Job, JobState
 from ..spec._model import JobSpec, Seq
 from ..spec._policy import check_run_policy
 from ..spec._validate import validate_job
-from ..wire._events import event
+from ..wire._events import RequestId, event
 from ._model import Snapshot, StoredJob
 from ._store import Store
 
@@ -46,9 +49,10 @@ class Recovered:
     """One unfinished job of the previous run and what recovery does with it."""
 
     job: Job
-    was: str  # its state when the previous run stopped: "queued" or "running"
-    action: Literal["requeued", "rerun", "failed"]
-    reason: str = ""  # why it failed (action "failed")
+    was: str  # its state when the previous run stopped: "queued", "running" or "cancelling"
+    action: Literal["requeued", "rerun", "failed", "cancelled"]
+    reason: str = ""  # why it failed or was cancelled
+    request_id: RequestId = None  # the `id` of the submit that made it
 
 
 def restore(executor: Executor, snapshot: Snapshot, policy: RestartPolicy) -> list[Recovered]:
@@ -68,10 +72,16 @@ async def resume(executor: Executor, store: Store, plan: list[Recovered]) -> Non
     """Announce each recovered job, fail the ones the policy fails, and queue the rest."""
     for item in plan:
         job = item.job
-        executor.outbox.emit(event("recovered", job=job.id, state=item.was, action=item.action))
+        recovered = event("recovered", job=job.id, state=item.was, action=item.action)
+        if item.request_id is not None:
+            recovered["id"] = item.request_id
+        store.log_event(recovered)
         if item.action == "failed":
             error = {"type": "interrupted", "message": item.reason, "step": ""}
             executor.table.finish(job, JobState.FAILED, error=error)
+        elif item.action == "cancelled":
+            error = {"type": "cancelled", "message": item.reason, "step": ""}
+            executor.table.finish(job, JobState.CANCELLED, error=error)
         elif item.action == "rerun":
             store.requeued(job)  # a second crash before it starts finds it queued, not running
     await _requeue(executor, [item.job for item in plan if item.action != "failed"])
@@ -100,17 +110,22 @@ def _finished_job(row: StoredJob) -> Job:
 
 
 def _recover(executor: Executor, row: StoredJob, policy: RestartPolicy) -> Recovered:
+    request_id = row.request.get("id")
     was_running = row.state == "running"
+    if row.state == "cancelling":
+        reason = "cancelled by request (stepline stopped while the job was being cancelled)"
+        return Recovered(_doomed_job(row), row.state, "cancelled", reason, request_id)
     if was_running and policy == "fail":
         reason = "stepline stopped while the job was running (--on-restart fail)"
-        return Recovered(_doomed_job(row), row.state, "failed", reason)
+        return Recovered(_doomed_job(row), row.state, "failed", reason, request_id)
     try:
         spec = _validate_again(executor, row.request)
     except (CommandError, KeyError, TypeError) as exc:
         reason = f"the job could not be recovered: {_message(exc)}"
-        return Recovered(_doomed_job(row), row.state, "failed", reason)
+        return Recovered(_doomed_job(row), row.state, "failed", reason, request_id)
     job = Job(id=row.id, spec=spec, name=row.name, state=JobState.QUEUED)
-    return Recovered(job, row.state, "rerun" if was_running else "requeued")
+    action: Literal["rerun", "requeued"] = "rerun" if was_running else "requeued"
+    return Recovered(job, row.state, action, "", request_id)
 
 
 def _validate_again(executor: Executor, request: dict[str, Any]) -> JobSpec:
@@ -123,8 +138,9 @@ def _validate_again(executor: Executor, request: dict[str, Any]) -> JobSpec:
 
 
 def _doomed_job(row: StoredJob) -> Job:
-    """A job to be finished as ``interrupted``: restored as running (the lifecycle's only way to
-    ``failed``), without a start time, so its ``elapsed`` is 0 as for a job that never ran."""
+    """A job to be finished as ``interrupted`` (or ``cancelled``): restored as running (the
+    lifecycle's only way to ``failed``), without a start time, so its ``elapsed`` is 0 as for a
+    job that never ran."""
     return Job(id=row.id, spec=_NOT_KEPT, name=row.name, state=JobState.RUNNING)
 
 

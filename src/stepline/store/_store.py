@@ -2,15 +2,23 @@
 
 What is recorded, and when:
 
-* a job, *before* its ``accepted`` is written: its id, its name, and the request that rebuilds it
+* a job, with its ``accepted``: its id, its name, and the request that rebuilds it
   (:func:`~stepline.store._admit.encode_request`). State ``queued``.
-* each state change, as the job table makes it (the store is the table's observer): ``running``
-  when a worker takes the job; the final state with its output or error when it finishes. A
-  job's ``finished`` *event* is held back until that record is committed, so a ``finished`` a
-  driver has seen is never contradicted by a rerun after a crash. With ``--on-restart fail`` the
-  worker waits for the ``running`` record before the steps begin (``write_ahead_start``), so a
-  job that had begun is failed as ``interrupted`` after a crash, never run a second time.
+* each state change, as the job table makes it (the store is the table's observer), with the
+  event that reports it: ``running`` with ``started``; ``cancelling`` (a running job) with
+  ``cancelling``; the final state, its output or error, with ``finished``. Every such event is
+  written only once its commit is done (:mod:`stepline.store._eventlog`), so nothing a driver
+  has seen is taken back by a crash. With ``--on-restart fail`` the worker also waits for the
+  ``running`` record before the steps begin (``write_ahead_start``), so a job that had begun is
+  failed as ``interrupted`` after a crash, never run a second time.
 * templates, on ``define``; the job id counter, so no id is ever handed out twice.
+
+**A failed commit** (a full disk) is kept and retried, merged with the next batch, after a pause
+that doubles up to :data:`RETRY_MAX`: no event of it is written meanwhile, so nothing reported
+can be contradicted, and the store works again once the disk has room. Submits are refused
+(``store_failed``) while it fails, and those in the failed batch are withdrawn and refused. A
+store that is closing gives up after :data:`CLOSE_ATTEMPTS` failures: the jobs whose outcome it
+could not record are still unfinished in the state, and the next start recovers them.
 
 **Why batches.** A commit costs one ``fsync`` (see NOTES.md, Durable state) whatever it carries;
 a row costs a few microseconds. So nothing commits alone: every write goes into the batch being
@@ -26,15 +34,16 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 import trio
 
 from .._errors import StoreFailed
 from ..engine._jobs import Job, JobState
-from ..wire._events import EmitFn, Event, RequestId
+from ..wire._events import Event, RequestId
 from ._backend import Backend
+from ._eventlog import EventLog, Handover, SequencedOutbox, Sink
 from ._model import Batch, Snapshot
 
 if TYPE_CHECKING:
@@ -43,6 +52,21 @@ if TYPE_CHECKING:
 __all__ = ["Store", "backend_for"]
 
 log = logging.getLogger("stepline")
+
+CURSOR_DELAY: Final = 0.05
+"""Seconds the writer waits for another commit to carry the delivery cursor before it commits
+the cursor alone."""
+
+RETRY_FIRST: Final = 0.05
+RETRY_MAX: Final = 5.0
+"""A failed commit is retried after RETRY_FIRST seconds, doubling up to RETRY_MAX."""
+
+CLOSE_ATTEMPTS: Final = 5
+"""Failed commits in a row after which a closing store gives up (about 0.75 s of pauses)."""
+
+CLOSE_FLUSH: Final = 1.0
+"""Seconds a closing store waits for stdout to take the last events before it records them
+delivered (only a repeat after a restart is at stake)."""
 
 
 def backend_for(location: str | os.PathLike[str]) -> Backend:
@@ -53,11 +77,12 @@ def backend_for(location: str | os.PathLike[str]) -> Backend:
 
 
 class Store:
-    """The durable state of one executor: a batching writer over a backend, and the snapshot
-    loaded at start.
+    """The durable state of one executor: a batching writer over a backend, its event log, and
+    the snapshot loaded at start.
 
-    Create with :meth:`open`, run :meth:`run` in a nursery, :meth:`attach` it to the executor,
-    and :meth:`aclose` it after the last job.
+    Create with :meth:`open`, give the executor its outbox with :meth:`sequence`, run :meth:`run`
+    in a nursery, :meth:`attach` it to the executor, write what the last run left undelivered
+    with :meth:`redeliver`, and :meth:`aclose` it after the last job.
     """
 
     def __init__(
@@ -74,16 +99,22 @@ class Store:
         # made once the whole snapshot was loaded and checked.
         prune = snapshot.last_fin - keep
         self._batch = Batch(gen=1, dirty=prune > 0, prune_to=prune if prune > 0 else None)
-        self._held: list[Event] = []  # `finished` events of the open batch
+        self.events = EventLog(snapshot.last_seq)
         self._durable = 0  # every batch up to this one is committed
         self._fin = snapshot.last_fin  # finish numbers continue above the loaded rows
-        self._emit: EmitFn = _unbound
         self._next_number: Callable[[], int] = lambda: snapshot.next_id
         self._wake = trio.lowlevel.ParkingLot()  # the writer, waiting for a dirty batch
         self._committed = trio.lowlevel.ParkingLot()  # submits waiting for their commit
         self._closing = False
         self.commits = 0  # transactions committed: many writes each (see the module docstring)
-        self._failure: str | None = None  # set once: no more writes are attempted
+        # A failed commit (a full disk): the batch is kept and retried, merged with the next,
+        # after a growing pause; its submits are withdrawn and refused.
+        self._retry: tuple[Batch, Handover] | None = None
+        self._failing: str | None = None  # why the last commit failed, until one succeeds
+        self._attempts = 0  # failed commits in a row
+        self._withdrawn_gen = 0  # submits staged up to this batch and not committed: refused
+        self._refused: set[str] = set()  # their job ids, until settled
+        self._stopped: str | None = None  # set once: nothing more is written
         self.closed = trio.Event()
 
     @classmethod
@@ -104,19 +135,35 @@ class Store:
     def description(self) -> str:
         return self.backend.description
 
+    def sequence(self, sink: Sink) -> SequencedOutbox:
+        """The outbox an executor with this store writes into: events reach ``sink`` in the
+        order they happened, each logged one after its commit (:mod:`._eventlog`)."""
+        self.events.sink = sink
+        return SequencedOutbox(self.events, sink)
+
     def attach(self, executor: Executor) -> None:
-        """Make ``executor`` durable through this store: submits, transitions, templates."""
-        self._emit = executor.outbox.emit
+        """Make ``executor`` durable through this store: submits, transitions, templates.
+
+        Without :meth:`sequence`, the executor's own outbox is the sink: lifecycle events are
+        still logged, but plain ones are not ordered behind them (embedded use and tests).
+        """
+        if self.events.sink is None:
+            self.events.sink = cast(Sink, executor.outbox)
         self._next_number = lambda: executor.table.next_number
         executor.use_durable_state(self)
 
+    def redeliver(self) -> None:
+        """Write the events the last run committed but had not written (right after ``ready``)."""
+        self.events.redeliver(self.snapshot.undelivered)
+
     # -- writes: synchronous, never blocking; each returns the batch it joined -------------------
 
-    def add_job(self, job_id: str, name: str | None, request: bytes) -> int:
-        """A new job, queued. Its submit awaits :meth:`wait_durable` before ``accepted``."""
-        if self._failure is not None:
-            raise StoreFailed(self._failure)
+    def add_job(self, job_id: str, name: str | None, request: bytes, accepted: Event) -> int:
+        """A new job, queued, and its ``accepted``: both written in one commit, or neither."""
+        if self.failure:
+            raise StoreFailed(self.failure)
         self._batch.inserts.append((job_id, name, request))
+        self.events.log(accepted)
         return self._touch()
 
     def put_template(self, name: str, job: Any) -> int:
@@ -128,6 +175,10 @@ class Store:
         data = None if body is None else orjson.dumps(body)
         self._batch.objects.append((kind, key, data))
         return self._touch()
+
+    def log_event(self, event: Event) -> None:
+        """An event the driver must get, written once what was recorded so far is committed."""
+        self._log(event)
 
     def requeued(self, job: Job) -> None:
         """A job found running after a crash goes back to the queue to run again."""
@@ -156,36 +207,61 @@ class Store:
     def record_template(self, name: str, job: Any) -> None:
         self.put_template(name, job)
 
-    def on_started(self, job: Job) -> None:
+    def on_started(self, job: Job, event: Event) -> None:
         self._set_state(job, "running")
+        self._log(event)
+
+    def on_cancelling(self, job: Job, event: Event) -> None:
+        """A cancel request: recorded (a running job as ``cancelling``, which recovery finishes
+        ``cancelled``; a queued one finishes at once) before its ``cancelling`` is written."""
+        if job.state is JobState.RUNNING:
+            self._set_state(job, "cancelling")
+        self._log(event)
 
     def on_finished(self, job: Job, event: Event) -> None:
         """Record the outcome; its ``finished`` event is written once the outcome is durable."""
-        if self._failure is not None or self.closed.is_set():
-            self._emit(event)  # nothing is recorded any more: at least never lose the event
-            return
         self._fin += 1
         result = job.output if job.state is JobState.SUCCEEDED else job.error
         self._batch.updates[job.id] = (job.state.value, job.elapsed, result, self._fin)
         self._batch.prune_to = self._fin - self._keep
-        self._held.append(event)
-        self._touch()
+        self._log(event)
 
     # -- durability -------------------------------------------------------------------------------
 
     def is_durable(self, gen: int) -> bool:
         return gen <= self._durable
 
+    def is_decided(self, gen: int) -> bool:
+        """Whether the submits staged in batch ``gen`` are committed or withdrawn."""
+        return gen <= self._durable or gen <= self._withdrawn_gen
+
+    def admitted(self, job_id: str, gen: int) -> bool:
+        """Whether a submit staged in batch ``gen`` was committed (else it is refused)."""
+        if job_id in self._refused:
+            self._refused.discard(job_id)
+            return False
+        return gen <= self._durable
+
     @property
     def failure(self) -> str:
-        """Why writes stopped ("" while they work)."""
-        return self._failure or ""
+        """Why nothing can be written now ("" while writes work)."""
+        return self._stopped or self._failing or ""
 
     async def wait_durable(self, gen: int) -> None:
-        """Return once batch ``gen`` is committed; raise :class:`StoreFailed` if it never will."""
+        """Return once batch ``gen`` is committed; raise :class:`StoreFailed` if it never will.
+
+        A failing commit is retried: this waits through it (the state may come back).
+        """
         while gen > self._durable:
-            if self._failure is not None:
-                raise StoreFailed(self._failure)
+            if self._stopped is not None:
+                raise StoreFailed(self._stopped)
+            await self._committed.park()
+
+    async def wait_admitted(self, gen: int) -> None:
+        """Return once the submits staged in batch ``gen`` are committed or withdrawn."""
+        while not self.is_decided(gen):
+            if self._stopped is not None:
+                raise StoreFailed(self._stopped)
             await self._committed.park()
 
     async def sync(self) -> None:
@@ -205,11 +281,20 @@ class Store:
         """Commit batches until closed; then close the backend. Sets :attr:`closed`."""
         task_status.started()
         try:
-            while self._batch.dirty or not self._closing:
-                if not self._batch.dirty:
+            while self._stopped is None:
+                if self._batch.dirty or self._retry is not None:
+                    await self._write(*self._take())
+                elif self._closing:
+                    await self._commit_final_cursor()
+                    break
+                elif self.events.lagging:
+                    # Written events' cursor rides on the next commit; when none comes soon,
+                    # it is committed alone, so that a crash repeats as little as possible.
+                    with trio.move_on_after(CURSOR_DELAY):
+                        await self._wake.park()
+                    self._note_delivery()
+                else:
                     await self._wake.park()
-                    continue
-                await self._write(*self._take())
         finally:
             log.debug("%s: %d commits", self.description, self.commits)
             self._stop()
@@ -218,42 +303,103 @@ class Store:
             self.closed.set()
 
     async def aclose(self) -> None:
-        """Commit what is pending, release the held events, and close the backend."""
+        """Commit what is pending, write the events it logged, and close the backend."""
         self._closing = True
         self._wake.unpark_all()
         await self.closed.wait()
 
-    def _take(self) -> tuple[Batch, list[Event]]:
-        batch, held = self._batch, self._held
+    def _take(self) -> tuple[Batch, Handover]:
+        batch, handover = self._batch, self.events.take()
         if batch.inserts:
             batch.next_id = self._next_number()
-        self._batch, self._held = Batch(gen=batch.gen + 1), []
-        return batch, held
+        self._batch = Batch(gen=batch.gen + 1)
+        if self._retry is not None:
+            (old, old_handover), self._retry = self._retry, None
+            batch, handover = _merged(old, batch), old_handover + handover
+        delivered = self.events.delivered()
+        if delivered > self.events.cursor:
+            batch.delivered = delivered
+        return batch, handover
 
-    async def _write(self, batch: Batch, held: list[Event]) -> None:
-        if self._failure is None:
-            try:
-                await self.backend.commit(batch)
-            except Exception as exc:  # disk full, I/O error, or a bug: stop writing, say why
-                self._failure = f"the {self.description} cannot be written: {exc}"
-                log.exception("%s; jobs now run without durable state", self._failure)
-            else:
-                self._durable = batch.gen
-                self.commits += 1
-        for event in held:  # after a failure too: a finished event is never lost
-            self._emit(event)
+    async def _write(self, batch: Batch, handover: Handover) -> None:
+        stamped, batch.events = self.events.stamp(handover)
+        try:
+            await self.backend.commit(batch)
+        except Exception as exc:  # disk full, I/O error, or a bug: keep it, say why, retry
+            self._failed(batch, stamped, exc)
+            await self._pause_before_retry()
+            return
+        if self._failing is not None:
+            log.warning("%s is written again", self.description)
+            self._failing, self._attempts = None, 0
+        self._durable = batch.gen
+        self.commits += 1
+        if batch.delivered:
+            self.events.cursor = batch.delivered
+        self.events.committed(stamped, batch.events)  # before waking: see NOTES.md
         self._committed.unpark_all()
+
+    def _failed(self, batch: Batch, stamped: Handover, exc: Exception) -> None:
+        """Keep a failed batch to retry, without its submits: they are refused, so the driver
+        is not kept waiting on a disk that may not come back."""
+        if self._failing is None:
+            what = "the %s cannot be written (%s): retrying; submits are refused"
+            log.error(what, self.description, exc)
+        self._failing = f"the {self.description} cannot be written: {exc}"
+        self._attempts += 1
+        withdrawn = {job_id for job_id, _, _ in batch.inserts}
+        self._refused |= withdrawn
+        self._withdrawn_gen = batch.gen
+        batch.inserts, batch.events = [], []
+        self._retry = (batch, self.events.withdraw(stamped, withdrawn))
+        self._committed.unpark_all()
+
+    async def _pause_before_retry(self) -> None:
+        if self._closing and self._attempts >= CLOSE_ATTEMPTS:
+            self._give_up()
+            return
+        await trio.sleep(min(RETRY_FIRST * 2 ** (self._attempts - 1), RETRY_MAX))
+
+    def _give_up(self) -> None:
+        """Shutting down and still failing: what was not committed is not written either. The
+        jobs it concerned are unfinished in the state, so the next start recovers them."""
+        assert self._retry is not None
+        unwritten = sum(1 for _, line in self._retry[1] if line is not None)
+        self._stopped = f"{self._failing}; {unwritten} events were not written"
+        log.error("%s: stopping; the next start recovers their jobs", self._stopped)
+        self._retry = None
+        self.events.abandoned()
+
+    def _note_delivery(self) -> None:
+        if self.events.delivered() > self.events.cursor:
+            self._touch()  # a batch carrying only the cursor
+
+    async def _commit_final_cursor(self) -> None:
+        """At close: once stdout has the last events, record that (a restart repeats none)."""
+        with trio.move_on_after(CLOSE_FLUSH):
+            await self.events.wait_all_written()
+        delivered = self.events.delivered()
+        if delivered > self.events.cursor:
+            batch = Batch(gen=self._batch.gen, dirty=True, delivered=delivered)
+            with contextlib.suppress(Exception):  # only a repeat after restart is at stake
+                await self.backend.commit(batch)
 
     def _stop(self) -> None:
         """The writer ends (closed, or cancelled by a hard stop): release every waiter."""
-        if self._failure is None:
-            self._failure = "stepline is shutting down"
+        if self._stopped is None:
+            self._stopped = "stepline is shutting down"
         self._committed.unpark_all()
 
+    def _log(self, event: Event) -> None:
+        if self._stopped is not None:
+            log.debug("not recorded, not written (the store has stopped): %r", event)
+            return
+        self.events.log(event)
+        self._touch()
+
     def _set_state(self, job: Job, state: str) -> None:
-        if self._failure is None:
-            self._batch.updates[job.id] = (state, None, None, None)
-            self._touch()
+        self._batch.updates[job.id] = (state, None, None, None)
+        self._touch()
 
     def _touch(self) -> int:
         batch = self._batch
@@ -263,5 +409,14 @@ class Store:
         return batch.gen
 
 
-def _unbound(event: Event) -> None:
-    raise RuntimeError("Store.attach was not called: finished events have nowhere to go")
+def _merged(old: Batch, new: Batch) -> Batch:
+    """A failed batch with the next one on top, committed as the next one (all or nothing)."""
+    old.gen, old.dirty = new.gen, True
+    old.inserts += new.inserts
+    old.updates.update(new.updates)
+    old.templates += new.templates
+    old.objects += new.objects
+    old.next_id = max(old.next_id, new.next_id)
+    if new.prune_to is not None:
+        old.prune_to = max(old.prune_to or 0, new.prune_to)
+    return old

@@ -108,11 +108,18 @@ class StreamOutbox:
         self.broken = False  # the reader of our stream went away (broken pipe)
         self.broken_event = trio.Event()
         self.written = 0  # events written so far
+        self.emitted = 0  # events emitted so far (the first `written` of them are out)
+        self._progress = trio.lowlevel.ParkingLot()  # wait_written, after each write
 
     def emit(self, event: Event) -> None:
+        self.emit_line(encode_event(event))
+
+    def emit_line(self, data: bytes) -> None:
+        """:meth:`emit` for an event already encoded as one JSON line (``--state``'s event log:
+        the line it committed is the line it writes)."""
         if self._closing:
             return  # after the last event (``bye``) or a broken pipe nothing more is written
-        data = encode_event(event)
+        self.emitted += 1
         self._pending.append(data)
         self._bytes += len(data)
         if self._bytes >= self._high_water:
@@ -124,6 +131,11 @@ class StreamOutbox:
     def pending_bytes(self) -> int:
         """Encoded bytes emitted and not yet written."""
         return self._bytes
+
+    async def wait_written(self, count: int) -> None:
+        """Return once ``count`` events were written, or nothing more will be."""
+        while self.written < count and not self.broken:
+            await self._progress.park()
 
     async def wait_writable(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -165,6 +177,8 @@ class StreamOutbox:
             for i in range(start, end):
                 batch[i] = b""  # freed now, not when the whole batch is out
             self._wrote(size)
+            if self._progress:
+                self._progress.unpark_all()
             start = end
 
     def _wrote(self, size: int) -> None:
@@ -177,6 +191,7 @@ class StreamOutbox:
         log.warning("stdout was closed by its reader; stopping")
         self.broken = True
         self.broken_event.set()
+        self._progress.unpark_all()
         self._pending.clear()
         self._bytes = 0
         self.close()
@@ -204,10 +219,11 @@ class TappedOutbox(StreamOutbox):
         if self._closing:
             return
         data = encode_event(event)
-        self._pending.append(data)
-        self._bytes += len(data)
-        if self._bytes >= self._high_water:
-            self.congested = True
-        if len(self._pending) == 1:
-            self._writer_idle.unpark_all()
+        super().emit_line(data)
         self._tap(event, data)
+
+    def emit_line(self, data: bytes) -> None:
+        if self._closing:
+            return
+        super().emit_line(data)
+        self._tap(orjson.loads(data), data)

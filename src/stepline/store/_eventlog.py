@@ -1,0 +1,206 @@
+"""The event log: what the driver is told, committed with the change it reports, then written.
+
+With ``--state`` every event the driver must get (``accepted``, ``started``, ``cancelling``,
+``recovered``, ``finished``) is *logged*: it joins the store's open batch beside the state change
+it reports, is committed in the same transaction, and only then handed to stdout (a
+transactional outbox). So nothing is ever written that a crash could take back, and what was
+committed but not yet written when the process died is written after the restart
+(:meth:`EventLog.redeliver`). Each logged event carries ``seq``, its place in the log: 1, 2, ...
+across restarts, so a driver that saw an event before a crash recognises its copy.
+
+A *delivery cursor* records how far stdout got: the sink counts the events it wrote
+(``written``), the log remembers which ``seq`` each handed-over line was, and the cursor
+committed with a later batch says "every event up to here was written"; the backend may then
+forget them. Only an event written in the short window between its write and the next commit of
+the cursor can be written twice (the same line, the same ``seq``).
+
+Every other event (``status`` and other replies, ``progress``, step output) is *sequenced*:
+while logged events wait for their commit, a plain event waits behind them
+(:meth:`EventLog.emit`), so stdout keeps the order in which things happened. That is why a
+``status`` reply never shows a job final before that job's ``finished`` was written.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from ..wire._events import Event
+from ..wire._outbox import encode_event
+from ._model import LoggedEvent
+
+__all__ = ["EventLog", "Handover", "SequencedOutbox", "Sink"]
+
+
+class Sink(Protocol):
+    """Where events end up (stdout's outbox), counting what it handed out and wrote."""
+
+    def emit(self, event: Event) -> None: ...
+
+    async def wait_writable(self) -> None: ...
+
+    @property
+    def congested(self) -> bool: ...
+
+    def emit_line(self, line: bytes) -> None:
+        """Write an event already encoded as one JSON line."""
+        ...
+
+    @property
+    def emitted(self) -> int:
+        """Events handed to this sink so far."""
+        ...
+
+    @property
+    def written(self) -> int:
+        """Events actually written so far (a prefix of those emitted)."""
+        ...
+
+    async def wait_written(self, count: int) -> None:
+        """Return once ``count`` events were written, or the sink can write no more."""
+        ...
+
+
+Handover = list[tuple[Event, "bytes | None"]]
+"""A committed batch's events in order: logged ones with their encoded line, plain ones with
+``None``."""
+
+
+class EventLog:
+    """The logged and sequenced events of a store: the open batch's, and the cursor's progress."""
+
+    def __init__(self, last_seq: int) -> None:
+        self.sink: Sink | None = None
+        self._pending: list[tuple[Event, bool]] = []  # the open batch's events: (event, logged)
+        self._handing = False  # a taken batch's events wait for its commit
+        self._seq = last_seq  # the last sequence number given
+        self._handed: deque[tuple[int, int]] = deque()  # (sink's emitted count, seq) per line
+        self._written_seq = 0  # every logged event up to this one was written
+        self.cursor = 0  # the delivery cursor as last committed
+
+    # -- filling the open batch (synchronous, on the trio thread) -------------------------------
+
+    def log(self, event: Event) -> None:
+        """A logged event: written once the open batch is committed."""
+        self._pending.append((event, True))
+
+    def emit(self, event: Event) -> None:
+        """A plain event: written now, or after the logged events that wait before it."""
+        if self._pending or self._handing:
+            self._pending.append((event, False))
+        else:
+            self._sink().emit(event)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether events wait for a commit (then plain events queue behind them)."""
+        return bool(self._pending) or self._handing
+
+    def withdraw(self, handover: Handover, job_ids: set[str]) -> Handover:
+        """The handover without the ``accepted`` of submits that were refused."""
+        return [
+            (ev, line)
+            for ev, line in handover
+            if not (line is not None and ev["event"] == "accepted" and ev["job"] in job_ids)
+        ]
+
+    # -- a commit ---------------------------------------------------------------------------
+
+    def take(self) -> Handover:
+        """The open batch's events, to be stamped and committed; a new batch starts empty."""
+        pending, self._pending = self._pending, []
+        self._handing = True
+        return [(ev, b"" if logged else None) for ev, logged in pending]
+
+    def stamp(self, handover: Handover) -> tuple[Handover, list[LoggedEvent]]:
+        """Give each logged event its ``seq`` and its line; returns them as the batch stores them.
+
+        Stamped again from the same number if the commit fails (nothing of it was kept).
+        """
+        seq = self._seq
+        stamped: Handover = []
+        lines: list[LoggedEvent] = []
+        for ev, line in handover:
+            if line is not None:
+                seq += 1
+                ev["seq"] = seq
+                line = encode_event(ev)
+                lines.append((seq, line))
+            stamped.append((ev, line))
+        return stamped, lines
+
+    def committed(self, handover: Handover, lines: list[LoggedEvent]) -> None:
+        """The batch is durable: its sequence numbers are used, and its events go out."""
+        if lines:
+            self._seq = lines[-1][0]
+        self._handing = False
+        self._hand_over(handover)
+        # Plain events that came after the batch was taken, before any logged one, go too.
+        ready = 0
+        while ready < len(self._pending) and not self._pending[ready][1]:
+            ready += 1
+        if ready:
+            plain, self._pending = self._pending[:ready], self._pending[ready:]
+            self._hand_over([(ev, None) for ev, _ in plain])
+
+    def abandoned(self) -> None:
+        """The batch will never be committed: its events are not written (and not logged)."""
+        self._handing = False
+
+    def redeliver(self, lines: list[LoggedEvent]) -> None:
+        """Write what a previous run committed but had not written (before anything else)."""
+        self._hand_over([(_seq_only(seq), line) for seq, line in lines])
+
+    def _hand_over(self, handover: Handover) -> None:
+        sink = self._sink()
+        for ev, line in handover:
+            if line is None:
+                sink.emit(ev)
+            else:
+                sink.emit_line(line)
+                self._handed.append((sink.emitted, ev["seq"]))
+
+    # -- the delivery cursor ------------------------------------------------------------------
+
+    def delivered(self) -> int:
+        """The highest ``seq`` written so far, by the sink's count."""
+        handed, written = self._handed, self._sink().written
+        while handed and handed[0][0] <= written:
+            self._written_seq = handed.popleft()[1]
+        return self._written_seq
+
+    @property
+    def lagging(self) -> bool:
+        """Whether events were handed over whose delivery is not yet committed."""
+        return bool(self._handed) or self._written_seq > self.cursor
+
+    async def wait_all_written(self) -> None:
+        """Wait until every line handed over was written (or the sink gave up)."""
+        if self._handed:
+            await self._sink().wait_written(self._handed[-1][0])
+
+    def _sink(self) -> Sink:
+        assert self.sink is not None, "Store.attach or Store.sequence first"
+        return self.sink
+
+
+def _seq_only(seq: int) -> Event:
+    return {"seq": seq}
+
+
+class SequencedOutbox:
+    """The executor's outbox with ``--state``: plain events wait behind logged ones."""
+
+    def __init__(self, log: EventLog, sink: Sink) -> None:
+        self._log = log
+        self._sink = sink
+
+    def emit(self, event: Event) -> None:
+        self._log.emit(event)
+
+    async def wait_writable(self) -> None:
+        await self._sink.wait_writable()
+
+    @property
+    def congested(self) -> bool:
+        return self._sink.congested
