@@ -18,7 +18,7 @@ from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._cluster import add_cluster_flags, add_worker, is_cluster_url, open_node
 from ._graph import add_graph_commands
 from ._settings import add_config_flags, config_from_args
-from ._signals import with_late_signals
+from ._signals import restore_default_signals, with_late_signals
 
 if TYPE_CHECKING:
     from ..cluster._node import ClusterNode
@@ -317,4 +317,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="stepline: %(levelname)s: %(message)s",
     )
+    if args.command not in ("serve", "run"):  # they stop in order; the others need not
+        restore_default_signals()
     sys.exit(args.run(args))

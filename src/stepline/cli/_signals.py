@@ -13,7 +13,13 @@ import signal
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["SIGNALS", "exit_status", "with_late_signals"]
+__all__ = [
+    "SIGNALS",
+    "exit_on_signals",
+    "exit_status",
+    "restore_default_signals",
+    "with_late_signals",
+]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -25,6 +31,24 @@ def exit_status(signum: int) -> int:
     return 128 + signum
 
 
+def exit_on_signals() -> None:
+    """From now on SIGINT/SIGTERM end the process at once with status 128+N.
+
+    The program's entry point calls this before importing anything heavy: importing trio and the
+    server takes a few hundred milliseconds, in which a SIGTERM (``timeout``, systemd) would
+    otherwise kill the process by signal and a SIGINT print a ``KeyboardInterrupt`` traceback.
+    Nothing has started yet then, so there is nothing to stop in order.
+    """
+    for signum in SIGNALS:
+        signal.signal(signum, lambda received, _frame: os._exit(exit_status(received)))
+
+
+def restore_default_signals() -> None:
+    """Python's own handling, for the short commands that need no orderly stop."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def with_late_signals(run: Callable[[], T]) -> T:
     """``run()`` with SIGINT/SIGTERM outside trio's receiver turned into exit status 128+N.
 
@@ -34,8 +58,7 @@ def with_late_signals(run: Callable[[], T]) -> T:
     resets Python-level handlers to ``SIG_DFL``, so a late signal would otherwise kill the
     process by signal after an orderly end.
     """
-    for signum in SIGNALS:
-        signal.signal(signum, lambda received, _frame: os._exit(exit_status(received)))
+    exit_on_signals()
     result = run()
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

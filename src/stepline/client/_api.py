@@ -208,16 +208,19 @@ async def open_executor(
     executor = Executor(config, outbox)
     Triggers.attach(executor)
     failure: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(executor.run)
-        try:
-            yield EmbeddedExecutor(executor, outbox)
-        except BaseException as exc:
-            # Kept out of the nursery so the caller sees its own exception, not a group.
-            failure = exc
-            executor.shutdown("cancel")
-        else:
-            executor.shutdown("drain")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(executor.run)
+            try:
+                yield EmbeddedExecutor(executor, outbox)
+            except BaseException as exc:
+                # Kept out of the nursery so the caller sees its own exception, not a group.
+                failure = exc
+                executor.shutdown("cancel")
+            else:
+                executor.shutdown("drain")
+    finally:
+        executor.workspaces.remove_abandoned()  # left by kill(), which did not wait for them
     if failure is not None:
         raise failure
 

@@ -389,6 +389,7 @@ class Executor:
         self.shutdown("cancel")
         self.runner.kill_all()
         self.cleanups.kill()
+        self.workspaces.stop_hard()  # every `finished` now, big trees removed after the last event
 
     # -- durable state (--state): the primitives a store admits submits with ----------------
 

@@ -14,6 +14,12 @@ Removal happens when the job's steps are done, before its ``finished`` event (a 
 the event loop) and shielded from cancellation (a cancelled job is still cleaned up). A job with
 ``keep_workspace: true`` keeps it; a ``workspace`` event then tells where it is.
 
+A hard stop (a second SIGINT/SIGTERM: :meth:`WorkspacePool.stop_hard`) must not wait for a big
+tree: the process has about a second to write every ``finished`` and ``bye``. So removals under
+way are abandoned (their thread goes on deleting), later ones are not started, and the directories
+are noted; the program removes them once its last event is written
+(:meth:`WorkspacePool.remove_abandoned`), before it exits. No workspace is left either way.
+
 Why a pool: a ``mkdir`` and an ``rmdir`` per job, and the thread hops that keep them off the event
 loop, cost as much CPU as the rest of a ``{"run": ["true"]}`` job (NOTES.md, "The workspace"). So
 the executor keeps a :class:`WorkspacePool` of empty directories (at most one per worker). A
@@ -76,6 +82,9 @@ class WorkspacePool:
         self._free: list[str] = []
         self._size = size
         self._uid = os.geteuid()  # who "ours" is: asked once, not once per job
+        self._removals: set[trio.CancelScope] = set()  # removals under way
+        self._hard_stop = False
+        self.abandoned: list[str] = []  # left by a hard stop, for remove_abandoned()
 
     def take(self) -> str | None:
         """A directory to use, or None when the pool is empty."""
@@ -96,6 +105,33 @@ class WorkspacePool:
                 os.rmdir(path)
             except OSError as exc:
                 log.warning("could not remove pooled workspace %s: %s", path, exc.strerror)
+
+    async def remove(self, path: str) -> None:
+        """``rm -rf path`` in a worker thread, shielded from cancellation but not from a hard
+        stop, which leaves it to :meth:`remove_abandoned`."""
+        if self._hard_stop:
+            self.abandoned.append(path)
+            return
+        with trio.CancelScope(shield=True) as scope:
+            self._removals.add(scope)
+            try:
+                await trio.to_thread.run_sync(remove_tree, path, abandon_on_cancel=True)
+            finally:
+                self._removals.discard(scope)
+        if scope.cancelled_caught:
+            self.abandoned.append(path)
+
+    def stop_hard(self) -> None:
+        """Stop waiting for removals: the ones under way and the ones to come are abandoned."""
+        self._hard_stop = True
+        for scope in self._removals:
+            scope.cancel()
+
+    def remove_abandoned(self) -> None:
+        """Remove the directories a hard stop left (synchronously: the program is ending)."""
+        abandoned, self.abandoned = self.abandoned, []
+        for path in abandoned:
+            remove_tree(path)
 
 
 def _reusable(path: str, process_groups: Iterable[int], uid: int) -> bool:
@@ -195,10 +231,11 @@ class Workspace:
         path, self._path = self._path, None
         if path is None or self.keep:
             return
-        if self._pool is not None and self._pool.give_back(path, self.process_groups):
-            return
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(remove_tree, path)
+        if self._pool is None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(remove_tree, path)
+        elif not self._pool.give_back(path, self.process_groups):
+            await self._pool.remove(path)
 
 
 def _make_workspace() -> str:

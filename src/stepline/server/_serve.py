@@ -139,6 +139,7 @@ class Server:
                     await self._store.aclose()  # the last outcomes are durable before `bye`
                 self.outbox.emit(event("bye"))
                 self.outbox.close()
+        self.executor.workspaces.remove_abandoned()  # by a hard stop: after the last event
         if self.outbox.broken:
             return 1
         return self._exit_status

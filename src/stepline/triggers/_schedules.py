@@ -266,6 +266,11 @@ class Schedules:
         with entry.scope:
             while True:
                 await entry.timing.wait()
+                # A driver not reading stdout must stop schedules too: every firing emits
+                # (`accepted`, or `schedule_skipped` for an overlap), so firings wait for a
+                # congested outbox like every other producer; the ones missed meanwhile are
+                # skipped by advance(), not fired in a burst.
+                await self._executor.outbox.wait_writable()
                 await self._fire(entry)
                 entry.timing.advance()
 
