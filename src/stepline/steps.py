@@ -90,14 +90,22 @@ def run(
     cwd: str | None = None,
     stdin: str | None = None,
     grace: float | None = None,
+    stream: bool | None = None,
 ) -> Step:
     """Run a program: an argv list, or a string for ``/bin/sh -c``.
 
     Output ``{"exit", "stdout", "stderr"}``; a non-zero exit fails the step. ``grace`` is the
-    seconds between SIGTERM and SIGKILL when the step is stopped.
+    seconds between SIGTERM and SIGKILL when the step is stopped. ``stream`` emits each line
+    as an ``output`` event as it is written (None: the job's or the executor's choice).
     """
     argv: str | list[str] = command if isinstance(command, str) else list(command)
-    options = _given(env=dict(env) if env is not None else None, cwd=cwd, stdin=stdin, grace=grace)
+    options = _given(
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdin=stdin,
+        grace=grace,
+        stream=stream,
+    )
     return {"run": argv, **options}
 
 
@@ -172,10 +180,12 @@ def job(
     timeout: float | None = None,
     retry: int | Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    stream: bool | None = None,
 ) -> dict[str, Any]:
     """A job: ``steps`` in sequence, with a name, a job-level ``timeout`` (expiry: state
     ``timed_out``), ``retry`` of the whole job (attempts, or ``{"attempts", "backoff",
-    "factor"}``) and default ``params`` for ``${params.NAME}``."""
+    "factor"}``), default ``params`` for ``${params.NAME}`` and ``stream``, the default of its
+    ``run`` steps."""
     if isinstance(retry, int):
         retry = _retry(retry, None, None)
     options = _given(
@@ -183,5 +193,6 @@ def job(
         timeout=timeout,
         retry=dict(retry) if retry is not None else None,
         params=dict(params) if params is not None else None,
+        stream=stream,
     )
     return {"steps": _steps(steps, "job"), **options}

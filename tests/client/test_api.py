@@ -187,8 +187,12 @@ async def test_define_status_and_stats(autojump_clock: MockClock) -> None:
             "state": "succeeded",
             "name": "t",
             "elapsed": 0.0,
+            "created": record["created"],
+            "started": record["started"],
+            "ended": record["ended"],
             "output": "hi me",
         }
+        assert record["created"] <= record["started"] <= record["ended"]
         assert len(await ex.status()) == 2
         assert (await ex.status(by_use.id))[0]["output"] == "hi use"
         stats = await ex.stats()

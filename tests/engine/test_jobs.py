@@ -90,7 +90,10 @@ async def test_records_and_counts() -> None:
     table.start(a, trio.CancelScope())
     assert table.counts()["queued"] == 1
     assert table.counts()["running"] == 1
-    assert table.records(b.id) == [{"job": b.id, "state": "queued", "name": "b", "elapsed": 0.0}]
+    times = {"created": b.created, "started": None, "ended": None}
+    assert table.records(b.id) == [
+        {"job": b.id, "state": "queued", "name": "b", "elapsed": 0.0, **times}
+    ]
 
 
 def finish_with(table: JobTable, output: Any) -> str:

@@ -346,3 +346,169 @@ async def test_a_timed_out_run_step_carries_what_it_wrote(autojump_clock: trio.a
     error = finished["error"]
     assert error["type"] == "timeout"
     assert (error["stdout"], error["stderr"]) == ("collected 3 items", "warning")
+
+
+# -- status: times, stopping, filters ----------------------------------------------------------
+
+
+async def forever(launch: Launch) -> ProcessResult:
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+def on_slow_stops(handler: Handler, stop_takes: float, **config: Any) -> Any:
+    """Like :func:`on`, with processes that take ``stop_takes`` seconds to stop (at most their
+    grace), and the runner at hand."""
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[tuple[Executor, MemoryOutbox, FakeRunner]]:
+        out = MemoryOutbox()
+        runner = FakeRunner(handler, stop_takes=stop_takes)
+        ex = Executor(Config(heartbeat=0, **config), out, runner=runner)
+        Triggers.attach(ex)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ex.run)
+            yield ex, out, runner
+            ex.shutdown("drain")
+
+    return opened()
+
+
+async def test_a_job_being_stopped_says_so_until_it_has_finished(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with on_slow_stops(forever, math.inf) as (ex, out, runner):
+        await ex.submit({"run": ["x"], "cwd": "/", "grace": 30})
+        await trio.sleep(1)
+        assert "stopping" not in ex.table.records("j1")[0]
+        ex.cancel("j1")
+        await trio.sleep(10)
+        (record,) = ex.table.records("j1")
+        assert (record["state"], record["stopping"]) == ("running", True)
+        finished = await out.finished("j1")
+        assert trio.current_time() == 31  # the stop took the whole grace
+        assert "stopping" not in ex.table.records("j1")[0]
+    assert finished["state"] == "cancelled"
+    assert [stop.grace for stop in runner.stops] == [30.0]
+
+
+async def test_a_timed_out_job_is_stopping_too(autojump_clock: trio.abc.Clock) -> None:
+    async with on_slow_stops(forever, math.inf) as (ex, out, _):
+        await ex.submit({"steps": [{"run": ["x"], "cwd": "/", "grace": 30}], "timeout": 5})
+        await trio.sleep(10)
+        assert ex.table.records("j1")[0]["stopping"] is True
+        assert (await out.finished("j1"))["state"] == "timed_out"
+
+
+@pytest.mark.parametrize(("options", "grace"), [({"force": True}, 0.0), ({"grace": 2.5}, 2.5)])
+async def test_a_cancel_may_shorten_the_grace(
+    autojump_clock: trio.abc.Clock, options: dict[str, Any], grace: float
+) -> None:
+    async with on_slow_stops(forever, math.inf) as (ex, out, runner):
+        await ex.submit({"run": ["x"], "cwd": "/", "grace": 60})
+        await trio.sleep(1)
+        ex.cancel("j1", **options)
+        await out.finished("j1")
+        assert trio.current_time() == 1 + grace
+    assert [stop.grace for stop in runner.stops] == [grace]
+
+
+async def test_a_second_cancel_does_not_change_a_stop_under_way(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with on_slow_stops(forever, math.inf) as (ex, out, runner):
+        await ex.submit({"run": ["x"], "cwd": "/", "grace": 60})
+        await trio.sleep(1)
+        ex.cancel("j1", grace=10)
+        await trio.sleep(1)
+        ex.cancel("j1", force=True)
+        await out.finished("j1")
+        assert trio.current_time() == 11
+    assert [stop.grace for stop in runner.stops] == [10.0]
+
+
+async def test_records_carry_their_times(autojump_clock: trio.abc.Clock) -> None:
+    async with on(exits(0), workers=2) as (ex, out):
+        await ex.submit({"sleep": 5})
+        await ex.submit({"sleep": 5})
+        await ex.submit({"sleep": 5})
+        await trio.sleep(1)
+        ex.cancel("j3")
+        running = ex.table.records("j1")[0]
+        assert running["created"] is not None
+        assert running["started"] >= running["created"]
+        assert running["ended"] is None
+        await out.finished("j1")
+        done = ex.table.records("j1")[0]
+        assert done["ended"] >= done["started"]
+    cancelled = ex.table.records("j3")[0]
+    assert (cancelled["started"], cancelled["ended"] is not None) == (None, True)
+
+
+async def test_status_filters_by_state_name_time_and_count(autojump_clock: trio.abc.Clock) -> None:
+    from stepline.engine._jobs import StatusFilter
+
+    async with on(exits(0), workers=1) as (ex, out):
+        for job, name in (({"value": 1}, "a"), ({"fail": "x"}, "b"), ({"value": 3}, "a")):
+            await out.finished((await ex.submit(job, name=name)).id)
+        await ex.submit({"sleep": 100}, name="a")
+
+        def ids(**select: Any) -> list[str]:
+            return [r["job"] for r in ex.table.records(None, StatusFilter.of(**select))]
+
+        assert ids(state="succeeded") == ["j1", "j3"]
+        assert ids(state=["failed", "running", "queued"]) == ["j2", "j4"]
+        assert ids(name="a") == ["j1", "j3", "j4"]
+        assert ids(name="a", limit=2) == ["j4", "j3"]  # the most recent first
+        assert ids(limit=0) == []
+        since = ex.table.get("j3").created
+        assert ids(since=since) == ["j3", "j4"]
+        assert StatusFilter.of() is None
+        for bad in ("done", ["succeeded", 1], {"state": "x"}):
+            with pytest.raises(Exception, match="state"):
+                StatusFilter.of(state=bad)
+        ex.cancel("j4")
+
+
+# -- partial results ---------------------------------------------------------------------------
+
+GRAPH = {
+    "tasks": {
+        "lint": {"steps": [{"value": "clean"}]},
+        "build": {"steps": [{"value": {"artifact": "a.whl"}}]},
+        "test": {"needs": "build", "steps": [{"fail": "2 failed"}]},
+        "deploy": {"needs": "test", "steps": [{"value": "shipped"}]},
+        "report": {"needs": "test", "if": "failure", "steps": [{"value": "mailed"}]},
+    }
+}
+
+
+async def test_a_failed_graph_keeps_what_its_tasks_output(autojump_clock: trio.abc.Clock) -> None:
+    async with on(exits(0)) as (ex, out):
+        failed = await finish(ex, out, GRAPH)
+        succeeded = await finish(ex, out, {"tasks": {"a": {"steps": [{"value": 1}]}}})
+    assert failed["state"] == "failed"
+    expected = {"lint": "clean", "build": {"artifact": "a.whl"}, "report": "mailed"}
+    assert failed["partial"] == expected
+    assert ex.table.records("j1")[0]["partial"] == failed["partial"]
+    assert "partial" not in succeeded
+    assert succeeded["output"] == {"a": 1}
+
+
+async def test_a_cancelled_graph_keeps_what_finished_before(autojump_clock: trio.abc.Clock) -> None:
+    graph = {"tasks": {"fast": {"steps": [{"value": 1}]}, "slow": {"steps": [{"sleep": 60}]}}}
+    async with on(exits(0)) as (ex, out):
+        await ex.submit(graph)
+        await trio.sleep(1)
+        ex.cancel("j1")
+        finished = await out.finished("j1")
+        steps_job = await finish(ex, out, {"steps": [{"fail": "x"}]})
+    assert (finished["state"], finished["partial"]) == ("cancelled", {"fast": 1})
+    assert "partial" not in steps_job
+
+
+async def test_partial_is_the_last_try_of_a_retried_graph(autojump_clock: trio.abc.Clock) -> None:
+    async with on(exits(0)) as (ex, out):
+        finished = await finish(ex, out, {**GRAPH, "retry": {"attempts": 2}})
+    assert sorted(finished["partial"]) == ["build", "lint", "report"]
+    assert out.of("j1").count("retry") == 1

@@ -174,3 +174,88 @@ async def test_failures_carry_both_tails_and_a_timeout_what_was_written() -> Non
     assert one["error"]["stderr"] == "broken\n"
     assert two["error"]["type"] == "timeout"
     assert (two["error"]["stdout"], two["error"]["stderr"]) == ("collected", "warn")
+
+
+FIVE_TASKS = {
+    "tasks": {
+        "lint": {"steps": [{"run": "echo clean"}]},
+        "build": {"steps": [{"run": "echo built"}]},
+        "test": {"needs": "build", "steps": [{"run": "echo '2 failed'; exit 1"}]},
+        "deploy": {"needs": "test", "steps": [{"run": "echo shipped"}]},
+        "report": {"needs": "test", "if": "failure", "steps": [{"value": "mailed"}]},
+    }
+}
+
+
+async def test_a_failed_five_task_graph_reports_the_three_that_succeeded() -> None:
+    async with served("--heartbeat", "0") as sl:
+        await sl.driver.send({"op": "submit", "job": FIVE_TASKS})
+        finished = await sl.driver.wait_for("finished")
+        await sl.driver.send({"op": "status", "job": "j1"})
+        status = await sl.driver.wait_for("status")
+        await sl.driver.close_stdin()
+        await sl.driver.rest()
+    assert finished["state"] == "failed"
+    assert finished["error"]["task"] == "test"
+    assert finished["error"]["stdout"] == "2 failed\n"
+    partial = finished["partial"]
+    assert sorted(partial) == ["build", "lint", "report"]
+    assert partial["lint"]["stdout"] == "clean\n"
+    assert partial["report"] == "mailed"
+    assert status["jobs"][0]["partial"] == partial
+
+
+STUBBORN = {"run": "trap 'echo got TERM' TERM; echo up; while :; do sleep 1; done", "grace": 300}
+
+
+@pytest.mark.parametrize("options", [{"force": True}, {"grace": 0.5}])
+async def test_a_cancel_can_cut_a_stubborn_childs_grace(options: dict[str, object]) -> None:
+    """The child ignores SIGTERM and its step allows 300 s: only the cancel's own setting can
+    end it before the test's deadline (a hang fails there, nothing is timed)."""
+    async with served("--heartbeat", "0", deadline=60) as sl:
+        await sl.driver.send({"op": "submit", "job": {**STUBBORN, "stream": True}})
+        await sl.driver.wait_for("output", line="up")
+        await sl.driver.send({"op": "cancel", "job": "j1", **options})
+        await sl.driver.wait_for("cancelling")
+        finished = await sl.driver.wait_for("finished")
+        await sl.driver.close_stdin()
+        await sl.driver.rest()
+    assert finished["state"] == "cancelled"
+    lines = [e["line"] for e in sl.driver.events if e["event"] == "output"]
+    assert lines[:1] == ["up"]
+    if "force" in options:
+        assert "got TERM" not in lines  # SIGKILL at once: no SIGTERM to trap
+
+
+async def test_status_shows_times_stopping_and_filters() -> None:
+    async with served("--heartbeat", "0") as sl:
+        await sl.driver.send(
+            {"op": "submit", "job": {"value": 1}, "name": "a"},
+            {"op": "submit", "job": {"fail": "x"}, "name": "b"},
+            {"op": "submit", "job": {**STUBBORN, "stream": True}, "name": "a"},
+        )
+        await sl.driver.wait_for("output", line="up")
+        await sl.driver.send({"op": "cancel", "job": "j3", "grace": 1})
+        await sl.driver.send({"op": "status", "job": "j3", "id": "stopping"})
+        stopping = await sl.driver.wait_for("status", id="stopping")
+        await sl.driver.wait_for("finished", job="j3")
+        await sl.driver.send(
+            {"op": "status", "name": "a", "limit": 1, "id": 1},
+            {"op": "status", "state": ["failed", "cancelled"], "id": 2},
+            {"op": "status", "since": 0, "limit": 5, "state": "succeeded", "id": 3},
+            {"op": "status", "limit": "1", "id": 4},
+        )
+        newest = await sl.driver.wait_for("status", id=1)
+        unhappy = await sl.driver.wait_for("status", id=2)
+        happy = await sl.driver.wait_for("status", id=3)
+        refused = await sl.driver.wait_for("error", id=4)
+        await sl.driver.close_stdin()
+        await sl.driver.rest()
+    (record,) = stopping["jobs"]
+    assert (record["state"], record["stopping"], record["ended"]) == ("running", True, None)
+    assert record["created"] <= record["started"]
+    assert [r["job"] for r in newest["jobs"]] == ["j3"]
+    assert newest["jobs"][0]["ended"] >= newest["jobs"][0]["started"]
+    assert [r["job"] for r in unhappy["jobs"]] == ["j2", "j3"]
+    assert [r["job"] for r in happy["jobs"]] == ["j1"]
+    assert refused["code"] == "bad_command"

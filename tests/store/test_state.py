@@ -205,6 +205,9 @@ def test_templates_status_and_ids_survive_a_restart(tmp_path: Path) -> None:
             "state": "succeeded",
             "name": "seven",
             "elapsed": s1["jobs"][0]["elapsed"],
+            "created": None,  # times are not stored: a restored record does not know them
+            "started": None,
+            "ended": None,
             "output": 7,
         }
     ]

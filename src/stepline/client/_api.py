@@ -30,11 +30,12 @@ import attrs
 import trio
 
 from ..engine._executor import Config, Executor
-from ..engine._jobs import FINAL_STATES, Job, JobState
+from ..engine._jobs import FINAL_STATES, Job, JobState, StatusFilter
 from ..triggers._attach import Triggers
 from ..wire._events import Event
 from ._feeds import Feed, FeedEvents
 from ._history import DEFAULT_HISTORY, HistoryRouter
+from ._lines import POLL
 from ._outcome import result_of
 
 __all__ = ["EmbeddedExecutor", "FanOutOutbox", "JobHandle", "open_executor"]
@@ -132,8 +133,9 @@ class JobHandle:
         """The job's output once it succeeded; raises :class:`~stepline.JobFailed` otherwise."""
         return result_of(await self._feed.wait_done())
 
-    async def cancel(self) -> bool:
-        """Cancel the job and wait until it has finished (its processes stopped).
+    async def cancel(self, *, force: bool = False, grace: float | None = None) -> bool:
+        """Cancel the job and wait until it has finished (its processes stopped: after
+        ``grace`` seconds, or their steps' own; ``force``: SIGKILL at once).
 
         Returns False, doing nothing, when the job had already finished: a job that ends just
         as you cancel it is a normal race, not an error, in Python code.
@@ -141,13 +143,26 @@ class JobHandle:
         if self.done:
             await trio.lowlevel.checkpoint()
             return False
-        self._executor.cancel(self.id)
+        self._executor.cancel(self.id, force=force, grace=grace)
         await self._feed.wait_done()
         return True
 
     def events(self) -> AsyncIterator[Event]:
         """This job's events from ``accepted`` to ``finished``; each call starts over."""
         return FeedEvents(self._feed)
+
+    async def output_lines(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """The job's output lines after line ``after``, to the end of the job (``_lines.py``)."""
+        while True:
+            await trio.lowlevel.checkpoint()
+            reply = self._executor.logs(self.id, after)
+            for line in reply["lines"]:
+                yield line
+            if reply["done"]:
+                return
+            if reply["next"] == after:
+                await trio.sleep(POLL)
+            after = reply["next"]
 
 
 class EmbeddedExecutor:
@@ -179,11 +194,26 @@ class EmbeddedExecutor:
         await trio.lowlevel.checkpoint()
         self.executor.define(name, job)
 
-    async def status(self, job: str | JobHandle | None = None) -> list[dict[str, Any]]:
-        """``status`` records: every known job's, or one job's."""
+    async def status(
+        self,
+        job: str | JobHandle | None = None,
+        *,
+        state: str | list[str] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """``status`` records: every known job's, or one job's, or those the filters pick
+        (``limit``: the most recent first)."""
         await trio.lowlevel.checkpoint()
         job_id = job.id if isinstance(job, JobHandle) else job
-        return self.executor.table.records(job_id)
+        return self.executor.table.records(job_id, StatusFilter.of(state, name, since, limit))
+
+    async def logs(self, job: str | JobHandle, after: int = 0) -> dict[str, Any]:
+        """A page of the job's output lines after line ``after``: ``lines``, ``next``,
+        ``trimmed``, ``done``."""
+        await trio.lowlevel.checkpoint()
+        return self.executor.logs(job.id if isinstance(job, JobHandle) else job, after)
 
     async def stats(self) -> dict[str, Any]:
         """Counts: ``queued``, ``running``, ``finished`` by state; ``workers``, ``queue_size``."""

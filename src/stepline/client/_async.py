@@ -24,6 +24,7 @@ from ..wire._events import Event
 from ..wire._framing import read_lines
 from ._feeds import Feed, FeedEvents
 from ._history import DEFAULT_HISTORY, HistoryView
+from ._lines import POLL, logs_fields
 from ._outcome import result_of
 from ._session import (
     DISCONNECTED,
@@ -187,12 +188,29 @@ class AsyncClient:
         """Define a template for ``submit(template=...)`` and ``use`` steps."""
         await self._request("define", {"name": name, "job": job})
 
-    async def status(self, job: str | AsyncClientJob | None = None) -> list[dict[str, Any]]:
-        """``status`` records: every known job's, or one job's."""
+    async def status(
+        self,
+        job: str | AsyncClientJob | None = None,
+        *,
+        state: str | list[str] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """``status`` records: every known job's, or one job's, or those the filters pick
+        (``limit``: the most recent first)."""
         job_id = job.id if isinstance(job, AsyncClientJob) else job
-        reply, _ = await self._request("status", present(job=job_id))
+        fields = present(job=job_id, state=state, name=name, since=since, limit=limit)
+        reply, _ = await self._request("status", fields)
         jobs: list[dict[str, Any]] = reply["jobs"]
         return jobs
+
+    async def logs(self, job: str | AsyncClientJob, after: int = 0) -> dict[str, Any]:
+        """A page of the job's output lines after line ``after``: ``lines``, ``next``,
+        ``trimmed``, ``done``."""
+        job_id = job.id if isinstance(job, AsyncClientJob) else job
+        reply, _ = await self._request("logs", {"job": job_id, "after": after})
+        return logs_fields(reply)
 
     async def stats(self) -> dict[str, Any]:
         """Counts: ``queued``, ``running``, ``finished`` by state; ``workers``, ``queue_size``."""
@@ -280,13 +298,16 @@ class AsyncClientJob(HistoryView):
         :class:`ClientError` (``disconnected``) if the child died first."""
         return result_of(await self._feed.wait_done())
 
-    async def cancel(self) -> bool:
-        """Cancel the job and wait until it has finished; False if it had finished already."""
+    async def cancel(self, *, force: bool = False, grace: float | None = None) -> bool:
+        """Cancel the job and wait until it has finished; False if it had finished already.
+        Its processes get ``grace`` seconds after SIGTERM (None: their steps' own), none with
+        ``force``."""
         if self.done:
             await trio.lowlevel.checkpoint()
             return False
+        options = present(grace=grace, force=force or None)
         try:
-            await self._client.request("cancel", job=self.id)
+            await self._client.request("cancel", job=self.id, **options)
         except ClientError as exc:
             if exc.code == "already_finished":
                 return False
@@ -297,3 +318,15 @@ class AsyncClientJob(HistoryView):
     def events(self) -> AsyncIterator[Event]:
         """This job's events from ``accepted`` to ``finished``; each call starts over."""
         return FeedEvents(self._feed)
+
+    async def output_lines(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """The job's output lines after line ``after``, to the end of the job (``_lines.py``)."""
+        while True:
+            reply = await self._client.logs(self.id, after)
+            for line in reply["lines"]:
+                yield line
+            if reply["done"]:
+                return
+            if reply["next"] == after:
+                await trio.sleep(POLL)
+            after = reply["next"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any
@@ -36,6 +37,7 @@ from attrs import frozen
 
 from ..wire._events import Event
 from ._history import DEFAULT_HISTORY, EventHistory, HistoryReader, HistoryView
+from ._lines import POLL, logs_fields
 from ._outcome import result_of
 from ._session import (
     DISCONNECTED,
@@ -191,13 +193,31 @@ class Client:
         self._request("define", {"name": name, "job": job}, timeout)
 
     def status(
-        self, job: str | ClientJob | None = None, timeout: float | None = None
+        self,
+        job: str | ClientJob | None = None,
+        timeout: float | None = None,
+        *,
+        state: str | list[str] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """``status`` records: every known job's, or one job's."""
+        """``status`` records: every known job's, or one job's, or those the filters pick
+        (``limit``: the most recent first)."""
         job_id = job.id if isinstance(job, ClientJob) else job
-        reply, _ = self._request("status", present(job=job_id), timeout)
+        fields = present(job=job_id, state=state, name=name, since=since, limit=limit)
+        reply, _ = self._request("status", fields, timeout)
         jobs: list[dict[str, Any]] = reply["jobs"]
         return jobs
+
+    def logs(
+        self, job: str | ClientJob, after: int = 0, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """A page of the job's output lines after line ``after``: ``lines``, ``next``,
+        ``trimmed``, ``done``."""
+        job_id = job.id if isinstance(job, ClientJob) else job
+        reply, _ = self._request("logs", {"job": job_id, "after": after}, timeout)
+        return logs_fields(reply)
 
     def stats(self, timeout: float | None = None) -> dict[str, Any]:
         """Counts: ``queued``, ``running``, ``finished`` by state; ``workers``, ``queue_size``."""
@@ -304,12 +324,17 @@ class ClientJob(HistoryView):
         :class:`TimeoutError` after ``timeout`` seconds, :class:`ClientError` if the child died."""
         return result_of(self._client._wait_done(self._history, timeout))
 
-    def cancel(self, timeout: float | None = None) -> bool:
-        """Cancel the job and wait until it has finished; False if it had finished already."""
+    def cancel(
+        self, timeout: float | None = None, *, force: bool = False, grace: float | None = None
+    ) -> bool:
+        """Cancel the job and wait until it has finished; False if it had finished already.
+        Its processes get ``grace`` seconds after SIGTERM (None: their steps' own), none with
+        ``force``."""
         if self.done:
             return False
+        options = present(grace=grace, force=force or None)
         try:
-            self._client.request("cancel", timeout, job=self.id)
+            self._client.request("cancel", timeout, job=self.id, **options)
         except ClientError as exc:
             if exc.code == "already_finished":
                 return False
@@ -323,3 +348,17 @@ class ClientJob(HistoryView):
         reader = HistoryReader(self._history)
         while (ev := self._client._next_event(reader, timeout)) is not None:
             yield ev
+
+    def output_lines(
+        self, after: int = 0, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The job's output lines after line ``after``, to the end of the job (``_lines.py``);
+        ``timeout`` bounds each ``logs`` request."""
+        while True:
+            reply = self._client.logs(self.id, after, timeout)
+            yield from reply["lines"]
+            if reply["done"]:
+                return
+            if reply["next"] == after:
+                time.sleep(POLL)
+            after = reply["next"]

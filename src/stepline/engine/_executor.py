@@ -329,8 +329,17 @@ class Executor:
         self.queue.put_nowait(record)
         return record
 
-    def cancel(self, job_id: str, request_id: RequestId = None) -> Job:
-        job = self.table.request_cancel(job_id, request_id)
+    def cancel(
+        self,
+        job_id: str,
+        request_id: RequestId = None,
+        *,
+        force: bool = False,
+        grace: float | None = None,
+    ) -> Job:
+        """Cancel a job; its processes get ``grace`` seconds after SIGTERM (None: their steps'
+        own), or none with ``force`` (SIGKILL at once)."""
+        job = self.table.request_cancel(job_id, request_id, grace=0.0 if force else grace)
         self._room.unpark_all()  # a cancelled queued job may free a slot
         return job
 

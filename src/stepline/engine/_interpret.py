@@ -206,7 +206,9 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     live = ctx.services.outbox if _streams(step, ctx) else None
     sink = StepOutput(job.id, step.path, job.output_log(), live)
     try:
-        result = await run_process(ctx.services.runner, _launch(step, ctx, cwd, sink))
+        result = await run_process(
+            ctx.services.runner, _launch(step, ctx, cwd, sink), lambda: job.stop_grace
+        )
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
     if step.cwd is None and ctx.workspace is not None and result.pid:

@@ -35,9 +35,9 @@ from typing import Any, Final, Protocol
 
 import orjson
 import trio
-from attrs import define, field
+from attrs import define, field, frozen
 
-from .._errors import AlreadyFinished, IllegalTransition, UnknownJob
+from .._errors import AlreadyFinished, BadCommand, IllegalTransition, UnknownJob
 from ..spec._model import JobSpec
 from ..wire._events import EmitFn, Event, RequestId, reply
 from ._logs import JobLog
@@ -50,6 +50,7 @@ __all__ = [
     "Job",
     "JobState",
     "JobTable",
+    "StatusFilter",
     "TableObserver",
     "output_size",
 ]
@@ -74,6 +75,8 @@ class JobState(enum.Enum):
     # every transition (four times per job).
     __hash__ = object.__hash__
 
+
+_BY_NAME: Final = {state.value: state for state in JobState}
 
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)
 
@@ -114,6 +117,15 @@ class Job:
     # The job's output lines (engine/_logs.py), made when its first `run` step starts.
     log: JobLog | None = None
     log_bytes: int = 0  # the log's size counted against the byte budget once finished
+    # Unix times of acceptance, start and end (None: not yet, or unknown after a restart).
+    created: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    # What a graph job's succeeded tasks output so far: `partial` if the job does not succeed.
+    partial: dict[str, Any] | None = None
+    # Seconds its processes get between SIGTERM and SIGKILL when this job is stopped: set by a
+    # `cancel` with `grace` or `force` (0); None: each step's own `grace`.
+    stop_grace: float | None = None
 
     def output_log(self) -> JobLog:
         """The job's log, made on first use (jobs without `run` steps never need one)."""
@@ -129,6 +141,15 @@ class Job:
         end = self.finished_at if self.finished_at is not None else trio.current_time()
         return round((end - self.started_at) * 1e6) / 1e6  # to the µs; round(x, 6) is dearer
 
+    @property
+    def stopping(self) -> bool:
+        """Running, but cancelled or past its deadline: its processes are being stopped."""
+        if self.state is not JobState.RUNNING:
+            return False
+        return self.cancel_reason is not None or (
+            self.spec.timeout is not None and self.scope is not None and self.scope.cancel_called
+        )
+
     def record(self) -> dict[str, Any]:
         """The job's entry in a ``status`` reply."""
         rec: dict[str, Any] = {
@@ -136,16 +157,74 @@ class Job:
             "state": self.state.value,
             "name": self.name,
             "elapsed": self.elapsed,
+            "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
         }
+        if self.stopping:
+            rec["stopping"] = True
         if self.state is JobState.SUCCEEDED:
             rec["output"] = self.output
             if self.output_dropped is not None:
                 rec["output_dropped"] = self.output_dropped
         elif self.state in FINAL_STATES:
             rec["error"] = self.error
+            if self.partial is not None:
+                rec["partial"] = self.partial
         if self.artifacts is not None:
             rec["artifacts"] = self.artifacts
         return rec
+
+
+@frozen
+class StatusFilter:
+    """``status`` filters: ``states`` (any of), ``name``, ``since`` (created at or after, Unix
+    seconds), ``limit`` (the most recent that match, most recent first)."""
+
+    states: frozenset[JobState] | None = None
+    name: str | None = None
+    since: float | None = None
+    limit: int | None = None
+
+    def apply(self, jobs: list[Job]) -> list[Job]:
+        states, name, since = self.states, self.name, self.since
+        picked = [
+            job
+            for job in jobs
+            if (states is None or job.state in states)
+            and (name is None or job.name == name)
+            and (since is None or (job.created is not None and job.created >= since))
+        ]
+        if self.limit is None:
+            return picked
+        return picked[::-1][: self.limit]
+
+    @classmethod
+    def of(
+        cls,
+        state: Any = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> StatusFilter | None:
+        """The filter a ``status`` command asks for (None: none); ``state`` is a state's name
+        or a list of them, anything else a ``BadCommand``."""
+        if state is None and name is None and since is None and limit is None:
+            return None
+        return cls(_states(state), name, since, limit)
+
+
+def _states(state: Any) -> frozenset[JobState] | None:
+    if state is None:
+        return None
+    names = [state] if isinstance(state, str) else state
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadCommand("status: 'state' must be a state or a list of states")
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        known = ", ".join(_BY_NAME)
+        raise BadCommand(f"status: unknown state {unknown[0]!r}; expected one of {known}")
+    return frozenset(_BY_NAME[n] for n in names)
 
 
 FinishHook = Callable[["Job", Event], None]
@@ -216,6 +295,7 @@ class JobTable:
         )
         self._jobs[job.id] = job
         self._queued[job.id] = job
+        job.created = time.time()
         if announce:
             self._emit(self.accepted_event(job.id, request_id, extra))
         return job
@@ -237,7 +317,8 @@ class JobTable:
         job.started_at = trio.current_time()
         if job.spec.timeout is not None:
             scope.deadline = job.started_at + job.spec.timeout
-        started = {"event": "started", "ts": time.time(), "job": job.id}
+        job.started = now = time.time()
+        started = {"event": "started", "ts": now, "job": job.id}
         if self.observer is None:
             self._emit(started)
         else:
@@ -262,8 +343,11 @@ class JobTable:
         for hook in self.finish_hooks:
             hook(job, finished)
 
-    def request_cancel(self, job_id: str, request_id: RequestId = None) -> Job:
-        """Answer ``cancelling``; a queued job finishes now, a running one is interrupted."""
+    def request_cancel(
+        self, job_id: str, request_id: RequestId = None, *, grace: float | None = None
+    ) -> Job:
+        """Answer ``cancelling``; a queued job finishes now, a running one is interrupted, its
+        processes given ``grace`` seconds after SIGTERM (None: their steps' own ``grace``)."""
         job = self.get(job_id)
         if job.state in FINAL_STATES:
             raise AlreadyFinished(f"job {job_id} already finished ({job.state.value})")
@@ -272,6 +356,8 @@ class JobTable:
             self._emit(cancelling)
         else:
             self.observer.on_cancelling(job, cancelling)  # written once the cancel is durable
+        if grace is not None and job.cancel_reason is None:  # a stop under way keeps its grace
+            job.stop_grace = grace
         self.cancel(job, "cancelled by request")
         return job
 
@@ -331,11 +417,15 @@ class JobTable:
         """Running jobs (a snapshot: safe to cancel while iterating)."""
         return iter(list(self._running.values()))
 
-    def records(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        """``status`` records: one job's, or every known job's."""
-        if job_id is not None:
-            return [self.get(job_id).record()]
-        return [job.record() for job in self._jobs.values()]
+    def records(
+        self, job_id: str | None = None, select: StatusFilter | None = None
+    ) -> list[dict[str, Any]]:
+        """``status`` records: one job's, or every known job's (in acceptance order), or those
+        ``select`` picks (with a ``limit``: the most recent first)."""
+        jobs = [self.get(job_id)] if job_id is not None else list(self._jobs.values())
+        if select is not None:
+            jobs = select.apply(jobs)
+        return [job.record() for job in jobs]
 
     def counts(self) -> dict[str, Any]:
         """Counts for ``stats``: queued, running, and finished by final state (all time)."""
@@ -356,12 +446,15 @@ class JobTable:
 
     @staticmethod
     def _finished_event(job: Job) -> dict[str, Any]:
-        ev = {"event": "finished", "ts": time.time(), "job": job.id, "state": job.state.value}
+        job.ended = now = time.time()
+        ev = {"event": "finished", "ts": now, "job": job.id, "state": job.state.value}
         ev["elapsed"] = job.elapsed
         if job.state is JobState.SUCCEEDED:
             ev["output"] = job.output
         else:
             ev["error"] = job.error
+            if job.partial is not None:
+                ev["partial"] = job.partial
         if job.artifacts is not None:
             ev["artifacts"] = job.artifacts
         return ev

@@ -141,6 +141,8 @@ class _GraphRun:
         self.failure: StepFailed | None = None  # the first task that failed
         self.limiter = trio.CapacityLimiter(graph.limit) if graph.limit else None
         self.cleanup_deadline: float | None = None
+        if not graph.path:  # the job's own graph: what succeeded is its `partial` if it fails
+            ctx.job.partial = {}
 
     async def run(self) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
@@ -206,6 +208,8 @@ class _GraphRun:
             self._failed(task, exc)
             return
         self.outputs[task.name] = output
+        if not self.graph.path and self.ctx.job.partial is not None:
+            self.ctx.job.partial[task.name] = output
         self._final(task, "succeeded")
 
     async def _cleanup(self, task: Task) -> None:

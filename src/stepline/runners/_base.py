@@ -24,7 +24,7 @@ through ``Executor(runner=...)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 import attrs
@@ -174,15 +174,22 @@ class Runner(Protocol):
         ...
 
 
-async def run_process(runner: Runner, launch: Launch) -> ProcessResult:
-    """Run ``launch`` to its end on ``runner``; on cancellation stop it (``launch.grace``), then
-    let the ``Cancelled`` propagate untouched. Raises :class:`ProcessStartError`."""
+async def run_process(
+    runner: Runner, launch: Launch, stop_grace: Callable[[], float | None] | None = None
+) -> ProcessResult:
+    """Run ``launch`` to its end on ``runner``; on cancellation stop it, then let the
+    ``Cancelled`` propagate untouched. Raises :class:`ProcessStartError`.
+
+    The stop's grace is ``stop_grace()`` if it gives one, asked when the stop begins (a
+    ``cancel`` may set it: ``force``, ``grace``), else ``launch.grace``.
+    """
     process = runner.start(launch)
     try:
         return await process.wait()
     except BaseException:  # cancellation above all: stop the process, then let it propagate
+        grace = None if stop_grace is None else stop_grace()
         with trio.CancelScope(shield=True):
-            await process.stop(launch.grace)
+            await process.stop(launch.grace if grace is None else grace)
         raise
     finally:
         process.close()

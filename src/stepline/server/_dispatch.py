@@ -15,6 +15,7 @@ import trio
 
 from .._errors import CommandError
 from ..engine._executor import Executor
+from ..engine._jobs import StatusFilter
 from ..triggers._attach import Triggers
 from ..wire._commands import (
     Ack,
@@ -81,13 +82,14 @@ async def _submit(ex: Executor, cmd: Submit, rid: RequestId) -> None:
 
 
 async def _cancel(ex: Executor, cmd: Cancel, rid: RequestId) -> None:
-    ex.cancel(cmd.job, rid)
+    ex.cancel(cmd.job, rid, force=cmd.force, grace=cmd.grace)
 
 
 async def _status(ex: Executor, cmd: Status, rid: RequestId) -> None:
     # Open alerts and live schedules are listed with every job's records, not for one job.
     extra = Triggers.of(ex).status() if cmd.job is None else {}
-    ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job), **extra))
+    select = StatusFilter.of(cmd.state, cmd.name, cmd.since, cmd.limit)
+    ex.outbox.emit(reply("status", rid, jobs=ex.table.records(cmd.job, select), **extra))
 
 
 async def _logs(ex: Executor, cmd: Logs, rid: RequestId) -> None:

@@ -54,11 +54,17 @@ class Submit:
 @frozen
 class Cancel:
     job: str
+    force: bool = False
+    grace: float | None = None
 
 
 @frozen
 class Status:
     job: str | None = None
+    state: Any = None  # a state or a list of states: checked by the engine's StatusFilter
+    name: str | None = None
+    since: float | None = None
+    limit: int | None = None
 
 
 @frozen
@@ -263,6 +269,12 @@ def _strict_count(value: Any, _: type) -> int:
     return value
 
 
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {_json_type(value)}")
+    return value
+
+
 def _strict_object(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected object, got {_json_type(value)}")
@@ -279,6 +291,7 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(float, _strict_float)
     converter.register_structure_hook(int, _strict_count)
+    converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook_func(lambda t: t == dict[str, Any], _strict_object)
     converter.register_structure_hook_func(lambda t: t is Any, lambda value, _: value)
     return converter
