@@ -19,10 +19,11 @@ ROOT = Path(__file__).parents[2]
 
 
 def example(heading: str) -> str:
-    """The first ``sh`` block after the README heading that starts with ``heading``."""
+    """The first ``sh`` block (whatever its markers) after the README heading that starts with
+    ``heading``."""
     text = (ROOT / "README.md").read_text()
     section = text.split(f"\n### {heading}", 1)[1]
-    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    match = re.search(r"```sh[^\n]*\n(.*?)```", section, re.S)
     assert match is not None, heading
     return match.group(1)
 
