@@ -80,7 +80,7 @@ class HttpServer:
 
     # -- called from handler threads -------------------------------------------------------
 
-    def _answer(self, request: Request) -> Answer:
+    def answer(self, request: Request) -> Answer:
         with self._lock:
             self.requests.append(request)
             self.active += 1
@@ -88,11 +88,11 @@ class HttpServer:
             script = self.scripts.get(request.path, [Answer(404, {"error": "no such path"})])
             return script.pop(0) if len(script) > 1 else script[0]
 
-    def _done(self) -> None:
+    def request_done(self) -> None:
         with self._lock:
             self.active -= 1
 
-    def _wait(self, seconds: float) -> None:
+    def delay(self, seconds: float) -> None:
         if seconds > 0:
             self._closing.wait(seconds)
 
@@ -108,14 +108,14 @@ def _handler_for(server: HttpServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            answer = server._answer(Request(self.command, self.path, headers, body))
+            answer = server.answer(Request(self.command, self.path, headers, body))
             try:
-                server._wait(answer.delay)
+                server.delay(answer.delay)
                 self._reply(answer)
             except OSError:
                 pass  # the client gave up (a timeout or a cancel): nothing to tell it
             finally:
-                server._done()
+                server.request_done()
 
         def _reply(self, answer: Answer) -> None:
             if answer.text is not None:

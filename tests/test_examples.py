@@ -19,7 +19,8 @@ from stepline.cli._jobfiles import load_entries, load_templates
 from stepline.cli._progress import PlainView
 from stepline.cli._run import Options, Session
 from stepline.cli._term import Output
-from stepline.spec._validate import _KINDS, validate_job
+from stepline.spec._keys import KINDS
+from stepline.spec._validate import validate_job
 
 from .driver import ENV
 
@@ -45,7 +46,7 @@ PROTOCOL_KINDS = {"sleep", "value", "log", "fail", "run", "seq", "par", "race", 
 
 
 def test_there_is_a_job_file_for_every_step_kind_of_the_protocol() -> None:
-    assert set(_KINDS) >= PROTOCOL_KINDS
+    assert set(KINDS) >= PROTOCOL_KINDS
     assert {p.stem for p in STEP_FILES} >= PROTOCOL_KINDS
 
 

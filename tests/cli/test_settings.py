@@ -23,7 +23,9 @@ README = Path(__file__).parents[2] / "README.md"
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    # argparse has no public way to list a parser's actions or to find its subcommands
+    actions = build_parser()._actions  # noqa: SLF001
+    commands = next(a for a in actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
     parser: argparse.ArgumentParser = commands.choices["serve"]
     return parser
 
@@ -31,7 +33,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 def _serve_flags() -> dict[str, argparse.Action]:
     return {
         action.option_strings[-1]: action
-        for action in _serve_parser()._actions
+        for action in _serve_parser()._actions  # noqa: SLF001 (argparse: no public list)
         if action.option_strings and action.dest != "help"
     }
 

@@ -247,23 +247,23 @@ class CheckingOutbox:
             return f"{kind} after finished"
         return _LIFECYCLE[kind](self, view, event) if kind in _LIFECYCLE else f"unknown {kind}"
 
-    def _started(self, view: View, event: Event) -> str | None:
+    def check_started(self, view: View, event: Event) -> str | None:
         if view.started:
             return "started twice"
         view.started = True
         return None
 
-    def _during_run(self, view: View, event: Event) -> str | None:
+    def check_during_run(self, view: View, event: Event) -> str | None:
         return None if view.started else f"{event['event']} before started"
 
-    def _finished(self, view: View, event: Event) -> str | None:
+    def check_finished(self, view: View, event: Event) -> str | None:
         view.finished = event
         self.finish_order.append(view.id)
         if not view.started and (event["state"] != "cancelled" or event["elapsed"] != 0):
             return "finished without starting, yet not a cancel with elapsed 0"
         return None
 
-    def _cancelling(self, view: View, event: Event) -> str | None:
+    def check_cancelling(self, view: View, event: Event) -> str | None:
         return None
 
     def _limits(self) -> None:
@@ -296,14 +296,14 @@ class CheckingOutbox:
 
 
 _LIFECYCLE: dict[str, Callable[[CheckingOutbox, View, Event], str | None]] = {
-    "started": CheckingOutbox._started,
-    "progress": CheckingOutbox._during_run,
-    "log": CheckingOutbox._during_run,
-    "step": CheckingOutbox._during_run,
-    "retry": CheckingOutbox._during_run,
-    "output": CheckingOutbox._during_run,
-    "finished": CheckingOutbox._finished,
-    "cancelling": CheckingOutbox._cancelling,
+    "started": CheckingOutbox.check_started,
+    "progress": CheckingOutbox.check_during_run,
+    "log": CheckingOutbox.check_during_run,
+    "step": CheckingOutbox.check_during_run,
+    "retry": CheckingOutbox.check_during_run,
+    "output": CheckingOutbox.check_during_run,
+    "finished": CheckingOutbox.check_finished,
+    "cancelling": CheckingOutbox.check_cancelling,
 }
 
 # -- running a program -------------------------------------------------------------------------

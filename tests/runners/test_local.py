@@ -32,7 +32,7 @@ def drain_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     and by a second task for stderr, the way without epoll (``_process._EPOLL`` is None)."""
     if request.param == "two tasks":
         monkeypatch.setattr(_process, "_EPOLL", None)
-    elif _process._EPOLL is None:
+    elif _process._EPOLL is None:  # noqa: SLF001 (the private fast path this test switches)
         pytest.skip("no epoll on this platform")
 
 

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from .._errors import InvalidJob, StepFailed
-from ..spec._graph import RefProblem, Scope, Unit
 from ..spec._model import Deferred, Graph, Step, Task
+from ..spec._refs import RefProblem, Scope, Unit
 from ..spec._validate import resolve_unit
 from ..wire._events import event
 
@@ -86,7 +86,7 @@ class Cleanups:
 
 
 class _JobValues:
-    """``${job.id}`` and ``${job.workspace}`` of the running job (see :class:`_graph.JobValues`)."""
+    """``${job.id}`` and ``${job.workspace}`` of the running job (the spec's ``JobValues``)."""
 
     __slots__ = ("_ctx",)
 

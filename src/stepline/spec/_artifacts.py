@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Final
 from .._errors import InvalidJob
 
 if TYPE_CHECKING:
-    from ._validate import _Validator
+    from ._fields import Fields
 
 __all__ = ["MAX_PATTERNS", "parse_artifacts"]
 
 MAX_PATTERNS: Final = 100
 
 
-def parse_artifacts(v: _Validator, raw: Any, base: str) -> tuple[str, ...]:
+def parse_artifacts(v: Fields, raw: Any, base: str) -> tuple[str, ...]:
     """The job-level ``artifacts``: a list of relative glob patterns (strings)."""
     where = f"{base}.artifacts" if base else "artifacts"
-    value = v._resolve(raw, base, "artifacts")
+    value = v.resolve(raw, base, "artifacts")
     if type(value) is str:
         value = [value]  # one pattern alone, as `needs` takes one name
     if type(value) is not list:
@@ -35,9 +35,9 @@ def parse_artifacts(v: _Validator, raw: Any, base: str) -> tuple[str, ...]:
     return tuple(_pattern(check, item, where, i) for i, item in enumerate(value))
 
 
-def _pattern(v: _Validator, raw: object, where: str, i: int) -> str:
+def _pattern(v: Fields, raw: object, where: str, i: int) -> str:
     at = f"{where}[{i}]"
-    pattern = v._string(raw, at, "", no_nul=True)
+    pattern = v.string(raw, at, "", no_nul=True)
     if not pattern:
         raise InvalidJob(at, "a pattern must not be empty")
     if pattern.startswith("/"):

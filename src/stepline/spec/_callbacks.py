@@ -12,10 +12,10 @@ A job's ``on_finish`` is a list; each entry has exactly one kind key plus option
 and every entry may carry ``when``: ``success`` (state ``succeeded``), ``failure`` (any other final
 state: ``failed``, ``cancelled``, ``timed_out``) or ``always`` (the default).
 
-Parsing reuses the step validator (:class:`stepline.spec._validate._Validator`): callbacks are part
-of the job, so ``${params.NAME}`` is substituted in them exactly as in steps, the same strict type
-checks apply, and every message names its path (``on_finish[1].webhook``). The validator is only
-imported for type checking: :mod:`stepline.spec._validate` imports this module.
+Parsing reads every field through the job's :class:`~stepline.spec._fields.Fields`: callbacks are
+part of the job, so ``${params.NAME}`` is substituted in them exactly as in steps, the same strict
+type checks apply, and every message names its path (``on_finish[1].webhook``); a ``run``
+callback's options go through the ``run`` step's own parser.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from attrs import field, frozen
 from .._errors import InvalidJob
 from ._http import check_url, parse_headers
 from ._model import NO_MODIFIERS, Retry, Run
+from ._steps import parse_run
 
 if TYPE_CHECKING:
-    from ._validate import _Validator
+    from ._fields import Fields
 
 __all__ = [
     "Alert",
@@ -103,11 +104,11 @@ class RunCallback(_CallbackBase):
 Callback: TypeAlias = Notify | Alert | Webhook | RunCallback
 
 
-def parse_on_finish(v: _Validator, raw: object, base: str) -> tuple[Callback, ...]:
+def parse_on_finish(v: Fields, raw: object, base: str) -> tuple[Callback, ...]:
     """The job's ``on_finish`` list (at ``base``), validated and substituted."""
     key = "on_finish"
-    value = v._resolve(raw, base, key)
-    if v._lenient(value):
+    value = v.resolve(raw, base, key)
+    if v.lenient(value):
         return ()  # define time: given by a parameter that has no value yet
     if type(value) is not list:
         raise InvalidJob(_at(base, key), f"expected a list of callbacks, got {_kind(value)}")
@@ -116,7 +117,7 @@ def parse_on_finish(v: _Validator, raw: object, base: str) -> tuple[Callback, ..
     return tuple([_callback(check, item, f"{prefix}[{i}]", i) for i, item in enumerate(value)])
 
 
-def _callback(v: _Validator, raw: object, path: str, index: int) -> Callback:
+def _callback(v: Fields, raw: object, path: str, index: int) -> Callback:
     if type(raw) is not dict:
         raise InvalidJob(path, f"a callback must be an object, got {_kind(raw)}")
     kinds = [k for k in raw if k in _OPTIONS]
@@ -131,29 +132,29 @@ def _callback(v: _Validator, raw: object, path: str, index: int) -> Callback:
     return _PARSERS[kind](v, raw, path, index, when)
 
 
-def _when(v: _Validator, raw: dict[str, Any], path: str) -> When:
+def _when(v: Fields, raw: dict[str, Any], path: str) -> When:
     if "when" not in raw:
         return "always"
-    when = v._string(raw["when"], path, "when")
-    if when not in _WHEN and not v._lenient(when):
+    when = v.string(raw["when"], path, "when")
+    if when not in _WHEN and not v.lenient(when):
         raise InvalidJob(_at(path, "when"), f"expected one of {', '.join(_WHEN)}, got {when!r}")
     return cast(When, when)
 
 
-def _notify(v: _Validator, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
-    text = v._string(raw["notify"], path, "notify")
+def _notify(v: Fields, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
+    text = v.string(raw["notify"], path, "notify")
     return Notify(index=index, path=path, when=when, text=text)
 
 
-def _alert(v: _Validator, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
-    text = v._string(raw["alert"], path, "alert")
+def _alert(v: Fields, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
+    text = v.string(raw["alert"], path, "alert")
     return Alert(index=index, path=path, when=when, text=text)
 
 
-def _webhook(v: _Validator, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
-    url = check_url(v, v._string(raw["webhook"], path, "webhook"), path, "webhook")
-    method = v._string(raw["method"], path, "method").upper() if "method" in raw else "POST"
-    if method not in _METHODS and not v._lenient(method):
+def _webhook(v: Fields, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
+    url = check_url(v, v.string(raw["webhook"], path, "webhook"), path, "webhook")
+    method = v.string(raw["method"], path, "method").upper() if "method" in raw else "POST"
+    if method not in _METHODS and not v.lenient(method):
         allowed = ", ".join(_METHODS)
         raise InvalidJob(_at(path, "method"), f"expected one of {allowed}, got {method!r}")
     return Webhook(
@@ -165,14 +166,14 @@ def _webhook(v: _Validator, raw: dict[str, Any], path: str, index: int, when: Wh
         headers=parse_headers(v, raw["headers"], path) if "headers" in raw else {},
         payload=_payload(v, raw["payload"], path) if "payload" in raw else {},
         timeout=_positive(v, raw["timeout"], path) if "timeout" in raw else WEBHOOK_TIMEOUT,
-        retry=v._retry(raw["retry"], path, "retry") if "retry" in raw else WEBHOOK_RETRY,
+        retry=v.retry(raw["retry"], path, "retry") if "retry" in raw else WEBHOOK_RETRY,
     )
 
 
-def _run(v: _Validator, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
+def _run(v: Fields, raw: dict[str, Any], path: str, index: int, when: When) -> Callback:
     """The ``run`` options are parsed by the ``run`` step's own parser: same rules, same paths."""
     step_keys: dict[str, Any] = {k: raw[k] for k in ("run", "env", "cwd", "grace") if k in raw}
-    step = v._run(step_keys, path, 0, NO_MODIFIERS)
+    step = parse_run(v, step_keys, path, 0, NO_MODIFIERS)
     timeout = _positive(v, raw["timeout"], path) if "timeout" in raw else None
     return RunCallback(index=index, path=path, when=when, run=cast(Run, step), timeout=timeout)
 
@@ -180,19 +181,19 @@ def _run(v: _Validator, raw: dict[str, Any], path: str, index: int, when: When) 
 _PARSERS: Final = {"notify": _notify, "alert": _alert, "webhook": _webhook, "run": _run}
 
 
-def _payload(v: _Validator, raw: object, path: str) -> dict[str, Any]:
-    value = v._json_field(raw, path, "payload")
+def _payload(v: Fields, raw: object, path: str) -> dict[str, Any]:
+    value = v.json_field(raw, path, "payload")
     if type(value) is dict:
         return value
-    if v._lenient(value):
+    if v.lenient(value):
         return {}
     raise InvalidJob(_at(path, "payload"), f"expected an object, got {_kind(value)}")
 
 
-def _positive(v: _Validator, raw: object, path: str) -> float:
+def _positive(v: Fields, raw: object, path: str) -> float:
     """A ``timeout``: a finite number > 0 (0 would make every attempt fail at once)."""
-    value = v._number(raw, path, "timeout")
-    if value == 0 and not v._lenient(value):
+    value = v.number(raw, path, "timeout")
+    if value == 0 and not v.lenient(value):
         raise InvalidJob(_at(path, "timeout"), "must be greater than 0")
     return value
 

@@ -22,7 +22,7 @@ from .._errors import InvalidJob
 from ._model import Http, Modifiers, Step
 
 if TYPE_CHECKING:
-    from ._validate import _Validator
+    from ._fields import Fields
 
 __all__ = ["check_url", "parse_headers", "parse_http"]
 
@@ -30,12 +30,12 @@ _METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _KEYS: Final = frozenset(("url", "method", "headers", "json", "body", "expect"))
 
 
-def parse_http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
+def parse_http(v: Fields, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
     """The ``http`` step (registered in the validator's parser table)."""
-    spec = v._resolve(raw["http"], path, "http")
+    spec = v.resolve(raw["http"], path, "http")
     where = f"{path}.http" if path else "http"
     if type(spec) is not dict:
-        if v._lenient(spec):
+        if v.lenient(spec):
             return cast(Step, spec)
         raise InvalidJob(where, "expected an object with 'url' (and method, headers, json, ...)")
     check = v if spec is raw["http"] else v.literal
@@ -46,7 +46,7 @@ def parse_http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: 
         raise InvalidJob(where, "missing 'url'")
     if "json" in spec and "body" in spec:
         raise InvalidJob(where, "give at most one of 'json' and 'body'")
-    url = check_url(check, check._string(spec["url"], where, "url", no_nul=True), where, "url")
+    url = check_url(check, check.string(spec["url"], where, "url", no_nul=True), where, "url")
     content, headers = _content(check, spec, where)
     return Http(
         path=path,
@@ -59,39 +59,37 @@ def parse_http(v: _Validator, raw: dict[str, Any], path: str, depth: int, mods: 
     )
 
 
-def _method(v: _Validator, spec: dict[str, Any], where: str, has_body: bool) -> str:
+def _method(v: Fields, spec: dict[str, Any], where: str, has_body: bool) -> str:
     if "method" not in spec:
         return "POST" if has_body else "GET"
-    method = v._string(spec["method"], where, "method").upper()
-    if method not in _METHODS and not v._lenient(method):
+    method = v.string(spec["method"], where, "method").upper()
+    if method not in _METHODS and not v.lenient(method):
         raise InvalidJob(f"{where}.method", f"expected one of {', '.join(_METHODS)}")
     return method
 
 
-def _content(
-    v: _Validator, spec: dict[str, Any], where: str
-) -> tuple[bytes | None, dict[str, str]]:
+def _content(v: Fields, spec: dict[str, Any], where: str) -> tuple[bytes | None, dict[str, str]]:
     """The encoded body and the headers, with a content type for ``json`` unless one is given."""
     headers = parse_headers(v, spec["headers"], where) if "headers" in spec else {}
     has_type = any(name.lower() == "content-type" for name in headers)
     if "json" in spec:
-        value = v._json_field(spec["json"], where, "json")
+        value = v.json_field(spec["json"], where, "json")
         if not has_type:
             headers["content-type"] = "application/json"
         return orjson.dumps(value), headers
     if "body" in spec:
-        return v._string(spec["body"], where, "body").encode(), headers
+        return v.string(spec["body"], where, "body").encode(), headers
     return None, headers
 
 
-def _expect(v: _Validator, raw: object, where: str) -> tuple[int, ...]:
-    value = v._resolve(raw, where, "expect")
+def _expect(v: Fields, raw: object, where: str) -> tuple[int, ...]:
+    value = v.resolve(raw, where, "expect")
     if type(value) is not list or not value:
-        if v._lenient(value):
+        if v.lenient(value):
             return ()
         raise InvalidJob(f"{where}.expect", "expected a non-empty list of HTTP status codes")
     check = v if value is raw else v.literal
-    codes = tuple(check._int(code, where, f"expect[{i}]", 100) for i, code in enumerate(value))
+    codes = tuple(check.count(code, where, f"expect[{i}]", 100) for i, code in enumerate(value))
     for i, code in enumerate(codes):
         if code > 599:
             raise InvalidJob(f"{where}.expect[{i}]", f"not an HTTP status code: {code}")
@@ -101,19 +99,19 @@ def _expect(v: _Validator, raw: object, where: str) -> tuple[int, ...]:
 # -- shared with webhook callbacks ----------------------------------------------------------------
 
 
-def check_url(v: _Validator, url: str, path: str, key: str) -> str:
+def check_url(v: Fields, url: str, path: str, key: str) -> str:
     """An absolute http(s) URL (a define-time placeholder passes)."""
-    if v._lenient(url) or url.lower().startswith(("http://", "https://")):
+    if v.lenient(url) or url.lower().startswith(("http://", "https://")):
         return url
     raise InvalidJob(_at(path, key), f"expected an http:// or https:// URL, got {url[:80]!r}")
 
 
-def parse_headers(v: _Validator, raw: object, path: str) -> dict[str, str]:
+def parse_headers(v: Fields, raw: object, path: str) -> dict[str, str]:
     """``headers``: an object of strings; values substituted; no CR/LF (header injection)."""
-    value = v._resolve(raw, path, "headers")
+    value = v.resolve(raw, path, "headers")
     where = _at(path, "headers")
     if type(value) is not dict:
-        if v._lenient(value):
+        if v.lenient(value):
             return {}
         raise InvalidJob(where, f"expected an object of strings, got {_kind(value)}")
     check = v if value is raw else v.literal
@@ -121,7 +119,7 @@ def parse_headers(v: _Validator, raw: object, path: str) -> dict[str, str]:
     for name, item in value.items():
         if type(name) is not str or not name or any(c in name for c in "\r\n:\0 "):
             raise InvalidJob(where, f"bad header name {str(name)[:40]!r}")
-        text = check._string(item, where, name)
+        text = check.string(item, where, name)
         if any(c in text for c in "\r\n\0"):
             raise InvalidJob(_at(where, name), "a header value must not contain CR, LF or NUL")
         headers[name] = text

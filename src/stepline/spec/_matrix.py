@@ -25,9 +25,10 @@ import orjson
 from attrs import frozen
 
 from .._errors import InvalidJob
+from ._text import describe_type
 
 if TYPE_CHECKING:
-    from ._validate import _Validator
+    from ._fields import Fields
 
 __all__ = ["MAX_INSTANCES", "Matrix", "parse_matrix"]
 
@@ -45,11 +46,11 @@ class Matrix:
     labels: tuple[str, ...]
 
 
-def parse_matrix(v: _Validator, raw: object, path: str, task: str) -> Matrix:
+def parse_matrix(v: Fields, raw: object, path: str, task: str) -> Matrix:
     """The ``matrix`` of task ``task`` (at ``path``): its instances, or an ``InvalidJob``."""
     where = f"{path}.matrix"
     if type(raw) is not dict:
-        raise InvalidJob(where, f"expected an object of value lists, got {_kind(raw)}")
+        raise InvalidJob(where, f"expected an object of value lists, got {describe_type(raw)}")
     if not raw:
         raise InvalidJob(where, "must not be empty: name at least one list of values")
     axes: list[tuple[str, list[Any]]] = []
@@ -73,18 +74,18 @@ def parse_matrix(v: _Validator, raw: object, path: str, task: str) -> Matrix:
     return Matrix(values=tuple(combos), labels=tuple(labels))
 
 
-def _axis(v: _Validator, raw: object, where: str, name: str) -> list[Any]:
+def _axis(v: Fields, raw: object, where: str, name: str) -> list[Any]:
     """One name's values: a list, or a ``${params.X}`` holding one (unresolved: a stand-in)."""
-    value = v._json_field(raw, where, name)
+    value = v.json_field(raw, where, name)
     if type(value) is list:
         if not value:
             raise InvalidJob(f"{where}.{name}", "must not be empty: an instance needs a value")
         return value
-    if v._lenient(value):
+    if v.lenient(value):
         return [value]  # define time: one instance stands for the unknown list
     raise InvalidJob(
         f"{where}.{name}",
-        f"expected a list of values (or a ${{params.X}} holding one), got {_kind(value)}",
+        f"expected a list of values (or a ${{params.X}} holding one), got {describe_type(value)}",
     )
 
 
@@ -94,9 +95,3 @@ def _product(axes: list[tuple[str, list[Any]]]) -> itertools.product[tuple[Any, 
 
 def _text(value: object) -> str:
     return value if type(value) is str else orjson.dumps(value).decode()
-
-
-def _kind(value: object) -> str:
-    from ._graph import describe
-
-    return describe(value)

@@ -19,7 +19,7 @@ from ._limits import NO_LIMITS, Limits
 
 if TYPE_CHECKING:
     from ._callbacks import Callback
-    from ._graph import Unit
+    from ._refs import Unit
 
 __all__ = [
     "NO_MODIFIERS",
@@ -161,7 +161,7 @@ class Task:
     task's name, and ``matrix``, its values (see :mod:`stepline.spec._matrix`). ``later`` is set
     when the steps refer to values known only at run time (``${tasks.a.output}``, ``${job.id}``):
     ``body`` then holds those references as text and is validated again, with the values, when
-    the task starts (see :mod:`stepline.spec._graph`).
+    the task starts (see :mod:`stepline.spec._refs`).
     """
 
     name: str

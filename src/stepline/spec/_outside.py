@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from ._validate import MAX_JSON_DEPTH
+from ._fields import MAX_JSON_DEPTH
 
 __all__ = ["INVALID_OUTPUT", "too_deep"]
 
