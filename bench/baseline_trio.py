@@ -288,7 +288,95 @@ async def worker_channel(
             )
 
 
-SERVES = {"batched": serve, "channel": serve_channel}
+# -- --writer nursery: the in-process floor ----------------------------------------------------
+
+NURSERY_RESULTS = 64  # the results channel's bound, the same as the job channel's
+
+
+async def serve_nursery(workers: int, queue: int, hold: bool) -> None:
+    """The floor a program gets from trio alone: jobs in, results out, no protocol.
+
+    What a Python program would write to run trivial jobs in-process with trio: the reader
+    splits stdin and parses each line with orjson, and puts the job on a bounded channel
+    (``--queue``; the issue's floor uses 8 workers and 64); ``--workers`` tasks each take a job,
+    compute its result and put it on a second bounded channel (:data:`NURSERY_RESULTS`); one
+    writer drains that channel and writes a ``finished`` line per job (whatever is already
+    waiting goes in one ``send_all``). No ``accepted``/``started`` events, no job table, no
+    validation: only the work itself and the pipes, ``ready`` to ``bye`` as the benchmark
+    drives ``stepline serve``. Both channels use ``send_nowait`` and wait only when full, as
+    :func:`put` does; the collector is tuned as ``stepline serve`` tunes it.
+    """
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    stdout = trio.lowlevel.FdStream(os.dup(1))
+    ready = {"event": "ready", "ts": time.time(), "workers": workers, "queue_size": queue}
+    await stdout.send_all(orjson.dumps(ready, option=orjson.OPT_APPEND_NEWLINE))
+    results, results_out = trio.open_memory_channel[Event](NURSERY_RESULTS)
+    send, receive = trio.open_memory_channel[Job](queue)
+    eof = trio.Event()
+    go = eof if hold else trio.Event()
+    if not hold:
+        go.set()
+    async with trio.open_nursery() as outer:
+        outer.start_soon(result_writer, stdout, results_out)
+        async with results, trio.open_nursery() as inner, receive:
+            for _ in range(workers):
+                inner.start_soon(worker_nursery, receive.clone(), results.clone(), go)
+            inner.start_soon(read_jobs_nursery, stdin, send, eof)
+    bye = {"event": "bye", "ts": time.time()}
+    await stdout.send_all(orjson.dumps(bye, option=orjson.OPT_APPEND_NEWLINE))
+
+
+async def read_jobs_nursery(
+    stdin: trio.abc.ReceiveStream, send: trio.MemorySendChannel[Job], eof: trio.Event
+) -> None:
+    """Parse submits into the job channel; close it at EOF."""
+    count = 0
+    partial = b""
+    async with send:
+        while True:
+            chunk = await stdin.receive_some(CHUNK)
+            lines, partial = split_lines(partial, chunk or b"\n")
+            for line in lines:
+                if line.strip():
+                    count += 1
+                    await put(send, (f"j{count}", orjson.loads(line)["job"]))
+            if not chunk:
+                break
+    eof.set()
+
+
+async def worker_nursery(
+    jobs: trio.MemoryReceiveChannel[Job], results: trio.MemorySendChannel[Event], go: trio.Event
+) -> None:
+    """Compute each job's result and put it on the results channel."""
+    await go.wait()
+    async with jobs, results:
+        async for job_id, job in jobs:
+            result = {"event": "finished", "job": job_id, "state": "succeeded"}
+            result["output"] = job.get("value")
+            try:
+                results.send_nowait(result)
+            except trio.WouldBlock:
+                await results.send(result)
+
+
+async def result_writer(
+    stream: trio.abc.SendStream, results: trio.MemoryReceiveChannel[Event]
+) -> None:
+    """Write each result with whatever else is already waiting, in one ``send_all``."""
+    option = orjson.OPT_APPEND_NEWLINE
+    async with results:
+        async for result in results:
+            data = bytearray(orjson.dumps(result, option=option))
+            while True:
+                try:
+                    data += orjson.dumps(results.receive_nowait(), option=option)
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            await stream.send_all(data)
+
+
+SERVES = {"batched": serve, "channel": serve_channel, "nursery": serve_nursery}
 
 
 def main() -> None:
@@ -300,10 +388,13 @@ def main() -> None:
         "--writer",
         choices=list(SERVES),
         default="batched",
-        help="batched: the tuned floor (default); channel: one channel send per event (issue #7)",
+        help="batched: the tuned floor (default); channel: one channel send per event;"
+        " nursery: jobs in, results out on a second channel, no protocol events",
     )
     args = parser.parse_args()
-    if args.writer == "batched":  # the floor: as stepline's CLI does (_cli._tune_collector)
+    if (
+        args.writer != "channel"
+    ):  # the floors: as stepline's CLI does: as stepline's CLI does (_cli._tune_collector)
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
     trio.run(SERVES[args.writer], args.workers, args.queue, args.hold)

@@ -64,6 +64,11 @@ def baseline_argv(*flags: str) -> list[str]:
     return [sys.executable, str(BASELINE), *flags]
 
 
+def peer_argv(script: str, *args: str) -> list[str]:
+    """A floor or peer script in ``bench/`` (``floor_pool.py``, ``peer_huey.py``)."""
+    return [sys.executable, str(BENCH / script), *args]
+
+
 def submit_lines(jobs: Iterable[Any]) -> bytes:
     """``submit`` commands, one per job, as protocol lines."""
     option = orjson.OPT_APPEND_NEWLINE

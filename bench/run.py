@@ -4,11 +4,15 @@
     python bench/run.py --quick          # the small variant: under a minute
     python bench/run.py --only trivial   # one scenario (repeatable), e.g. while optimising
 
-Scenarios (see ``scenarios.py``): trivial-job throughput against a bare trio loop, process jobs
-against ``xargs -P8``, cancel latency against a ``ping`` round trip, memory per queued job and
-RSS over a long run, and start-up time against ``python -c pass``. Each reports stepline's
-figure, its baseline's, and the ratio, because on a shared 2-core machine only the ratio is
-stable from run to run.
+Scenarios (see ``scenarios.py``): trivial-job throughput against bare trio floors (an in-process
+nursery, the loop with a channel per event, the tuned three-event loop; Huey's in-memory queue as
+a peer when installed), process jobs against a ``ThreadPoolExecutor(8)`` of ``subprocess.run``
+and ``xargs -P8``, ``--state`` against the same jobs without it, cancel latency against a
+``ping`` round trip, memory per queued job and RSS over a long run, and start-up time against
+``python -c pass``. Each reports stepline's figure, its baseline's, and the ratio, because on a
+shared 2-core machine only the ratio is stable from run to run. The load average before and
+after each scenario is printed under the table: the machine's other users are part of every
+number.
 
 A scenario that fails (a child crashed, jobs went missing) is reported and the others still
 run; the exit status is then 1, so a broken benchmark cannot pass for a slow one.
@@ -50,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     rows: list[Row] = []
+    loads = []
     for name in args.only or list(SCENARIOS):
+        before = os.getloadavg()[0]
         entry, outcome = run_scenario(name, sizes)
+        entry["loadavg_1min"] = [before, os.getloadavg()[0]]
+        loads.append(f"{name} {before:.1f}->{os.getloadavg()[0]:.1f}")
         report["scenarios"][name] = entry
         if outcome is not None:
             rows += outcome.rows
@@ -59,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     report["duration_s"] = round(time.perf_counter() - started, 1)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     print(render_table(rows), flush=True)
+    print("load average (1 min) before->after: " + ", ".join(loads), flush=True)
     write_json(args.out, report)
     failed = [name for name, entry in report["scenarios"].items() if entry["error"]]
     print(f"\n{len(rows)} results in {report['duration_s']:.0f}s -> {args.out}", file=sys.stderr)

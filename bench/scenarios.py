@@ -1,4 +1,4 @@
-"""The five benchmark scenarios. Each measures stepline and a baseline in the same run.
+"""The benchmark scenarios. Each measures stepline and its floors or baselines in the same run.
 
 These machines are shared and noisy (2 cores), so an absolute number from one run says little on
 its own; a ratio against a baseline measured minutes apart on the same machine says much more.
@@ -12,8 +12,11 @@ Every scenario also checks the output it timed (every job ``finished``, in the e
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -21,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -28,8 +32,10 @@ from harness import (
     Child,
     Event,
     baseline_argv,
+    child_env,
     children_named,
     command,
+    peer_argv,
     percentile,
     proc_status,
     run_timed,
@@ -49,6 +55,7 @@ class Sizes:
 
     trivial_jobs: int = 100_000
     process_jobs: int = 2_000
+    state_jobs: int = 20_000
     rounds: int = 5  # throughput scenarios: stepline and its baselines take turns (alternate)
     cancels: int = 200
     queued_jobs: int = 100_000
@@ -62,6 +69,7 @@ FULL = Sizes()
 QUICK = Sizes(
     trivial_jobs=3_000,
     process_jobs=200,
+    state_jobs=2_000,
     rounds=1,
     cancels=20,
     queued_jobs=5_000,
@@ -123,11 +131,28 @@ def check_line_count(child: Child, expected: int) -> None:
         raise BenchError(f"expected {expected} output lines, got {child.reader.lines}")
 
 
-def timed_pipeline(argv: list[str], data: bytes, jobs: int, timeout: float) -> float:
+def check_results(events: list[Event], jobs: int) -> None:
+    """The nursery floor's output: ``ready``, a ``finished`` per job, ``bye``."""
+    if not events or events[0]["event"] != "ready" or events[-1]["event"] != "bye":
+        raise BenchError("output does not run from `ready` to `bye`")
+    finished = sum(1 for ev in events if ev["event"] == "finished" and ev["state"] == "succeeded")
+    if finished != jobs or len(events) != jobs + 2:
+        raise BenchError(f"expected {jobs} results; saw {finished} in {len(events)} lines")
+
+
+def timed_pipeline(
+    argv: list[str],
+    data: bytes,
+    jobs: int,
+    timeout: float,
+    check: Callable[[list[Event], int], None] | None = None,
+) -> float:
     """Seconds from the first byte written to ``bye`` read, after the child is ``ready``.
 
     Start-up is excluded (scenario 5 measures it), and the whole input is built beforehand and
     written by a thread, so neither the interpreter start nor the feeder is what gets timed.
+    ``check`` verifies the output afterwards (by default: every job accepted, started and
+    succeeded).
     """
     with Child(argv, keep=True, timeout=timeout) as child:
         child.reader.wait_lines(1, 60)
@@ -138,7 +163,10 @@ def timed_pipeline(argv: list[str], data: bytes, jobs: int, timeout: float) -> f
         events = child.reader.events()
     if end is None:
         raise BenchError("no `bye` line at the end of the output")
-    check_jobs(events, jobs, "succeeded")
+    if check is None:
+        check_jobs(events, jobs, "succeeded")
+    else:
+        check(events, jobs)
     return end - start
 
 
@@ -148,32 +176,46 @@ def timed_pipeline(argv: list[str], data: bytes, jobs: int, timeout: float) -> f
 def trivial(sizes: Sizes) -> Outcome:
     """``value`` jobs end to end through ``stepline serve`` against two bare trio loops.
 
-    The target row is measured against the baseline issue #7 specifies, built straightforwardly
-    (``baseline_trio.py --writer channel``: one channel ``send`` per event); a second row, for
-    information, against the tuned floor (``--writer batched``: no channel per event), the way
-    the process scenario reports GNU parallel next to xargs. The three programs take turns for
-    ``sizes.rounds`` rounds and each row shows medians (see :func:`alternate`).
+    Three bare trio programs take turns with stepline for ``sizes.rounds`` rounds, and each row
+    shows medians (see :func:`alternate`): the in-process nursery floor (``baseline_trio.py
+    --writer nursery``: 8 worker tasks, a channel of 64, results on a second channel, no protocol
+    events), which the target is measured against; the straightforward loop with one channel
+    ``send`` per event (``--writer channel``), the earlier target; and the tuned loop writing
+    stepline's three events (``--writer batched``). Huey's in-memory queue runs too when it is
+    installed, as context.
     """
     jobs = sizes.trivial_jobs
     data = submit_lines(trivial_jobs(0, jobs))
     flags = ("--workers", "4", "--queue", str(jobs))
-    seconds = alternate(
-        sizes.rounds,
-        {
-            "baseline_channel_s": lambda: timed_pipeline(
-                baseline_argv(*flags, "--writer", "channel"), data, jobs, 300
-            ),
-            "baseline_batched_s": lambda: timed_pipeline(
-                baseline_argv(*flags, "--writer", "batched"), data, jobs, 300
-            ),
-            "stepline_s": lambda: timed_pipeline(
-                serve_argv(*flags, "--heartbeat", "0"), data, jobs, timeout=600
-            ),
-        },
-    )
+    nursery = ("--workers", "8", "--queue", "64", "--writer", "nursery")
+    measures: dict[str, Callable[[], float]] = {
+        "nursery_s": lambda: timed_pipeline(
+            baseline_argv(*nursery), data, jobs, 300, check=check_results
+        ),
+        "baseline_channel_s": lambda: timed_pipeline(
+            baseline_argv(*flags, "--writer", "channel"), data, jobs, 300
+        ),
+        "baseline_batched_s": lambda: timed_pipeline(
+            baseline_argv(*flags, "--writer", "batched"), data, jobs, 300
+        ),
+        "stepline_s": lambda: timed_pipeline(
+            serve_argv(*flags, "--heartbeat", "0"), data, jobs, timeout=600
+        ),
+    }
+    has_huey = importlib.util.find_spec("huey") is not None
+    if has_huey:
+        measures["huey_s"] = lambda: _time_printed(peer_argv("peer_huey.py", str(jobs), "4"))
+    seconds = alternate(sizes.rounds, measures)
     label = f"trivial jobs ({jobs:,}), 4 workers{_of_rounds(sizes)}"
     row = functools.partial(rounds_row, "trivial", label, jobs, seconds)
     rows = [
+        row(
+            "vs_nursery",
+            "nursery_s",
+            "trio nursery floor",
+            target="≥1.3x (loaded: ≥0.85x)",
+            met=lambda _, ratio: ratio >= 1.3,
+        ),
         row(
             "throughput",
             "baseline_channel_s",
@@ -181,9 +223,12 @@ def trivial(sizes: Sizes) -> Outcome:
             target="≥25,000/s and ≥1.0x",
             met=lambda rate, ratio: rate >= 25_000 and ratio >= 1.0,
         ),
-        row("vs_floor", "baseline_batched_s", "bare trio, batched writer (floor)"),
+        row("vs_floor", "baseline_batched_s", "bare trio, batched writer"),
     ]
+    if has_huey:
+        rows.append(row("vs_huey", "huey_s", "Huey MemoryHuey, 4 threads (peer)"))
     details = {"jobs": jobs, "rounds": sizes.rounds, **seconds, "input_bytes": len(data)}
+    details["loadavg"] = os.getloadavg()
     return Outcome(rows, details)
 
 
@@ -251,13 +296,15 @@ def _of_rounds(sizes: Sizes) -> str:
 
 
 def process(sizes: Sizes) -> Outcome:
-    """``run: ["true"]`` with 8 workers against ``xargs -P8`` (and GNU parallel if present),
-    taking turns for ``sizes.rounds`` rounds; each row shows medians (see :func:`alternate`)."""
+    """``run: ["true"]`` with 8 workers against a ``ThreadPoolExecutor(8)`` running
+    ``subprocess.run`` (``floor_pool.py``), ``xargs -P8`` (and GNU parallel if present), taking
+    turns for ``sizes.rounds`` rounds; each row shows medians (see :func:`alternate`)."""
     jobs = sizes.process_jobs
     data = submit_lines({"run": ["true"]} for _ in range(jobs))
     flags = ("--workers", "8", "--queue", str(jobs), "--heartbeat", "0")
     measures: dict[str, Callable[[], float]] = {
         "stepline_s": lambda: timed_pipeline(serve_argv(*flags), data, jobs, timeout=300),
+        "pool_s": lambda: _time_printed(peer_argv("floor_pool.py", str(jobs), "8")),
         "xargs_s": lambda: _time_with_args(["xargs", "-P8", "-n1", "true"], jobs),
     }
     has_parallel = shutil.which("parallel") is not None
@@ -267,12 +314,30 @@ def process(sizes: Sizes) -> Outcome:
     seconds = alternate(sizes.rounds, measures)
     label = f"process jobs ({jobs:,} x true), 8 workers{_of_rounds(sizes)}"
     row = functools.partial(rounds_row, "process", label, jobs, seconds)
-    rows = [row("vs_xargs", "xargs_s", "xargs -P8", target="≥0.9x", met=lambda _, r: r >= 0.9)]
+    rows = [
+        row(
+            "vs_pool",
+            "pool_s",
+            "ThreadPoolExecutor(8) subprocess.run",
+            target="≥1.0x",
+            met=lambda _, r: r >= 1.0,
+        ),
+        row("vs_xargs", "xargs_s", "xargs -P8", target="≥1.2x", met=lambda _, r: r >= 1.2),
+    ]
     if has_parallel:
         rows.append(row("vs_parallel", "parallel_s", "GNU parallel -j8"))
     details: dict[str, Any] = {"jobs": jobs, "rounds": sizes.rounds, **seconds}
+    details["loadavg"] = os.getloadavg()
     details.setdefault("parallel_s", None)  # not installed: the row is left out
     return Outcome(rows, details)
+
+
+def _time_printed(argv: list[str]) -> float:
+    """Run a floor or peer script that times itself and prints its seconds on stdout."""
+    out = subprocess.run(argv, capture_output=True, env=child_env(), timeout=600, check=False)
+    if out.returncode != 0:
+        raise BenchError(f"{argv} exited {out.returncode}: {out.stderr.decode()[-2000:]}")
+    return float(out.stdout.split()[-1])
 
 
 def _time_with_args(argv: list[str], jobs: int) -> float:
@@ -281,6 +346,45 @@ def _time_with_args(argv: list[str], jobs: int) -> float:
         lines.write(b"x\n" * jobs)
         lines.seek(0)
         return run_timed(argv, stdin=lines)
+
+
+# -- durable jobs ------------------------------------------------------------------------------
+
+
+def durable(sizes: Sizes) -> Outcome:
+    """Trivial jobs with ``--state`` (a fresh SQLite file per round) against the same without it.
+
+    Taking turns for ``sizes.rounds`` rounds, with the whole input fitting the queue; the ratio is
+    the paired median of durable over in-memory throughput.
+    """
+    jobs = sizes.state_jobs
+    data = submit_lines(trivial_jobs(0, jobs))
+    flags = ("--workers", "4", "--queue", str(jobs), "--heartbeat", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = (Path(tmp, f"state-{n}.db") for n in range(sizes.rounds))
+        seconds = alternate(
+            sizes.rounds,
+            {
+                "memory_s": lambda: timed_pipeline(serve_argv(*flags), data, jobs, 600),
+                "stepline_s": lambda: timed_pipeline(
+                    serve_argv(*flags, "--state", str(next(files))), data, jobs, 600
+                ),
+            },
+        )
+    label = f"--state jobs ({jobs:,}), 4 workers{_of_rounds(sizes)}"
+    row = rounds_row(
+        "durable",
+        label,
+        jobs,
+        seconds,
+        "vs_memory",
+        "memory_s",
+        "same without --state",
+        target="≥0.5x",
+        met=lambda _, ratio: ratio >= 0.5,
+    )
+    details = {"jobs": jobs, "rounds": sizes.rounds, **seconds, "loadavg": os.getloadavg()}
+    return Outcome([row], details)
 
 
 # -- 3. cancel latency ----------------------------------------------------------------------
@@ -548,6 +652,7 @@ def _time_to_ready(*, bytecode_cache: bool) -> float:
 SCENARIOS: dict[str, Callable[[Sizes], Outcome]] = {
     "trivial": trivial,
     "process": process,
+    "durable": durable,
     "cancel": cancel,
     "memory": memory,
     "startup": startup,

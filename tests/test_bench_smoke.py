@@ -23,7 +23,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 RUN = Path(__file__).resolve().parents[1] / "bench" / "run.py"
-SCENARIOS = {"trivial", "process", "cancel", "memory", "startup"}
+SCENARIOS = {"trivial", "process", "durable", "cancel", "memory", "startup"}
 NUMBERS = ("stepline", "baseline", "ratio")
 
 
@@ -85,3 +85,13 @@ def test_paired_speedup_is_the_median_of_each_rounds_ratio(scenarios: Any) -> No
     baseline_s = [4.0, 1.0, 4.0]
     assert scenarios.paired_speedup(stepline_s, baseline_s) == 1.0
     assert scenarios.paired_speedup([1.0, 1.0, 1.0], [2.0, 2.0, 3.0]) == 2.0
+
+
+def test_the_nursery_floors_results_are_checked(scenarios: Any) -> None:
+    ready, bye = {"event": "ready"}, {"event": "bye"}
+    result = {"event": "finished", "state": "succeeded"}
+    scenarios.check_results([ready, result, result, bye], 2)
+    with pytest.raises(scenarios.BenchError):
+        scenarios.check_results([ready, result, bye], 2)  # a result went missing
+    with pytest.raises(scenarios.BenchError):
+        scenarios.check_results([ready, result, {**result, "state": "failed"}, bye], 2)
