@@ -36,9 +36,11 @@ behind, trio issue #3237), and it buffers output without a bound. Here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Final
 
 import trio
 
@@ -47,7 +49,10 @@ from ._capture import communicate
 from ._spawn import Child, spawn
 from ._tree import Containment, StepTree, shared_containment
 
-__all__ = ["LocalProcess", "LocalRunner", "ProcessGroups"]
+__all__ = ["SPAWNERS", "LocalProcess", "LocalRunner", "ProcessGroups"]
+
+SPAWNERS: Final = 4
+"""Spawner threads per runner: spawns that may overlap (each one a vfork and an exec)."""
 
 
 class ProcessGroups:
@@ -113,6 +118,7 @@ class LocalRunner:
     ) -> None:
         self.groups = groups if groups is not None else ProcessGroups()
         self._containment = containment
+        self._spawners: trio.CapacityLimiter | None = None  # made in trio, at the first start
 
     @property
     def containment(self) -> Containment:
@@ -121,7 +127,8 @@ class LocalRunner:
         return self._containment
 
     def start(self, launch: Launch) -> LocalProcess:
-        """Fork and exec now (a few hundred microseconds on the loop; see :func:`spawn`)."""
+        """Prepare the step's tree now; the fork and exec happen in :meth:`LocalProcess.wait`,
+        on a spawner thread (see :data:`SPAWNERS`)."""
         if launch.runner != "local":
             raise ProcessStartError(f"the {launch.runner} runner is not available here")
         try:
@@ -130,31 +137,59 @@ class LocalRunner:
             raise ProcessStartError(f"cannot make the step's cgroup: {exc.strerror}") from exc
         try:
             env = tree.env(launch.env)
-            child = spawn(launch.argv, env, launch.cwd, piped_stdin=launch.stdin is not None)
         except BaseException:
             tree.release()
             raise
-        tree.adopt(child.pid)
-        self.groups.add(child.pid, tree)  # start_new_session: the group id is the leader's pid
-        return LocalProcess(child, launch, self.groups, tree)
+        if self._spawners is None:
+            self._spawners = trio.CapacityLimiter(SPAWNERS)
+        return LocalProcess(launch, env, self.groups, tree, self._spawners)
 
     def kill_all(self) -> None:
         self.groups.kill_all()
 
 
 class LocalProcess:
-    """One started child and its group, as :class:`LocalRunner` hands it out."""
+    """One child and its group, as :class:`LocalRunner` hands it out; started by :meth:`wait`.
 
-    __slots__ = ("_child", "_groups", "_launch", "_tree")
+    Why the fork and exec run on a thread: ``Popen`` (vfork) returns only once the child has
+    exec'd, and on the event loop that held every other job's events for as long, a slow exec
+    (a big binary, a cold disk) too, and made spawns serial. ``_posixsubprocess`` releases the
+    GIL meanwhile, so up to :data:`SPAWNERS` spawns overlap and the loop goes on (NOTES.md,
+    Performance, for what each way measured). The thread is never abandoned: a cancel waits for
+    the spawn to end, so there is no moment at which a started child is not ours to stop.
+    """
 
-    def __init__(self, child: Child, launch: Launch, groups: ProcessGroups, tree: StepTree) -> None:
-        self._child = child
+    __slots__ = ("_child", "_env", "_groups", "_launch", "_spawners", "_tree")
+
+    def __init__(
+        self,
+        launch: Launch,
+        env: Mapping[str, str] | None,
+        groups: ProcessGroups,
+        tree: StepTree,
+        spawners: trio.CapacityLimiter,
+    ) -> None:
+        self._child: Child | None = None
         self._launch = launch
+        self._env = env
         self._groups = groups
         self._tree = tree
+        self._spawners = spawners
+
+    async def _spawn(self) -> Child:
+        launch = self._launch
+        piped_stdin = launch.stdin is not None
+        child = await trio.to_thread.run_sync(
+            functools.partial(spawn, launch.argv, self._env, launch.cwd, piped_stdin=piped_stdin),
+            limiter=self._spawners,
+        )
+        self._child = child
+        self._tree.adopt(child.pid)
+        self._groups.add(child.pid, self._tree)  # a new session: the group id is the leader's pid
+        return child
 
     async def wait(self) -> ProcessResult:
-        child = self._child
+        child = await self._spawn()
         launch = self._launch
         out, err = await communicate(
             child.stdin, child.stdout, child.stderr, launch.stdin, launch.output_cap, launch.output
@@ -176,6 +211,8 @@ class LocalProcess:
         group member cannot fork past a pending group SIGKILL, so no new stray escapes it.
         """
         child, tree = self._child, self._tree
+        if child is None:
+            return  # it never started (cancelled before its spawn, or the spawn failed)
         deadline = trio.current_time() + grace
         if not self._groups.killing:
             tree.signal(signal.SIGTERM)
@@ -188,8 +225,9 @@ class LocalProcess:
         await tree.end(rest, thorough=True)
 
     def close(self) -> None:
-        self._child.close()
-        self._groups.discard(self._child.pid)
+        if self._child is not None:
+            self._child.close()
+            self._groups.discard(self._child.pid)
         self._tree.release()
 
 

@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+from trio.lowlevel import FdStream
 
 from .._version import __version__
 from ..engine._attach import Attachment
@@ -35,6 +36,7 @@ from ..wire._events import Event, error, event
 from ..wire._framing import TooLong, read_lines
 from ..wire._outbox import Outbox, StreamOutbox, TappedOutbox
 from ._dispatch import dispatch, submit_nowait
+from ._input import SettleBeforeWaiting
 
 if TYPE_CHECKING:
     from ..cluster._commands import ClusterCommands
@@ -173,9 +175,15 @@ class Server:
 
             assert self._store is not None
             await resume(self.executor, self._store, self._recovered)  # before the first command
+        # Never hold staged submits while waiting for input: they are settled before every
+        # read that would wait (and at the end of each chunk where that cannot be known).
+        stdin = self._stdin
+        settle_each_chunk = self._pipeline is not None and not isinstance(stdin, FdStream)
+        if self._pipeline is not None and isinstance(stdin, FdStream):
+            stdin = SettleBeforeWaiting(stdin, self._settle)
         try:
-            async with self._stdin:
-                async for lines in read_lines(self._stdin, self._max_line):
+            async with stdin:
+                async for lines in read_lines(stdin, self._max_line):
                     for line in lines:
                         # Only a congested outbox makes the reader wait. Yielding per line cost a
                         # full scheduler pass per command (4x the passes of the bare trio loop);
@@ -184,7 +192,8 @@ class Server:
                             await self.outbox.wait_writable()
                         if not self._handle_line_nowait(line):
                             await self._handle_line(line)
-                    await self._settle()  # never hold staged submits while waiting for input
+                    if settle_each_chunk:
+                        await self._settle()
         finally:
             with trio.CancelScope(shield=True):  # staged records must end accepted, even now
                 await self._settle()

@@ -77,8 +77,10 @@ class SubmitPipeline:
             )
             return True
         self._staged.append(staged)
-        if len(self._staged) >= MAX_STAGED:
-            await self.settle()
+        while len(self._staged) >= MAX_STAGED:
+            # As when the queue is full: wait for the oldest commit only, so that the next batch
+            # fills while it is written (settling everything would idle the disk and us in turn).
+            await self._settle_oldest()
         return True
 
     async def settle(self) -> None:
