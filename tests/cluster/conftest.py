@@ -46,3 +46,12 @@ def with_database(url: str, name: str) -> str:
     parts = urllib.parse.urlsplit(url)  # (urlunsplit would drop an empty host: "postgresql:/x")
     query = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{parts.netloc}/{name}{query}"
+
+
+def with_user(url: str, user: str) -> str:
+    """The same database as another role (the URL's query string carries the user)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    query["user"] = [user]
+    encoded = urllib.parse.urlencode(query, doseq=True)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?{encoded}"

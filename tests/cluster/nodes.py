@@ -39,10 +39,14 @@ async def serve_node(url: str, *args: str) -> AsyncIterator[Driver]:
 
 
 @asynccontextmanager
-async def worker_node(url: str, *args: str) -> AsyncIterator[trio.Process]:
-    """A ``worker`` node, stopped with SIGTERM (or killed) at the end."""
+async def worker_node(url: str, *args: str, stderr: Any = None) -> AsyncIterator[trio.Process]:
+    """A ``worker`` node, stopped with SIGTERM (or killed) at the end; ``stderr``: a file for
+    its log (inherited by default)."""
     proc = await trio.lowlevel.open_process(
-        [*STEPLINE, "worker", "--state", url, *args], stdin=subprocess.DEVNULL, env=ENV
+        [*STEPLINE, "worker", "--state", url, *args],
+        stdin=subprocess.DEVNULL,
+        stderr=stderr,
+        env=ENV,
     )
     try:
         yield proc

@@ -28,6 +28,7 @@ from ..spec._policy import check_run_policy
 from ..spec._validate import validate_job
 from ..store._decode import Corrupt, decode_json
 from ._db import Connection, DatabaseUnavailable
+from ._delivery import deliver_now
 from ._model import Claim, Outcome, job_id
 from ._sql import query
 
@@ -59,6 +60,8 @@ class Claimer:
                     await node.wakes["room"].wait()
                     continue
                 rows = await self._claim(room)
+                if any(self._announced_elsewhere(row) for row in rows):
+                    await deliver_now(node, self._conn)
                 for row in rows:
                     self._take(*row)
                 if len(rows) < room:
@@ -66,6 +69,14 @@ class Claimer:
         finally:
             with trio.CancelScope(shield=True):
                 await self._conn.aclose()
+
+    def _announced_elsewhere(self, row: tuple[Any, ...]) -> bool:
+        """A job of ours whose last event came through the table: a schedule's firing (its
+        ``accepted``) or a rescue (its ``recovered``). Those rows were committed before this
+        claim, so delivering what is pending puts them on stdout before its ``started``."""
+        number, submitter, rescues = row[0], row[3], row[5]
+        node = self._node
+        return submitter == node.id and (rescues > 0 or job_id(number) not in node.outstanding)
 
     async def _claim(self, n: int) -> list[Any]:
         node = self._node

@@ -1,7 +1,7 @@
 """Commands that act on the whole cluster: submit, status, stats, cancel, define.
 
 ``stepline serve`` on a node hands every command to :meth:`ClusterCommands.offer` first; what
-it does not take (``ping``, ``shutdown``, schedules, ``ack``) goes to the ordinary dispatch.
+it does not take (``ping``, ``ack``) goes to the ordinary dispatch.
 
 **Submits share commits**, as with ``--state PATH`` (:mod:`stepline.store._pipeline`):
 consecutive submits are validated and *staged*; anything else, and the end of each chunk of
@@ -20,19 +20,28 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import psycopg
-from attrs import frozen
 
 from .._errors import AlreadyFinished, CommandError, StoreFailed, UnknownJob
 from ..engine._jobs import Job
-from ..store._admit import encode_request
 from ..triggers._attach import Triggers
-from ..wire._commands import Cancel, Command, Define, Shutdown, Stats, Status, Submit
+from ..wire._commands import (
+    Cancel,
+    Command,
+    Define,
+    Schedule,
+    Shutdown,
+    Stats,
+    Status,
+    Submit,
+    Unschedule,
+)
 from ..wire._events import RequestId, error, reply
 from ..wire._outbox import encode_event
 from ._db import DatabaseUnavailable
 from ._model import job_id, job_number
+from ._schedules import schedule, unschedule
 from ._sql import query
-from ._templates import refresh_templates
+from ._submit import Staged, prepare
 
 if TYPE_CHECKING:
     from ._node import ClusterNode
@@ -44,20 +53,12 @@ log = logging.getLogger("stepline")
 MAX_STAGED: Final = 4096  # submits staged at most before settling
 
 
-@frozen
-class _Staged:
-    name: str | None
-    request: bytes
-    request_id: RequestId
-    extra: dict[str, Any]
-
-
 class ClusterCommands:
     """The command pipeline of a ``serve`` node (the same interface as ``SubmitPipeline``)."""
 
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
-        self._staged: list[_Staged] = []
+        self._staged: list[Staged] = []
 
     async def offer(self, command: Command, request_id: RequestId) -> bool:
         """Handle a cluster command (True), or leave it to the ordinary dispatch (False)."""
@@ -78,7 +79,7 @@ class ClusterCommands:
 
     async def _stage(self, command: Submit, request_id: RequestId) -> None:
         try:
-            staged = await _prepare(
+            staged = await prepare(
                 self._node, command.job, command.template, command.params, command.name,
                 request_id, {},
             )  # fmt: skip
@@ -119,7 +120,7 @@ async def submit_one(
 
     Returns a record of the job as this node sees it: queued; it runs wherever it is claimed.
     """
-    staged = await _prepare(node, job, template, params, name, request_id, extra)
+    staged = await prepare(node, job, template, params, name, request_id, extra)
     try:
         (number,) = await _insert(node, [staged])
     except (DatabaseUnavailable, psycopg.Error) as exc:
@@ -129,26 +130,7 @@ async def submit_one(
     return Job(id=job_id(number), spec=spec, name=name)
 
 
-async def _prepare(
-    node: ClusterNode,
-    job: Any,
-    template: str | None,
-    params: Mapping[str, Any] | None,
-    name: str | None,
-    request_id: RequestId,
-    extra: dict[str, Any],
-) -> _Staged:
-    executor = node.executor
-    executor.check_accepting()
-    if template is not None and template not in executor.templates:
-        await refresh_templates(node, node.commands_conn)  # defined on another node just now?
-    spec = executor.validate(job, template, params)
-    raw = job if template is None else executor.templates[template]
-    request = encode_request(raw, params, spec, executor.templates)
-    return _Staged(name if name is not None else spec.name, request, request_id, extra)
-
-
-async def _insert(node: ClusterNode, staged: list[_Staged]) -> list[int]:
+async def _insert(node: ClusterNode, staged: list[Staged]) -> list[int]:
     def write(conn: Any) -> list[int]:
         ids = [row[0] for row in conn.execute(query("next_ids"), {"n": len(staged)})]
         conn.execute(
@@ -164,7 +146,7 @@ async def _insert(node: ClusterNode, staged: list[_Staged]) -> list[int]:
     return numbers
 
 
-def _accepted(node: ClusterNode, item: _Staged, number: int) -> dict[str, Any]:
+def _accepted(node: ClusterNode, item: Staged, number: int) -> dict[str, Any]:
     event: dict[str, Any] = {"event": "accepted", "ts": time.time(), "job": job_id(number)}
     event.update(item.extra)
     if item.request_id is not None:
@@ -183,6 +165,8 @@ async def _status(node: ClusterNode, cmd: Status, rid: RequestId) -> None:
     if cmd.job is not None and not rows:
         raise UnknownJob(f"unknown job {cmd.job!r}")
     extra = Triggers.of(node.executor).status() if cmd.job is None else {}
+    if cmd.job is None:
+        extra["schedules"] = await node.schedules.records(node.commands_conn)
     node.stream.emit(reply("status", rid, jobs=[_record(*row) for row in rows], **extra))
 
 
@@ -207,12 +191,13 @@ def _record(
 
 
 async def _stats(node: ClusterNode, cmd: Stats, rid: RequestId) -> None:
-    def read(conn: Any) -> tuple[list[Any], int]:
+    def read(conn: Any) -> tuple[list[Any], int, int]:
         rows = conn.execute(query("counts")).fetchall()
         (nodes,) = conn.execute(query("live_nodes")).fetchone()
-        return rows, int(nodes)
+        schedules = len(conn.execute(query("live_schedules")).fetchall())
+        return rows, int(nodes), schedules
 
-    rows, nodes = await node.commands_conn.run(read)
+    rows, nodes, schedules = await node.commands_conn.run(read)
     counts = {"queued": 0, "running": 0}
     finished = dict.fromkeys(("succeeded", "failed", "cancelled", "timed_out"), 0)
     for state, count in rows:
@@ -225,7 +210,7 @@ async def _stats(node: ClusterNode, cmd: Stats, rid: RequestId) -> None:
     node.stream.emit(
         reply("stats", rid, **counts, finished=finished, workers=config.workers,
               queue_size=config.queue_size, nodes=nodes, node=node.id,
-              **Triggers.of(node.executor).stats())
+              **{**Triggers.of(node.executor).stats(), "schedules": schedules})
     )  # fmt: skip
 
 
@@ -299,4 +284,6 @@ _HANDLERS: dict[type, Any] = {
     Cancel: _cancel,
     Define: _define,
     Shutdown: _shutdown,
+    Schedule: schedule,
+    Unschedule: unschedule,
 }

@@ -5,6 +5,10 @@ in the order they were written, and emitted. Each was committed with the state c
 announces, so what a driver reads never runs ahead of the database. A node waits for a
 notification on its own channel, or the poll interval, between batches; it stops reading while
 its stdout is congested (the rows wait in the table, not in memory).
+
+Taking and writing a batch is one step under the node's delivery lock, so the claimer can
+deliver what is pending before a rescued job of this node starts again (:func:`deliver_now`):
+every row committed before it asked is on stdout when it returns.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ._sql import query
 if TYPE_CHECKING:
     from ._node import ClusterNode
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "deliver_now"]
 
 log = logging.getLogger("stepline")
 
@@ -42,17 +46,26 @@ async def deliver(node: ClusterNode) -> None:
             await conn.aclose()
 
 
+async def deliver_now(node: ClusterNode, conn: Connection) -> None:
+    """Write every event committed for this node so far (on ``conn``)."""
+    while await _deliver_batch(node, conn) == BATCH:
+        pass
+
+
 async def _deliver_batch(node: ClusterNode, conn: Connection) -> int:
     if node.stream.congested:
         await node.stream.wait_writable()
-    try:
-        rows: list[Any] = await conn.run(
-            lambda c: c.execute(query("take_events"), {"node": node.id, "limit": BATCH}).fetchall()
-        )
-    except (DatabaseUnavailable, psycopg.Error) as exc:
-        log.warning("cannot read events for this node: %s", exc)
-        return 0
-    rows.sort(key=lambda row: row[0])
-    for _, body in rows:
-        node.delivered(orjson.loads(body))
-    return len(rows)
+    async with node.delivery_lock:
+        try:
+            rows: list[Any] = await conn.run(
+                lambda c: c.execute(
+                    query("take_events"), {"node": node.id, "limit": BATCH}
+                ).fetchall()
+            )
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("cannot read events for this node: %s", exc)
+            return 0
+        rows.sort(key=lambda row: row[0])
+        for _, body in rows:
+            node.delivered(orjson.loads(body))
+        return len(rows)

@@ -37,6 +37,7 @@ from ..wire._outbox import StreamOutbox
 from ._db import Connection, DatabaseUnavailable, connect
 from ._listen import Listener
 from ._model import Claim, Outcome
+from ._schedules import ClusterSchedules, forget_own_schedules
 from ._sql import SCHEMA_VERSION, query, schema
 from ._wake import Wake
 from ._writer import RoutingOutbox, Writer
@@ -87,8 +88,11 @@ class ClusterNode:
         self.claims: dict[str, Claim] = {}  # jobs this node holds, by wire id
         self.outstanding: set[str] = set()  # jobs submitted here whose `finished` is not out yet
         self.lease_lost = False
-        self.wakes = {name: Wake() for name in ("jobs", "events", "cancels", "templates", "room")}
+        self.wakes = {
+            name: Wake() for name in ("jobs", "events", "cancels", "templates", "schedules", "room")
+        }
         self.settled = Wake()  # an outstanding job finished
+        self.delivery_lock = trio.Lock()  # one batch of events taken and written at a time
         self.writer = Writer(self, Connection(url, f"write-{node_id}"))
         self.commands_conn = Connection(url, f"commands-{node_id}")
         self._stream: StreamOutbox | None = None
@@ -97,6 +101,7 @@ class ClusterNode:
         self.template_version = 0
         self.pending_templates: list[tuple[str, bytes]] = []  # defined, not yet written
         self.listener: Listener | None = None
+        self.schedules = ClusterSchedules(self)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -166,6 +171,7 @@ class ClusterNode:
                             "stepline_jobs": [self.wakes["jobs"]],
                             f"stepline_n{self.id}": [self.wakes["events"], self.wakes["cancels"]],
                             "stepline_templates": [self.wakes["templates"]],
+                            "stepline_schedules": [self.wakes["schedules"]],
                         },
                         check=max(self.lease / 4, 0.5),
                         purpose=f"listen-{self.id}",
@@ -176,6 +182,7 @@ class ClusterNode:
                 nursery.start_soon(rescue, self)
                 nursery.start_soon(deliver, self)
                 nursery.start_soon(follow_templates, self)
+                nursery.start_soon(self.schedules.run)
                 claimer = Claimer(self)
                 nursery.start_soon(claimer.run)
                 nursery.start_soon(claimer.watch_cancels)
@@ -187,6 +194,8 @@ class ClusterNode:
     def shutdown(self, mode: ShutdownMode) -> None:
         self._shutdown = mode
         self.wakes["room"].set()
+        self.schedules.stop()  # schedules stop when shutdown begins, as in one process
+        trio.lowlevel.spawn_system_task(forget_own_schedules, self)
         if mode == "cancel" and self.outstanding:
             from ._commands import cancel_outstanding
 
@@ -229,7 +238,9 @@ class ClusterNode:
     def delivered(self, event: Event) -> None:
         """Write an event of a job submitted here on this node's stdout."""
         self.stream.emit(event)
-        if event.get("event") == "finished":
+        if event.get("event") == "accepted":  # a schedule's firing, made by any node
+            self.outstanding.add(str(event.get("job")))
+        elif event.get("event") == "finished":
             self.outstanding.discard(str(event.get("job")))
             self.settled.set()
 

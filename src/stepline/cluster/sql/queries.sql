@@ -168,3 +168,57 @@ ON CONFLICT (name) DO UPDATE SET job = excluded.job, version = excluded.version;
 
 -- name: templates_since
 SELECT name, job, version FROM stepline_templates WHERE version > %(since)s ORDER BY version;
+
+-- name: database_time
+SELECT extract(epoch FROM clock_timestamp())::float8;
+
+-- name: add_schedule
+INSERT INTO stepline_schedules (id, owner, spec, anchor)
+VALUES (nextval('stepline_schedule_ids'), %(node)s, %(spec)s, extract(epoch FROM now()))
+RETURNING id, anchor;
+
+-- name: remove_schedule
+DELETE FROM stepline_schedules WHERE id = %(schedule)s RETURNING owner;
+
+-- name: remove_own_schedules
+DELETE FROM stepline_schedules WHERE owner = %(node)s;
+
+-- name: live_schedules
+-- Schedules whose owner still holds its lease (a dead owner's stop firing at once; its row
+-- goes, and its schedules with it, when the node is forgotten).
+SELECT s.id, s.owner, s.spec, s.anchor, s.fired, s.last_job
+FROM stepline_schedules AS s JOIN stepline_nodes AS n ON n.id = s.owner AND n.expires > now()
+ORDER BY s.id;
+
+-- name: claim_slot
+-- A slot fires once across the cluster: it goes to the first node whose row goes in; the
+-- others find it there, or wait for the winner's transaction (a winner that dies before its
+-- commit leaves the slot to them). Fenced: only a node whose own lease holds may fire, and only
+-- while the schedule's owner lives. Returns the owner and the state of the previous firing's job.
+WITH won AS (
+    INSERT INTO stepline_firings (schedule, slot, node)
+    SELECT s.id, %(slot)s, %(node)s FROM stepline_schedules AS s
+    WHERE s.id = %(schedule)s
+      AND EXISTS (SELECT 1 FROM stepline_nodes WHERE id = %(node)s AND expires > now())
+      AND EXISTS (SELECT 1 FROM stepline_nodes WHERE id = s.owner AND expires > now())
+    ON CONFLICT DO NOTHING
+    RETURNING schedule
+)
+SELECT s.owner, s.last_job, j.state
+FROM won JOIN stepline_schedules AS s ON s.id = won.schedule
+LEFT JOIN stepline_jobs AS j ON j.id = s.last_job;
+
+-- name: record_firing
+WITH f AS (
+    UPDATE stepline_firings SET job = %(job)s WHERE schedule = %(schedule)s AND slot = %(slot)s
+)
+UPDATE stepline_schedules SET fired = fired + 1, last_job = %(job)s WHERE id = %(schedule)s;
+
+-- name: forget_old_firings
+-- The newest 100 firings of each schedule are kept (for operators, and for the tests).
+DELETE FROM stepline_firings AS f
+USING (
+    SELECT schedule, slot, row_number() OVER (PARTITION BY schedule ORDER BY slot DESC) AS r
+    FROM stepline_firings
+) AS old
+WHERE f.schedule = old.schedule AND f.slot = old.slot AND old.r > 100;

@@ -66,3 +66,29 @@ CREATE TABLE IF NOT EXISTS stepline_pruned (
     state text PRIMARY KEY,
     count bigint NOT NULL
 );
+
+-- Schedules belong to the cluster: every live node waits for each slot and tries to fire it.
+-- owner: the node whose driver made it (the firings are its submits, their events go there);
+-- the schedule ends with that node (deleted with its row). anchor: the database's clock when
+-- it was made, in seconds since the epoch: `every` slots are counted from it.
+CREATE SEQUENCE IF NOT EXISTS stepline_schedule_ids;
+CREATE TABLE IF NOT EXISTS stepline_schedules (
+    id bigint PRIMARY KEY,
+    owner bigint NOT NULL REFERENCES stepline_nodes (id) ON DELETE CASCADE,
+    spec bytea NOT NULL,
+    anchor double precision NOT NULL,
+    fired integer NOT NULL DEFAULT 0,
+    last_job bigint
+);
+
+-- One row per slot fired (or skipped), written by the node that won it: the primary key is
+-- what makes a slot fire once across the cluster, whatever the nodes' clocks or leases say.
+-- slot: the slot's time in milliseconds since the epoch. job: NULL when the slot was skipped.
+CREATE TABLE IF NOT EXISTS stepline_firings (
+    schedule bigint NOT NULL REFERENCES stepline_schedules (id) ON DELETE CASCADE,
+    slot bigint NOT NULL,
+    node bigint NOT NULL,
+    job bigint,
+    fired timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schedule, slot)
+);

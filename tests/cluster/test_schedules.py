@@ -1,0 +1,82 @@
+"""Schedules across real nodes: one schedule, several nodes, each slot fired exactly once."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import trio
+
+from tests.cluster.nodes import live_nodes, serve_node, sql, worker_node
+
+pytestmark = pytest.mark.e2e
+
+
+async def _firings(url: str, count: int) -> None:
+    """Wait until ``count`` slots have been fired."""
+    while sql(url, "SELECT count(*) FROM stepline_firings")[0][0] < count:
+        await trio.sleep(0.1)
+
+
+async def test_one_schedule_on_three_nodes_fires_once_per_slot_through_a_kill_and_a_pause(
+    cluster_url,
+):
+    lease = ("--lease", "2")
+    async with (
+        serve_node(cluster_url, "--lease", "6") as a,
+        worker_node(cluster_url, *lease) as b,
+        worker_node(cluster_url, *lease) as c,
+    ):
+        await live_nodes(cluster_url, 3)
+        workers = {_node_of(cluster_url, p.pid): p for p in (b, c)}
+        job = {"steps": [{"value": 1}]}
+        await a.send({"op": "schedule", "id": "s", "every": 1, "overlap": "allow", "job": job})
+        sid = (await a.wait_for("scheduled", id="s"))["schedule"]
+        with trio.fail_after(60):
+            await _firings(cluster_url, 2)
+            a.signal(signal.SIGSTOP)  # the owner paused (within its lease): the others fire
+            await trio.sleep(2.5)
+            a.signal(signal.SIGCONT)
+            fired_by = [r[0] for r in sql(cluster_url, _BY_NODE) if r[0] in workers]
+            victim = fired_by[0]  # a node that fires, killed mid-way
+            workers.pop(victim).send_signal(signal.SIGKILL)
+            await _firings(cluster_url, _count(cluster_url) + 3)
+            ((stale, paused),) = workers.items()
+            paused.send_signal(signal.SIGSTOP)  # paused past its lease, then back: stale
+            (paused_at,) = sql(cluster_url, "SELECT now()")[0]
+            await trio.sleep(3)
+            paused.send_signal(signal.SIGCONT)
+            await _firings(cluster_url, _count(cluster_url) + 3)
+            rows = sql(cluster_url, "SELECT slot, node, job, fired FROM stepline_firings")
+            await a.send({"op": "unschedule", "id": "u", "schedule": sid})
+            await a.wait_for("unscheduled", id="u")
+            (fired,) = sql(cluster_url, "SELECT count(*) FROM stepline_jobs")[0]
+            await _finished(a, fired)
+    # Every slot from the first to the last fired once (the primary key forbids twice), with no
+    # gap through the pause, the kill and the stale node; the stale node fired nothing more.
+    slots = sorted(row[0] for row in rows)
+    assert slots == list(range(slots[0], slots[0] + 1000 * len(slots), 1000)), slots
+    assert not [r for r in rows if r[1] == stale and r[3] > paused_at], (stale, rows)
+    accepted = [e for e in a.events if e["event"] == "accepted"]
+    assert all(e["schedule"] == sid for e in accepted)
+    assert len(accepted) == fired >= len(rows) >= 8
+    assert {f"j{r[2]}" for r in rows} <= {e["job"] for e in accepted}
+    for ev in accepted:
+        mine = [e["event"] for e in a.events if e.get("job") == ev["job"]]
+        assert mine == ["accepted", "started", "finished"], mine
+
+
+_BY_NODE = "SELECT node FROM stepline_firings ORDER BY slot DESC"
+
+
+def _count(url: str) -> int:
+    return int(sql(url, "SELECT count(*) FROM stepline_firings")[0][0])
+
+
+async def _finished(driver, count: int) -> None:
+    while sum(e["event"] == "finished" for e in driver.events) < count:
+        await driver.wait_for("finished")
+
+
+def _node_of(url: str, pid: int) -> int:
+    return int(sql(url, "SELECT id FROM stepline_nodes WHERE pid = %s", pid)[0][0])
