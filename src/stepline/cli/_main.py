@@ -263,11 +263,26 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="play one scene: bounded-workers, parallel-fan-out, race, retry-that-recovers, "
         "timeout, cancel",
     )
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three nodes on one PostgreSQL (a throwaway server unless --state): one is "
+        "killed and the others rescue its jobs",
+    )
+    demo.add_argument(
+        "--state",
+        metavar="URL",
+        help="with --cluster: the postgresql:// database to use instead of a throwaway server",
+    )
     demo.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from . import _demo  # start-up time: `serve` never needs the client
+    if args.cluster:
+        from . import _demo_cluster  # start-up time: `serve` never needs the client
+
+        return _demo_cluster.main(state=args.state, pause=args.pause)
+    from . import _demo
 
     return _demo.main(pause=args.pause, scene=args.scene)
 

@@ -1,7 +1,8 @@
-"""Commands that act on the whole cluster: submit, status, stats, cancel, define.
+"""Commands that act on the whole cluster: submit, status, stats, cancel, define, schedule,
+unschedule, ack.
 
 ``stepline serve`` on a node hands every command to :meth:`ClusterCommands.offer` first; what
-it does not take (``ping``, ``ack``) goes to the ordinary dispatch.
+it does not take (``ping``) goes to the ordinary dispatch.
 
 **Submits share commits**, as with ``--state PATH`` (:mod:`stepline.store._pipeline`):
 consecutive submits are validated and *staged*; anything else, and the end of each chunk of
@@ -25,6 +26,7 @@ from .._errors import AlreadyFinished, CommandError, StoreFailed, UnknownJob
 from ..engine._jobs import Job
 from ..triggers._attach import Triggers
 from ..wire._commands import (
+    Ack,
     Cancel,
     Command,
     Define,
@@ -37,6 +39,7 @@ from ..wire._commands import (
 )
 from ..wire._events import RequestId, error, reply
 from ..wire._outbox import encode_event
+from ._alerts import ack
 from ._db import DatabaseUnavailable
 from ._model import job_id, job_number
 from ._schedules import schedule, unschedule
@@ -166,6 +169,7 @@ async def _status(node: ClusterNode, cmd: Status, rid: RequestId) -> None:
         raise UnknownJob(f"unknown job {cmd.job!r}")
     extra = Triggers.of(node.executor).status() if cmd.job is None else {}
     if cmd.job is None:
+        extra["alerts"] = await node.alerts.read_open(node.commands_conn)
         extra["schedules"] = await node.schedules.records(node.commands_conn)
     node.stream.emit(reply("status", rid, jobs=[_record(*row) for row in rows], **extra))
 
@@ -198,6 +202,7 @@ async def _stats(node: ClusterNode, cmd: Stats, rid: RequestId) -> None:
         return rows, int(nodes), schedules
 
     rows, nodes, schedules = await node.commands_conn.run(read)
+    alerts = await node.alerts.read_open(node.commands_conn)
     counts = {"queued": 0, "running": 0}
     finished = dict.fromkeys(("succeeded", "failed", "cancelled", "timed_out"), 0)
     for state, count in rows:
@@ -210,7 +215,8 @@ async def _stats(node: ClusterNode, cmd: Stats, rid: RequestId) -> None:
     node.stream.emit(
         reply("stats", rid, **counts, finished=finished, workers=config.workers,
               queue_size=config.queue_size, nodes=nodes, node=node.id,
-              **{**Triggers.of(node.executor).stats(), "schedules": schedules})
+              **{**Triggers.of(node.executor).stats(), "schedules": schedules,
+                   "alerts": alerts})
     )  # fmt: skip
 
 
@@ -284,6 +290,7 @@ _HANDLERS: dict[type, Any] = {
     Cancel: _cancel,
     Define: _define,
     Shutdown: _shutdown,
+    Ack: ack,
     Schedule: schedule,
     Unschedule: unschedule,
 }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,8 +33,10 @@ import trio
 
 from ..engine._attach import ShutdownMode
 from ..engine._jobs import Job, JobState
+from ..triggers._attach import Triggers
 from ..wire._events import Event, RequestId
 from ..wire._outbox import StreamOutbox
+from ._alerts import ClusterAlerts
 from ._db import Connection, DatabaseUnavailable, connect
 from ._listen import Listener
 from ._model import Claim, Outcome
@@ -55,6 +58,9 @@ RestartPolicy = Literal["rerun", "fail"]
 MAX_RESCUES = 3
 """Times one job may be taken back from a dead node before it is failed: a job that kills its
 node must not go on to kill every node of the cluster."""
+
+ENDED_KEPT = 10_000
+"""Ended jobs of other nodes' drivers remembered, for the events their callbacks emit later."""
 
 _SCHEMA_LOCK = 0x5751_0001  # advisory lock id: nodes starting together create the schema once
 
@@ -86,6 +92,9 @@ class ClusterNode:
         self.poll_only = poll_only
         self.on_restart = on_restart
         self.claims: dict[str, Claim] = {}  # jobs this node holds, by wire id
+        # Jobs run here for another node's driver, ended recently: their callbacks' events
+        # (`callback`, `notification`) come after the claim ended and still go to it.
+        self.ended_for: OrderedDict[str, int] = OrderedDict()
         self.outstanding: set[str] = set()  # jobs submitted here whose `finished` is not out yet
         self.lease_lost = False
         self.wakes = {
@@ -102,6 +111,8 @@ class ClusterNode:
         self.pending_templates: list[tuple[str, bytes]] = []  # defined, not yet written
         self.listener: Listener | None = None
         self.schedules = ClusterSchedules(self)
+        self.first_alert_id = 0  # the first of the block of alert ids reserved at join
+        self._alerts: ClusterAlerts | None = None
 
     # -- start -------------------------------------------------------------------------------
 
@@ -117,13 +128,15 @@ class ClusterNode:
     ) -> ClusterNode:
         """Create the tables if needed, check their format, and join; raises ClusterError."""
         try:
-            node_id = await trio.to_thread.run_sync(_join, url, lease)
+            node_id, alert_ids = await trio.to_thread.run_sync(_join, url, lease)
         except DatabaseUnavailable as exc:
             raise ClusterError(str(exc)) from None
         except psycopg.Error as exc:
             raise ClusterError(f"cannot use the database {_safe(url)}: {exc}") from None
-        return cls(url, node_id, lease=lease, poll=poll, poll_only=poll_only,
+        node = cls(url, node_id, lease=lease, poll=poll, poll_only=poll_only,
                    on_restart=on_restart)  # fmt: skip
+        node.first_alert_id = alert_ids
+        return node
 
     @property
     def description(self) -> str:
@@ -135,9 +148,18 @@ class ClusterNode:
         return RoutingOutbox(self, stream)
 
     def attach(self, executor: Executor) -> None:
+        """Run on ``executor``: its durable state, an attachment, and where its alerts live
+        (its triggers must be attached already)."""
         executor.use_durable_state(self)
         executor.attach(self)
         self._executor = executor
+        self._alerts = ClusterAlerts(self, executor.config.alert_repeat, self.first_alert_id)
+        Triggers.of(executor).use_alerts(self._alerts)
+
+    @property
+    def alerts(self) -> ClusterAlerts:
+        assert self._alerts is not None, "attach() first"
+        return self._alerts
 
     @property
     def executor(self) -> Executor:
@@ -232,8 +254,13 @@ class ClusterNode:
 
     def release(self, claim: Claim) -> None:
         """The claim ended (outcome written or dropped): room for another."""
-        if self.claims.pop(f"j{claim.number}", None) is not None:
+        wire_id = f"j{claim.number}"
+        if self.claims.pop(wire_id, None) is not None:
             self.wakes["room"].set()
+        if claim.submitter != self.id:
+            self.ended_for[wire_id] = claim.submitter
+            if len(self.ended_for) > ENDED_KEPT:
+                self.ended_for.popitem(last=False)
 
     def delivered(self, event: Event) -> None:
         """Write an event of a job submitted here on this node's stdout."""
@@ -318,8 +345,9 @@ def _safe(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
 
 
-def _join(url: str, lease: float) -> int:
-    """Create the schema (once, under an advisory lock), check its version, register a node."""
+def _join(url: str, lease: float) -> tuple[int, int]:
+    """Create the schema (once, under an advisory lock), check its version, register a node;
+    returns its id and the first of the block of alert ids it reserved."""
     with connect(url, "join", autocommit=True) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         conn.execute(schema().encode())  # the file: trusted SQL, several statements
@@ -340,4 +368,6 @@ def _join(url: str, lease: float) -> int:
             {"host": socket.gethostname(), "pid": os.getpid(), "lease": lease},
         ).fetchone()
         assert row is not None
-        return int(row[0])
+        block = conn.execute(query("reserve_alert_ids")).fetchone()
+        assert block is not None
+        return int(row[0]), int(block[0])

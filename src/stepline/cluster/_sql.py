@@ -14,7 +14,7 @@ from typing import Final
 
 __all__ = ["SCHEMA_VERSION", "query", "schema"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The format of the tables; a database holding another is refused, never altered."""
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)

@@ -54,7 +54,11 @@ class RoutingOutbox:
         job = event.get("job")
         claim = self._node.claims.get(job) if isinstance(job, str) else None
         if claim is None or "id" in event:  # not a claimed job's, or a reply to a command
-            self._stream.emit(event)
+            submitter = self._node.ended_for.get(job) if isinstance(job, str) else None
+            if submitter is not None and "id" not in event:  # a callback's, after the end
+                self._node.writer.forward(submitter, event)
+            else:
+                self._stream.emit(event)
             return
         if event["event"] == "accepted":
             return  # the claim's own acceptance: the submitter announced the job

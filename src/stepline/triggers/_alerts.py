@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from attrs import define
@@ -28,7 +28,7 @@ from attrs import define
 from .._errors import AlreadyAcked, UnknownAlert
 from ..wire._events import EmitFn, Event, event
 
-__all__ = ["Alerts", "OpenAlert"]
+__all__ = ["AlertBook", "Alerts", "OpenAlert"]
 
 _ID = re.compile(r"a([1-9][0-9]{0,17})")
 
@@ -67,6 +67,18 @@ class OpenAlert:
             "opened": self.opened,
             "repeats": self.repeats,
         }
+
+
+class AlertBook(Protocol):
+    """Where alerts are kept: :class:`Alerts` in memory, or a cluster's database."""
+
+    def open(self, job: str, state: str, text: str, detail: dict[str, Any]) -> str: ...
+
+    def ack(self, alert_id: str) -> OpenAlert: ...
+
+    def records(self) -> list[dict[str, Any]]: ...
+
+    async def run(self) -> None: ...
 
 
 class Alerts:

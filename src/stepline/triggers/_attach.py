@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..engine._executor import Executor
     from ..engine._jobs import Job
     from ..wire._events import Event
-    from ._alerts import Alerts
+    from ._alerts import AlertBook
     from ._callbacks import CallbackRunner
     from ._clock import WallClock
     from ._schedules import Schedules
@@ -54,7 +54,7 @@ class Triggers:
         self._clock = clock
         self._drain_timeout = executor.config.callback_drain
         # Made on first use (start-up time: see the module docstring).
-        self._alerts: Alerts | None = None
+        self._alerts: AlertBook | None = None
         self._callbacks: CallbackRunner | None = None
         self._schedules: Schedules | None = None
         self._nursery: trio.Nursery | None = None  # where their tasks run, while `run` runs
@@ -79,8 +79,14 @@ class Triggers:
             raise NoTriggers("no triggers are attached to this executor (Triggers.attach)")
         return triggers
 
+    def use_alerts(self, alerts: AlertBook) -> None:
+        """Keep alerts elsewhere than in this process's memory (a cluster keeps them in its
+        database): called before any alert is opened."""
+        self._alerts = alerts
+        self._start(alerts.run)
+
     @property
-    def alerts(self) -> Alerts:
+    def alerts(self) -> AlertBook:
         if self._alerts is None:
             from ._alerts import Alerts  # start-up time: made on first use
 

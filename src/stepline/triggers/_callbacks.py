@@ -44,7 +44,7 @@ from ..runners._base import Launch, ProcessStartError, Runner, run_process
 from ..spec._callbacks import Alert, Callback, Notify, RunCallback, Webhook
 from ..wire._events import Event, event
 from ..wire._outbox import Outbox
-from ._alerts import Alerts
+from ._alerts import AlertBook
 
 __all__ = ["MAX_PENDING", "CallbackRunner"]
 
@@ -67,7 +67,7 @@ class CallbackRunner:
     def __init__(
         self,
         outbox: Outbox,
-        alerts: Alerts,
+        alerts: AlertBook,
         http: HttpClient,
         runner: Runner,
         *,

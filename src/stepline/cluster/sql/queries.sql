@@ -222,3 +222,37 @@ USING (
     FROM stepline_firings
 ) AS old
 WHERE f.schedule = old.schedule AND f.slot = old.slot AND old.r > 100;
+
+-- name: reserve_alert_ids
+SELECT nextval('stepline_alert_ids');
+
+-- name: submitters_of
+SELECT id, submitter FROM stepline_jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: open_alerts
+INSERT INTO stepline_alerts (id, job, submitter, body, opened, every, due)
+SELECT id, job, submitter, body, opened, %(every)s, now() + make_interval(secs => %(every)s)
+FROM unnest(%(ids)s::bigint[], %(jobs)s::bigint[], %(submitters)s::bigint[], %(bodies)s::bytea[],
+            %(opened)s::float8[]) AS t(id, job, submitter, body, opened);
+
+-- name: repeat_alerts
+-- Each due repeat is announced once across the cluster: a node updating a row another node
+-- is updating waits, then finds it no longer due.
+UPDATE stepline_alerts
+SET repeats = repeats + 1, due = now() + make_interval(secs => every)
+WHERE NOT acked AND due <= now()
+RETURNING submitter, body, repeats;
+
+-- name: open_alert_records
+SELECT body, opened, repeats FROM stepline_alerts WHERE NOT acked ORDER BY id;
+
+-- name: ack_alert
+UPDATE stepline_alerts SET acked = true WHERE id = %(alert)s AND NOT acked RETURNING job;
+
+-- name: alert_acked
+SELECT acked FROM stepline_alerts WHERE id = %(alert)s;
+
+-- name: forget_acked_alerts
+-- Acked alerts are kept a day, so that a second ack is told `already_acked`.
+DELETE FROM stepline_alerts
+WHERE acked AND opened < extract(epoch FROM now()) - 86400;

@@ -92,3 +92,20 @@ CREATE TABLE IF NOT EXISTS stepline_firings (
     fired timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (schedule, slot)
 );
+
+-- Alerts of the cluster: opened by the node that ran the job's alert callback, announced to the
+-- job's submitter, announced again every `every` seconds by whichever node finds one due, and
+-- acked from any node. Ids come from a sequence in blocks of 1000, reserved by each node.
+CREATE SEQUENCE IF NOT EXISTS stepline_alert_ids INCREMENT BY 1000;
+CREATE TABLE IF NOT EXISTS stepline_alerts (
+    id bigint PRIMARY KEY,
+    job bigint NOT NULL,
+    submitter bigint NOT NULL,
+    body bytea NOT NULL,
+    opened double precision NOT NULL,
+    every double precision,
+    due timestamptz,
+    repeats integer NOT NULL DEFAULT 0,
+    acked boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS stepline_alerts_open ON stepline_alerts (id) WHERE NOT acked;
