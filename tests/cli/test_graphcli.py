@@ -3,9 +3,9 @@ the example graph job run end to end by a real ``stepline serve``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,16 +104,24 @@ def test_check_with_params_and_templates(
 def test_graph_dot_exact(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, out, _ = cli(capsys, "graph", write(tmp_path, "s.json", SMALL))
     assert status == 0
+    table = '<table border="0" cellborder="0" cellspacing="2">'
+    br = '<br align="left"/>'
+
+    def node(name: str, *steps: str) -> str:
+        rows = "".join(f'<tr><td align="left">{step}{br}</td></tr>' for step in steps)
+        return f'  "{name}" [label=<{table}<tr><td><b>{name}</b></td></tr>{rows}</table>>];'
+
     assert out == "\n".join(
         [
             'digraph "small" {',
             "  rankdir=LR;",
             '  node [shape=box, style=rounded, fontname="Helvetica"];',
-            '  "a" [label="a\\nrun: make \\"all\\"\\npause (sleep)"];',
-            '  "b" [label="b\\nvalue"];',
-            '  "c" [label="c\\nlog: x <y>"];',
-            '  "fix" [label="fix\\nfail: no"];',
-            '  "end" [label="end"];',
+            '  edge [fontname="Helvetica", fontsize=10];',
+            node("a", "run: make &quot;all&quot;", "pause (sleep)"),
+            node("b", "value"),
+            node("c", "log: x &lt;y&gt;"),
+            node("fix", "fail: no"),
+            node("end"),
             '  "a" -> "b";',
             '  "a" -> "c";',
             '  "b" -> "fix" [style=dashed, color=red, label="failure"];',
@@ -134,9 +142,10 @@ def test_graph_dot_edges_of_the_example(capsys: pytest.CaptureFixture[str]) -> N
         ("fetch_customers", "transform_customers"),
         ("transform_orders", "load"),
         ("transform_customers", "load"),
-        ("load", "cleanup"),
+        ("load", "summary"),
+        ("summary", "cleanup"),
     }
-    nodes = re.findall(r'^  "(\w+)" \[label="', out, re.MULTILINE)
+    nodes = re.findall(r'^  "(\w+)" \[label=<', out, re.MULTILINE)
     assert nodes.index("load") > nodes.index("transform_orders")  # each after its needs
     assert "report-eu" in out  # parameters are substituted: this is what would run
 
@@ -166,9 +175,12 @@ def test_graph_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, out, _ = cli(capsys, "graph", write(tmp_path, "s.json", SMALL), "--format", "json")
     assert status == 0
     model = json.loads(out)
-    assert model["name"] == "small"
+    assert (model["name"], model["kind"]) == ("small", "tasks")
     assert [t["name"] for t in model["tasks"]] == ["a", "b", "c", "fix", "end"]
-    assert model["tasks"][0]["steps"] == ['run: make "all"', "pause (sleep)"]
+    assert model["tasks"][0]["steps"] == [
+        {"kind": "run", "label": 'run: make "all"'},
+        {"kind": "sleep", "label": "pause (sleep)"},
+    ]
     assert {"from": "b", "to": "fix", "if": "failure"} in model["edges"]
     assert len(model["edges"]) == 5
 
@@ -187,15 +199,123 @@ def test_graph_orders_tasks_after_their_needs(
     assert status == 0
     model = json.loads(out)
     assert [t["name"] for t in model["tasks"]] == ["x", "y", "z"]
-    assert model["tasks"][0]["steps"] == ["sleep ${params.unset}"]  # left as written
+    assert model["tasks"][0]["steps"][0]["label"] == "sleep ${params.unset}"  # left as written
 
 
-def test_graph_refuses_what_it_cannot_draw(
+# A job with every form the drawing shows: a matrix, a `use` with arguments, a switch turned
+# off, an argv with long absolute paths under the job's cwd.
+PIPELINE = {
+    "name": "pipe",
+    "params": {"docs": False, "shards": [1, 2]},
+    "cwd": "/srv/checkout/project",
+    "tasks": {
+        "greet": {"steps": [{"use": "greet", "with": {"who": 'a "<b>" & c', "n": [1, 2]}}]},
+        "test": {
+            "matrix": {"py": ["3.11", "3.12"], "shard": "${params.shards}"},
+            "steps": [
+                {
+                    "run": [
+                        "/opt/venvs/ci-python-${matrix.py}/bin/python",
+                        "-m",
+                        "pytest",
+                        "/srv/checkout/project/tests/unit",
+                        "--shard=${matrix.shard}/2",
+                    ]
+                }
+            ],
+        },
+        "docs": {"needs": "test", "if": "${params.docs}", "steps": [{"run": "make html"}]},
+        "report": {"needs": ["greet", "test"], "if": "failure", "steps": [{"log": "failed"}]},
+    },
+}
+GREET = {"params": {"who": "world", "n": []}, "steps": [{"value": "${params.who} ${params.n}"}]}
+
+
+def draw(capsys: pytest.CaptureFixture[str], tmp_path: Path, job: Any, fmt: str) -> str:
+    template = f"greet={write(tmp_path, 'greet.json', GREET)}"
+    status, out, err = cli(
+        capsys, "graph", write(tmp_path, "p.json", job), "--template", template, "--format", fmt
+    )
+    assert status == 0, err
+    return out
+
+
+def test_graph_draws_matrix_instances_use_boxes_switches_and_readable_runs(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    status, _, err = cli(capsys, "graph", write(tmp_path, "s.json", {"steps": [{"value": 1}]}))
-    assert status == 2
-    assert "has 'steps', not 'tasks'" in err
+    model = json.loads(draw(capsys, tmp_path, PIPELINE, "json"))
+    names = [t["name"] for t in model["tasks"]]
+    instances = ["test[3.11,1]", "test[3.11,2]", "test[3.12,1]", "test[3.12,2]"]
+    assert names == ["greet", *instances, "docs", "report"]
+    test = model["tasks"][1]
+    assert (test["group"], test["matrix"]) == ("test", {"py": "3.11", "shard": 1})
+    # the program's base name, paths relative to the cwd, each instance's own values
+    assert test["steps"][0]["label"] == "run: python -m pytest tests/unit --shard=1/2"
+    assert model["tasks"][0]["steps"] == [
+        {
+            "kind": "use",
+            "label": "use: greet",
+            "template": "greet",
+            "with": {"who": 'a "<b>" & c', "n": [1, 2]},
+        }
+    ]
+    assert model["tasks"][-2]["if"] == "never"
+    assert {(e["from"], e["to"]) for e in model["edges"] if e["to"] == "report"} == {
+        (name, "report") for name in ["greet", *instances]
+    }
+    dot = draw(capsys, tmp_path, PIPELINE, "dot")
+    assert '  subgraph "cluster_test" {' in dot
+    assert "    label=<test <i>(matrix: py, shard)</i>>;" in dot
+    assert '    "test[3.12,2]" [label=<' in dot  # inside the cluster
+    use_box = (
+        '<td border="1" bgcolor="#eef2fa" align="left">use <b>greet</b><br align="left"/>'
+        'who: a &quot;&lt;b&gt;&quot; &amp; c<br align="left"/>n: [1, 2]<br align="left"/></td>'
+    )
+    assert use_box in dot
+    assert "switched off (if: false)" in dot
+    assert "/srv/checkout" not in dot
+    mermaid = draw(capsys, tmp_path, PIPELINE, "mermaid")
+    assert '  subgraph g1 ["test (matrix: py, shard)"]' in mermaid
+    assert "greet<br/>use: greet<br/>  who: a #quot;#lt;b#gt;#quot; & c<br/>  n: [1, 2]" in mermaid
+    assert "  class t5 off" in mermaid
+
+
+def test_a_long_run_is_wrapped_and_says_what_it_left_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["pytest", *(f"tests/test_module_number_{i}.py" for i in range(12))]
+    job = {"tasks": {"t": {"steps": [{"run": argv}]}}}
+    label = json.loads(draw(capsys, tmp_path, job, "json"))["tasks"][0]["steps"][0]["label"]
+    lines = label.split("\n")
+    assert len(lines) == 3
+    assert all(len(line) <= 48 + len(" … +9") for line in lines)
+    assert lines[0] == "run: pytest tests/test_module_number_0.py"
+    shown = label.count("tests/test_module_number_")
+    assert lines[-1].endswith(f" … +{12 - shown}")
+
+
+def test_graph_draws_a_steps_job_as_its_sequence(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    job = {"steps": [{"run": "make"}, {"par": [{"value": 1}, {"value": 2}]}, {"use": "greet"}]}
+    model = json.loads(draw(capsys, tmp_path, job, "json"))
+    assert model["kind"] == "steps"
+    assert [(t["name"], t["needs"]) for t in model["tasks"]] == [
+        ("steps[0]", []),
+        ("steps[1]", ["steps[0]"]),
+        ("steps[2]", ["steps[1]"]),
+    ]
+    assert [t["steps"][0]["label"] for t in model["tasks"]] == [
+        "run: make",
+        "par (2 steps)",
+        "use: greet",
+    ]
+    dot = draw(capsys, tmp_path, job, "dot")
+    assert '  "steps[0]" -> "steps[1]";' in dot
+    assert "<b>steps[0]</b>" not in dot  # a step's label says what it is
+
+
+def test_graph_refuses_an_invalid_job(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = write(tmp_path, "b.json", {"tasks": {"a": {"needs": "a", "steps": []}}})
     assert cli(capsys, "graph", bad)[2] == (
         f"{bad}: invalid job: tasks.a.needs[0]: a task cannot need itself\n"
@@ -233,47 +353,68 @@ def test_check_and_graph_through_the_real_cli() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
-def test_graphviz_accepts_the_dot_output() -> None:
-    dot = stepline("graph", str(EXAMPLE)).stdout
-    rendered = subprocess.run(
-        ["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True
-    )
-    assert "<svg" in rendered.stdout
+def test_graphviz_accepts_the_dot_output(tmp_path: Path) -> None:
+    """Graphviz itself (installed by .ci/run) renders every drawing: the example, a pipeline
+    with a matrix, a `use` box and a switch, and a steps job; its warnings fail the test."""
+    greet = write(tmp_path, "greet.json", GREET)
+    drawings = [
+        (str(EXAMPLE),),
+        (write(tmp_path, "p.json", PIPELINE), "--template", f"greet={greet}"),
+        (str(EXAMPLE.parent / "steps" / "par.json"),),
+        (str(EXAMPLE.parent / "ci" / "pipeline.json"),),
+    ]
+    svgs = []
+    for args in drawings:
+        dot = stepline("graph", *args)
+        assert dot.returncode == 0, dot.stderr
+        rendered = subprocess.run(
+            ["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True, check=True
+        )
+        assert rendered.stderr == ""
+        assert rendered.stdout.rstrip().endswith("</svg>")
+        svgs.append(rendered.stdout)
+    assert ">summary</text>" in svgs[0]
+    texts = re.findall(r">([^<>]+)</text>", svgs[1])
+    assert {"test[3.12,2]", "greet", "switched off (if: false)"} <= set(texts)
+    assert "who: a &quot;&lt;b&gt;&quot; &amp; c" in texts
+    texts = re.findall(r">([^<>]+)</text>", svgs[3])
+    assert {"test[1]", "test[2]", "test[3]", "test ", "(matrix: shard)", "report"} <= set(texts)
 
 
 @pytest.mark.e2e
-def test_the_example_runs_end_to_end() -> None:
+def test_the_example_runs_end_to_end(tmp_path: Path) -> None:
+    """Typed outputs flow between the tasks, and the report outlives the workspace as an
+    artifact (the output names it; ``finished`` lists it with its size and digest)."""
     job = json.loads(EXAMPLE.read_text())
-    events, status, stderr = run_cli(
-        [{"op": "submit", "id": 1, "job": job, "params": {"region": "us"}}], "--heartbeat", "0"
-    )
+    kept = tmp_path / "artifacts"
+    submit = {"op": "submit", "id": 1, "job": job, "params": {"region": "us"}}
+    events, status, stderr = run_cli([submit], "--heartbeat", "0", "--artifacts", str(kept))
     assert status == 0, stderr
     lifecycle_ok(events)
     finished = next(e for e in events if e["event"] == "finished")
     assert finished["state"] == "succeeded", finished
     output = finished["output"]
-    assert output["transform_orders"]["stdout"] == "100"
-    assert output["load"]["total"] == "100"
-    assert output["load"]["region"] == "us"
-    assert output["fetch_orders"]["stdout"].strip() == "3"
-    report = output["load"]["report"]
-    assert report.endswith("/report-us.csv")
-    assert not Path(report).exists()  # the workspace went with the job
-    assert output["load"]["orders"] == output["fetch_orders"]["stdout"]  # a whole string
+    rows = ["1,ada,30", "2,linus,12", "3,grace,58"]
+    assert output["summary"] == {
+        "region": "us",
+        "orders": 3,
+        "customers": 3,
+        "total": 100,
+        "rows": rows,
+        "report": "report-us.csv",
+    }
+    report = (kept / finished["job"] / "report-us.csv").read_bytes()
+    assert report.decode().splitlines() == rows
+    assert finished["artifacts"] == [
+        {
+            "path": "report-us.csv",
+            "bytes": len(report),
+            "sha256": hashlib.sha256(report).hexdigest(),
+        }
+    ]
     tasks = [e for e in events if e["event"] == "task"]
     final = {e["task"]: e["status"] for e in tasks if e["status"] != "started"}
-    assert final == dict.fromkeys(
-        [
-            "fetch_orders",
-            "fetch_customers",
-            "transform_orders",
-            "transform_customers",
-            "load",
-            "cleanup",
-        ],
-        "succeeded",
-    )
+    assert final == dict.fromkeys(job["tasks"], "succeeded")
     order = [e["task"] for e in tasks if e["status"] == "started"]
     assert order.index("load") > max(
         order.index("transform_orders"), order.index("transform_customers")
@@ -304,3 +445,14 @@ async def test_cancel_runs_cleanup_through_the_real_cli() -> None:
     statuses = [(e["task"], e["status"]) for e in events if e["event"] == "task"]
     assert statuses[1:] == [("work", "cancelled"), ("cleanup", "started"), ("cleanup", "succeeded")]
     assert events[-1]["event"] == "bye"
+
+
+@pytest.mark.e2e
+def test_stepline_run_keeps_the_examples_report_and_says_where(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    done = stepline("run", "--artifacts", str(kept), str(EXAMPLE))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = kept / "j1" / "report-eu.csv"
+    assert report.read_text().splitlines() == ["1,ada,30", "2,linus,12", "3,grace,58"]
+    line = f"    artifacts: {kept}/j1/ (1 file, {report.stat().st_size} bytes): report-eu.csv"
+    assert line in done.stdout.splitlines()

@@ -6,22 +6,24 @@ path of the offending key), so a job can be checked in CI before it is ever sent
 to stderr as ``FILE[:LINE]: invalid job: MESSAGE`` and the exit status is 2, as ``run`` exits
 for them; otherwise it prints ``ok``.
 
-``graph FILE --format dot|mermaid|json`` prints the tasks of a job, their steps and their
-``needs`` edges, for Graphviz (``stepline graph job.json | dot -Tsvg > job.svg``), for Markdown
+``graph FILE --format dot|mermaid|json`` prints the tasks of a job (each matrix instance, each
+``use`` with its arguments), their steps and their ``needs`` edges — or a ``steps`` job's
+sequence — for Graphviz (``stepline graph job.json | dot -Tsvg > job.svg``), for Markdown
 (paste the Mermaid text into a fenced ``mermaid`` block), or for other tools (JSON). Parameters
 without a default are left as ``${params.X}`` in the picture, as at ``define`` time.
 
 The drawing is built from the *validated* spec, so what you see is what would run (parameters
-substituted, names checked); edges point from a task to the tasks that need it.
+substituted, matrices expanded, names checked); edges point from a task to the tasks that need
+it. :func:`job_model` builds plain data; :mod:`._render` draws it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .._errors import InvalidJob
 from ..spec._graph import topological
@@ -37,17 +39,25 @@ from ..spec._model import (
     Seq,
     Sleep,
     Step,
-    Task,
     Try,
     Use,
     Value,
 )
 from ..spec._validate import validate_job
 
-__all__ = ["add_graph_commands", "graph_model", "render_dot", "render_mermaid"]
+__all__ = [
+    "SUMMARY_LINES",
+    "SUMMARY_WIDTH",
+    "add_graph_commands",
+    "fit",
+    "graph_model",
+    "job_model",
+    "step_model",
+]
 
 _EXIT_OK, _EXIT_PROBLEM = 0, 2  # 2, as `run` exits for a file it refuses
-_SUMMARY_WIDTH = 60
+SUMMARY_WIDTH = 48  # characters of a line of a step's label
+SUMMARY_LINES = 3  # lines of a step's label
 
 
 def add_graph_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,7 +78,8 @@ def add_graph_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     graph = commands.add_parser(
         "graph",
         help="print the graph of a job's tasks (Graphviz dot, Mermaid or JSON)",
-        description="Print a job's tasks, their steps and their edges.",
+        description="Print a job's tasks (matrix instances, `use` sections with their "
+        "arguments), their steps and their edges; a job with steps is drawn as its sequence.",
         allow_abbrev=False,
     )
     graph.add_argument("file", metavar="FILE", help="job file (JSON), or - for stdin")
@@ -104,6 +115,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _graph(args: argparse.Namespace) -> int:
     from ._jobfiles import BadFile, load_templates, parse_json, read_text  # start-up time
+    from ._render import RENDERERS
 
     try:
         templates = load_templates(args.template)
@@ -113,11 +125,7 @@ def _graph(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except InvalidJob as exc:
         return _fail(f"{args.file}: invalid job: {exc.message}")
-    graph = graph_of(spec)
-    if graph is None:
-        return _fail(f"{args.file}: this job has 'steps', not 'tasks': there is no graph to draw")
-    model = graph_model(graph, spec.name)
-    _RENDER[args.format](model, sys.stdout)
+    RENDERERS[args.format](job_model(spec), sys.stdout)
     return _EXIT_OK
 
 
@@ -126,51 +134,138 @@ def _fail(message: str) -> int:
     return _EXIT_PROBLEM
 
 
-# -- the model: tasks, steps and edges ------------------------------------------------------------
+# -- the model: nodes, their steps, and edges ----------------------------------------------------
 
 
-def graph_of(spec: JobSpec) -> Graph | None:
-    """The graph of a job with ``tasks`` (None for a job with ``steps``)."""
+def job_model(spec: JobSpec) -> dict[str, Any]:
+    """Plain data for every renderer. A job with ``tasks`` gives one node per task (a matrix
+    task's instances each, with ``group`` and ``matrix``), each after its needs; a job with
+    ``steps`` gives one node per top-level step, each needing the one before (the sequence)."""
     body = spec.body.body if isinstance(spec.body, Deferred) else spec.body
-    return body if isinstance(body, Graph) else None
-
-
-def graph_model(graph: Graph, name: str | None = None) -> dict[str, Any]:
-    """Plain data for every renderer: tasks (each after its needs) and edges (need → task)."""
-    tasks = topological(graph.tasks)
+    if isinstance(body, Graph):
+        return graph_model(body, spec.name)
+    steps = body.steps if isinstance(body, Seq) else (body,)
+    nodes: list[dict[str, Any]] = []
+    for i, step in enumerate(steps):
+        needs = [nodes[-1]["name"]] if nodes else []
+        nodes.append(_node(step.path or f"steps[{i}]", needs, "success", (step,)))
     return {
-        "name": name,
-        "limit": graph.limit,
-        "tasks": [
-            {"name": t.name, "needs": list(t.needs), "if": t.when, "steps": _summaries(t)}
-            for t in tasks
-        ],
-        "edges": [{"from": need, "to": t.name, "if": t.when} for t in tasks for need in t.needs],
+        "name": spec.name,
+        "kind": "steps",
+        "limit": None,
+        "tasks": nodes,
+        "edges": _edges(nodes),
     }
 
 
-def _summaries(task: Task) -> list[str]:
-    return [summarize(step) for step in task.body.steps]
+def graph_model(graph: Graph, name: str | None = None) -> dict[str, Any]:
+    """The model of a graph: its tasks (each after its needs) and edges (need → task)."""
+    nodes = [
+        _node(t.name, list(t.needs), t.when, t.body.steps, t.group, t.matrix)
+        for t in topological(graph.tasks)
+    ]
+    return {
+        "name": name,
+        "kind": "tasks",
+        "limit": graph.limit,
+        "tasks": nodes,
+        "edges": _edges(nodes),
+    }
+
+
+def _node(
+    name: str,
+    needs: list[str],
+    when: str,
+    steps: Sequence[Step],
+    group: str | None = None,
+    matrix: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "group": group,
+        "matrix": dict(matrix) if matrix is not None else None,
+        "needs": needs,
+        "if": when,
+        "steps": [step_model(step) for step in steps],
+    }
+
+
+def _edges(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"from": need, "to": n["name"], "if": n["if"]} for n in nodes for need in n["needs"]]
+
+
+def step_model(step: Step) -> dict[str, Any]:
+    """``{"kind", "label"}`` for a step; a ``use`` adds ``template`` and ``with`` (drawn as a
+    box of its own)."""
+    model: dict[str, Any] = {"kind": type(step).__name__.lower(), "label": summarize(step)}
+    if isinstance(step, Use):
+        model["template"] = step.template
+        model["with"] = dict(step.args)
+    return model
 
 
 def summarize(step: Step) -> str:
     """One short line for a step: its name and kind when it has a name (the author's own
-    summary), else what it does (``run: make test``, ``sleep 1.5``)."""
+    summary), else what it does (``run: pytest -q tests``, ``sleep 1.5``)."""
     kind = type(step).__name__.lower()
-    describe = _SUMMARIES.get(type(step))
     if step.mods.name:
-        text = f"{step.mods.name} ({kind})"
-    else:
-        text = describe(step) if describe is not None else kind
-    return text if len(text) <= _SUMMARY_WIDTH else text[: _SUMMARY_WIDTH - 3] + "..."
+        return fit([step.mods.name, f"({kind})"])
+    describe = _SUMMARIES.get(type(step))
+    return describe(step) if describe is not None else kind
+
+
+def fit(words: Sequence[str], width: int = SUMMARY_WIDTH, lines: int = SUMMARY_LINES) -> str:
+    """``words`` joined by spaces into at most ``lines`` lines of about ``width`` characters
+    (joined by newlines), cut at a word boundary and saying how many words were left out
+    (``pytest -q … +3``); a word too long alone is cut in its middle, so both ends stay
+    readable."""
+    rows: list[list[str]] = [[]]
+    used = 0
+    taken = 0
+    for word in words:
+        word = _middle_cut(word, width)
+        if used + len(word) > width and rows[-1]:
+            if len(rows) == lines:
+                break
+            rows.append([])
+            used = 0
+        rows[-1].append(word)
+        used += len(word) + 1
+        taken += 1
+    text = "\n".join(" ".join(row) for row in rows)
+    left = len(words) - taken
+    return f"{text} … +{left}" if left else text
+
+
+def _middle_cut(word: str, width: int) -> str:
+    if len(word) <= width:
+        return word
+    half = (width - 1) // 2
+    return f"{word[:half]}…{word[-half:]}"
 
 
 def _run_text(step: Run) -> str:
+    """A shell line as written; an argv with its program's base name, and paths under the
+    step's ``cwd`` relative to it (``/venv/bin/python /repo/x.py`` → ``python x.py``)."""
     if step.argv[:2] == ("/bin/sh", "-c") and len(step.argv) == 3:
-        return f"run: {step.argv[2]}"
+        return "run: " + fit(step.argv[2].split())
+    words = [os.path.basename(step.argv[0]) or step.argv[0]]
+    words += [_relative(arg, step.cwd) for arg in step.argv[1:]]
     import shlex  # start-up time: `serve` imports this module for its parser
 
-    return f"run: {shlex.join(step.argv)}"
+    return "run: " + fit([shlex.quote(word) for word in words])
+
+
+def _relative(arg: str, cwd: str | None) -> str:
+    """``arg`` (or the value of ``--opt=arg``) relative to ``cwd`` when it is a path below."""
+    if not cwd or not cwd.startswith("/"):
+        return arg
+    option, equals, value = arg.rpartition("=") if "=" in arg else ("", "", arg)
+    root = cwd.rstrip("/") + "/"
+    if value.startswith(root):
+        value = value[len(root) :]
+    return f"{option}{equals}{value}"
 
 
 def _nested(kind: str) -> Callable[[Any], str]:
@@ -181,75 +276,12 @@ _SUMMARIES: dict[type, Callable[[Any], str]] = {
     Run: _run_text,
     Sleep: lambda step: f"sleep {step.seconds}",
     Value: lambda step: "value",
-    Log: lambda step: f"log: {step.message}",
-    Fail: lambda step: f"fail: {step.message}",
+    Log: lambda step: fit(["log:", *step.message.split()]),
+    Fail: lambda step: fit(["fail:", *step.message.split()]),
     Seq: _nested("seq"),
     Par: _nested("par"),
     Race: _nested("race"),
     Try: lambda step: "try/catch",
     Use: lambda step: f"use: {step.template}",
     Graph: lambda step: f"tasks ({len(step.tasks)})",
-}
-
-
-# -- renderers ------------------------------------------------------------------------------------
-
-
-def render_dot(model: dict[str, Any], out: TextIO) -> None:
-    """Graphviz DOT: boxes for tasks (name, then one line per step), arrows need → task.
-
-    An edge into a task with ``if: failure`` is dashed and red, into ``if: always`` dotted.
-    """
-    out.write(f"digraph {_dot_quote(model['name'] or 'job')} {{\n")
-    out.write("  rankdir=LR;\n")
-    out.write('  node [shape=box, style=rounded, fontname="Helvetica"];\n')
-    for task in model["tasks"]:
-        label = "\\n".join(_dot_escape(line) for line in [task["name"], *task["steps"]])
-        out.write(f'  {_dot_quote(task["name"])} [label="{label}"];\n')
-    for edge in model["edges"]:
-        style = _DOT_EDGE_STYLE.get(edge["if"], "")
-        out.write(f"  {_dot_quote(edge['from'])} -> {_dot_quote(edge['to'])}{style};\n")
-    out.write("}\n")
-
-
-_DOT_EDGE_STYLE = {
-    "failure": ' [style=dashed, color=red, label="failure"]',
-    "always": ' [style=dotted, label="always"]',
-}
-
-
-def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def _dot_quote(text: str) -> str:
-    return f'"{_dot_escape(text)}"'
-
-
-def render_mermaid(model: dict[str, Any], out: TextIO) -> None:
-    """A Mermaid flowchart (paste it into a fenced ``mermaid`` block in Markdown)."""
-    ids = {task["name"]: f"t{i}" for i, task in enumerate(model["tasks"])}
-    out.write("flowchart LR\n")
-    for task in model["tasks"]:
-        label = "<br/>".join(_mermaid_escape(line) for line in [task["name"], *task["steps"]])
-        out.write(f'  {ids[task["name"]]}["{label}"]\n')
-    for edge in model["edges"]:
-        arrow = "-->" if edge["if"] == "success" else f"-. {edge['if']} .->"
-        out.write(f"  {ids[edge['from']]} {arrow} {ids[edge['to']]}\n")
-
-
-def _mermaid_escape(text: str) -> str:
-    for char, entity in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
-        text = text.replace(char, entity)
-    return text.replace("\n", " ")
-
-
-def render_json(model: dict[str, Any], out: TextIO) -> None:
-    out.write(json.dumps(model, indent=2) + "\n")
-
-
-_RENDER: dict[str, Callable[[dict[str, Any], TextIO], None]] = {
-    "dot": render_dot,
-    "mermaid": render_mermaid,
-    "json": render_json,
 }

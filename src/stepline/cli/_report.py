@@ -4,10 +4,11 @@ A failure gets what a user needs to fix it, below its result line: how often the
 was tried, the job's ``log`` lines, the last lines of the failing step's stderr and stdout, the
 outputs of the tasks that handle failures (``if: failure`` / ``always``), and, for a graph job,
 which tasks had succeeded. A success gets one line with its output cut short (``-v`` shows it
-whole)::
+whole). Any job that kept artifacts gets a line saying where they are::
 
     succeeded build.json 1.20s {"exit":0,"stdout":"ok\\n","stderr":""}
     failed    ci.json (shards) 2.31s failure at tasks.shard3.steps[0]: /bin/sh exited with status 1
+        artifacts: stepline-artifacts/j2/ (3 files, 5120 bytes): junit-1.xml, junit-2.xml, …
         tried 3 times (retry)
         log: running shard 3
         stderr, last 2 lines:
@@ -19,6 +20,7 @@ whole)::
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = ["Track", "compact", "counts_line", "describe_error", "details", "resu
 STATE_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow"}
 TAIL_LINES = 10  # lines of stderr/stdout shown for a failure (``-v``: the whole tail kept)
 LOG_LINES = 10  # ``log`` lines kept per job for its failure report
+ARTIFACT_NAMES = 5  # artifacts named on a job's artifacts line
 SHORT_OUTPUT = 72  # characters of a success's output on its result line (``-v``: all)
 _INDENT = "    "
 
@@ -39,10 +42,13 @@ _INDENT = "    "
 class Track:
     """One job as ``run`` follows it: its label, its handle, and what its events said so far."""
 
-    def __init__(self, label: str, handle: JobHandle, job: Any = None) -> None:
+    def __init__(
+        self, label: str, handle: JobHandle, job: Any = None, artifacts: str | None = None
+    ) -> None:
         self.label = label
         self.handle = handle
         self.job = job  # the job as written (to tell handler tasks apart)
+        self.artifacts = artifacts  # the --artifacts directory its files are copied under
         self.logs: deque[Event] = deque(maxlen=LOG_LINES)
         self.retries: list[Event] = []
         self.tasks: dict[str, float] = {}  # running task -> when it started (trio time)
@@ -95,17 +101,35 @@ def describe_error(error: dict[str, Any]) -> str:
 
 
 def details(track: Track, *, color: bool = False, verbose: bool = False) -> list[str]:
-    """The lines below a failed job's result line (none for a success)."""
+    """The lines below a job's result line: where its artifacts went, and why it failed."""
     finished = track.finished or {}
-    if finished.get("state") == "succeeded":
+    lines = _artifacts(track, finished)
+    if finished.get("state") != "succeeded":
+        lines += _failure(track, finished, verbose, color)
+    return [_INDENT + line for line in lines]
+
+
+def _artifacts(track: Track, finished: Event) -> list[str]:
+    """``artifacts: DIR/j1/ (2 files, 3120 bytes): junit.xml, report.md``, when there are some."""
+    listed = finished.get("artifacts")
+    if not isinstance(listed, list) or not listed:
         return []
+    where = os.path.join(track.artifacts or "", str(finished.get("job", "")), "")
+    size = sum(int(item.get("bytes", 0)) for item in listed)
+    names = ", ".join(str(item.get("path")) for item in listed[:ARTIFACT_NAMES])
+    more = f" and {len(listed) - ARTIFACT_NAMES} more" if len(listed) > ARTIFACT_NAMES else ""
+    noun = "file" if len(listed) == 1 else "files"
+    return [f"artifacts: {where} ({len(listed)} {noun}, {size} bytes): {names}{more}"]
+
+
+def _failure(track: Track, finished: Event, verbose: bool, color: bool) -> list[str]:
     error = finished.get("error") or {}
     lines = _tries(track, error)
     lines += [f"log: {ev.get('message', '')}" for ev in track.logs]
     for stream in ("stderr", "stdout"):
         lines += _tail(stream, error.get(stream), verbose, color)
     lines += _handlers(track, finished, verbose)
-    return [_INDENT + line for line in lines]
+    return lines
 
 
 def _tries(track: Track, error: dict[str, Any]) -> list[str]:

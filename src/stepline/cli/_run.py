@@ -156,7 +156,7 @@ class Session:
                 handle = await ex.submit(job, params=self._options.params)
             except ShuttingDown:
                 return  # a signal arrived between two submits: the rest never ran
-            self.tracks.append(Track(entry.label, handle, entry.job))
+            self.tracks.append(Track(entry.label, handle, entry.job, self._options.artifacts))
 
     async def _follow(self, track: Track) -> None:
         async for ev in track.handle.events():

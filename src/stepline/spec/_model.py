@@ -135,10 +135,12 @@ class Try(_StepBase):
 
 @frozen(kw_only=True)
 class Use(_StepBase):
-    """A template, expanded at submit time; ``job`` is the template's validated job."""
+    """A template, expanded at submit time; ``job`` is the template's validated job, ``args``
+    the ``with`` it was expanded with (kept for ``stepline graph`` to show)."""
 
     template: str
     job: JobSpec
+    args: Mapping[str, Any] = field(factory=dict)
 
 
 @frozen(kw_only=True)

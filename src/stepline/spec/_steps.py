@@ -122,7 +122,7 @@ def _use(v: Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifie
     name = v.string(raw["use"], path, "use")
     args = _with(v, raw.get("with", MISSING), path)
     job = _expand(v, name, args, path, depth)
-    return Use(path=path, mods=mods, template=name, job=job)
+    return Use(path=path, mods=mods, template=name, job=job, args=args)
 
 
 def _http(v: Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
