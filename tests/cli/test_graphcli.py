@@ -274,10 +274,23 @@ def test_graph_draws_matrix_instances_use_boxes_switches_and_readable_runs(
     assert use_box in dot
     assert "switched off (if: false)" in dot
     assert "/srv/checkout" not in dot
+    # one arrow per pair of tasks: a matrix's instances leave from (or reach) its frame
+    assert [line for line in dot.splitlines() if "->" in line] == [
+        '  "test[3.11,1]" -> "docs" [ltail="cluster_test"];',
+        '  "greet" -> "report" [style=dashed, color=red, label="failure"];',
+        '  "test[3.11,1]" -> "report" [style=dashed, color=red, label="failure", '
+        'ltail="cluster_test"];',
+    ]
+    assert "  compound=true;" in dot
     mermaid = draw(capsys, tmp_path, PIPELINE, "mermaid")
     assert '  subgraph g1 ["test (matrix: py, shard)"]' in mermaid
     assert "greet<br/>use: greet<br/>  who: a #quot;#lt;b#gt;#quot; & c<br/>  n: [1, 2]" in mermaid
     assert "  class t5 off" in mermaid
+    assert mermaid.splitlines()[-5:-2] == [
+        "  g1 --> t5",
+        "  t0 -. failure .-> t6",
+        "  g1 -. failure .-> t6",
+    ]
 
 
 def test_a_long_run_is_wrapped_and_says_what_it_left_out(

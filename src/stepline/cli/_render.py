@@ -2,9 +2,10 @@
 
 DOT draws each node as a box whose rows are the task's name and its steps; a ``use`` step is a
 framed box of its own inside it, naming the template and listing its arguments; the instances
-of a matrix task sit in a dashed cluster titled with the matrix names; a task switched off by
-``if: false`` is grey and dashed. Edges go from a task to the tasks that need it: dashed red
-into an ``if: failure`` task, dotted into an ``if: always`` one. The labels are Graphviz
+of a matrix task sit in a dashed cluster titled with the matrix names, and an arrow to or from
+the matrix task is drawn once, at the cluster's frame; a task switched off by ``if: false`` is
+grey and dashed. Edges go from a task to the tasks that need it: dashed red into an
+``if: failure`` task, dotted into an ``if: always`` one. The labels are Graphviz
 HTML-like labels, so every text is entity-escaped and ``dot`` never sees a raw ``<`` or ``"``.
 Mermaid gets the same picture with subgraphs for matrices and text lines for ``use`` boxes.
 """
@@ -38,6 +39,26 @@ def _groups(model: dict[str, Any]) -> Iterator[tuple[str | None, list[dict[str, 
     yield from order
 
 
+def _unit_edges(model: dict[str, Any]) -> list[tuple[str, str, str, bool, bool]]:
+    """The edges to draw: ``(from, to, if, from_group, to_group)`` between *units*, a matrix
+    task's instances counting as one unit (its group). Every instance of a task has the same
+    needs, and a need on a matrix task is a need on all its instances, so the instance edges
+    between two units are always all pairs: one arrow says it (the model keeps them all)."""
+    unit = {node["name"]: node.get("group") for node in model["tasks"]}
+    drawn: dict[tuple[str, str, str, bool, bool], None] = {}
+    for edge in model["edges"]:
+        tail, head = unit[edge["from"]], unit[edge["to"]]
+        key = (
+            tail or edge["from"],
+            head or edge["to"],
+            edge["if"],
+            tail is not None,
+            head is not None,
+        )
+        drawn[key] = None
+    return list(drawn)
+
+
 def _title(model: dict[str, Any], node: dict[str, Any]) -> str | None:
     """A task's name; none for a step of a ``steps`` job (its label says it all)."""
     return node["name"] if model["kind"] == "tasks" else None
@@ -55,6 +76,8 @@ def render_dot(model: dict[str, Any], out: TextIO) -> None:
     """Graphviz DOT (``stepline graph job.json | dot -Tsvg > job.svg``)."""
     out.write(f"digraph {_dot_quote(model['name'] or 'job')} {{\n")
     out.write("  rankdir=LR;\n")
+    if any(node.get("group") for node in model["tasks"]):
+        out.write("  compound=true;\n")  # arrows may end at a matrix's frame
     out.write('  node [shape=box, style=rounded, fontname="Helvetica"];\n')
     out.write('  edge [fontname="Helvetica", fontsize=10];\n')
     for group, nodes in _groups(model):
@@ -69,10 +92,21 @@ def render_dot(model: dict[str, Any], out: TextIO) -> None:
             out.write(f"{indent}{_dot_node(model, node)}\n")
         if group is not None:
             out.write("  }\n")
-    for edge in model["edges"]:
-        style = _DOT_EDGE_STYLE.get(edge["if"], "")
-        out.write(f"  {_dot_quote(edge['from'])} -> {_dot_quote(edge['to'])}{style};\n")
+    _dot_edges(model, out)
     out.write("}\n")
+
+
+def _dot_edges(model: dict[str, Any], out: TextIO) -> None:
+    """One arrow per pair of units; a matrix's first instance stands for its frame."""
+    first: dict[str, str] = {}
+    for node in model["tasks"]:
+        first.setdefault(node.get("group") or node["name"], node["name"])
+    for tail, head, when, from_group, to_group in _unit_edges(model):
+        attrs = [_DOT_EDGE_STYLE[when]] if when in _DOT_EDGE_STYLE else []
+        attrs += [f"ltail={_dot_quote('cluster_' + tail)}"] if from_group else []
+        attrs += [f"lhead={_dot_quote('cluster_' + head)}"] if to_group else []
+        style = f" [{', '.join(attrs)}]" if attrs else ""
+        out.write(f"  {_dot_quote(first[tail])} -> {_dot_quote(first[head])}{style};\n")
 
 
 def _dot_node(model: dict[str, Any], node: dict[str, Any]) -> str:
@@ -103,8 +137,8 @@ def _dot_step(step: dict[str, Any]) -> str:
 
 _BR = '<br align="left"/>'  # a line break that left-aligns the line before it
 _DOT_EDGE_STYLE = {
-    "failure": ' [style=dashed, color=red, label="failure"]',
-    "always": ' [style=dotted, label="always"]',
+    "failure": 'style=dashed, color=red, label="failure"',
+    "always": 'style=dotted, label="always"',
 }
 
 
@@ -128,10 +162,12 @@ def render_mermaid(model: dict[str, Any], out: TextIO) -> None:
     ids = {node["name"]: f"t{i}" for i, node in enumerate(model["tasks"])}
     out.write("flowchart LR\n")
     off = []
+    groups: dict[str, str] = {}  # a matrix task's subgraph id: arrows may end at it
     for g, (group, nodes) in enumerate(_groups(model)):
         indent = "  "
         if group is not None:
             names = ", ".join(nodes[0]["matrix"] or {})
+            groups[group] = f"g{g}"
             out.write(f'  subgraph g{g} ["{_mermaid_escape(f"{group} (matrix: {names})")}"]\n')
             indent = "    "
         for node in nodes:
@@ -142,9 +178,11 @@ def render_mermaid(model: dict[str, Any], out: TextIO) -> None:
                 off.append(ids[node["name"]])
         if group is not None:
             out.write("  end\n")
-    for edge in model["edges"]:
-        arrow = "-->" if edge["if"] in ("success", "never") else f"-. {edge['if']} .->"
-        out.write(f"  {ids[edge['from']]} {arrow} {ids[edge['to']]}\n")
+    for tail, head, when, from_group, to_group in _unit_edges(model):
+        arrow = "-->" if when in ("success", "never") else f"-. {when} .->"
+        source = groups[tail] if from_group else ids[tail]
+        target = groups[head] if to_group else ids[head]
+        out.write(f"  {source} {arrow} {target}\n")
     if off:
         out.write("  classDef off stroke-dasharray: 5 5, color: #999\n")
         out.write(f"  class {','.join(off)} off\n")
