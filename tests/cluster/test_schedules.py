@@ -80,3 +80,40 @@ async def _finished(driver, count: int) -> None:
 
 def _node_of(url: str, pid: int) -> int:
     return int(sql(url, "SELECT id FROM stepline_nodes WHERE pid = %s", pid)[0][0])
+
+
+async def test_schedules_are_listed_and_ended_from_any_node_and_end_with_their_owner(
+    cluster_url,
+):
+    job = {"steps": [{"value": 1}]}
+    async with serve_node(cluster_url) as b:
+        async with serve_node(cluster_url) as a:
+            owner = a.events[0]["node"]
+            await a.send({"op": "schedule", "id": 1, "every": 3600, "job": job})
+            first = (await a.wait_for("scheduled", id=1))["schedule"]
+            await b.send({"op": "status", "id": "st"}, {"op": "stats", "id": "sx"})
+            listed = (await b.wait_for("status", id="st"))["schedules"]
+            counted = (await b.wait_for("stats", id="sx"))["schedules"]
+            await b.send(
+                {"op": "unschedule", "id": "u", "schedule": first},
+                {"op": "unschedule", "id": "u2", "schedule": first},
+                {"op": "schedule", "id": "bad", "every": 0.001, "job": job},
+            )
+            await b.wait_for("unscheduled", id="u")
+            again = await b.wait_for("error", id="u2")
+            bad = await b.wait_for("error", id="bad")
+            await a.send({"op": "status", "id": "st2"})
+            after = (await a.wait_for("status", id="st2"))["schedules"]
+            await a.send({"op": "schedule", "id": 2, "job": job, "every": 3600})
+            second = (await a.wait_for("scheduled", id=2))["schedule"]
+            await a.close_stdin()  # the owner shuts down: its schedules end for every node
+            assert (await a.rest())[-1]["event"] == "bye"
+        await b.send({"op": "status", "id": "st3"})
+        left = (await b.wait_for("status", id="st3"))["schedules"]
+    assert [(s["schedule"], s["node"], s["every"]) for s in listed] == [(first, owner, 3600)]
+    assert counted == 1
+    assert again["code"] == "unknown_schedule"
+    assert bad["code"] == "bad_command"
+    assert after == []
+    assert second != first
+    assert left == []

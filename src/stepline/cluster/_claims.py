@@ -61,7 +61,11 @@ class Claimer:
                     continue
                 rows = await self._claim(room)
                 if any(self._announced_elsewhere(row) for row in rows):
-                    await deliver_now(node, self._conn)
+                    # Or a submit of ours whose commit this claim saw before the submitting
+                    # task ran again: let it record the job first; deliver only if it is not.
+                    await trio.lowlevel.checkpoint()
+                    if any(self._announced_elsewhere(row) for row in rows):
+                        await deliver_now(node, self._conn)
                 for row in rows:
                     self._take(*row)
                 if len(rows) < room:
