@@ -85,9 +85,7 @@ class Claimer:
     async def _claim(self, n: int) -> list[Any]:
         node = self._node
         try:
-            return await self._conn.run(
-                lambda c: c.execute(query("claim"), {"node": node.id, "n": n}).fetchall()
-            )
+            return await self._conn.run_one(query("claim"), {"node": node.id, "n": n})
         except (DatabaseUnavailable, psycopg.Error) as exc:
             log.warning("cannot claim jobs: %s", exc)
             await trio.sleep(node.poll)

@@ -134,17 +134,12 @@ async def submit_one(
 
 
 async def _insert(node: ClusterNode, staged: list[Staged]) -> list[int]:
-    def write(conn: Any) -> list[int]:
-        ids = [row[0] for row in conn.execute(query("next_ids"), {"n": len(staged)})]
-        conn.execute(
-            query("insert_jobs"),
-            {"node": node.id, "ids": ids, "names": [s.name for s in staged],
-             "requests": [s.request for s in staged]},
-        )  # fmt: skip
-        conn.execute(query("notify"), {"channel": "stepline_jobs", "payload": str(ids[0])})
-        return ids
-
-    numbers = await node.commands_conn.run(write)
+    rows = await node.commands_conn.run_one(
+        query("submit_jobs"),
+        {"node": node.id, "names": [s.name for s in staged],
+         "requests": [s.request for s in staged]},
+    )  # fmt: skip
+    numbers = [int(row[0]) for row in rows]
     node.outstanding.update(job_id(n) for n in numbers)
     return numbers
 

@@ -66,11 +66,21 @@ class Connection:
         transaction is never abandoned half made."""
         return await trio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
 
-    def _call(self, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    async def run_one(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        """One statement, its own transaction (no ``BEGIN``/``COMMIT``: one round trip where
+        :meth:`run` takes three); returns its rows."""
+        return await trio.to_thread.run_sync(
+            self._call, lambda c: c.execute(statement, params).fetchall(), False,
+            limiter=self._limiter,
+        )  # fmt: skip
+
+    def _call(self, fn: Callable[[psycopg.Connection[Any]], _T], block: bool = True) -> _T:
         conn = self._conn
         if conn is None or conn.closed:
             conn = self._conn = connect(self._url, self.purpose, autocommit=True)
         try:
+            if not block:
+                return fn(conn)  # autocommit: the statement is its own transaction
             with conn.transaction():
                 return fn(conn)
         except psycopg.OperationalError as exc:

@@ -14,7 +14,7 @@ every row committed before it asked is on stdout when it returns.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 import psycopg
@@ -57,11 +57,7 @@ async def _deliver_batch(node: ClusterNode, conn: Connection) -> int:
         await node.stream.wait_writable()
     async with node.delivery_lock:
         try:
-            rows: list[Any] = await conn.run(
-                lambda c: c.execute(
-                    query("take_events"), {"node": node.id, "limit": BATCH}
-                ).fetchall()
-            )
+            rows = await conn.run_one(query("take_events"), {"node": node.id, "limit": BATCH})
         except (DatabaseUnavailable, psycopg.Error) as exc:
             log.warning("cannot read events for this node: %s", exc)
             return 0

@@ -256,3 +256,19 @@ SELECT acked FROM stepline_alerts WHERE id = %(alert)s;
 -- Acked alerts are kept a day, so that a second ack is told `already_acked`.
 DELETE FROM stepline_alerts
 WHERE acked AND opened < extract(epoch FROM now()) - 86400;
+
+-- name: submit_jobs
+-- Submits in one statement (one round trip, its own transaction): ids from the sequence in
+-- submit order (generate_series is scanned in order), the rows, and the wake-up.
+WITH ids AS (
+    SELECT nextval('stepline_job_ids') AS id, k
+    FROM generate_series(1, cardinality(%(names)s::text[])) AS k
+),
+new AS (
+    INSERT INTO stepline_jobs (id, name, request, state, submitter)
+    SELECT ids.id, t.name, t.request, 'queued', %(node)s
+    FROM unnest(%(names)s::text[], %(requests)s::bytea[]) WITH ORDINALITY AS t(name, request, k)
+    JOIN ids USING (k)
+    RETURNING id
+)
+SELECT new.id FROM new CROSS JOIN pg_notify('stepline_jobs', '') ORDER BY new.id;
