@@ -120,6 +120,10 @@ def test_the_pipeline_passes_a_good_project_and_keeps_its_junit(tmp_path: Path) 
         "merge": "succeeded",
         "report": "skipped",
     }
+    starts = [e for e in events if e["event"] == "task" and e["status"] == "started"]
+    assert sorted((e["task"], e.get("matrix")) for e in starts if e["task"].startswith("test")) == [
+        (f"test[{k}]", {"shard": k}) for k in (1, 2, 3)
+    ]
     files = kept_files(kept, finished)
     assert sorted(files) == ["junit-1.xml", "junit-2.xml", "junit-3.xml", "junit.xml"]
     assert cases(files["junit.xml"]) == Counter(TESTS)  # every test ran once across the shards
