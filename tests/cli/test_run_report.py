@@ -139,3 +139,35 @@ def test_retries_and_partial_outputs_are_reported() -> None:
         "    │ ran 3 tests",
         '    task h (if: failure) succeeded: {"sent":true}',
     ]
+
+
+def test_artifacts_and_matrix_handlers_are_reported() -> None:
+    """Where the artifacts went (also for a failure); a matrix instance of a handler task is
+    reported under its task's rule."""
+    job = {
+        "tasks": {
+            "t": {"steps": []},
+            "h": {"needs": "t", "if": "always", "matrix": {"n": [1]}, "steps": []},
+        }
+    }
+    track = track_of(
+        job,
+        {"event": "task", "job": "j1", "task": "t", "status": "failed"},
+        {"event": "task", "job": "j1", "task": "h[1]", "status": "succeeded"},
+        {
+            "event": "finished",
+            "job": "j1",
+            "state": "failed",
+            "error": {"type": "failure", "message": "exit 1"},
+            "partial": {"h[1]": 7},
+            "artifacts": [
+                {"path": f"junit-{k}.xml", "bytes": 100 * k, "sha256": "…"} for k in range(1, 8)
+            ],
+        },
+    )
+    track.artifacts = "out"
+    assert details(track) == [
+        "    artifacts: out/j1/ (7 files, 2800 bytes): junit-1.xml, junit-2.xml, junit-3.xml, "
+        "junit-4.xml, junit-5.xml and 2 more",
+        "    task h[1] (if: always) succeeded: 7",
+    ]

@@ -161,7 +161,7 @@ def _handlers(track: Track, finished: Event, verbose: bool) -> list[str]:
     lines, succeeded = [], []
     for name, ev in track.task_ends.items():
         status = ev.get("status")
-        rule = rules.get(name, "success")
+        rule = rules.get(name.partition("[")[0], "success")  # `report[1]`: report's rule
         if rule in ("failure", "always") and status in ("succeeded", "failed"):
             text = f"task {name} (if: {rule}) {status}"
             if name in outputs:
