@@ -23,6 +23,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 RUN = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+STATE_OVERHEAD = RUN.parent / "state_overhead.py"
 SCENARIOS = {"trivial", "process", "durable", "cancel", "memory", "startup"}
 NUMBERS = ("stepline", "baseline", "ratio")
 
@@ -95,3 +96,16 @@ def test_the_nursery_floors_results_are_checked(scenarios: Any) -> None:
         scenarios.check_results([ready, result, bye], 2)  # a result went missing
     with pytest.raises(scenarios.BenchError):
         scenarios.check_results([ready, result, {**result, "state": "failed"}, bye], 2)
+
+
+def test_state_overhead_takes_turns_against_a_revision() -> None:
+    """README.md, Performance: ``state_overhead.py --against REV`` in its smallest form (HEAD
+    stands in for the older revision: any revision git can export will do)."""
+    argv = [sys.executable, str(STATE_OVERHEAD), "--jobs", "30", "--rounds", "2", "--queue", "30"]
+    proc = subprocess.run(
+        [*argv, "--against", "HEAD"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "--queue 30 (2 rounds" in proc.stdout
+    assert "--state / in-memory:" in proc.stdout
+    assert "--state / --state@HEAD:" in proc.stdout

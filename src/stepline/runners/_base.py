@@ -160,10 +160,13 @@ class Runner(Protocol):
     """Starts processes for ``run`` steps and ``run`` callbacks (see the module docstring)."""
 
     def start(self, launch: Launch) -> Process:
-        """Start ``launch`` now and return it running; raises :class:`ProcessStartError`.
+        """Start ``launch`` and return it; raises :class:`ProcessStartError`.
 
         Synchronous, so there is no moment at which a started process is not yet the caller's
-        to stop; it must not hold the event loop for long (a local fork and exec does).
+        to stop; it must not hold the event loop for long. A runner may defer the start itself
+        to the first ``wait`` (the local runner forks and execs there, on a spawner thread),
+        which then raises :class:`ProcessStartError`; ``stop`` and ``close`` of a process that
+        never started do nothing but release what ``start`` took.
         """
         ...
 

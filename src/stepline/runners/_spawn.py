@@ -116,14 +116,13 @@ class _Pipes:
 def spawn(
     argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, *, piped_stdin: bool
 ) -> Child:
-    """Start the child in a new session with piped output, on the event loop, synchronously.
+    """Start the child in a new session with piped output; returns once it has exec'd.
 
-    Why not in a worker thread, as :func:`trio.lowlevel.open_process` does? The thread hops
-    (and the GIL traffic they bring) doubled our CPU per process and cut throughput by a third
-    (NOTES.md, Performance). ``Popen`` forks with
-    ``vfork`` and returns once the child has exec'd, a few hundred microseconds for a small
-    program: that is how long the loop is held, the same serial spawn ``xargs`` does. Being
-    synchronous also means there is no moment at which a started child is not yet ours to stop.
+    Synchronous and free of trio calls, so that it can run on a spawner thread
+    (:class:`~stepline.runners._local.LocalProcess`): ``Popen`` forks with ``vfork`` and returns
+    only once the child has exec'd, a few hundred microseconds for a small program and longer
+    for a big one, which on the event loop held every other job's events (NOTES.md,
+    Performance).
     """
     if not argv:
         raise ProcessStartError("empty command: nothing to run")
