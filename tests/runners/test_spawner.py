@@ -1,0 +1,92 @@
+"""The local runner forks and execs on a spawner thread: a slow start holds nothing else up.
+
+The slow exec is stood for by a ``spawn`` that waits on a ``threading.Event``: on the event loop
+(as the runner once spawned) it would hold the loop, so the loop could never set that event and
+the wait would run out; on a spawner thread the loop goes on and sets it. The timeouts below only
+turn a hang into a failure; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+import trio
+
+from stepline.runners import _base, _local
+from stepline.runners._base import Launch, ProcessResult
+from stepline.runners._local import LocalRunner, ProcessGroups
+
+HANG = 10.0  # seconds before a wait that should have been released counts as a hang
+
+
+def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
+    """``spawn`` calls ``before()`` first; returns the list of the pids it then starts."""
+    real_spawn = _local.spawn
+    pids: list[int] = []
+
+    def spawn(*args: Any, **kwargs: Any) -> Any:
+        before()
+        child = real_spawn(*args, **kwargs)
+        pids.append(child.pid)
+        return child
+
+    monkeypatch.setattr(_local, "spawn", spawn)
+    return pids
+
+
+async def test_the_loop_runs_while_a_process_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop_ran = threading.Event()
+
+    def slow_exec() -> None:
+        assert loop_ran.wait(HANG), "the event loop was held while the process started"
+
+    patch_spawn(monkeypatch, slow_exec)
+    results: list[ProcessResult] = []
+
+    async def job() -> None:
+        results.append(await _base.run_process(LocalRunner(), Launch(["true"])))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(job)
+        for _ in range(5):
+            await trio.lowlevel.checkpoint()  # other tasks run while the spawn waits
+        loop_ran.set()
+    assert [r.returncode for r in results] == [0]
+
+
+async def test_a_cancel_while_a_process_starts_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    spawning, release = threading.Event(), threading.Event()
+
+    def slow_exec() -> None:
+        spawning.set()
+        assert release.wait(HANG)
+
+    pids = patch_spawn(monkeypatch, slow_exec)
+    groups = ProcessGroups()
+    cancelled = False
+
+    async def job() -> None:
+        nonlocal cancelled
+        try:
+            await _base.run_process(LocalRunner(groups), Launch(["sleep", "60"], grace=0))
+        except trio.Cancelled:
+            cancelled = True
+            raise
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(job)
+        assert await trio.to_thread.run_sync(spawning.wait, HANG)
+        nursery.cancel_scope.cancel()  # the spawn is under way: it is waited for, not abandoned
+        release.set()
+    assert cancelled
+    assert len(pids) == 1  # the child was started, then stopped and reaped
+    assert not os.path.exists(f"/proc/{pids[0]}")
+    assert len(groups) == 0
+
+
+async def test_a_failed_start_is_a_process_start_error() -> None:
+    with pytest.raises(_base.ProcessStartError, match="no such program"):
+        await _base.run_process(LocalRunner(), Launch(["no-such-program-stepline-test"]))
