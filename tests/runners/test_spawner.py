@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base, _local
+from stepline.runners import _base, _local, _spawn
 from stepline.runners._base import Launch, ProcessResult
 from stepline.runners._local import LocalRunner, ProcessGroups
 
@@ -24,7 +24,7 @@ HANG = 10.0  # seconds before a wait that should have been released counts as a 
 
 def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
     """``spawn`` calls ``before()`` first; returns the list of the pids it then starts."""
-    real_spawn = _local.spawn
+    real_spawn = _spawn.spawn
     pids: list[int] = []
 
     def spawn(*args: Any, **kwargs: Any) -> Any:
