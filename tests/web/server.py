@@ -24,13 +24,30 @@ class RunningServer:
         assert self.ready["event"] == "ready", self.ready
         self.url: str = self.ready["http"]
         self.events: list[dict[str, Any]] = []
+        self._arrived = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.events.append(json.loads(line))
+            with self._arrived:
+                self.events.append(json.loads(line))
+                self._arrived.notify_all()
+
+    def wait_for(self, kind: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
+        """The first event of ``kind`` whose ``fields`` match, waiting for it if need be."""
+
+        def found() -> dict[str, Any] | None:
+            for event in self.events:
+                if event["event"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                    return event
+            return None
+
+        with self._arrived:
+            event = self._arrived.wait_for(found, timeout)
+        assert event is not None, f"no {kind} {fields} in {timeout} s: {self.events[-5:]}"
+        return event
 
     def stop(self) -> int:
         assert self.proc.stdin is not None
@@ -59,5 +76,6 @@ def running_server(*args: str) -> Iterator[RunningServer]:
     finally:
         if proc.poll() is None:
             server.stop()
-        assert proc.stderr is not None
-        proc.stderr.close()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -26,12 +26,29 @@ async def test_a_hook_submits_its_template_with_the_body_as_params() -> None:
         await driver.wait_for("defined", id=1)
         response = await client.post("/hooks/deploy", json={"ref": "v1.2"})
         assert response.status_code == 202
+        assert response.json()["ignored"] == []
         finished = await driver.wait_for("finished", job=response.json()["job"])
         assert finished["output"] == "deploy v1.2"
         empty = await client.post("/hooks/deploy")  # no body: the template's defaults
         finished = await driver.wait_for("finished", job=empty.json()["job"])
         assert finished["output"] == "deploy main"
         problem(await client.post("/hooks/deploy", json=[1]), 400, "bad_command")
+
+
+async def test_a_hook_takes_the_params_its_template_reads_and_names_the_rest() -> None:
+    """A sender's payload is its own (a push event has dozens of keys): keys the template does
+    not take are left out and listed, where a submit of the same params is refused."""
+    async with http_server() as (driver, client):
+        await client.put("/templates/deploy", json=DEPLOY)
+        payload = {"ref": "v3", "repository": {"full_name": "o/r"}, "pusher": "me"}
+        response = await client.post("/hooks/deploy", json=payload)
+        assert response.status_code == 202
+        assert response.json()["ignored"] == ["pusher", "repository"]
+        finished = await driver.wait_for("finished", job=response.json()["job"])
+        assert finished["output"] == "deploy v3"
+        refused = await client.post("/jobs", json={"template": "deploy", "params": payload})
+        body = problem(refused, 422, "invalid_job")
+        assert "no parameter 'repository'" in body["message"]
 
 
 async def test_only_templates_marked_as_hooks_answer() -> None:

@@ -73,6 +73,13 @@ async def test_jobs_are_listed_most_recent_first_and_filtered() -> None:
         assert [r["job"] for r in by_name] == ["j3"]
         failed = (await client.get("/jobs", params={"state": "failed"})).json()["jobs"]
         assert [r["job"] for r in failed] == ["j2"]
+        either = await client.get("/jobs", params=[("state", "failed"), ("state", "succeeded")])
+        assert [r["job"] for r in either.json()["jobs"]] == ["j3", "j2", "j1"]
+        created = (await client.get("/jobs/j2")).json()["created"]
+        since = (await client.get("/jobs", params={"since": created})).json()["jobs"]
+        assert [r["job"] for r in since] == ["j3", "j2"]
+        problem(await client.get("/jobs", params={"since": "soon"}), 400, "bad_command")
+        problem(await client.get("/jobs", params={"since": "nan"}), 400, "bad_command")
         problem(await client.get("/jobs", params={"state": "done"}), 400, "bad_command")
         problem(await client.get("/jobs", params={"limit": "x"}), 400, "bad_command")
 

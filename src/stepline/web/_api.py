@@ -9,6 +9,7 @@ same things. Replies go to the HTTP client only; the job events they cause (``ac
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine._executor import Executor
-from ..engine._jobs import JobState
+from ..engine._jobs import StatusFilter
 from ..triggers._attach import Triggers
 from ..wire._commands import CommandRefused, Schedule, Submit, decode_command
 from ._errors import ApiError
@@ -24,7 +25,6 @@ from ._graphs import job_graph
 
 __all__ = ["Api", "json_body", "parse_json", "read_body"]
 
-_STATES = frozenset(state.value for state in JobState)
 _DEFAULT_LIMIT = 100
 
 
@@ -83,18 +83,16 @@ class Api:
         return JSONResponse({"job": job.id}, 202)
 
     async def list_jobs(self, request: Request) -> Response:
+        """The engine's ``status`` filters (``state`` repeatable, ``name``, ``since``), always
+        with a limit (100 unless given), so records come most recent first."""
         query = request.query_params
-        states = query.getlist("state")
-        if unknown := [s for s in states if s not in _STATES]:
-            raise ApiError("bad_command", f"unknown state {unknown[0]!r}: one of {sorted(_STATES)}")
-        limit = _int_param(query.get("limit"), "limit", _DEFAULT_LIMIT)
-        name = query.get("name")
-        records = [
-            r
-            for r in reversed(self.executor.table.records())  # most recent first
-            if (not states or r["state"] in states) and (name is None or r["name"] == name)
-        ]
-        return JSONResponse({"jobs": records[:limit]})
+        select = StatusFilter.of(
+            query.getlist("state") or None,
+            query.get("name"),
+            _float_param(query.get("since"), "since"),
+            _int_param(query.get("limit"), "limit", _DEFAULT_LIMIT),
+        )
+        return JSONResponse({"jobs": self.executor.table.records(None, select)})
 
     async def get_job(self, request: Request) -> Response:
         (record,) = self.executor.table.records(request.path_params["job"])
@@ -171,4 +169,16 @@ def _int_param(text: str | None, name: str, default: int) -> int:
         raise ApiError("bad_command", f"{name} must be an integer, got {text!r}") from None
     if value < 0:
         raise ApiError("bad_command", f"{name} must not be negative, got {value}")
+    return value
+
+
+def _float_param(text: str | None, name: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError("bad_command", f"{name} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ApiError("bad_command", f"{name} must be a finite number, got {text!r}")
     return value

@@ -8,6 +8,7 @@ methods directly, between awaits, exactly as the stdin reader does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -30,7 +31,9 @@ from ._metrics import CONTENT_TYPE, Metrics
 from ._openapi import openapi_document
 from ._stream import event_stream
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "by_method"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 log = logging.getLogger("stepline")
 
@@ -79,6 +82,17 @@ class _Guard:
         await self._app(scope, receive, counted)
 
 
+def by_method(**handlers: Endpoint) -> Endpoint:
+    """One endpoint for a path that takes several methods: a route per method would answer a
+    wrong method with an ``Allow`` naming only its own."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return endpoint
+
+
 def build_app(
     executor: Executor,
     log_: EventLog,
@@ -106,15 +120,17 @@ def build_app(
 
     routes = [
         Route("/", dashboard),
-        Route("/jobs", api.submit, methods=["POST"]),
-        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/jobs", by_method(POST=api.submit, GET=api.list_jobs), methods=["GET", "POST"]),
         Route("/jobs/{job}", api.get_job, methods=["GET"]),
         Route("/jobs/{job}/cancel", api.cancel, methods=["POST"]),
         Route("/jobs/{job}/logs", api.logs, methods=["GET"]),
         Route("/jobs/{job}/graph", api.graph, methods=["GET"]),
         Route("/templates/{name}", api.define, methods=["PUT"]),
-        Route("/schedules", api.schedule, methods=["POST"]),
-        Route("/schedules", api.list_schedules, methods=["GET"]),
+        Route(
+            "/schedules",
+            by_method(POST=api.schedule, GET=api.list_schedules),
+            methods=["GET", "POST"],
+        ),
         Route("/schedules/{schedule}", api.unschedule, methods=["DELETE"]),
         Route("/alerts", api.list_alerts, methods=["GET"]),
         Route("/alerts/{alert}/ack", api.ack, methods=["POST"]),
@@ -150,8 +166,10 @@ async def _command_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return error_response("method_not_allowed", f"{request.method} is not allowed here")
+    if exc.status_code == 405:  # with Allow: the methods this path takes (RFC 9110)
+        return error_response(
+            "method_not_allowed", f"{request.method} is not allowed here", headers=exc.headers
+        )
     if exc.status_code == 404:
         return error_response("not_found", f"no such resource: {request.url.path}")
     return JSONResponse({"code": "bad_command", "message": exc.detail}, exc.status_code)

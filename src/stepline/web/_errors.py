@@ -9,6 +9,7 @@ are :class:`ApiError` with codes of their own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from starlette.responses import JSONResponse
@@ -57,5 +58,7 @@ def status_of(code: str) -> int:
     return STATUS_OF.get(code, 400)
 
 
-def error_response(code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_of(code), headers=headers)

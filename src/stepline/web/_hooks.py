@@ -4,6 +4,12 @@ Only templates defined with ``"hook": true`` answer, so defining a template neve
 accident. With ``--hook-secret`` the request must be signed like GitHub's webhooks
 (``X-Stepline-Signature: sha256=HEX``, the HMAC-SHA256 of the raw body), checked before the body
 is even parsed.
+
+The body's keys the template does not take (neither in its ``params`` defaults nor used as
+``${params.X}``) are left out and named in the reply's ``ignored``, not refused: the sender, not
+the template's author, decides a webhook's payload (a GitHub push carries dozens of keys), so
+a template takes the few it needs. ``POST /jobs`` with a template stays strict (``invalid_job``
+for an unknown parameter): there the caller writes the params and a typo is a mistake.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine._executor import Executor
+from ..spec._signature import parameters_of
 from ._api import parse_json, read_body
 from ._auth import SIGNATURE_HEADER, signature_ok
 from ._errors import ApiError
@@ -34,10 +41,10 @@ class Hooks:
         signature = request.headers.get(SIGNATURE_HEADER)
         if self._secret is not None and not signature_ok(raw, signature, self._secret):
             raise ApiError("bad_signature", "X-Stepline-Signature is missing or wrong")
-        body = parse_json(raw)
-        if body is None:
-            body = {}
+        body = parse_json(raw) if raw.strip() else {}  # no body: the template's defaults
         if not isinstance(body, dict):
             raise ApiError("bad_command", "a hook's body must be a JSON object (its params)")
-        job = await self._executor.submit(template=name, params=body)
-        return JSONResponse({"job": job.id}, 202)
+        known = parameters_of(template)
+        params = {key: value for key, value in body.items() if key in known}
+        job = await self._executor.submit(template=name, params=params)
+        return JSONResponse({"job": job.id, "ignored": sorted(set(body) - known)}, 202)

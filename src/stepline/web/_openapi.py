@@ -33,13 +33,14 @@ def _errors(*codes: str) -> dict[str, Any]:
     return out
 
 
-def _path_param(name: str, description: str) -> dict[str, Any]:
+def _path_param(name: str, description: str, example: str) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "schema": {"type": "string"},
         "description": description,
+        "example": example,
     }
 
 
@@ -53,12 +54,17 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
-_JOB_ID = _path_param("job", "a job id (j1, j2, ...)")
+_JOB_ID = _path_param("job", "a job id (j1, j2, ...)", "j1")
 _SUBMIT_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submit"}}},
 }
-_ANY_JSON = {"required": True, "content": {"application/json": {"schema": {}}}}
+# What a client (and schemathesis' stateful phase) can do next with the id a submit returns.
+_JOB_LINKS: Final = {
+    op: {"operationId": op, "parameters": {"job": "$response.body#/job"}}
+    for op in ("getJob", "cancel", "logs", "graph")
+}
+_TEMPLATE_BODY = {"required": True, "content": {"application/json": {"schema": _OBJECT}}}
 _STATES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
 _PATHS: Final[dict[str, Any]] = {
@@ -68,7 +74,10 @@ _PATHS: Final[dict[str, Any]] = {
             "operationId": "submit",
             "requestBody": _SUBMIT_BODY,
             "responses": {
-                "202": _json({"$ref": "#/components/schemas/Accepted"}, "accepted"),
+                "202": {
+                    **_json({"$ref": "#/components/schemas/Accepted"}, "accepted"),
+                    "links": _JOB_LINKS,
+                },
                 **_errors(
                     "bad_json", "invalid_job", "unknown_template", "line_too_long", "queue_full"
                 ),
@@ -78,8 +87,13 @@ _PATHS: Final[dict[str, Any]] = {
             "summary": "Job records, most recent first",
             "operationId": "listJobs",
             "parameters": [
-                _query("state", {"type": "string", "enum": _STATES}, "only jobs in this state"),
+                _query(
+                    "state",
+                    {"type": "array", "items": {"type": "string", "enum": _STATES}},
+                    "only jobs in one of these states (repeat the parameter)",
+                ),
                 _query("name", {"type": "string"}, "only jobs of this name"),
+                _query("since", {"type": "number"}, "only jobs created at or after (Unix time)"),
                 _query("limit", {"type": "integer", "minimum": 0}, "at most this many (100)"),
             ],
             "responses": {
@@ -155,8 +169,8 @@ _PATHS: Final[dict[str, Any]] = {
         "put": {
             "summary": 'Define a template (`"hook": true` lets POST /hooks/{name} submit it)',
             "operationId": "define",
-            "parameters": [_path_param("name", "the template's name")],
-            "requestBody": _ANY_JSON,
+            "parameters": [_path_param("name", "the template's name", "deploy")],
+            "requestBody": _TEMPLATE_BODY,
             "responses": {
                 "200": _json(
                     {
@@ -209,7 +223,7 @@ _PATHS: Final[dict[str, Any]] = {
         "delete": {
             "summary": "Remove a schedule",
             "operationId": "unschedule",
-            "parameters": [_path_param("schedule", "a schedule id")],
+            "parameters": [_path_param("schedule", "a schedule id", "s1")],
             "responses": {
                 "200": _json(
                     {"type": "object", "properties": {"schedule": {"type": "string"}}}, "removed"
@@ -234,7 +248,7 @@ _PATHS: Final[dict[str, Any]] = {
         "post": {
             "summary": "Acknowledge an open alert",
             "operationId": "ack",
-            "parameters": [_path_param("alert", "an alert id")],
+            "parameters": [_path_param("alert", "an alert id", "a1")],
             "responses": {
                 "200": _json(
                     {
@@ -312,7 +326,7 @@ _PATHS: Final[dict[str, Any]] = {
             "summary": 'Submit template `name` (defined with `"hook": true`), the body as params',
             "operationId": "hook",
             "parameters": [
-                _path_param("name", "the template's name"),
+                _path_param("name", "the template's name", "deploy"),
                 {
                     "name": "X-Stepline-Signature",
                     "in": "header",
@@ -326,7 +340,7 @@ _PATHS: Final[dict[str, Any]] = {
                 "content": {"application/json": {"schema": _OBJECT}},
             },
             "responses": {
-                "202": _json({"$ref": "#/components/schemas/Accepted"}, "accepted"),
+                "202": _json({"$ref": "#/components/schemas/HookAccepted"}, "accepted"),
                 **_errors(
                     "unknown_hook",
                     "bad_signature",
@@ -369,8 +383,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
     "Submit": {
         "type": "object",
         "description": "exactly one of job and template",
+        "oneOf": [{"required": ["job"]}, {"required": ["template"]}],
+        "additionalProperties": False,
         "properties": {
-            "job": {"description": "a job spec (docs/protocol.md)"},
+            "job": {"type": "object", "description": "a job spec (docs/protocol.md)"},
             "template": {"type": "string"},
             "params": {"type": "object"},
             "name": {"type": "string"},
@@ -378,11 +394,17 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Schedule": {
         "type": "object",
+        "description": "exactly one of cron and every, exactly one of job and template",
+        "allOf": [
+            {"oneOf": [{"required": ["cron"]}, {"required": ["every"]}]},
+            {"oneOf": [{"required": ["job"]}, {"required": ["template"]}]},
+        ],
+        "additionalProperties": False,
         "properties": {
             "cron": {"type": "string"},
-            "every": {"type": "number", "minimum": 0},
+            "every": {"type": "number", "exclusiveMinimum": 0},
             "tz": {"type": "string"},
-            "job": {},
+            "job": {"type": "object"},
             "template": {"type": "string"},
             "params": {"type": "object"},
             "name": {"type": "string"},
@@ -393,6 +415,18 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "required": ["job"],
         "properties": {"job": {"type": "string"}},
+    },
+    "HookAccepted": {
+        "type": "object",
+        "required": ["job", "ignored"],
+        "properties": {
+            "job": {"type": "string"},
+            "ignored": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "keys of the body the template does not take, left out",
+            },
+        },
     },
     "Job": {
         "type": "object",
