@@ -57,9 +57,9 @@ def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
     opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     opened.on(
         "console",
-        lambda message: problems.append(f"console: {message.text}")
-        if message.type == "error"
-        else None,
+        lambda message: (
+            problems.append(f"console: {message.text}") if message.type == "error" else None
+        ),
     )
     opened.goto(f"{server.url}/?access_token={TOKEN}")
     expect(opened.locator("#link")).to_have_attribute("data-state", "live", timeout=WAIT)
@@ -171,9 +171,7 @@ def test_a_graphs_tasks_are_drawn_with_their_states(page: Page, api: httpx.Clien
         "data-state", "succeeded"
     )
     expect(node.and_(page.locator("[data-node=test]"))).to_have_attribute("data-state", "failed")
-    expect(node.and_(page.locator("[data-node=deploy]"))).to_have_attribute(
-        "data-state", "skipped"
-    )
+    expect(node.and_(page.locator("[data-node=deploy]"))).to_have_attribute("data-state", "skipped")
     expect(page.locator("#job-timeline .gantt-row")).to_have_count(4)  # the job and 3 tasks
 
 

@@ -56,7 +56,7 @@ def test_every_operation_answers_as_its_document_says(server: RunningServer, tmp
         "--exclude-checks=positive_data_acceptance",
         "--exclude-path=/events",
         "--phases=examples,coverage,fuzzing,stateful",
-        "--max-examples=25",
+        "--max-examples=15",
         "--seed=20",
         "--generation-database=none",
         "--workers=1",

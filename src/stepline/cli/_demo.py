@@ -30,6 +30,7 @@ from ..client._outcome import JobFailed
 from ..client._session import SERVE
 from ..client._sync import Client, ClientJob
 from ..wire._events import Event
+from ._demo_http import ALERTING, PIPELINE, Front, wait_for_enter
 from ._term import is_tty, paint, use_color
 from ._timeline import Timeline
 
@@ -117,8 +118,11 @@ class Narrator:
 class Tour:
     """The scenes, sharing one client, one narrator and a scratch directory."""
 
-    def __init__(self, client: Client, narrator: Narrator, workdir: Path) -> None:
+    def __init__(
+        self, client: Client, narrator: Narrator, workdir: Path, front: Front | None = None
+    ) -> None:
         self.client = client
+        self.front = front
         self.say = narrator.say
         self.result = narrator.result
         self.workdir = workdir
@@ -136,7 +140,7 @@ class Tour:
     def fan_out(self) -> None:
         self.say("A `par` step: three processes at once, outputs collected in order.")
         parts = [s.run(["sh", "-c", f"sleep 0.3; echo part {i}"]) for i in (1, 2, 3)]
-        job = self.client.submit(s.par(*parts))
+        job = self.client.submit(s.job(s.par(*parts), name="fan-out"))
         got = [out["stdout"].strip() for out in job.wait(timeout=10)]
         expect(got == ["part 1", "part 2", "part 3"], f"unexpected outputs {got}")
         expect(job.elapsed < 0.9, f"three 0.3 s processes took {job.elapsed:.2f}s: not parallel")
@@ -147,7 +151,7 @@ class Tour:
         slow = s.seq(s.sleep(10), s.value("slow mirror"))
         fast = s.seq(s.sleep(0.2), s.value("fast mirror"))
         start = time.monotonic()
-        winner = self.client.submit(s.race(slow, fast)).wait(timeout=10)
+        winner = self.client.submit(s.job(s.race(slow, fast), name="mirrors")).wait(timeout=10)
         took = time.monotonic() - start
         expect(winner == "fast mirror", f"the race returned {winner!r}")
         self.result(f"{winner!r} after {took:.1f}s; the 10 s branch was cancelled")
@@ -159,20 +163,20 @@ class Tour:
             'echo "attempt $n"; [ "$n" -ge 3 ]'
         )
         step = s.retry(s.run(script, cwd=str(self.workdir)), attempts=5, backoff=0.1, factor=2)
-        output = self.client.submit(step).wait(timeout=10)
+        output = self.client.submit(s.job(step, name="flaky")).wait(timeout=10)
         expect(output["stdout"] == "attempt 3\n", f"unexpected output {output}")
         self.result("failed twice, succeeded on attempt 3 (waiting 0.1s, then 0.2s)")
 
     def timeout(self) -> None:
         self.say("A job-level `timeout`: a 30 s command, stopped after half a second.")
-        job = self.client.submit(s.job(s.run("sleep 30"), timeout=0.5))
+        job = self.client.submit(s.job(s.run("sleep 30"), timeout=0.5, name="too-slow"))
         state = _failure(job).state.value
         expect(state == "timed_out", f"the job ended {state}")
         self.result("state timed_out; its process group was sent SIGTERM")
 
     def cancel(self) -> None:
         self.say("A `cancel` command, sent once the job has started.")
-        job = self.client.submit(s.run("sleep 30"))
+        job = self.client.submit(s.job(s.run("sleep 30"), name="cancel-me"))
         for ev in job.events(timeout=10):
             if ev["event"] == "started":
                 break
@@ -180,6 +184,19 @@ class Tour:
         expect(job.cancel(timeout=10), "the job had finished before the cancel")
         expect(job.state.value == "cancelled", f"the job ended {job.state.value}")
         self.result(f"cancelled after {job.elapsed:.1f}s: `cancelling`, then `finished`")
+
+    def http_front(self) -> None:
+        assert self.front is not None
+        self.say("A pipeline submitted over HTTP (POST /jobs): its graph fills in on the page.")
+        record = self.front.wait(self.front.submit(PIPELINE))
+        expect(record["state"] == "succeeded", f"the pipeline ended {record['state']}")
+        self.result(f"{record['job']}: build, then unit and lint at once, then publish")
+        self.say("A failing job with an `alert`: the alert waits on the page for its Ack.")
+        record = self.front.wait(self.front.submit(ALERTING))
+        expect(record["state"] == "failed", f"the failing job ended {record['state']}")
+        opened = [a["alert"] for a in self.front.open_alerts() if a["job"] == record["job"]]
+        expect(bool(opened), f"no alert opened for {record['job']}")
+        self.result(f"{record['job']} failed; alert {opened[0]} is open on the page")
 
 
 def _failure(job: ClientJob) -> JobFailed:
@@ -218,12 +235,11 @@ Next: `stepline run examples/steps/par.json`, `sh examples/driver.sh`, or drive
    `stepline serve` from any language: one JSON object per line each way."""
 
 
-def _play(
-    client: Client, narrator: Narrator, workdir: Path, pause: float, only: str | None
-) -> list[str]:
+def _play(tour: Tour, narrator: Narrator, pause: float, only: str | None) -> list[str]:
     """Every scene (or the one named ``only``), in order; returns the ones that went wrong."""
-    tour, failed = Tour(client, narrator, workdir), []
-    for number, (title, scene) in enumerate(SCENES, 1):
+    failed = []
+    scenes = [*SCENES, ("The HTTP front", Tour.http_front)] if tour.front else SCENES
+    for number, (title, scene) in enumerate(scenes, 1):
         if only is not None and _slug(title) != only:
             continue
         narrator.heading(f"{number}. {title}")
@@ -238,9 +254,15 @@ def _play(
     return failed
 
 
-def main(pause: float | None = None, out: TextIO | None = None, scene: str | None = None) -> int:
+def main(
+    pause: float | None = None,
+    out: TextIO | None = None,
+    scene: str | None = None,
+    http: str | None = None,
+) -> int:
     """Run the demo (every scene, or the one named ``scene``); 0 when each went as narrated,
-    2 for a scene name that does not exist."""
+    2 for a scene name that does not exist. With ``http`` (``[HOST:]PORT``) the server serves
+    the dashboard there, and stays up after the scenes until Enter."""
     stream = out if out is not None else sys.stderr
     if scene is not None and scene not in scene_names():
         print(f"stepline demo: no scene {scene!r}; scenes: {', '.join(scene_names())}", file=stream)
@@ -248,12 +270,18 @@ def main(pause: float | None = None, out: TextIO | None = None, scene: str | Non
     narrator = Narrator(stream)
     pause = pause if pause is not None else (0.4 if is_tty(stream) else 0.0)
     narrator.text(_INTRO)
-    args = ("--workers", str(WORKERS), "--heartbeat", "0")
+    args = ("--workers", str(WORKERS), "--heartbeat", "0", *(("--http", http) if http else ()))
     with (
         tempfile.TemporaryDirectory(prefix="stepline-demo-") as workdir,
         Client(args, command=SERVE, tap=narrator.wire) as client,
     ):
-        failed = _play(client, narrator, Path(workdir), pause, scene)
+        front = Front(str(client.ready["http"])) if http else None
+        if front is not None:
+            narrator.heading(f"The dashboard: {front.url}/ (open it now)")
+        failed = _play(Tour(client, narrator, Path(workdir), front), narrator, pause, scene)
+        if front is not None:
+            wait_for_enter(front.url, stream)
+            front.close()
         narrator.heading("Shutdown")
         narrator.say("Closing stdin drains: accepted jobs finish, then `bye`, then exit 0.")
     narrator.text("\n" + _OUTRO)

@@ -274,6 +274,12 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="URL",
         help="with --cluster: the postgresql:// database to use instead of a throwaway server",
     )
+    demo.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve the dashboard there while the demo runs (a scene of its own goes through "
+        "the HTTP front), and keep it up until Enter; 0 picks a free port",
+    )
     demo.set_defaults(run=_run_demo)
 
 
@@ -284,7 +290,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         return _demo_cluster.main(state=args.state, pause=args.pause)
     from . import _demo
 
-    return _demo.main(pause=args.pause, scene=args.scene)
+    return _demo.main(pause=args.pause, scene=args.scene, http=args.http)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
