@@ -299,7 +299,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or default in (None, False, [], argparse.SUPPRESS):
+        spelt_out = "%(default)" in text or "(default: " in text  # _settings spells some out
+        if spelt_out or default in (None, False, [], argparse.SUPPRESS):
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)"

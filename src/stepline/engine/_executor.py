@@ -38,6 +38,7 @@ from .._errors import (
 )
 from ..runners._base import Runner
 from ..runners._local import LocalRunner
+from ..runners._sandbox import SandboxRunner
 from ..spec._model import JobSpec, Modifiers
 from ..spec._policy import check_run_policy
 from ..spec._signature import check_arguments
@@ -88,8 +89,9 @@ class Executor:
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
         self.table = JobTable(outbox.emit, keep=config.keep, keep_bytes=config.keep_bytes)
-        # starts `run` steps' processes (and run callbacks'): local process groups by default
-        self.runner: Runner = runner if runner is not None else LocalRunner()
+        # starts `run` steps' processes (and run callbacks'): local process trees by default,
+        # and those that ask for the sandbox in bubblewrap
+        self.runner: Runner = runner if runner is not None else SandboxRunner(LocalRunner())
         self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
         self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
         self.templates: dict[str, dict[str, Any]] = {}

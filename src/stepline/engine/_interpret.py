@@ -201,17 +201,21 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     refused = refusal(step, ctx.services.allow_run)
     if refused is not None:
         raise StepFailed("startup_failure", refused.message, step.path, step.mods.name)
-    cwd = step.cwd if step.cwd is not None else await workspace_cwd(ctx, step)
+    runner = step.runner or ctx.runner or ctx.services.runner_name
+    # a sandboxed step writes only in the workspace, so it gets one whatever its cwd
+    workspace = None
+    if step.cwd is None or runner == "sandbox":
+        workspace = await workspace_cwd(ctx, step)
+    cwd = step.cwd if step.cwd is not None else workspace
     job = ctx.job
     live = ctx.services.outbox if _streams(step, ctx) else None
     sink = StepOutput(job.id, step.path, job.output_log(), live)
+    launch = _launch(step, ctx, runner, (cwd, workspace), sink)
     try:
-        result = await run_process(
-            ctx.services.runner, _launch(step, ctx, cwd, sink), lambda: job.stop_grace
-        )
+        result = await run_process(ctx.services.runner, launch, lambda: job.stop_grace)
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
-    if step.cwd is None and ctx.workspace is not None and result.pid:
+    if workspace is not None and ctx.workspace is not None and result.pid:
         ctx.workspace.ran_process(result.pid)  # checked before the directory is reused
     output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
     output["stderr"] = result.stderr
@@ -238,11 +242,13 @@ def _streams(step: Run, ctx: StepContext) -> bool:
     return ctx.services.stream
 
 
-def _launch(step: Run, ctx: StepContext, cwd: str | None, sink: Any) -> Launch:
-    """The step's process, with its limits and runner inherited: step, job, then serve."""
-    services = ctx.services
-    limits = step.limits.over(ctx.limits).over(services.limits)
-    runner = step.runner or ctx.runner or services.runner_name
+def _launch(
+    step: Run, ctx: StepContext, runner: str, dirs: tuple[str | None, str | None], sink: Any
+) -> Launch:
+    """The step's process, with its limits inherited (step, job, then serve) and its ``runner``;
+    ``dirs`` are its cwd and the workspace it may write."""
+    cwd, workspace = dirs
+    limits = step.limits.over(ctx.limits).over(ctx.services.limits)
     if limits is NO_LIMITS and runner == "local" and not step.network:  # the common case
         return Launch(step.argv, step.env, cwd, step.stdin, step.grace, output=sink)
     output_cap = limits.output if limits.output is not None else OUTPUT_CAP
@@ -257,12 +263,14 @@ def _launch(step: Run, ctx: StepContext, cwd: str | None, sink: Any) -> Launch:
         output=sink,
         runner=runner,
         network=step.network,
+        workspace=workspace,
     )
 
 
 def _limit_failure(step: Run, limit: str, returncode: int, output: dict[str, Any]) -> StepFailed:
     """A ``resource_failure``: the step's processes ran into ``limit``."""
-    extra = {"limit": limit, "exit": returncode, "stderr": output["stderr"][-4096:]}
+    extra = {"limit": limit, "exit": returncode, "stdout": output["stdout"][-TAIL_CHARS:]}
+    extra["stderr"] = output["stderr"][-TAIL_CHARS:]
     message = f"{step.argv[0]} exceeded its {limit} limit"
     if limit == "memory" and returncode == -signal.SIGKILL:
         message = f"{step.argv[0]} was killed for memory (out of memory in its limit)"

@@ -16,10 +16,12 @@ shares::
         process.close()
 
 Implementations: :class:`~stepline.runners._local.LocalRunner` (each child leads its own process
-group on this machine; the default) and :class:`~stepline.runners._fake.FakeRunner` (no
-processes at all: scripted results, for tests of the code above the seam). A runner that starts
-processes elsewhere, or in a sandbox, implements the same two protocols; the engine picks it up
-through ``Executor(runner=...)``.
+group on this machine), :class:`~stepline.runners._sandbox.SandboxRunner` (launches that ask for
+``runner: "sandbox"`` in bubblewrap, on a local runner; the executor's default is the two
+together) and :class:`~stepline.runners._fake.FakeRunner` (no processes at all: scripted
+results, for tests of the code above the seam). A runner that starts processes elsewhere (a
+container engine, a remote machine) implements the same two protocols; the engine picks it up
+through ``Executor(runner=...)`` (docs/runners.md).
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ class Launch:
     between asking and forcing. ``output_cap`` bounds what is kept of each of stdout and stderr.
     ``output`` (None: nobody) also gets every chunk of output as it is read, and may hold the
     process back by being congested (:class:`OutputSink`). ``limits.output``, when set, replaces
-    the cap and makes more output a failure. ``runner`` names the runner meant to start it (only
-    ``local`` exists yet); ``network`` lets a sandboxed process reach the network.
+    the cap and makes more output a failure. ``runner`` names the runner meant to start it
+    (``local`` or ``sandbox``); ``network`` lets a sandboxed process reach the network, and
+    ``workspace`` is the directory it may write (the job's workspace; None: none).
     """
 
     argv: Sequence[str]
@@ -104,6 +107,7 @@ class Launch:
     output: OutputSink | None = attrs.field(default=None, eq=False)  # a live object, not a value
     runner: str = "local"
     network: bool = False
+    workspace: str | None = None
 
 
 @attrs.frozen

@@ -12,10 +12,19 @@ under stepline's own cgroup in each hierarchy it uses, and one child per step un
   (and limits it), ``memory`` limits it; where there is no ``pids`` hierarchy, a v2 hierarchy
   mounted beside (``/sys/fs/cgroup/unified``) or the ``freezer`` tracks it.
 
-A step joins its cgroup right after its process is started (:meth:`StepGroup.join`): Python
-cannot start a child inside a cgroup (``clone3`` with ``CLONE_INTO_CGROUP``), and a
-``preexec_fn`` forks the whole interpreter (3 ms against 0.1 ms; NOTES.md, Containment). The
-caller closes the window by also joining any children the process made before it joined.
+How a step's process gets into its cgroup without a window in which it could fork outside:
+Python cannot start a child inside a cgroup (``clone3`` with ``CLONE_INTO_CGROUP``), and a
+``preexec_fn`` forks the whole interpreter (3 ms against 0.1 ms; NOTES.md, Containment).
+
+* **v1** lets a single thread change cgroups (its ``tasks`` file), and a child is born in the
+  cgroups of the thread that forks it. So the starting thread steps into the step's group for the
+  fork (:meth:`StepGroup.entered`) and back out: the child, and all it ever forks, is inside from
+  its first instruction. While the thread is in, it counts against ``pids.max``, so the limit is
+  one higher until the thread has left.
+* **v2** does not let threads of one process sit in different (non-threaded) cgroups, so the
+  process joins right after it started (:meth:`StepGroup.join`) and the caller joins whatever it
+  forked before that; an escaper quicker than that is caught by the step's environment marker
+  (:mod:`._tree`).
 
 Steps without memory or process limits reuse empty cgroups (a pool, as workspaces do): making and
 removing one costs about 80 µs per hierarchy, joining one 25 µs.
@@ -29,6 +38,7 @@ import itertools
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 
 import attrs
@@ -202,7 +212,8 @@ class Cgroups:
                 assert dirs.pids is not None
                 same = dirs.pids == dirs.track
                 group.pids = track if same else _make(dirs.pids, name, made)
-                _write(os.path.join(group.pids, "pids.max"), str(processes))
+                group.processes = processes
+                group.limit_processes(spare=group.version == 1)
         except OSError:
             group.remove()
             raise
@@ -228,7 +239,7 @@ class Cgroups:
 class StepGroup:
     """One step's cgroup: its tracking directory, and memory/pids directories when limited."""
 
-    __slots__ = ("memory", "pids", "pooled", "track", "version")
+    __slots__ = ("memory", "pids", "pooled", "processes", "track", "version")
 
     def __init__(self, track: str, version: int, *, pooled: bool) -> None:
         self.track = track
@@ -236,6 +247,45 @@ class StepGroup:
         self.pooled = pooled
         self.memory: str | None = None
         self.pids: str | None = None
+        self.processes: int | None = None  # the pids limit, once written
+
+    @property
+    def enterable(self) -> bool:
+        """Whether a thread may step in to fork the step's process inside (v1 only)."""
+        return self.version == 1
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """The calling thread sits in this group (every hierarchy) for the body, then goes home
+        (stepline's own cgroup in each hierarchy): whatever it forks meanwhile is born inside.
+        Leaving also lowers ``pids.max`` to the step's own limit (it counted the thread)."""
+        tid = str(threading.get_native_id()).encode()
+        entered: list[str] = []
+        try:
+            for path in self.dirs():
+                _write_bytes(os.path.join(path, "tasks"), tid)
+                entered.append(path)
+            yield
+        finally:
+            self._leave(entered, tid)
+
+    def _leave(self, entered: list[str], tid: bytes) -> None:
+        """Back home from every group entered. Not raised: the child is started by now, and
+        is the caller's to hold; a thread left inside would only start later children there."""
+        try:
+            if self.processes is not None:
+                self.limit_processes(spare=False)
+            for path in entered:
+                home = os.path.dirname(os.path.dirname(path))  # step < runner < stepline's own
+                _write_bytes(os.path.join(home, "tasks"), tid)
+        except OSError as exc:
+            log.warning("a spawner thread could not leave cgroup %s: %s", self.track, exc)
+
+    def limit_processes(self, *, spare: bool) -> None:
+        """Write ``pids.max``: the step's limit, plus one for a thread stepping in to fork."""
+        assert self.pids is not None
+        assert self.processes is not None
+        _write(os.path.join(self.pids, "pids.max"), str(self.processes + (1 if spare else 0)))
 
     def dirs(self) -> Iterator[str]:
         yield self.track

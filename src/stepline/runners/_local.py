@@ -180,7 +180,7 @@ class LocalProcess:
         launch = self._launch
         piped_stdin = launch.stdin is not None
         child = await trio.to_thread.run_sync(
-            functools.partial(spawn, launch.argv, self._env, launch.cwd, piped_stdin=piped_stdin),
+            functools.partial(_spawn_in, self._tree, launch, self._env, piped_stdin=piped_stdin),
             limiter=self._spawners,
         )
         self._child = child
@@ -229,6 +229,18 @@ class LocalProcess:
             self._child.close()
             self._groups.discard(self._child.pid)
         self._tree.release()
+
+
+def _spawn_in(
+    tree: StepTree, launch: Launch, env: Mapping[str, str] | None, *, piped_stdin: bool
+) -> Child:
+    """On a spawner thread: fork and exec, the thread inside the step's cgroup meanwhile where
+    the cgroup allows it (:meth:`StepTree.spawning`), so the child is born inside."""
+    try:
+        with tree.spawning():
+            return spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)
+    except OSError as exc:  # stepping into the step's cgroup (spawn's own errors are typed)
+        raise ProcessStartError(f"cannot use the step's cgroup: {exc.strerror}") from exc
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

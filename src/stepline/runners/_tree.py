@@ -2,14 +2,20 @@
 
 :class:`Containment` is what one runner uses, chosen once, strongest first:
 
-1. **a cgroup per step** (:mod:`~stepline.runners._cgroup`): every process the step starts stays
-   in it, whatever it does (``setsid``, ``setpgid``, a double fork); memory and process limits
-   apply to the whole tree; an OOM kill is counted there, so it is told from a kill.
-2. **no cgroup** (the default for now: cgroups are opt-in with ``STEPLINE_CGROUPS=1`` until the
-   gaps NOTES.md lists are closed; also not root or no cgroupfs): the step's process group,
-   and a marker in its environment (``STEPLINE_TREE=RUNNER.STEP``) that its descendants inherit,
-   found by a scan of ``/proc`` (as Jenkins finds a build's processes). A process that clears its
-   environment *and* leaves the process group is out of reach there. Limits are rlimits.
+1. **a cgroup per step** (:mod:`~stepline.runners._cgroup`; as root where a cgroupfs is
+   mounted): every process the step starts stays in it, whatever it does (``setsid``,
+   ``setpgid``, a double fork); memory and process limits apply to the whole tree; an OOM kill
+   is counted there, so it is told from a kill. By default only steps with a ``memory`` or
+   ``processes`` limit get one: those limits need it, and a cgroup costs every step two
+   migrations of the starting thread, about 0.2 ms of the event loop on cgroup v1 here (NOTES.md,
+   Containment). ``STEPLINE_CGROUPS=1`` gives every step one, ``STEPLINE_CGROUPS=0`` none.
+2. **the step's process group and an environment marker** (``STEPLINE_TREE=RUNNER.STEP``), which
+   every descendant inherits and a scan of ``/proc`` finds (as Jenkins finds a build's
+   processes): every other step. A process that clears its environment *and* leaves the process
+   group is out of reach there. Limits are rlimits.
+
+The marker is set in both: with a cgroup v2 a process joins its group a few microseconds after
+it started, and the marker catches what it forked before (v1 has no such window).
 
 In both, stepline is a child subreaper (``PR_SET_CHILD_SUBREAPER``): an escaper whose parent
 exits comes back to stepline instead of init, so it is still below stepline (and reaped by it).
@@ -33,7 +39,7 @@ import signal
 import subprocess
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 import trio
@@ -71,8 +77,9 @@ class Containment:
     """One runner's way of holding its steps' trees (module docstring), made on first use."""
 
     def __init__(self, *, cgroups: bool = True) -> None:
-        wanted = cgroups and os.environ.get("STEPLINE_CGROUPS", "0") == "1"
-        self.cgroups = Cgroups.open() if wanted else None
+        setting = os.environ.get("STEPLINE_CGROUPS", "")
+        self.cgroups = Cgroups.open() if cgroups and setting != "0" else None
+        self.every_step = setting == "1"  # else only steps whose limits need a cgroup
         self.marker = f"{os.getpid()}-{next(_RUNNERS)}"
         self.subreaper = _become_subreaper()
         self._steps = itertools.count(1)
@@ -84,15 +91,19 @@ class Containment:
     @property
     def description(self) -> str:
         """What holds the trees here, for ``stepline serve`` logs and the docs' table."""
-        how = self.cgroups.description if self.cgroups else "process groups and an env marker"
+        how = "process groups and an env marker"
+        if self.cgroups is not None:
+            which = "every step" if self.every_step else "steps with memory/processes limits"
+            how = f"{how}; {self.cgroups.description} for {which}"
         extras = [x for x, on in (("subreaper", self.subreaper), ("guardian", self._guard)) if on]
         return ", ".join([how, *extras])
 
     def tree(self, limits: Limits) -> StepTree:
         """A new step's tree, before its process starts (raises ``OSError``)."""
-        group = self.cgroups.group(limits) if self.cgroups is not None else None
-        marker = None if group is not None else f"{self.marker}.{next(self._steps)}"
-        return StepTree(self, limits, group, marker)
+        cgroups, group = self.cgroups, None
+        if cgroups is not None and (self.every_step or _needs_cgroup(limits)):
+            group = cgroups.group(limits)
+        return StepTree(self, limits, group, f"{self.marker}.{next(self._steps)}")
 
     def close(self) -> None:
         """Stop the guardian (nothing is left to guard) and remove the runner's cgroups."""
@@ -105,64 +116,72 @@ class Containment:
 class StepTree:
     """The processes of one step: started by :meth:`adopt`, ended by :meth:`end`."""
 
-    __slots__ = ("_containment", "group", "leader", "limits", "marker")
+    __slots__ = ("_containment", "_entered", "group", "leader", "limits", "marker")
 
     def __init__(
-        self,
-        containment: Containment,
-        limits: Limits,
-        group: StepGroup | None,
-        marker: str | None,
+        self, containment: Containment, limits: Limits, group: StepGroup | None, marker: str
     ) -> None:
         self._containment = containment
         self.limits = limits
         self.group = group
         self.marker = marker
         self.leader = 0
+        self._entered = False  # the process was started inside the group (cgroup v1)
 
-    def env(self, env: Mapping[str, str] | None) -> Mapping[str, str] | None:
-        """The step's environment additions: its marker, where there is no cgroup."""
-        if self.marker is None:
-            return env
+    def env(self, env: Mapping[str, str] | None) -> Mapping[str, str]:
+        """The step's environment additions: its marker."""
         return {**(env or {}), "STEPLINE_TREE": self.marker}
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Around the start of the step's process: where the cgroup allows it, the starting
+        thread sits in the step's group meanwhile, so the process is born inside
+        (:meth:`~stepline.runners._cgroup.StepGroup.entered`)."""
+        group = self.group
+        if group is None or not group.enterable:
+            yield
+            return
+        with group.entered():
+            yield
+        self._entered = True
 
     def adopt(self, pid: int) -> None:
         """The step's process ``pid`` was just started: hold it, and anything it forked already.
 
-        It joins the step's cgroup and gets its rlimits a few microseconds after it was
-        started; whatever it forked before that is found through ``/proc/PID/task/*/children``
-        and joined too (NOTES.md, Containment: why not in the child before exec).
+        It gets its rlimits (and joins the step's cgroup, if it was not born inside) a few
+        microseconds after it was started; whatever it forked before that is found through
+        ``/proc/PID/task/*/children`` and treated alike (NOTES.md, Containment: why not in the
+        child before exec).
         """
         self.leader = pid
         _LEADERS.add(pid)
+        join = self.group is not None and not self._entered
+        if not join and self.limits is NO_LIMITS:
+            return
         pending, seen = [pid], set()
         while pending:
             current = pending.pop()
             seen.add(current)
-            if self.group is not None:
+            if join:
+                assert self.group is not None
                 self.group.join(current)
-            _apply_rlimits(current, self.limits, self._containment.cgroups)
+            _apply_rlimits(current, self.limits, self.group)
             pending.extend(p for p in _children(current) if p not in seen)
 
     def members(self, *, thorough: bool) -> list[int]:
-        """The tree's live processes besides the leader. Without a cgroup: the process group's
-        and, if ``thorough`` or the group or an orphan hints at more, the marker's."""
-        if self.group is not None:
-            return [p for p in self.group.procs() if p != self.leader]
-        found = []
+        """The tree's live processes besides the leader: the cgroup's, and, if ``thorough`` or
+        the process group or an orphan hints at more, the marker's."""
+        found = self.group.procs() if self.group is not None else []
         if thorough or _group_alive(self.leader) or _adopted():
-            assert self.marker is not None
-            found = _marked(self.marker)
+            found += _marked(self.marker)
         return [p for p in found if p != self.leader]
 
     def signal(self, sig: int) -> None:
-        """Send ``sig`` to the whole tree: the leader's group, and every member."""
+        """Send ``sig`` to the whole tree: the leader's group, the cgroup, every marked one."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.leader, sig)
         if self.group is not None:
             _ORPHANS.update(p for p in self.group.signal(sig) if p != self.leader)
-            return
-        assert self.marker is not None
         for pid in _marked(self.marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -208,7 +227,7 @@ class StepTree:
             return "cpu"
         if group is not None and group.processes_maxed():
             return "processes"
-        return _rlimit_hint(limits, stderr, self._containment.cgroups)
+        return _rlimit_hint(limits, stderr, group)
 
     def release(self) -> None:
         """The step is over: forget its leader, give its cgroup back."""
@@ -223,7 +242,12 @@ class StepTree:
 # -- rlimits: the limits a cgroup does not carry ------------------------------------------------
 
 
-def _apply_rlimits(pid: int, limits: Limits, cgroups: Cgroups | None) -> None:
+def _needs_cgroup(limits: Limits) -> bool:
+    """Limits of the whole tree, which rlimits (per process, or per user) cannot carry."""
+    return limits is not NO_LIMITS and (limits.memory is not None or limits.processes is not None)
+
+
+def _apply_rlimits(pid: int, limits: Limits, group: StepGroup | None) -> None:
     """Per-process limits: cpu and files always; memory and processes without a cgroup."""
     if limits is NO_LIMITS:
         return
@@ -233,9 +257,9 @@ def _apply_rlimits(pid: int, limits: Limits, cgroups: Cgroups | None) -> None:
         wanted.append((resource.RLIMIT_CPU, (seconds, seconds + 1)))  # SIGXCPU, then SIGKILL
     if limits.files is not None:
         wanted.append((resource.RLIMIT_NOFILE, (limits.files, limits.files)))
-    if limits.memory is not None and (cgroups is None or not cgroups.limits_memory):
+    if limits.memory is not None and (group is None or group.memory is None):
         wanted.append((resource.RLIMIT_DATA, (limits.memory, limits.memory)))
-    if limits.processes is not None and (cgroups is None or not cgroups.limits_processes):
+    if limits.processes is not None and (group is None or group.pids is None):
         wanted.append((resource.RLIMIT_NPROC, (limits.processes, limits.processes)))
     for which, value in wanted:
         with contextlib.suppress(ProcessLookupError):
@@ -249,16 +273,16 @@ _HINTS: Final = (
 )
 
 
-def _rlimit_hint(limits: Limits, stderr: str, cgroups: Cgroups | None) -> str | None:
+def _rlimit_hint(limits: Limits, stderr: str, group: StepGroup | None) -> str | None:
     """An rlimit leaves no count behind: a failed step whose stderr says the matching error
     (``EMFILE``, ``ENOMEM``, ``EAGAIN`` from fork) ran into it, as far as anyone can tell."""
     tail = stderr[-4096:]
     for name, attr, phrases in _HINTS:
         if getattr(limits, attr) is None:
             continue
-        if name == "memory" and cgroups is not None and cgroups.limits_memory:
+        if name == "memory" and group is not None and group.memory is not None:
             continue
-        if name == "processes" and cgroups is not None and cgroups.limits_processes:
+        if name == "processes" and group is not None and group.pids is not None:
             continue
         if any(phrase in tail for phrase in phrases):
             return name
@@ -298,10 +322,12 @@ def _start_guardian(marker: str, cgroups: Cgroups | None) -> subprocess.Popen[by
 
 
 def _stop_guardian(guard: subprocess.Popen[bytes]) -> None:
-    """Close its pipe: it sweeps (nothing, by now), removes the directories and exits. Not
-    waited for: the ``Popen`` reaps it later."""
+    """Close its pipe: it sweeps (nothing, by now), removes the directories and exits; it is
+    reaped if it does so within half a second (it takes milliseconds), else left to init."""
     if guard.stdin is not None and not guard.stdin.closed:
         guard.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        guard.wait(0.5)
 
 
 def _children(pid: int) -> list[int]:
