@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -126,3 +127,44 @@ async def test_by_default_steps_with_tree_limits_get_a_cgroup() -> None:
     limited, other = finished
     assert "/stepline-" in limited["output"]["stdout"], limited
     assert "/stepline-" not in other["output"]["stdout"], other
+
+
+def _guardians_of(serve_pid: int) -> list[int]:
+    """The guardian processes of the stepline ``serve_pid`` (their marker starts with it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        mine = f"{serve_pid}-".encode()
+        if len(argv) > 4 and argv[3].endswith(b"_guard.py") and argv[4].startswith(mine):
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_rerun_job_never_runs_beside_its_earlier_run(tmp_path: Path) -> None:
+    """stepline and its guardian both SIGKILLed: the step's process outlives them; the
+    restarted stepline (``--state``, rerun) stops it before the job runs again."""
+    pidfile, db = tmp_path / "pid", tmp_path / "state.db"
+    state = f"s=$(cut -d' ' -f3 /proc/$(cat {pidfile})/stat 2>/dev/null)"
+    alive = f'{state}; [ -n "$s" ] && [ $s != Z ]'
+    script = (
+        f"if [ -f {pidfile} ]; then {alive} && echo beside || echo alone; exit 0; fi;"
+        f" echo $$ > {pidfile}; exec sleep 300"
+    )  # a killed leftover may stay a zombie here (PID 1 does not reap): that is gone
+    old = 0
+    try:
+        async with served("default", "--state", str(db)) as (driver, _tag):
+            await driver.send({"op": "submit", "job": {"run": ["sh", "-c", script]}})
+            old = (await wait_for_pids(pidfile, 1))[0]
+            for guardian in _guardians_of(driver.proc.pid):
+                os.kill(guardian, signal.SIGKILL)
+            driver.proc.kill()
+        async with served("default", "--state", str(db)) as (driver, _tag):
+            finished = await driver.wait_for("finished", job="j1")
+        assert finished["output"]["stdout"] == "alone\n", finished
+    finally:
+        if old:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGKILL)

@@ -20,7 +20,8 @@ it started, and the marker catches what it forked before (v1 has no such window)
 In both, stepline is a child subreaper (``PR_SET_CHILD_SUBREAPER``): an escaper whose parent
 exits comes back to stepline instead of init, so it is still below stepline (and reaped by it).
 And a guardian process (:mod:`~stepline.runners._guard`) kills every step's tree if stepline
-itself dies, SIGKILL included: it waits on a pipe only stepline holds.
+itself dies, SIGKILL included: it waits on a pipe only stepline holds. Should the guardian die
+too, the next stepline stops what is left before its first step (:mod:`._leftovers`).
 
 A step's tree is stopped when the step ends for any reason: a stop (cancel, timeout, shutdown)
 sends SIGTERM to all of it, waits up to the grace, then SIGKILLs what is left until nothing is;
@@ -46,6 +47,7 @@ import trio
 
 from ..spec._limits import NO_LIMITS, Limits
 from ._cgroup import Cgroups, StepGroup
+from ._leftovers import sweep_leftovers
 
 __all__ = ["Containment", "StepTree", "live_leaders", "shared_containment"]
 
@@ -77,6 +79,7 @@ class Containment:
     """One runner's way of holding its steps' trees (module docstring), made on first use."""
 
     def __init__(self, *, cgroups: bool = True) -> None:
+        sweep_leftovers()  # before this process's first step: nothing runs beside a rerun
         setting = os.environ.get("STEPLINE_CGROUPS", "")
         self.cgroups = Cgroups.open() if cgroups and setting != "0" else None
         self.every_step = setting == "1"  # else only steps whose limits need a cgroup
