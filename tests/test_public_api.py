@@ -43,6 +43,7 @@ PUBLIC = [
     "StepFailed",
     "SteplineError",
     "StoreFailed",
+    "Unavailable",
     "UnknownAlert",
     "UnknownJob",
     "UnknownSchedule",

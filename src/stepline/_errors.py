@@ -18,7 +18,8 @@ protocol's ``error`` event uses, so the server never maps exceptions to codes by
     │   ├── UnknownAlert               unknown_alert     ack of an alert id never issued
     │   ├── AlreadyAcked               already_acked     ack of an alert already acked
     │   ├── UnknownSchedule            unknown_schedule  unschedule of an unknown schedule id
-    │   └── StoreFailed                store_failed      --state: the submit cannot be made durable
+    │   ├── StoreFailed                store_failed      --state: the submit cannot be made durable
+    │   └── Unavailable                unavailable       a feature loaded on first use did not load
     ├── StepFailed                     a step of a running job failed (not a command error)
     ├── JobFailed                      a job a Python API waited for did not succeed
     └── ClientError                    a client's command got an ``error`` event, or no answer
@@ -55,6 +56,7 @@ __all__ = [
     "StepFailed",
     "SteplineError",
     "StoreFailed",
+    "Unavailable",
     "UnknownAlert",
     "UnknownJob",
     "UnknownSchedule",
@@ -135,6 +137,13 @@ class StoreFailed(CommandError):
     """A write to the state file failed at run time: the submit cannot be made durable."""
 
     code = "store_failed"
+
+
+class Unavailable(CommandError):
+    """A feature loaded on first use could not be loaded (no file descriptor left, say): the
+    same command may succeed later. Inside a running job it is a step error of that type."""
+
+    code = "unavailable"
 
 
 class StepFailed(SteplineError):

@@ -34,6 +34,7 @@ from .._errors import (
     QueueFull,
     ShuttingDown,
     StepFailed,
+    Unavailable,
     UnknownTemplate,
 )
 from ..runners._base import Runner
@@ -248,6 +249,9 @@ class Executor:
             return JobState.SUCCEEDED, await _retry_body(spec, ctx), None
         except StepFailed as exc:
             return JobState.FAILED, None, exc.to_wire()
+        except Unavailable as exc:  # a feature its graph needed at run time did not load
+            error = {"type": exc.code, "message": exc.message, "step": job.step}
+            return JobState.FAILED, None, error
         except Exception as exc:
             log.exception("internal error in job %s", job.id)
             error = {"type": "internal", "message": _describe(exc), "step": job.step}

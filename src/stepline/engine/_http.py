@@ -36,7 +36,8 @@ import attrs
 import orjson
 import trio
 
-from .._errors import StepFailed
+from .._errors import StepFailed, Unavailable
+from .._lazy import loading
 from .._version import __version__
 from ..spec._model import Http
 from ..spec._outside import INVALID_OUTPUT, too_deep
@@ -100,7 +101,8 @@ class HttpClient:
             return self._client
         async with self._lock:
             if self._client is None:
-                self._client = await trio.to_thread.run_sync(_new_client)
+                with loading("the HTTP client"):  # imports, and reads the CA bundle
+                    self._client = await trio.to_thread.run_sync(_new_client)
         return self._client
 
     @asynccontextmanager
@@ -151,8 +153,8 @@ class _Host:
 
 def _origin(url: str) -> str:
     """``scheme://host:port`` of a URL: the unit connections are bounded by."""
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError:  # validated URLs have none; keep the raw text as a key anyway
         return url
@@ -185,9 +187,12 @@ async def run_http(step: Http, ctx: StepContext) -> dict[str, Any]:
 
 
 async def _request(step: Http, http: HttpClient) -> dict[str, Any]:
-    import httpx
-
-    client = await http.get()
+    try:
+        with loading("the HTTP client"):
+            import httpx
+        client = await http.get()
+    except Unavailable as exc:
+        raise StepFailed(Unavailable.code, exc.message, step.path, step.mods.name) from None
     try:
         async with (
             http.slot(step.url, bounded=step.mods.timeout is None),
@@ -200,7 +205,9 @@ async def _request(step: Http, http: HttpClient) -> dict[str, Any]:
             ) as response,
         ):
             raw, truncated = await _read_capped(response, BODY_CAP)
-    except (httpx.HTTPError, httpx.InvalidURL, HostBusy) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, HostBusy, UnicodeError) as exc:
+        # UnicodeError: a host name the idna codecs refuse (an "xn--" label that does not
+        # decode), found only as the request is made
         message = f"{step.method} {step.url}: {_describe(exc)}"
         raise StepFailed("http_error", message, step.path, step.mods.name) from None
     output = _output(response, raw, truncated)
@@ -318,10 +325,13 @@ async def _attempt(
     attempt: int,
 ) -> tuple[WebhookResult, bool]:
     """One try: its result, and whether another try may help."""
-    import httpx
-
     with trio.move_on_after(hook.timeout):  # bounds the wait for a host slot too
-        client = await http.get()
+        try:
+            with loading("the HTTP client"):
+                import httpx
+            client = await http.get()
+        except Unavailable as exc:  # it may load for a later try
+            return WebhookResult(False, attempt, None, exc.message), True
         try:
             async with (
                 http.slot(hook.url, bounded=False),
@@ -330,7 +340,7 @@ async def _attempt(
                 status = response.status_code
         except httpx.TransportError as exc:
             return WebhookResult(False, attempt, None, _describe(exc)), True
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:  # as in _request
             return WebhookResult(False, attempt, None, _describe(exc)), False
         if 200 <= status < 300:
             return WebhookResult(True, attempt, status), False

@@ -15,14 +15,16 @@ of exception groups; anything else escaping a nursery is a bug and becomes an ``
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 from attrs import define, frozen
 
-from .._errors import StepFailed
+from .._errors import StepFailed, Unavailable
+from .._lazy import loading
 from ..runners._base import OUTPUT_CAP, Launch, ProcessStartError, Runner, run_process
 from ..spec._limits import NO_LIMITS, Limits
 from ..spec._model import (
@@ -54,7 +56,16 @@ from ._workspace import Workspace, workspace_cwd
 if TYPE_CHECKING:
     from ._http import HttpClient
 
-__all__ = ["TAIL_CHARS", "Services", "StepContext", "output_tails", "run_step", "with_modifiers"]
+__all__ = [
+    "TAIL_CHARS",
+    "Services",
+    "StepContext",
+    "output_tails",
+    "run_step",
+    "signal_name",
+    "step_loading",
+    "with_modifiers",
+]
 
 
 @frozen
@@ -226,8 +237,8 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     if result.returncode != 0:
         raise _exit_failure(step, result.returncode, output)
     if step.parse is not None:
-        from ._typed import parse_output  # start-up time: only steps that parse
-
+        with step_loading(step, "output parsing"):
+            from ._typed import parse_output  # start-up time: only steps that parse
         return parse_output(step, result.stdout, result.truncated)
     return output
 
@@ -277,7 +288,7 @@ def _limit_failure(step: Run, limit: str, returncode: int, output: dict[str, Any
     return StepFailed("resource_failure", message, step.path, step.mods.name, extra)
 
 
-_SIGNAL_ERRORS = {
+_SIGNAL_ERRORS: dict[int, str] = {
     signal.SIGTERM: "terminated",
     signal.SIGKILL: "killed",
     signal.SIGXCPU: "resource_failure",
@@ -295,10 +306,32 @@ def _exit_failure(step: Run, returncode: int, output: dict[str, Any]) -> StepFai
     if returncode > 0:
         message = f"{step.argv[0]} exited with status {returncode}"
         return StepFailed("failure", message, step.path, step.mods.name, extra)
-    sig = signal.Signals(-returncode)
-    kind = _SIGNAL_ERRORS.get(sig, "failure")
-    message = f"{step.argv[0]} was ended by {sig.name}"
+    kind = _SIGNAL_ERRORS.get(-returncode, "failure")
+    message = f"{step.argv[0]} was ended by {signal_name(-returncode)}"
     return StepFailed(kind, message, step.path, step.mods.name, extra)
+
+
+@contextmanager
+def step_loading(step: Step, feature: str) -> Iterator[None]:
+    """:func:`~stepline._lazy.loading` inside a running step: a failure to load is the step's
+    error, of type ``unavailable`` (a ``retry`` retries it, like any other step error)."""
+    try:
+        with loading(feature):
+            yield
+    except Unavailable as exc:
+        raise StepFailed(Unavailable.code, exc.message, step.path, step.mods.name) from None
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM``, ``SIGRTMIN+2``, or ``signal 99``: any number a child can die of (real-time
+    signals have no :class:`signal.Signals` member, and looking one up raises)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        pass
+    if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+    return f"signal {signum}"
 
 
 def output_tails(job: Job, path: str) -> dict[str, str]:
@@ -376,8 +409,8 @@ async def _try(step: Try, ctx: StepContext) -> Any:
 
 
 async def _http(step: Http, ctx: StepContext) -> dict[str, Any]:
-    from ._http import run_http  # start-up time: only jobs with `http` steps need it
-
+    with step_loading(step, "http steps"):
+        from ._http import run_http  # start-up time: only jobs with `http` steps need it
     return await run_http(step, ctx)
 
 

@@ -21,7 +21,7 @@ callback's options go through the ``run`` step's own parser.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, cast
 
 from attrs import field, frozen
 
@@ -75,16 +75,19 @@ class _CallbackBase:
 
 @frozen(kw_only=True)
 class Notify(_CallbackBase):
+    kind: ClassVar[str] = "notify"  # the `kind` of its `callback` events
     text: str
 
 
 @frozen(kw_only=True)
 class Alert(_CallbackBase):
+    kind: ClassVar[str] = "alert"
     text: str
 
 
 @frozen(kw_only=True)
 class Webhook(_CallbackBase):
+    kind: ClassVar[str] = "webhook"
     url: str
     method: str = "POST"
     headers: Mapping[str, str] = field(factory=dict)
@@ -97,6 +100,7 @@ class Webhook(_CallbackBase):
 class RunCallback(_CallbackBase):
     """A custom callback: ``run`` holds argv, env, cwd and grace exactly as a ``run`` step."""
 
+    kind: ClassVar[str] = "run"
     run: Run
     timeout: float | None = None
 

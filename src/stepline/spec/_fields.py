@@ -266,11 +266,13 @@ class Fields:
         if "attempts" not in v:
             raise InvalidJob(where, "missing 'attempts'")
         check = self if v is raw else self.literal
-        return Retry(
+        retry = Retry(
             check.count(v["attempts"], where, "attempts", 1),
             check.number(v["backoff"], where, "backoff") if "backoff" in v else 0.0,
             check.number(v["factor"], where, "factor") if "factor" in v else 2.0,
         )
+        _check_delays(retry, where)
+        return retry
 
     def limits(self, raw: Mapping[Any, Any], path: str) -> Limits:
         """A job's or a ``run`` step's ``limits`` (spec/_limits.py)."""
@@ -452,3 +454,18 @@ class Fields:
         """A number or count given as exactly one ``${tasks...}``: a placeholder until the task
         runs, when its unit is validated again with the value (only numbers: see _refs.py)."""
         return self.refs is not None and self.subst and type(v) is str and self.refs.defers(v)
+
+
+def _check_delays(retry: Retry, where: str) -> None:
+    """Refuse a retry whose waits overflow a float (``factor ** (attempts - 2)``): they could
+    not be slept, nor written in a ``retry`` event, and no try after one would ever come."""
+    numbers = (retry.attempts, retry.backoff, retry.factor)
+    if not all(type(n) in (int, float) for n in numbers):
+        return  # a placeholder, checked when the job is submitted
+    if not math.isfinite(retry.longest_delay()):
+        raise InvalidJob(
+            where,
+            f"the wait before the last of {number_text(retry.attempts)} attempts (backoff "
+            f"{number_text(retry.backoff)} x factor {number_text(retry.factor)} to the power "
+            "attempts - 2) is too large to represent; use fewer attempts or a smaller factor",
+        )

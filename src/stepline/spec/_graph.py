@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidJob
+from .._lazy import loading
 from ._keys import suggest
 from ._model import Graph, Seq, Step, Task
 from ._refs import GraphRefs, Scope, Unit, snapshot
@@ -151,7 +152,8 @@ def _shape(v: Validator, name: object, raw: object, where: str) -> _Shape:
     when = _when(v, raw, path, needs)
     matrix = None
     if "matrix" in raw:
-        from ._matrix import parse_matrix  # start-up time: only jobs with a matrix
+        with loading("task matrices"):
+            from ._matrix import parse_matrix  # start-up time: only jobs with a matrix
 
         matrix = parse_matrix(v, raw["matrix"], path, name)
     return _Shape(raw, name, path, needs, when, matrix)

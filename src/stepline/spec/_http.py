@@ -14,6 +14,7 @@ name their path (``steps[0].http.url``).
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
@@ -100,10 +101,38 @@ def _expect(v: Fields, raw: object, where: str) -> tuple[int, ...]:
 
 
 def check_url(v: Fields, url: str, path: str, key: str) -> str:
-    """An absolute http(s) URL (a define-time placeholder passes)."""
-    if v.lenient(url) or url.lower().startswith(("http://", "https://")):
+    """An absolute http(s) URL whose host can be looked up (a define-time placeholder passes)."""
+    if v.lenient(url):
         return url
-    raise InvalidJob(_at(path, key), f"expected an http:// or https:// URL, got {url[:80]!r}")
+    if not url.lower().startswith(("http://", "https://")):
+        raise InvalidJob(_at(path, key), f"expected an http:// or https:// URL, got {url[:80]!r}")
+    problem = _host_problem(url)
+    if problem is not None:
+        raise InvalidJob(_at(path, key), f"{problem} in {url[:80]!r}")
+    return url
+
+
+def _host_problem(url: str) -> str | None:
+    """Why the URL's host could never be resolved, or None.
+
+    The resolver encodes a name with the ``idna`` codec, which refuses an empty label
+    (``a..b``) or one longer than 63 characters; found only when the request is sent, that
+    was an error of no known type. Checked here with the same codec, so the job is refused at
+    submit time instead.
+    """
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed bracket
+        return f"bad URL ({exc})"
+    if not host:
+        return "no host"
+    if ":" in host:
+        return None  # an IPv6 literal: never passed through the name codec
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return f"bad host name {host[:80]!r} (a label is empty or longer than 63 characters)"
+    return None
 
 
 def parse_headers(v: Fields, raw: object, path: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from .._errors import InvalidJob
+from .._lazy import close_match
 from ._text import show_key
 
 __all__ = [
@@ -72,14 +73,12 @@ _CLOSE_ENOUGH: Final = 0.75  # difflib's 0.6 offered 'params' for 'paralel', 'cw
 def _closest(key: str, known: frozenset[str]) -> str | None:
     """The key a typo most likely meant: the closest spelling, else a word another tool uses
     for it (or a misspelling of that word: 'enviroment')."""
-    import difflib  # start-up time: needed only for a message
-
     word = key.lower()
-    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=_CLOSE_ENOUGH)
-    if close:
-        return close[0]
-    alias = difflib.get_close_matches(word, list(_ALIASES), n=1, cutoff=0.85)
-    return _ALIASES[alias[0]] if alias and _ALIASES[alias[0]] in known else None
+    close = close_match(word, sorted(known), _CLOSE_ENOUGH)
+    if close is not None:
+        return close
+    alias = close_match(word, _ALIASES, 0.85)
+    return _ALIASES[alias] if alias is not None and _ALIASES[alias] in known else None
 
 
 def _owners(key: str) -> str:
@@ -141,7 +140,5 @@ def kind_of(raw: Mapping[Any, Any], path: str) -> str:
 
 def suggest(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the known name closest to ``name``, or nothing."""
-    import difflib  # start-up time: needed only for a message
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = close_match(name, known)
+    return f" (did you mean {close!r}?)" if close is not None else ""

@@ -10,6 +10,7 @@ track paths themselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -53,8 +54,24 @@ class Retry:
     factor: float = 2.0
 
     def delay_before(self, attempt: int) -> float:
-        """Seconds to wait before try number ``attempt`` (2-based: try 2 waits ``backoff``)."""
-        return self.backoff * self.factor ** (attempt - 2)
+        """Seconds to wait before try number ``attempt`` (2-based: try 2 waits ``backoff``).
+
+        Never raises: a ``backoff`` of 0 waits 0 whatever the factor (``0 * 2.0 ** 2000``
+        would overflow first), and a power too large for a float is ``inf``. Validation refuses
+        a retry whose :meth:`longest_delay` is not finite, so ``inf`` never reaches a sleep.
+        """
+        if self.backoff == 0:
+            return 0.0
+        try:
+            return self.backoff * self.factor ** (attempt - 2)
+        except OverflowError:
+            return math.inf
+
+    def longest_delay(self) -> float:
+        """The longest wait between two tries (0 with a single try): the first or the last."""
+        if self.attempts < 2:
+            return 0.0
+        return max(self.delay_before(2), self.delay_before(self.attempts))
 
 
 @frozen

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .._errors import InvalidJob
+from .._lazy import close_match
 
 __all__ = ["check_arguments", "parameters_of"]
 
@@ -53,12 +54,10 @@ def check_arguments(template: str, raw: object, args: Mapping[str, Any], where: 
 
 
 def _unknown(template: str, name: str, known: frozenset[str]) -> str:
-    import difflib  # start-up time: needed only for a message
-
     message = f"template {template!r} has no parameter {name!r}"
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    if close:
-        return f"{message} (did you mean {close[0]!r}?)"
+    close = close_match(name, sorted(known))
+    if close is not None:
+        return f"{message} (did you mean {close!r}?)"
     return (
         f"{message} (it takes {', '.join(map(repr, sorted(known)))})"
         if known

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from .._errors import InvalidJob
+from .._lazy import loading
 from ._fields import EMPTY, MISSING, without_nul
 from ._inherit import NOTHING_INHERITED
 from ._model import (
@@ -126,7 +127,8 @@ def _use(v: Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifie
 
 
 def _http(v: Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifiers) -> Step:
-    from ._http import parse_http  # start-up time: only jobs with `http` steps need it
+    with loading("http steps"):
+        from ._http import parse_http  # start-up time: only jobs with `http` steps need it
 
     return parse_http(v, raw, path, depth, mods)
 

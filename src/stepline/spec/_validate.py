@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import attrs
 
 from .._errors import InvalidJob
+from .._lazy import loading
 from ._fields import EMPTY, MAX_JSON_DEPTH, MISSING, Fields, NeedsScope
 from ._graph import parse_job_body
 from ._keys import JOB_KEYS, KINDS, kind_of, unknown_key
@@ -188,13 +189,15 @@ class Validator(Fields):
 
 
 def _on_finish(v: Validator, raw: object, path: str) -> tuple[Callback, ...]:
-    from ._callbacks import parse_on_finish  # start-up time: only jobs with callbacks
+    with loading("callbacks"):
+        from ._callbacks import parse_on_finish  # start-up time: only jobs with callbacks
 
     return parse_on_finish(v, raw, path)
 
 
 def _artifacts(v: Validator, raw: object, base: str) -> tuple[str, ...]:
-    from ._artifacts import parse_artifacts  # start-up time: only jobs with artifacts
+    with loading("artifacts"):
+        from ._artifacts import parse_artifacts  # start-up time: only jobs with artifacts
 
     return parse_artifacts(v, raw, base)
 

@@ -40,6 +40,7 @@ import orjson
 import trio
 
 from .._errors import StoreFailed
+from .._lazy import loading
 from ..engine._jobs import Job, JobState
 from ..wire._events import Event, RequestId
 from ._backend import Backend
@@ -197,7 +198,8 @@ class Store:
         request_id: RequestId,
         extra: dict[str, Any],
     ) -> Job:
-        from ._admit import submit_durably
+        with loading("durable submits"):
+            from ._admit import submit_durably
 
         return await submit_durably(
             executor, self, job, template=template, params=params, name=name,

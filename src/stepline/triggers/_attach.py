@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._errors import Unavailable
+from .._lazy import loading
 from ..engine._attach import ShutdownMode
+from ..wire._events import event
 
 if TYPE_CHECKING:
     from ..engine._executor import Executor
@@ -88,7 +91,8 @@ class Triggers:
     @property
     def alerts(self) -> AlertBook:
         if self._alerts is None:
-            from ._alerts import Alerts  # start-up time: made on first use
+            with loading("alerts"):
+                from ._alerts import Alerts  # start-up time: made on first use
 
             config = self._executor.config
             self._alerts = Alerts(self._executor.outbox.emit, config.alert_repeat)
@@ -98,7 +102,8 @@ class Triggers:
     @property
     def callbacks(self) -> CallbackRunner:
         if self._callbacks is None:
-            from ._callbacks import CallbackRunner  # start-up time: made on first use
+            with loading("callbacks"):
+                from ._callbacks import CallbackRunner  # start-up time: made on first use
 
             executor = self._executor
             runner = CallbackRunner(
@@ -118,7 +123,8 @@ class Triggers:
     @property
     def schedules(self) -> Schedules:
         if self._schedules is None:
-            from ._schedules import Schedules  # start-up time: made on first use
+            with loading("schedules"):
+                from ._schedules import Schedules  # start-up time: made on first use
 
             self._schedules = Schedules(self._executor, self._clock)
             if self._stopped:
@@ -128,8 +134,18 @@ class Triggers:
 
     def _job_finished(self, job: Job, finished: Event) -> None:
         """The job table's finish hook: only a job with callbacks needs the runner."""
-        if job.spec.on_finish:
-            self.callbacks.job_finished(job, finished)
+        if not job.spec.on_finish:
+            return
+        try:
+            runner = self.callbacks
+        except Unavailable as exc:  # the hook must not raise: each callback reports it
+            for callback in job.spec.on_finish:
+                if callback.applies(finished["state"]):
+                    about = {"job": job.id, "callback": callback.index, "kind": callback.kind}
+                    report = event("callback", **about, ok=False, attempts=0, error=exc.message)
+                    self._executor.outbox.emit(report)
+            return
+        runner.job_finished(job, finished)
 
     def _start(self, service: Callable[[], Awaitable[object]]) -> None:
         """Start the task of a service made while :meth:`run` runs (one made before: `run` does)."""

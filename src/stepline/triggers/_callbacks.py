@@ -252,18 +252,9 @@ class CallbackRunner:
         self._report(callback, job, **fields)
 
     def _report(self, callback: Callback, job: Job, **fields: Any) -> None:
-        kind = _KIND[type(callback)]
         self._outbox.emit(
-            event("callback", job=job.id, callback=callback.index, kind=kind, **fields)
+            event("callback", job=job.id, callback=callback.index, kind=callback.kind, **fields)
         )
-
-
-_KIND: Final[dict[type, str]] = {
-    Notify: "notify",
-    Alert: "alert",
-    Webhook: "webhook",
-    RunCallback: "run",
-}
 
 
 def _outcome(finished: Event) -> dict[str, Any]:

@@ -31,6 +31,7 @@ Time: waiting goes through trio (so tests run on a ``MockClock``), calendar math
 from __future__ import annotations
 
 import datetime
+import errno
 import math
 import zoneinfo
 from collections.abc import Mapping
@@ -39,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import trio
 from attrs import define, field
 
-from .._errors import BadCommand, CommandError, ShuttingDown, UnknownSchedule
+from .._errors import BadCommand, CommandError, ShuttingDown, Unavailable, UnknownSchedule
+from .._lazy import loading
 from ..engine._jobs import FINAL_STATES, Job
 from ..wire._events import event
 from ._clock import SystemClock, WallClock, sleep_until
@@ -51,6 +53,8 @@ __all__ = ["MIN_EVERY", "CronTiming", "EveryTiming", "ScheduleEntry", "Schedules
 
 MIN_EVERY: Final = 0.01
 """Shortest ``every`` period in seconds: a smaller one would make the executor spin."""
+
+_OUT_OF_RESOURCES: Final = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM))
 
 _MAX_TRIES: Final = 8  # cron times tried for one that lies after a given instant
 
@@ -71,7 +75,8 @@ class CronTiming:
     """A five-field cron expression, in local time or in an IANA zone (wall-clock based)."""
 
     def __init__(self, expr: str, tz: str | None, clock: WallClock) -> None:
-        from croniter import croniter  # type: ignore[import-untyped]  # lazily: start-up time
+        with loading("cron schedules"):
+            from croniter import croniter  # type: ignore[import-untyped]  # lazily: start-up time
 
         if len(expr.split()) != 5 or not croniter.is_valid(expr):
             raise BadCommand(f"cron: not a valid five-field cron expression: {expr!r}")
@@ -104,12 +109,15 @@ class CronTiming:
         then later times guarantees progress even when ``ts`` lies in a repeated hour, where
         the first occurrence of the next wall time may already be past.
         """
-        from croniter import croniter
+        from croniter import CroniterBadDateError, croniter
 
         start = datetime.datetime.fromtimestamp(ts, self._zone).replace(tzinfo=None)
         times = croniter(self._expr, start)
         for _ in range(_MAX_TRIES):
-            wall: datetime.datetime = times.get_next(datetime.datetime)
+            try:
+                wall: datetime.datetime = times.get_next(datetime.datetime)
+            except CroniterBadDateError:  # a valid expression no date matches ("0 0 30 2 *")
+                raise BadCommand(f"cron: {self._expr!r} never fires: no date matches it") from None
             for fold in (0, 1):
                 candidate = self._timestamp(wall.replace(fold=fold))
                 if candidate > ts:
@@ -272,7 +280,12 @@ class Schedules:
                 # skipped by advance(), not fired in a burst.
                 await self._executor.outbox.wait_writable()
                 await self._fire(entry)
-                entry.timing.advance()
+                try:
+                    entry.timing.advance()
+                except BadCommand as exc:  # it fired before, yet no later date matches
+                    self._skipped(entry, exc.code, exc.message)
+                    self._entries.pop(entry.id, None)
+                    return
 
     async def _fire(self, entry: ScheduleEntry) -> None:
         last = entry.last_job
@@ -308,5 +321,11 @@ def _zone(tz: str | None) -> datetime.tzinfo | None:
         return None
     try:
         return zoneinfo.ZoneInfo(tz)
+    except OSError as exc:
+        if exc.errno in _OUT_OF_RESOURCES:  # the zone file could not be opened right now
+            raise Unavailable(f"tz: could not read time zone {tz[:80]!r}: {exc.strerror}") from None
+        # a name that is a directory of the zone database ("America") or too long for a file
+        # name: zoneinfo opens it without checking first
+        raise BadCommand(f"tz: unknown time zone {tz[:80]!r}") from None
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise BadCommand(f"tz: unknown time zone {tz!r}") from None
+        raise BadCommand(f"tz: unknown time zone {tz[:80]!r}") from None

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, get_args,
 import orjson
 from attrs import frozen
 
-from .._errors import BadCommand, BadJson
+from .._errors import BadCommand, BadJson, Unavailable
+from .._lazy import loading
 
 if TYPE_CHECKING:
     import cattrs
@@ -138,7 +139,7 @@ OPS: dict[str, type[Command]] = {
 class CommandRefused(Exception):
     """A line that is not a valid command, with the ``id`` to echo (``None`` if unknown)."""
 
-    def __init__(self, error: BadJson | BadCommand, request_id: RequestId) -> None:
+    def __init__(self, error: BadJson | BadCommand | Unavailable, request_id: RequestId) -> None:
         super().__init__(error.message)
         self.error = error
         self.request_id = request_id
@@ -158,7 +159,7 @@ def decode_command(line: bytes) -> tuple[Command, RequestId]:
         return Submit(job=plain.job, name=plain.name), request_id
     try:
         return _structure(obj), request_id
-    except BadCommand as exc:
+    except (BadCommand, Unavailable) as exc:
         raise CommandRefused(exc, request_id) from None
 
 
@@ -207,7 +208,8 @@ def _request_id(obj: dict[str, Any]) -> RequestId:
 
 
 def _structure(obj: dict[str, Any]) -> Command:
-    import cattrs  # lazily: see _converter
+    with loading("the command decoder"):
+        import cattrs  # lazily: see _converter
 
     fields = dict(obj)
     op = fields.pop("op", None)
@@ -219,8 +221,10 @@ def _structure(obj: dict[str, Any]) -> Command:
     cls = OPS.get(op) if isinstance(op, str) else None
     if cls is None:
         raise BadCommand(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    with loading("the command decoder"):
+        converter = _converter()
     try:
-        return _converter().structure(fields, cls)
+        return converter.structure(fields, cls)
     except cattrs.ClassValidationError as exc:
         problems = "; ".join(cattrs.transform_error(exc, path=op, format_exception=_explain))
         raise BadCommand(problems) from None
