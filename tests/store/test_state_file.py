@@ -127,10 +127,13 @@ def test_a_stored_request_of_the_wrong_shape_is_refused_as_corrupt(
     assert "j2" in stderr
 
 
-def test_a_refused_file_is_not_pruned_to_keep_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("request_bytes", [b"[1]", b"not json"])
+def test_a_refused_file_is_not_pruned_to_keep_first(tmp_path: Path, request_bytes: bytes) -> None:
+    """51 rows became 10: loading pruned to --keep and committed before checking every row.
+    (``not json`` was refused cleanly then, so it shows the pruning alone.)"""
     state = tmp_path / "state.db"
     finished_file(state, 51)
-    damage_request(state, "j51", b"[1]")
+    damage_request(state, "j51", request_bytes)
     assert "is corrupt" in refused(state, "--keep", "10")
     assert rows(state, "SELECT count(*) FROM jobs") == [(51,)]
 
