@@ -46,6 +46,7 @@ from typing import Any
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+LIFECYCLE = {"accepted", "started", "cancelling", "recovered", "finished"}
 Event = dict[str, Any]
 
 
@@ -178,11 +179,14 @@ def check(runs: list[list[Event]], policy: str, stderr: list[str] | None = None)
                 history.append(ev)
     per_job: dict[str, list[Event]] = defaultdict(list)
     finished_at: dict[str, int] = {}
+    # A server from before the event log writes no `seq`: its lifecycle events are judged as
+    # they came (nothing can be told apart as a copy), so the campaign can be run against it.
+    legacy = not copies
     for pos, ev in enumerate(history):
         if ev["event"] == "status":
             for rec in ev["jobs"]:
                 bad["early_status"] += rec["state"] in FINAL and rec["job"] not in finished_at
-        elif "job" in ev and "seq" in ev:
+        elif "job" in ev and ("seq" in ev or (legacy and ev["event"] in LIFECYCLE)):
             per_job[ev["job"]].append(ev)
             if ev["event"] == "finished":
                 finished_at.setdefault(ev["job"], pos)

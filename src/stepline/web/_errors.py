@@ -37,6 +37,7 @@ STATUS_OF: Final[dict[str, int]] = {
     "queue_full": 503,
     "shutting_down": 503,
     "store_failed": 500,
+    "unavailable": 503,  # a feature did not load (no file descriptor left, say): try again
     "internal": 500,
 }
 
