@@ -104,10 +104,18 @@ async def test_schedules_are_listed_and_ended_from_any_node_and_end_with_their_o
             bad = await b.wait_for("error", id="bad")
             await a.send({"op": "status", "id": "st2"})
             after = (await a.wait_for("status", id="st2"))["schedules"]
-            await a.send({"op": "schedule", "id": 2, "job": job, "every": 3600})
+            slow = {"steps": [{"sleep": 1.5}]}  # longer than the period: always one running
+            await a.send({"op": "schedule", "id": 2, "job": slow, "every": 1, "overlap": "allow"})
             second = (await a.wait_for("scheduled", id=2))["schedule"]
-            await a.close_stdin()  # the owner shuts down: its schedules end for every node
-            assert (await a.rest())[-1]["event"] == "bye"
+            with trio.fail_after(30):
+                await a.wait_for("accepted")
+                await a.wait_for("accepted")
+                await a.close_stdin()  # the owner shuts down: its schedules end for every node
+                rest = await a.rest()
+            assert rest[-1]["event"] == "bye"
+            fired = [e["job"] for e in a.events if e["event"] == "accepted"]
+            ended = [e["job"] for e in a.events if e["event"] == "finished"]
+            assert sorted(fired) == sorted(ended)  # every firing waited for, none after
         await b.send({"op": "status", "id": "st3"})
         left = (await b.wait_for("status", id="st3"))["schedules"]
     assert [(s["schedule"], s["node"], s["every"]) for s in listed] == [(first, owner, 3600)]

@@ -38,6 +38,7 @@ from ..wire._events import Event, RequestId
 from ..wire._outbox import StreamOutbox
 from ._alerts import ClusterAlerts
 from ._db import Connection, DatabaseUnavailable, connect
+from ._delivery import deliver_now
 from ._listen import Listener
 from ._model import Claim, Outcome
 from ._schedules import ClusterSchedules, forget_own_schedules
@@ -113,6 +114,7 @@ class ClusterNode:
         self.schedules = ClusterSchedules(self)
         self.first_alert_id = 0  # the first of the block of alert ids reserved at join
         self._alerts: ClusterAlerts | None = None
+        self._schedules_ended = False
 
     # -- start -------------------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class ClusterNode:
         self._shutdown = mode
         self.wakes["room"].set()
         self.schedules.stop()  # schedules stop when shutdown begins, as in one process
-        trio.lowlevel.spawn_system_task(forget_own_schedules, self)
+        trio.lowlevel.spawn_system_task(self.end_schedules)
         if mode == "cancel" and self.outstanding:
             from ._commands import cancel_outstanding
 
@@ -231,8 +233,23 @@ class ClusterNode:
                 await self.wait_submitted()
         await self.writer.idle.wait()
 
+    async def end_schedules(self) -> None:
+        """Shutdown begins: this node's schedules end for every node (once), and the firings
+        already announced in the table are delivered, so that they are waited for too."""
+        self.schedules.stop()
+        if self._schedules_ended:
+            return
+        self._schedules_ended = True
+        await forget_own_schedules(self)
+        try:
+            await deliver_now(self, self.commands_conn)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("could not read this node's last events: %s", exc)
+
     async def wait_submitted(self) -> None:
-        """Return once every job submitted here has had its ``finished`` delivered."""
+        """Return once every job submitted here has had its ``finished`` delivered (its
+        schedules end first: a live schedule would keep submitting)."""
+        await self.end_schedules()
         while self.outstanding:
             await self.settled.wait(self.poll)
 
