@@ -61,3 +61,4 @@ async def test_an_alert_opened_on_a_worker_reaches_the_submitter_and_is_acked_on
     kinds = [e["event"] for e in a.events if e.get("job") == jid]
     assert "notification" in kinds  # a callback's event after the end, from the worker
     assert kinds.count("finished") == 1
+    assert kinds.index("finished") < kinds.index("alert")  # callbacks after the finished

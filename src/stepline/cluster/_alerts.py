@@ -6,7 +6,8 @@ interface, so the callback runner does not know the difference):
 
 * ``open`` answers at once with an id from a block this node reserved from the shared sequence
   (ids are unique across the cluster, increasing on each node), and the alert is written, with
-  its first announcement (``repeat: 0``) for the job's submitter, by the next pass;
+  its first announcement (``repeat: 0``) for the job's submitter, by the next pass, once the
+  writer has committed what it was handed before (the job's ``finished`` among it);
 * each pass (a notification that one was opened here, or the poll) also announces the repeats
   that are due, wherever the alert was opened: ``repeat_alerts`` takes each due row once across
   the cluster (an update waits for a concurrent one, then finds the row no longer due);
@@ -59,6 +60,7 @@ class ClusterAlerts:
         self._every = repeat if repeat > 0 else None
         self._ids: deque[int] = deque(range(first_block, first_block + BLOCK))
         self._pending: list[tuple[int, int, dict[str, Any], float]] = []
+        self._after = 0  # the writer's items to be committed before the pending alerts
         self._open: list[dict[str, Any]] = []  # as of the last pass: for status and stats
         self._wake = Wake()
         self._lock = trio.Lock()  # one pass at a time (the loop, or an ack flushing)
@@ -71,6 +73,7 @@ class ClusterAlerts:
         number = self._ids.popleft()
         body = {"alert": f"a{number}", "job": job, "state": state, "text": text, **detail}
         self._pending.append((number, job_number(job), body, time.time()))
+        self._after = self._node.writer.handed  # the job's `finished` is among them
         self._wake.set()
         return f"a{number}"
 
@@ -95,6 +98,9 @@ class ClusterAlerts:
     async def flush(self) -> None:
         """One pass now."""
         async with self._lock:
+            # An alert is announced after its job's `finished` (callbacks run after it, as in
+            # one process): that event went to the writer, whose commit comes first.
+            await self._node.writer.wait_committed(self._after)
             pending, self._pending = self._pending, []
             refill = len(self._ids) < BLOCK // 2
             step = functools.partial(

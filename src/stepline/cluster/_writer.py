@@ -89,6 +89,9 @@ class Writer:
         self._outcomes: list[Outcome] = []
         self._dirty = Wake()
         self.written = Wake()  # set after each commit: for backlog waiters
+        self.handed = 0  # events and outcomes handed to this writer so far
+        self._committed = 0  # of those, how many are committed (or dropped, fenced)
+        self._commit = trio.Event()  # set (and replaced) after each batch
         self.idle = trio.Event()
         self.idle.set()
 
@@ -101,11 +104,18 @@ class Writer:
 
     def forward(self, submitter: int, event: Event) -> None:
         self._events.append((submitter, encode_event(event)))
+        self.handed += 1
         self._touch()
 
     def finish(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
+        self.handed += 1
         self._touch()
+
+    async def wait_committed(self, mark: int) -> None:
+        """Return once the first ``mark`` items handed to this writer are written."""
+        while self._committed < mark:
+            await self._commit.wait()
 
     def _touch(self) -> None:
         if self.idle.is_set():
@@ -120,7 +130,11 @@ class Writer:
                 continue
             events, outcomes = self._events, self._outcomes
             self._events, self._outcomes = [], []
+            mark = self.handed
             await self._write(events, outcomes)
+            self._committed = mark
+            self._commit.set()
+            self._commit = trio.Event()
             self.written.set()
 
     async def _write(self, events: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
