@@ -55,20 +55,26 @@ PUBLIC = [
 
 STEPS = [
     "Step",
+    "alert",
     "fail",
+    "http",
     "job",
     "log",
     "named",
+    "notify",
     "par",
     "race",
     "retry",
     "run",
+    "run_callback",
     "seq",
     "sleep",
+    "task",
     "timeout",
     "try_",
     "use",
     "value",
+    "webhook",
 ]
 
 

@@ -26,20 +26,26 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "Step",
+    "alert",
     "fail",
+    "http",
     "job",
     "log",
     "named",
+    "notify",
     "par",
     "race",
     "retry",
     "run",
+    "run_callback",
     "seq",
     "sleep",
+    "task",
     "timeout",
     "try_",
     "use",
     "value",
+    "webhook",
 ]
 
 Step: TypeAlias = dict[str, Any]
@@ -109,6 +115,29 @@ def run(
     return {"run": argv, **options}
 
 
+def http(
+    url: str,
+    *,
+    method: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    body: str | None = None,
+    expect: Sequence[int] | None = None,
+) -> Step:
+    """Send an HTTP request; output ``{"status", "headers", "body"}`` (``body`` parsed when it
+    is JSON). ``json`` is sent as ``application/json``, ``body`` as text (give at most one);
+    ``method`` defaults to GET, or POST with a body; ``expect`` lists the statuses that count as
+    success (default: any 2xx)."""
+    options = _given(
+        method=method,
+        headers=dict(headers) if headers is not None else None,
+        json=json,
+        body=body,
+        expect=list(expect) if expect is not None else None,
+    )
+    return {"http": {"url": url, **options}}
+
+
 # -- combinators -------------------------------------------------------------------------------
 
 
@@ -171,7 +200,91 @@ def _retry(attempts: int, backoff: float | None, factor: float | None) -> dict[s
     return {"attempts": attempts, **_given(backoff=backoff, factor=factor)}
 
 
+# -- callbacks: what a job's on_finish runs after its finished ------------------------------------
+
+
+def notify(text: str, *, when: str | None = None) -> dict[str, Any]:
+    """A ``notification`` event with the job's outcome and ``text``. ``when``: ``success``,
+    ``failure`` or ``always`` (the default)."""
+    return {"notify": text, **_given(when=when)}
+
+
+def alert(text: str, *, when: str | None = None) -> dict[str, Any]:
+    """An ``alert`` event, repeated until it is acked."""
+    return {"alert": text, **_given(when=when)}
+
+
+def webhook(
+    url: str,
+    *,
+    when: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    payload: Mapping[str, Any] | None = None,
+    method: str | None = None,
+    timeout: float | None = None,
+    retry: int | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An HTTP request carrying the job's outcome (POST by default; ``payload`` is merged into
+    the body), retried on connection errors, 429 and 5xx."""
+    if isinstance(retry, int):
+        retry = _retry(retry, None, None)
+    options = _given(
+        when=when,
+        headers=dict(headers) if headers is not None else None,
+        payload=dict(payload) if payload is not None else None,
+        method=method,
+        timeout=timeout,
+        retry=dict(retry) if retry is not None else None,
+    )
+    return {"webhook": url, **options}
+
+
+def run_callback(
+    command: str | Sequence[str],
+    *,
+    when: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    grace: float | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """A program that reads the ``finished`` event on its stdin (argv, or a shell line)."""
+    argv: str | list[str] = command if isinstance(command, str) else list(command)
+    options = _given(
+        when=when,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        grace=grace,
+        timeout=timeout,
+    )
+    return {"run": argv, **options}
+
+
 # -- the job -----------------------------------------------------------------------------------
+
+
+def task(
+    *steps: Mapping[str, Any],
+    needs: str | Sequence[str] | None = None,
+    if_: str | bool | None = None,
+    matrix: Mapping[str, Sequence[Any]] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> dict[str, Any]:
+    """One task of a job's ``tasks``: ``steps`` in sequence, once the tasks it ``needs`` are
+    done; ``if_`` (``success``, ``failure``, ``always`` or a boolean ``${params.X}``) says when it
+    runs; ``matrix`` runs one instance per combination of values."""
+    if isinstance(needs, str):
+        needs = [needs]
+    options = _given(
+        needs=list(needs) if needs is not None else None,
+        matrix={k: list(v) for k, v in matrix.items()} if matrix is not None else None,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
+    if if_ is not None:
+        options["if"] = if_
+    return {"steps": _steps(steps, "task"), **options}
 
 
 def job(
@@ -181,11 +294,18 @@ def job(
     retry: int | Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     stream: bool | None = None,
+    tasks: Mapping[str, Mapping[str, Any]] | None = None,
+    limit: int | None = None,
+    on_finish: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A job: ``steps`` in sequence, with a name, a job-level ``timeout`` (expiry: state
-    ``timed_out``), ``retry`` of the whole job (attempts, or ``{"attempts", "backoff",
-    "factor"}``), default ``params`` for ``${params.NAME}`` and ``stream``, the default of its
-    ``run`` steps."""
+    """A job: ``steps`` in sequence, or named ``tasks`` (see :func:`task`; ``limit`` caps how
+    many run at once), with a name, a job-level ``timeout`` (expiry: state ``timed_out``),
+    ``retry`` of the whole job (attempts, or ``{"attempts", "backoff", "factor"}``), default
+    ``params`` for ``${params.NAME}``, ``stream``, the default of its ``run`` steps, and
+    ``on_finish`` callbacks (:func:`notify`, :func:`alert`, :func:`webhook`,
+    :func:`run_callback`)."""
+    if steps and tasks is not None:
+        raise TypeError("job() takes steps or tasks=, not both")
     if isinstance(retry, int):
         retry = _retry(retry, None, None)
     options = _given(
@@ -194,5 +314,9 @@ def job(
         retry=dict(retry) if retry is not None else None,
         params=dict(params) if params is not None else None,
         stream=stream,
+        limit=limit,
+        on_finish=[dict(c) for c in on_finish] if on_finish is not None else None,
     )
+    if tasks is not None:
+        return {"tasks": {key: dict(t) for key, t in tasks.items()}, **options}
     return {"steps": _steps(steps, "job"), **options}

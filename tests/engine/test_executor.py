@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from stepline import QueueFull, ShuttingDown, UnknownTemplate
-from stepline.engine._interpret import _KINDS
+from stepline.engine._interpret import INTERPRETERS
 from stepline.spec._model import Log
 
 from ..conftest import running_executor
@@ -247,7 +247,7 @@ async def test_a_bug_in_a_step_becomes_an_internal_failure(
     async def broken(step: Log, ctx: Any) -> Any:
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setitem(_KINDS, Log, broken)
+    monkeypatch.setitem(INTERPRETERS, Log, broken)
     async with running_executor() as (ex, out):
         job = await ex.submit({"par": [{"log": "x"}, {"sleep": 5}]})
         finished = await out.finished(job.id)

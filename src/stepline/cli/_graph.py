@@ -31,6 +31,7 @@ from ..spec._model import (
     Deferred,
     Fail,
     Graph,
+    Http,
     JobSpec,
     Log,
     Par,
@@ -283,5 +284,6 @@ _SUMMARIES: dict[type, Callable[[Any], str]] = {
     Race: _nested("race"),
     Try: lambda step: "try/catch",
     Use: lambda step: f"use: {step.template}",
+    Http: lambda step: f"http: {step.method} {step.url}",
     Graph: lambda step: f"tasks ({len(step.tasks)})",
 }

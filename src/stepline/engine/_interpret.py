@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ._http import HttpClient
 
 __all__ = [
+    "INTERPRETERS",
     "TAIL_CHARS",
     "Services",
     "StepContext",
@@ -119,9 +120,11 @@ async def run_step(step: Step, ctx: StepContext) -> Any:
         if type(step) is Value and mods.timeout is None and mods.retry is None:
             output = step.value  # the one step with nothing to await: no coroutine to make
         elif mods.retry is None and mods.timeout is None:  # the common case: no wrappers
-            output = await _KINDS[type(step)](step, ctx)
+            output = await INTERPRETERS[type(step)](step, ctx)
         else:
-            output = await with_modifiers(lambda: _KINDS[type(step)](step, ctx), mods, step, ctx)
+            output = await with_modifiers(
+                lambda: INTERPRETERS[type(step)](step, ctx), mods, step, ctx
+            )
     except StepFailed as exc:
         if trace:
             ctx.emit_step(step, "failed", error=exc.type)
@@ -423,7 +426,7 @@ async def _use(step: Use, ctx: StepContext) -> Any:
     return await with_modifiers(lambda: run_step(job.body, ctx), mods, step, ctx)
 
 
-_KINDS: dict[type, Callable[[Any, StepContext], Awaitable[Any]]] = {
+INTERPRETERS: Final[dict[type, Callable[[Any, StepContext], Awaitable[Any]]]] = {
     Sleep: _sleep,
     Value: _value,
     Log: _log,
@@ -438,3 +441,6 @@ _KINDS: dict[type, Callable[[Any, StepContext], Awaitable[Any]]] = {
     Graph: run_graph,
     Deferred: run_deferred,
 }
+"""The interpreter of each spec class: every step kind of ``spec/_steps.STEP_KINDS`` (a test
+checks none is missing), plus a job's two other bodies, a ``Graph`` of tasks and a ``Deferred``
+body validated again when the job starts."""

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidJob
 from .._lazy import loading
-from ._keys import suggest
 from ._model import Graph, Seq, Step, Task
 from ._refs import GraphRefs, Scope, Unit, snapshot
-from ._text import at, describe_type
+from ._text import at, describe_type, suggest
 
 if TYPE_CHECKING:
     from ._matrix import Matrix

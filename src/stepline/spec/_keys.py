@@ -7,11 +7,12 @@ a key that belongs one level up or down, or a word other tools use: ``cmd`` -> `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from .._errors import InvalidJob
 from .._lazy import close_match
+from ._steps import STEP_KINDS
 from ._text import show_key
 
 __all__ = [
@@ -20,24 +21,15 @@ __all__ = [
     "KINDS",
     "STEP_KEYS",
     "kind_of",
-    "suggest",
     "unknown_key",
 ]
 
-KINDS: Final = frozenset(
-    ("sleep", "value", "log", "fail", "run", "seq", "par", "race", "try", "use", "http")
-)
+KINDS: Final = frozenset(STEP_KINDS)
 """The step kinds: a step object holds exactly one of these keys."""
 
 _MODIFIER_KEYS: Final = ("name", "timeout", "retry")
-_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "run": ("env", "cwd", "stdin", "grace", "stream", "parse", "limits", "runner", "network"),
-    "par": ("limit",),
-    "try": ("catch",),
-    "use": ("with",),
-}
 
-ALLOWED: Final = {k: frozenset((k, *_MODIFIER_KEYS, *_OPTIONS.get(k, ()))) for k in KINDS}
+ALLOWED: Final = {k: frozenset((k, *_MODIFIER_KEYS, *s.options)) for k, s in STEP_KINDS.items()}
 """The keys a step of each kind may hold: its kind, the modifiers and its own options."""
 
 STEP_KEYS: Final = frozenset().union(*ALLOWED.values())
@@ -136,9 +128,3 @@ def kind_of(raw: Mapping[Any, Any], path: str) -> str:
         if key not in allowed:
             raise InvalidJob(path, unknown_key(key, kind))
     return kind
-
-
-def suggest(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the known name closest to ``name``, or nothing."""
-    close = close_match(name, known)
-    return f" (did you mean {close!r}?)" if close is not None else ""

@@ -40,8 +40,7 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from ._inherit import NOTHING_INHERITED, Inherited
-from ._keys import suggest
-from ._text import describe_type
+from ._text import describe_type, suggest
 
 __all__ = [
     "GraphRefs",

@@ -1,9 +1,16 @@
-"""One parser per step kind: a step's raw JSON object in, its frozen spec out.
+"""The step kinds: one registry row each (key, spec class, parser, options), and the parsers.
+
+:data:`STEP_KINDS` is the one table of what a step kind is; everything else in ``spec/`` derives
+from it (the kind keys and the keys each kind allows, in :mod:`~stepline.spec._keys`; the parser
+lookup of the validator). A new kind is a spec class in :mod:`~stepline.spec._model`, a parser
+and a row here, then its interpreter in :data:`stepline.engine._interpret.INTERPRETERS`;
+``tests/spec/test_step_kinds.py`` walks every row through every other table (the interpreters,
+the ``stepline.steps`` builder, ``stepline graph``'s summaries) and fails on a kind one lacks.
 
 :class:`~stepline.spec._validate.Validator` picks the parser by the step's kind key and hands it
 the modifiers (``name``, ``timeout``, ``retry``) already parsed; a parser reads its own fields
-through the validator's field helpers (:mod:`stepline.spec._fields`) and recurses into nested
-steps through :meth:`~stepline.spec._validate.Validator.step` and ``steps``, at ``depth + 1``.
+through the field helpers (:mod:`stepline.spec._fields`) and recurses into nested steps through
+:meth:`~stepline.spec._validate.Validator.step` and ``steps``, at ``depth + 1``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from attrs import frozen
 
 from .._errors import InvalidJob
 from .._lazy import loading
@@ -19,6 +27,7 @@ from ._fields import EMPTY, MISSING, without_nul
 from ._inherit import NOTHING_INHERITED
 from ._model import (
     Fail,
+    Http,
     JobSpec,
     Log,
     Modifiers,
@@ -39,7 +48,7 @@ if TYPE_CHECKING:
     from ._fields import Fields
     from ._validate import Validator
 
-__all__ = ["PARSERS", "Parser", "parse_run"]
+__all__ = ["PARSERS", "STEP_KINDS", "Parser", "StepKind", "parse_run"]
 
 Parser = Callable[["Validator", dict[str, Any], str, int, Modifiers], Step]
 """``(validator, raw step, its path, its depth, its modifiers) -> spec``."""
@@ -133,20 +142,41 @@ def _http(v: Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifi
     return parse_http(v, raw, path, depth, mods)
 
 
-PARSERS: Final[dict[str, Parser]] = {
-    "sleep": _sleep,
-    "value": _value,
-    "log": _log,
-    "fail": _fail,
-    "run": parse_run,
-    "seq": _seq,
-    "par": _par,
-    "race": _race,
-    "try": _try,
-    "use": _use,
-    "http": _http,
+@frozen
+class StepKind:
+    """One step kind: the key that names it, its spec class, its parser, and the options a step
+    of this kind takes besides the kind key and the modifiers (``name``, ``timeout``, ``retry``)."""
+
+    key: str
+    spec: type[Step]
+    parse: Parser
+    options: tuple[str, ...] = ()
+
+
+_RUN_OPTIONS: Final = (
+    *("env", "cwd", "stdin", "grace", "stream", "parse", "limits", "runner", "network"),
+)
+
+STEP_KINDS: Final[Mapping[str, StepKind]] = {
+    kind.key: kind
+    for kind in (
+        StepKind("sleep", Sleep, _sleep),
+        StepKind("value", Value, _value),
+        StepKind("log", Log, _log),
+        StepKind("fail", Fail, _fail),
+        StepKind("run", Run, parse_run, _RUN_OPTIONS),
+        StepKind("seq", Seq, _seq),
+        StepKind("par", Par, _par, ("limit",)),
+        StepKind("race", Race, _race),
+        StepKind("try", Try, _try, ("catch",)),
+        StepKind("use", Use, _use, ("with",)),
+        StepKind("http", Http, _http),
+    )
 }
-"""The parser of each step kind."""
+"""Every step kind, by its key."""
+
+PARSERS: Final[Mapping[str, Parser]] = {key: kind.parse for key, kind in STEP_KINDS.items()}
+"""The parser of each kind key: the validator's hot-path lookup (one dict access)."""
 
 
 # -- run and use details -----------------------------------------------------------------------

@@ -8,7 +8,10 @@ or fail to print, whatever the input.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
+
+from .._lazy import close_match
 
 __all__ = [
     "IDENT",
@@ -19,6 +22,7 @@ __all__ = [
     "number_text",
     "short",
     "show_key",
+    "suggest",
 ]
 
 IDENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -78,3 +82,9 @@ def key_suffix(key: object) -> str:
     if type(key) is str and IDENT.fullmatch(key):
         return f".{key}"
     return f"[{show_key(key)}]"
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``name``, or nothing."""
+    close = close_match(name, known)
+    return f" (did you mean {close!r}?)" if close is not None else ""
