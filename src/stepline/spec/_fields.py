@@ -291,8 +291,12 @@ class Fields:
     # -- JSON data (value, with, parameters) ---------------------------------------------------
 
     def json_field(self, raw: object, path: str, key: str) -> Any:
-        """A JSON field: substituted, depth-capped and encodable; errors name the inner path."""
-        return self.json_at(raw, at(path, key))
+        """A JSON field: substituted, depth-capped and encodable; errors name the inner path.
+        (The path is built only on error: this runs for every ``value`` step.)"""
+        try:
+            return self._json(raw, 0)
+        except _Problem as problem:
+            raise problem.at(at(path, key)) from None
 
     def json_at(self, raw: object, where: str) -> Any:
         """:meth:`json_field` for a field whose full path is ``where``."""
