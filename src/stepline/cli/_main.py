@@ -220,6 +220,14 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--halt", action="store_true", help="the first job that does not succeed cancels the rest"
     )
     run.add_argument(
+        "--state",
+        metavar="FILE",
+        default=None,
+        help="keep the batch in this SQLite file; run the same command again after a crash "
+        "to resume it: jobs that succeeded are not run again, unfinished and failed ones are "
+        "(default: none, a run lives in memory)",
+    )
+    run.add_argument(
         "--artifacts",
         default="stepline-artifacts",
         metavar="DIR",

@@ -92,7 +92,8 @@ def result_line(track: Track, *, color: bool = False, verbose: bool = False) -> 
     else:
         detail = describe_error(finished.get("error") or {})
     mark = paint(f"{state:<10}", STATE_STYLE.get(state, "bold"), color)
-    return f"{mark}{track.label} {finished.get('elapsed', 0.0):.2f}s {detail}"
+    earlier = " (earlier run)" if finished.get("earlier") else ""
+    return f"{mark}{track.label}{earlier} {finished.get('elapsed', 0.0):.2f}s {detail}"
 
 
 def describe_error(error: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import trio
 from attrs import frozen
@@ -32,12 +33,16 @@ from ..client._api import open_executor
 from ..engine._executor import Executor
 from ..engine._jobs import JobState
 from ..server._serve import HARD_STOP_FLUSH
+from ..store._model import StoreError
 from ._jobfiles import BadFile, Entry, load_entries, load_templates, parse_params
 from ._progress import JsonView, LiveView, PlainView, View
 from ._quick import QuickView, quick_entries
 from ._report import Track
 from ._signals import SIGNALS, exit_status, with_late_signals
 from ._term import Output, is_tty, use_color, wait_reader_gone
+
+if TYPE_CHECKING:
+    from ._state import Batch
 
 __all__ = [
     "EXIT_FAILED",
@@ -62,6 +67,7 @@ class Options:
     timeout: float | None = None  # --timeout: bounds every job
     halt: bool = False  # --halt: the first job that does not succeed cancels the others
     artifacts: str = "stepline-artifacts"  # --artifacts: where jobs' artifacts are copied
+    state: str | None = None  # --state: the batch resumes from this file (cli/_state.py)
 
 
 def with_timeout(job: Any, seconds: float) -> Any:
@@ -125,35 +131,72 @@ class Session:
     # -- running -------------------------------------------------------------------------------
 
     async def _run_jobs(self) -> None:
-        options = self._options
-        queue = max(len(self._entries), 1)  # everything is submitted up front
-        try:
-            async with open_executor(
-                workers=options.workers, queue_size=queue, heartbeat=0, artifacts=options.artifacts
-            ) as ex:
+        async with AsyncExitStack() as stack:
+            try:
+                ex, batch = await stack.enter_async_context(self._open_executor())
+            except StoreError as exc:  # foreign, corrupt, newer, locked: never a silent reset
+                _to_stderr(f"--state: {exc}")
+                self._status = EXIT_INVALID
+                return
+            try:
                 self._executor = ex.executor
-                if options.halt:
+                if self._options.halt:
                     ex.executor.on_finish(self._halt_on_failure)
                 for name, template in self._templates.items():
                     await ex.define(name, template)
-                await self._submit_all(ex)
+                await self._submit_all(ex, batch)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._view.animate, self.tracks)
                     async with trio.open_nursery() as followers:
                         for track in self.tracks:
                             followers.start_soon(self._follow, track)
                     nursery.cancel_scope.cancel()
-        finally:
-            self._view.close(self.tracks)
-            self._last_word()
+            finally:
+                self._view.close(self.tracks)
+                self._last_word()
 
-    async def _submit_all(self, ex: Any) -> None:
-        for entry in self._entries:
+    @asynccontextmanager
+    async def _open_executor(self) -> AsyncIterator[tuple[Any, Batch | None]]:
+        """The in-process executor, over the ``--state`` file when there is one."""
+        options = self._options
+        settings: dict[str, Any] = {
+            "workers": options.workers,
+            "queue_size": max(len(self._entries), 1),  # everything is submitted up front
+            "heartbeat": 0,
+            "artifacts": options.artifacts,
+        }
+        if options.state is None:
+            async with open_executor(**settings) as ex:
+                yield ex, None
+            return
+        from ._state import open_batch  # start-up time: --state only
+
+        async with open_batch(options.state, self._keys(), **settings) as opened:
+            yield opened
+
+    def _keys(self) -> list[str]:
+        from ._state import job_key
+
+        extra = {
+            "params": self._options.params,
+            "timeout": self._options.timeout,
+            "templates": self._templates,
+        }
+        return [job_key(entry, extra) for entry in self._entries]
+
+    async def _submit_all(self, ex: Any, batch: Batch | None) -> None:
+        keys = self._keys() if batch is not None else [None] * len(self._entries)
+        for entry, key in zip(self._entries, keys, strict=True):
             job = entry.job
             if self._options.timeout is not None:
                 job = with_timeout(job, self._options.timeout)
             try:
-                handle = await ex.submit(job, params=self._options.params)
+                if batch is None or key is None:
+                    handle = await ex.submit(job, params=self._options.params)
+                else:
+                    handle = batch.earlier(key) or await batch.submit(
+                        key, job, self._options.params
+                    )
             except ShuttingDown:
                 return  # a signal arrived between two submits: the rest never ran
             self.tracks.append(Track(entry.label, handle, entry.job, self._options.artifacts))
@@ -268,6 +311,7 @@ def main(args: Any) -> int:
         timeout=args.timeout,
         halt=args.halt,
         artifacts=args.artifacts,
+        state=args.state,
     )
     session = Session(entries, templates, make_view(args, out), options, out=out)
     out.on_broken = session.on_broken_stdout

@@ -89,6 +89,10 @@ class FanOutOutbox:
     def emit(self, event: Event) -> None:
         self._router.route(event)
 
+    def watch(self, job: str) -> Feed:
+        """The feed of a job known before any event of it is routed (a recovered job)."""
+        return self._router.open(job)
+
     def feed(self, job: str) -> Feed:
         """The feed of a job accepted since the last checkpoint (so it cannot have finished)."""
         feed = self._router.get(job)

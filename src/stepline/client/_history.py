@@ -181,6 +181,14 @@ class HistoryRouter(Generic[H]):
             del self._live[job]
         return history
 
+    def open(self, job: str) -> H:
+        """The history of a job whose events begin without ``accepted`` (a job recovered from
+        ``--state`` begins with ``recovered``): routed from now on, as if accepted."""
+        history = self._live.get(job)
+        if history is None:
+            history = self._live[job] = self._factory(job)
+        return history
+
     def get(self, job: str) -> H | None:
         """The history of a job not yet finished."""
         return self._live.get(job)
