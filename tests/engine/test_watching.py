@@ -413,7 +413,7 @@ async def test_a_cancel_may_shorten_the_grace(
     assert [stop.grace for stop in runner.stops] == [grace]
 
 
-async def test_a_second_cancel_does_not_change_a_stop_under_way(
+async def test_a_second_cancel_keeps_the_grace_of_a_stop_under_way(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with on_slow_stops(forever, math.inf) as (ex, out, runner):
@@ -421,10 +421,25 @@ async def test_a_second_cancel_does_not_change_a_stop_under_way(
         await trio.sleep(1)
         ex.cancel("j1", grace=10)
         await trio.sleep(1)
-        ex.cancel("j1", force=True)
+        ex.cancel("j1", grace=1)
         await out.finished("j1")
         assert trio.current_time() == 11
     assert [stop.grace for stop in runner.stops] == [10.0]
+
+
+async def test_a_forced_cancel_cuts_a_stop_under_way_short(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with on_slow_stops(forever, math.inf) as (ex, out, runner):
+        await ex.submit({"run": ["x"], "cwd": "/", "grace": 60})
+        await trio.sleep(1)
+        ex.cancel("j1")
+        await trio.sleep(1)
+        assert ex.table.records("j1")[0]["stopping"] is True
+        ex.cancel("j1", force=True)
+        assert (await out.finished("j1"))["state"] == "cancelled"
+        assert trio.current_time() == 2  # not 61: the SIGKILL came with the force
+    assert [stop.grace for stop in runner.stops] == [60.0]
 
 
 async def test_records_carry_their_times(autojump_clock: trio.abc.Clock) -> None:

@@ -227,6 +227,24 @@ async def test_a_cancel_can_cut_a_stubborn_childs_grace(options: dict[str, objec
         assert "got TERM" not in lines  # SIGKILL at once: no SIGTERM to trap
 
 
+async def test_a_forced_cancel_ends_a_stop_already_under_way() -> None:
+    """A first cancel's SIGTERM is trapped and its grace is 300 s: a second cancel with
+    ``force`` must SIGKILL it now (a hang fails at the test's deadline, nothing is timed)."""
+    async with served("--heartbeat", "0", deadline=60) as sl:
+        await sl.driver.send({"op": "submit", "job": {**STUBBORN, "stream": True}})
+        await sl.driver.wait_for("output", line="up")
+        await sl.driver.send({"op": "cancel", "job": "j1", "id": 1})
+        await sl.driver.send({"op": "status", "job": "j1", "id": "s"})
+        status = await sl.driver.wait_for("status", id="s")
+        assert status["jobs"][0]["stopping"] is True  # SIGTERM trapped: the grace is waited
+        await sl.driver.send({"op": "cancel", "job": "j1", "force": True, "id": 2})
+        await sl.driver.wait_for("cancelling", id=2)
+        finished = await sl.driver.wait_for("finished")
+        await sl.driver.close_stdin()
+        await sl.driver.rest()
+    assert finished["state"] == "cancelled"
+
+
 async def test_status_shows_times_stopping_and_filters() -> None:
     async with served("--heartbeat", "0") as sl:
         await sl.driver.send(

@@ -345,7 +345,7 @@ class Executor:
     ) -> Job:
         """Cancel a job; its processes get ``grace`` seconds after SIGTERM (None: their steps'
         own), or none with ``force`` (SIGKILL at once)."""
-        job = self.table.request_cancel(job_id, request_id, grace=0.0 if force else grace)
+        job = self.table.request_cancel(job_id, request_id, grace=grace, force=force)
         self._room.unpark_all()  # a cancelled queued job may free a slot
         return job
 

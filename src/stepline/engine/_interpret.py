@@ -226,7 +226,7 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     sink = StepOutput(job.id, step.path, job.output_log(), live)
     launch = _launch(step, ctx, runner, (cwd, workspace), sink)
     try:
-        result = await run_process(ctx.services.runner, launch, lambda: job.stop_grace)
+        result = await run_process(ctx.services.runner, launch, job.stop_orders)
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
     if workspace is not None and ctx.workspace is not None and result.pid:

@@ -38,6 +38,7 @@ import trio
 from attrs import define, field, frozen
 
 from .._errors import AlreadyFinished, BadCommand, IllegalTransition, UnknownJob
+from ..runners._base import StopOrders
 from ..spec._model import JobSpec
 from ..wire._events import EmitFn, Event, RequestId, reply
 from ._logs import JobLog
@@ -123,9 +124,9 @@ class Job:
     ended: float | None = None
     # What a graph job's succeeded tasks output so far: `partial` if the job does not succeed.
     partial: dict[str, Any] | None = None
-    # Seconds its processes get between SIGTERM and SIGKILL when this job is stopped: set by a
-    # `cancel` with `grace` or `force` (0); None: each step's own `grace`.
-    stop_grace: float | None = None
+    # How its processes are stopped when it is cancelled: a `cancel`'s `grace`, or `force`
+    # (SIGKILL now, also for processes already being stopped); by default each step's `grace`.
+    stop_orders: StopOrders = field(factory=StopOrders)
 
     def output_log(self) -> JobLog:
         """The job's log, made on first use (jobs without `run` steps never need one)."""
@@ -344,10 +345,17 @@ class JobTable:
             hook(job, finished)
 
     def request_cancel(
-        self, job_id: str, request_id: RequestId = None, *, grace: float | None = None
+        self,
+        job_id: str,
+        request_id: RequestId = None,
+        *,
+        grace: float | None = None,
+        force: bool = False,
     ) -> Job:
         """Answer ``cancelling``; a queued job finishes now, a running one is interrupted, its
-        processes given ``grace`` seconds after SIGTERM (None: their steps' own ``grace``)."""
+        processes given ``grace`` seconds after SIGTERM (None: their steps' own ``grace``), or
+        with ``force`` SIGKILLed at once — even when an earlier cancel is already stopping them.
+        """
         job = self.get(job_id)
         if job.state in FINAL_STATES:
             raise AlreadyFinished(f"job {job_id} already finished ({job.state.value})")
@@ -356,8 +364,10 @@ class JobTable:
             self._emit(cancelling)
         else:
             self.observer.on_cancelling(job, cancelling)  # written once the cancel is durable
-        if grace is not None and job.cancel_reason is None:  # a stop under way keeps its grace
-            job.stop_grace = grace
+        if force:
+            job.stop_orders.force()
+        elif grace is not None and job.cancel_reason is None:  # a stop under way keeps its grace
+            job.stop_orders.grace = grace
         self.cancel(job, "cancelled by request")
         return job
 

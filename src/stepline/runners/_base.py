@@ -26,7 +26,7 @@ through ``Executor(runner=...)`` (docs/runners.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 import attrs
@@ -155,9 +155,40 @@ class Process(Protocol):
         returns once nothing of it is left running."""
         ...
 
+    def hurry(self) -> None:
+        """End the grace of a :meth:`stop` under way: force the process now (a no-op when no
+        stop waits). Synchronous: a ``cancel`` with ``force`` calls it."""
+        ...
+
     def close(self) -> None:
         """Release what the process held (descriptors, registrations). Idempotent."""
         ...
+
+
+class StopOrders:
+    """How a job's processes are stopped when it is cancelled: a ``cancel``'s ``grace`` (None:
+    each step's own), read when a stop begins, and ``force``, which also cuts short the grace
+    of stops already under way (a first cancel's SIGTERM being waited out)."""
+
+    __slots__ = ("_stopping", "grace")
+
+    def __init__(self) -> None:
+        self.grace: float | None = None
+        self._stopping: set[Process] = set()
+
+    def force(self) -> None:
+        """SIGKILL now: every process being stopped, and every stop that begins later."""
+        self.grace = 0.0
+        for process in list(self._stopping):
+            process.hurry()
+
+    async def stop(self, process: Process, grace: float) -> None:
+        """``process.stop`` with this order's grace (if set), hurried by a later :meth:`force`."""
+        self._stopping.add(process)
+        try:
+            await process.stop(grace if self.grace is None else self.grace)
+        finally:
+            self._stopping.discard(process)
 
 
 class Runner(Protocol):
@@ -182,21 +213,23 @@ class Runner(Protocol):
 
 
 async def run_process(
-    runner: Runner, launch: Launch, stop_grace: Callable[[], float | None] | None = None
+    runner: Runner, launch: Launch, orders: StopOrders | None = None
 ) -> ProcessResult:
     """Run ``launch`` to its end on ``runner``; on cancellation stop it, then let the
     ``Cancelled`` propagate untouched. Raises :class:`ProcessStartError`.
 
-    The stop's grace is ``stop_grace()`` if it gives one, asked when the stop begins (a
-    ``cancel`` may set it: ``force``, ``grace``), else ``launch.grace``.
+    The stop waits ``launch.grace`` unless ``orders`` (the job's :class:`StopOrders`, which a
+    ``cancel`` may set: ``force``, ``grace``) says otherwise when the stop begins or meanwhile.
     """
     process = runner.start(launch)
     try:
         return await process.wait()
     except BaseException:  # cancellation above all: stop the process, then let it propagate
-        grace = None if stop_grace is None else stop_grace()
         with trio.CancelScope(shield=True):
-            await process.stop(launch.grace if grace is None else grace)
+            if orders is None:
+                await process.stop(launch.grace)
+            else:
+                await orders.stop(process, launch.grace)
         raise
     finally:
         process.close()

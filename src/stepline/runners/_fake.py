@@ -146,6 +146,10 @@ class FakeProcess:
         self._waiting = trio.CancelScope()  # around the pending wait: a kill cancels it
         self.closed = False
 
+    def hurry(self) -> None:
+        """A forced cancel during a stop: the grace ends, the process is killed."""
+        self.kill()
+
     def kill(self) -> None:
         """As SIGKILL: a pending wait returns -9 at once, a stop's grace ends."""
         self.killed.set()

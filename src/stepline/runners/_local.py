@@ -159,7 +159,16 @@ class LocalProcess:
     the spawn to end, so there is no moment at which a started child is not ours to stop.
     """
 
-    __slots__ = ("_child", "_env", "_groups", "_launch", "_spawners", "_tree")
+    __slots__ = (
+        "_child",
+        "_env",
+        "_grace",
+        "_groups",
+        "_hurried",
+        "_launch",
+        "_spawners",
+        "_tree",
+    )
 
     def __init__(
         self,
@@ -175,6 +184,8 @@ class LocalProcess:
         self._groups = groups
         self._tree = tree
         self._spawners = spawners
+        self._grace: trio.CancelScope | None = None  # a stop's wait for SIGTERM to work
+        self._hurried = False
 
     async def _spawn(self) -> Child:
         launch = self._launch
@@ -214,15 +225,23 @@ class LocalProcess:
         if child is None:
             return  # it never started (cancelled before its spawn, or the spawn failed)
         deadline = trio.current_time() + grace
-        if not self._groups.killing:
+        if not (self._groups.killing or self._hurried):
             tree.signal(signal.SIGTERM)
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as self._grace:
                 await child.wait_exited()
+            self._grace = None
         _killpg(child.pid, signal.SIGKILL)
         await child.wait()
         # the rest of the tree (escapers too) gets what is left of the grace, then SIGKILL
-        rest = 0.0 if self._groups.killing else max(0.0, deadline - trio.current_time())
+        forced = self._groups.killing or self._hurried
+        rest = 0.0 if forced else max(0.0, deadline - trio.current_time())
         await tree.end(rest, thorough=True)
+
+    def hurry(self) -> None:
+        """SIGKILL comes now: the grace being waited out ends (the stop sends it)."""
+        self._hurried = True
+        if self._grace is not None:
+            self._grace.cancel()
 
     def close(self) -> None:
         if self._child is not None:

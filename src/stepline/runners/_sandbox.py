@@ -138,6 +138,9 @@ class SandboxProcess:
     async def stop(self, grace: float) -> None:
         await self._inner.stop(grace)
 
+    def hurry(self) -> None:
+        self._inner.hurry()
+
     def close(self) -> None:
         self._inner.close()
 
