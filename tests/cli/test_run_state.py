@@ -1,6 +1,7 @@
 """``stepline run --state FILE``, through the real command line: the same command run again
 resumes the batch — what succeeded is not run again, what was running when stepline was
-SIGKILLed runs again, what failed runs again, an edited job is a new job."""
+SIGKILLed runs again, what failed runs again, an edited job is a new job. These tests run the
+example of docs/state.md, "`stepline run --state`: resuming a batch"."""
 
 from __future__ import annotations
 
