@@ -3,12 +3,11 @@
 //   node examples/driver.mjs                                  # uses `stepline` from PATH
 //   STEPLINE="python3 -m stepline" node examples/driver.mjs   # or any command that runs it
 //
-// The one rule that makes a driver correct: handle every line in ONE synchronous handler, in
-// order. `accepted` (which echoes the submit's `id` and names the job) always comes before that
-// job's other events, so a map filled by the `accepted` handler knows the job by the time its
-// `started` or `finished` line is handled. A driver that instead awaits a promise for `accepted`
-// and maps the job afterwards loses the race: readline may already have delivered the job's
-// `finished` (a fast job finishes within a millisecond) to a handler that did not know it yet.
+// Every event of a job carries the `id` its submit was sent with, so each line is tied to its
+// submit by `ev.id` alone: no map from job ids to fill first. (A driver that awaited a promise
+// for `accepted` before mapping the job lost a race: readline may already have delivered the
+// job's `finished`, as a fast job finishes within a millisecond.) Still handle every line in one
+// synchronous handler, in order: the lines of one job arrive in the order they happened.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 
@@ -18,7 +17,6 @@ const child = spawn(command, [...prefix, "serve", "--workers", "2", "--heartbeat
 });
 
 const submits = new Map(); // request id -> what we asked for, and its outcome once finished
-const byJob = new Map(); // job id -> request id, filled when `accepted` arrives
 
 function send(command) {
   child.stdin.write(JSON.stringify(command) + "\n");
@@ -32,11 +30,8 @@ function submit(id, job) {
 createInterface({ input: child.stdout }).on("line", (line) => {
   const ev = JSON.parse(line);
   switch (ev.event) {
-    case "accepted":
-      byJob.set(ev.job, ev.id); // before any later line of this job can be handled
-      break;
     case "finished": {
-      const id = byJob.get(ev.job);
+      const id = ev.id; // the submit's id, on every event of its job
       const entry = submits.get(id);
       entry.state = ev.state;
       entry.result = ev.state === "succeeded" ? ev.output : ev.error.message;

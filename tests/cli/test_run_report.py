@@ -16,6 +16,7 @@ from stepline.cli._report import SHORT_OUTPUT, TAIL_LINES, Track, details, resul
 from stepline.engine._jobs import JobState
 
 from ..driver import ENV
+from ..terminal import STEPLINE, Terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +172,86 @@ def test_artifacts_and_matrix_handlers_are_reported() -> None:
         "junit-4.xml, junit-5.xml and 2 more",
         "    task h[1] (if: always) succeeded: 7",
     ]
+
+
+# -- through the real CLI: retries, stdout tails, handler outputs, the live task lines ------------
+
+
+def test_a_retried_failure_says_how_often_it_was_tried_and_shows_its_stdout(
+    tmp_path: Path,
+) -> None:
+    job = {
+        "name": "flaky",
+        "steps": [
+            {
+                "run": "echo 'FAILED test_y - assert 1 == 2'; exit 1",
+                "retry": {"attempts": 3, "backoff": 0},
+            }
+        ],
+    }
+    path = job_file(tmp_path, job)
+    proc = stepline("run", path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    retries = [line for line in lines if line.startswith("retry     ")]
+    assert retries == [
+        f"retry     {path} (flaky) try {n} of 3 failed at steps[0]: "
+        "/bin/sh exited with status 1; again in 0s"
+        for n in (1, 2)
+    ]
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("failed    ")]
+    assert lines[at + 1 : at + 4] == [
+        "    tried 3 times (retry); the last error is above",
+        "    stdout:",
+        "    │ FAILED test_y - assert 1 == 2",
+    ]
+
+
+def test_a_failed_graph_shows_what_its_handler_tasks_gave(tmp_path: Path) -> None:
+    job = {
+        "tasks": {
+            "build": {"steps": [{"value": "built"}]},
+            "test": {"needs": "build", "steps": [{"fail": "2 failed"}]},
+            "report": {
+                "needs": "test",
+                "if": "failure",
+                "steps": [{"run": "echo mailed the team"}],
+            },
+        }
+    }
+    proc = stepline("run", job_file(tmp_path, job))
+    assert proc.returncode == 1
+    report = next(line for line in proc.stdout.splitlines() if "task report" in line)
+    assert report.startswith('    task report (if: failure) succeeded: {"exit":0,"stdout":"mailed')
+    events = [
+        json.loads(line)
+        for line in stepline("run", "--json", str(tmp_path / "job.json")).stdout.splitlines()
+    ]
+    finished = events[-1]
+    assert finished["partial"]["build"] == "built"
+    assert finished["partial"]["report"]["stdout"] == "mailed the team\n"
+
+
+def test_the_live_view_shows_a_line_per_running_task(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    job = {
+        "name": "ci",
+        "tasks": {
+            "lint": {"steps": [{"run": wait}]},
+            "unit": {"steps": [{"run": wait}]},
+            "docs": {"needs": ["lint", "unit"], "steps": [{"value": "ok"}]},
+        },
+    }
+    path = job_file(tmp_path, job)
+    with Terminal([*STEPLINE, "run", path]) as term:
+        term.wait_for(lambda t: "· lint" in t.text() and "· unit" in t.text())
+        assert "· docs" not in term.text()  # waiting on its needs: not running
+        assert f"▸ {path} (ci)" in term.text()
+        gate.write_text("open\n")
+        status = term.finish()
+        screen = term.text()
+    assert status == 0, screen
+    assert "· lint" not in screen  # the block is gone once the job finished
+    assert screen.splitlines()[-1] == "1 job: 1 succeeded"
+    assert f"succeeded {path} (ci) " in screen

@@ -220,7 +220,8 @@ class Executor:
             if self.outbox.congested:
                 continue  # heartbeats are advisory: skip them rather than pile them up
             for job in self.table.running():
-                self.outbox.emit(event("progress", job=job.id, elapsed=job.elapsed, step=job.step))
+                ev = event("progress", job=job.id, elapsed=job.elapsed, step=job.step)
+                self.outbox.emit(job.tag(ev))
 
     # -- running one job ---------------------------------------------------------------------
 
@@ -239,7 +240,10 @@ class Executor:
         workspace = None
         if not without_files(job.spec.body):
             workspace = Workspace(
-                job.id, keep=job.spec.keep_workspace, emit=self.outbox.emit, pool=self.workspaces
+                job.id,
+                keep=job.spec.keep_workspace,
+                emit=lambda ev: self.outbox.emit(job.tag(ev)),
+                pool=self.workspaces,
             )
         spec = job.spec
         ctx = StepContext(job, self._services, workspace, spec.limits, spec.runner)

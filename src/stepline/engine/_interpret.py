@@ -103,9 +103,8 @@ class StepContext:
         if self.services.trace and step.path:
             name = step.mods.name
             extra = {"name": name} if name is not None else {}
-            self.services.outbox.emit(
-                event("step", job=self.job.id, step=step.path, status=status, **extra, **fields)
-            )
+            ev = event("step", job=self.job.id, step=step.path, status=status, **extra, **fields)
+            self.services.outbox.emit(self.job.tag(ev))
 
 
 async def run_step(step: Step, ctx: StepContext) -> Any:
@@ -187,7 +186,7 @@ def _announce_retry(
     ev = event("retry", job=ctx.job.id, step=path, attempt=number, attempts=attempts)
     ev["delay"] = delay
     ev["error"] = exc.to_wire()
-    ctx.services.outbox.emit(ev)
+    ctx.services.outbox.emit(ctx.job.tag(ev))
 
 
 # -- leaf steps --------------------------------------------------------------------------------
@@ -203,7 +202,8 @@ async def _value(step: Value, ctx: StepContext) -> Any:
 
 async def _log(step: Log, ctx: StepContext) -> None:
     await ctx.services.outbox.wait_writable()  # a chatty job waits for a slow reader
-    ctx.services.outbox.emit(event("log", job=ctx.job.id, step=step.path, message=step.message))
+    ev = event("log", job=ctx.job.id, step=step.path, message=step.message)
+    ctx.services.outbox.emit(ctx.job.tag(ev))
 
 
 async def _fail(step: Fail, ctx: StepContext) -> None:
@@ -223,7 +223,7 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     cwd = step.cwd if step.cwd is not None else workspace
     job = ctx.job
     live = ctx.services.outbox if _streams(step, ctx) else None
-    sink = StepOutput(job.id, step.path, job.output_log(), live)
+    sink = StepOutput(job.id, step.path, job.output_log(), live, request_id=job.request_id)
     launch = _launch(step, ctx, runner, (cwd, workspace), sink)
     try:
         result = await run_process(ctx.services.runner, launch, job.stop_orders)

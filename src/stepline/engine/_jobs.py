@@ -127,6 +127,15 @@ class Job:
     # How its processes are stopped when it is cancelled: a `cancel`'s `grace`, or `force`
     # (SIGKILL now, also for processes already being stopped); by default each step's `grace`.
     stop_orders: StopOrders = field(factory=StopOrders)
+    # The `id` of the submit that made the job, echoed on every event of the job (None: none).
+    request_id: RequestId = None
+
+    def tag(self, ev: Event) -> Event:
+        """``ev`` (one of this job's events) with its submit's ``id``, so that a driver can tie
+        every event to its submit without mapping job ids first."""
+        if self.request_id is not None:
+            ev["id"] = self.request_id
+        return ev
 
     def output_log(self) -> JobLog:
         """The job's log, made on first use (jobs without `run` steps never need one)."""
@@ -293,6 +302,7 @@ class JobTable:
             spec=spec,
             name=name if name is not None else spec.name,
             extra=extra,
+            request_id=request_id,
         )
         self._jobs[job.id] = job
         self._queued[job.id] = job
@@ -319,7 +329,7 @@ class JobTable:
         if job.spec.timeout is not None:
             scope.deadline = job.started_at + job.spec.timeout
         job.started = now = time.time()
-        started = {"event": "started", "ts": now, "job": job.id}
+        started = job.tag({"event": "started", "ts": now, "job": job.id})
         if self.observer is None:
             self._emit(started)
         else:
@@ -467,7 +477,7 @@ class JobTable:
                 ev["partial"] = job.partial
         if job.artifacts is not None:
             ev["artifacts"] = job.artifacts
-        return ev
+        return job.tag(ev)
 
     def _retain(self, job: Job) -> None:
         self._finished.append(job.id)

@@ -25,7 +25,7 @@ from collections import deque
 from typing import Final
 
 from ..runners._base import StreamName
-from ..wire._events import Event
+from ..wire._events import Event, RequestId
 from ..wire._outbox import Outbox
 from ._logs import JobLog
 
@@ -91,11 +91,21 @@ def _boundary(data: bytes) -> int:
 class StepOutput:
     """The output sink of one ``run`` step's process (see the module docstring)."""
 
-    __slots__ = ("_backlog", "_held", "_job", "_log", "_outbox", "_split", "_step")
+    __slots__ = ("_backlog", "_held", "_job", "_log", "_outbox", "_request_id", "_split", "_step")
 
-    def __init__(self, job: str, step: str, log: JobLog, outbox: Outbox | None) -> None:
-        """``outbox``: where to stream ``output`` events; None for a step that is not streamed."""
+    def __init__(
+        self,
+        job: str,
+        step: str,
+        log: JobLog,
+        outbox: Outbox | None,
+        *,
+        request_id: RequestId = None,
+    ) -> None:
+        """``outbox``: where to stream ``output`` events; None for a step that is not streamed.
+        ``request_id``: the job's submit ``id``, echoed on each event."""
         self._job = job
+        self._request_id = request_id
         self._step = step
         self._log = log
         self._outbox = outbox
@@ -151,6 +161,8 @@ class StepOutput:
                 continue
             ev = {"event": "output", "ts": ts, "job": self._job, "step": step, "stream": stream}
             ev["line"] = line
+            if self._request_id is not None:
+                ev["id"] = self._request_id
             if self._backlog or outbox.congested:
                 self._backlog.append(ev)
             else:

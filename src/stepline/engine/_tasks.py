@@ -242,9 +242,9 @@ class _GraphRun:
             fields["graph"] = self.graph.path
         if task.matrix is not None:
             fields["matrix"] = task.matrix
-        job = self.ctx.job.id
-        ev = event("task", job=job, task=task.name, status=status, **fields)
-        self.ctx.services.outbox.emit(ev)
+        job = self.ctx.job
+        ev = event("task", job=job.id, task=task.name, status=status, **fields)
+        self.ctx.services.outbox.emit(job.tag(ev))
 
 
 def _output_keys(graph: Graph) -> list[str]:

@@ -123,7 +123,7 @@ def _recover(executor: Executor, row: StoredJob, policy: RestartPolicy) -> Recov
     except (CommandError, KeyError, TypeError) as exc:
         reason = f"the job could not be recovered: {_message(exc)}"
         return Recovered(_doomed_job(row), row.state, "failed", reason, request_id)
-    job = Job(id=row.id, spec=spec, name=row.name, state=JobState.QUEUED)
+    job = Job(id=row.id, spec=spec, name=row.name, state=JobState.QUEUED, request_id=request_id)
     action: Literal["rerun", "requeued"] = "rerun" if was_running else "requeued"
     return Recovered(job, row.state, action, "", request_id)
 

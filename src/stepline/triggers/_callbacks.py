@@ -121,7 +121,8 @@ class CallbackRunner:
 
     def _start(self, callback: Callback, job: Job, finished: Event) -> None:
         if isinstance(callback, Notify):
-            self._outbox.emit(event("notification", **_about(job, finished), text=callback.text))
+            notification = event("notification", **_about(job, finished), text=callback.text)
+            self._outbox.emit(job.tag(notification))
             self._report(callback, job, ok=True)
         elif isinstance(callback, Alert):
             detail = _outcome(finished)
@@ -252,9 +253,8 @@ class CallbackRunner:
         self._report(callback, job, **fields)
 
     def _report(self, callback: Callback, job: Job, **fields: Any) -> None:
-        self._outbox.emit(
-            event("callback", job=job.id, callback=callback.index, kind=callback.kind, **fields)
-        )
+        ev = event("callback", job=job.id, callback=callback.index, kind=callback.kind, **fields)
+        self._outbox.emit(job.tag(ev))
 
 
 def _outcome(finished: Event) -> dict[str, Any]:
