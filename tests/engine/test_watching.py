@@ -194,6 +194,22 @@ def test_a_flood_that_is_not_streamed_keeps_its_last_lines_and_counts_the_rest()
     assert log.trimmed == 300_001 - log.max_lines
 
 
+def test_lines_are_numbered_in_the_order_read_across_streams_in_a_flood() -> None:
+    log = JobLog()
+    sink = StepOutput("j1", "s", log, None)
+    sink.write("stdout", b"".join(b"out%d\n" % n for n in range(20_000)))  # held: a flood
+    sink.write("stderr", b"err after the flood\n")
+    sink.write("stdout", b"out again\n")
+    sink.eof("stdout")
+    sink.eof("stderr")
+    lines, _ = log.page(log.count - 3, max_chars=math.inf)  # type: ignore[arg-type]
+    assert [(line["n"], line["stream"], line["line"]) for line in lines] == [
+        (20_000, "stdout", "out19999"),
+        (20_001, "stderr", "err after the flood"),
+        (20_002, "stdout", "out again"),
+    ]
+
+
 def test_a_held_flood_is_split_when_somebody_reads_the_log() -> None:
     log = JobLog()
     sink = StepOutput("j1", "s", log, None)

@@ -15,7 +15,7 @@ pipe: nothing is dropped, and memory stays bounded whatever the child writes.
 keeps: ``yes`` writes 32,768 lines per 64 KiB) would otherwise cost a Python object per line
 for lines that are thrown away at once, several seconds of CPU for 300 MB; such a chunk is held
 raw instead, only counted (in C) when the next flood chunk supersedes it, and split into lines
-when the flood ends, at EOF, or when somebody reads the log.
+when the flood ends, at EOF, when the other stream writes, or when somebody reads the log.
 """
 
 from __future__ import annotations
@@ -169,7 +169,14 @@ class StepOutput:
                 outbox.emit(ev)
 
     def _write_quietly(self, stream: StreamName, data: bytes) -> None:
-        """Not streamed: lines go to the log, but a flood is held raw (module docstring)."""
+        """Not streamed: lines go to the log, but a flood is held raw (module docstring).
+
+        The other stream's held flood is split first: its lines were read before these, so they
+        are numbered before them (the log's order is the order lines were read, across streams).
+        Only a flood on both streams at once pays for it, one split per chunk.
+        """
+        if self._held:
+            self._settle("stderr" if stream == "stdout" else "stdout")
         held = self._held.pop(stream, None)
         if data.count(b"\n") < self._log.max_lines:
             if held is not None:
