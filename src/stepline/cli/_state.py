@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -140,7 +141,7 @@ class Batch:
         job = self._job(key)
         if job is None or job.state is not JobState.SUCCEEDED:
             return None
-        return JobHandle(job, _finished_feed(job), self._executor)
+        return JobHandle(job, _finished_feed(job, key), self._executor)
 
     async def submit(self, key: str, job: Any, params: Mapping[str, Any] | None) -> JobHandle:
         """Submit a job of the batch under its key, and remember the key."""
@@ -159,16 +160,18 @@ class Batch:
             return None  # pruned, or never committed
 
 
-def _finished_feed(job: Job) -> Feed:
-    """A feed holding only the ``finished`` the earlier run wrote, marked ``earlier``."""
+def _finished_feed(job: Job, key: str) -> Feed:
+    """A feed holding only the ``finished`` the earlier run wrote (its time now: the file does
+    not keep it), marked ``earlier``, with the key as its submit ``id``."""
     feed = Feed(job.id, 16)
     finished: Event = {
         "event": "finished",
-        "ts": 0.0,
+        "ts": time.time(),
         "job": job.id,
         "state": job.state.value,
         "elapsed": job.elapsed,
         "output": job.output,
+        "id": key,
         "earlier": True,
     }
     feed.append(finished)
