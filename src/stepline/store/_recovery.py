@@ -114,15 +114,15 @@ def _recover(executor: Executor, row: StoredJob, policy: RestartPolicy) -> Recov
     was_running = row.state == "running"
     if row.state == "cancelling":
         reason = "cancelled by request (stepline stopped while the job was being cancelled)"
-        return Recovered(_doomed_job(row), row.state, "cancelled", reason, request_id)
+        return Recovered(_doomed_job(row, request_id), row.state, "cancelled", reason, request_id)
     if was_running and policy == "fail":
         reason = "stepline stopped while the job was running (--on-restart fail)"
-        return Recovered(_doomed_job(row), row.state, "failed", reason, request_id)
+        return Recovered(_doomed_job(row, request_id), row.state, "failed", reason, request_id)
     try:
         spec = _validate_again(executor, row.request)
     except (CommandError, KeyError, TypeError) as exc:
         reason = f"the job could not be recovered: {_message(exc)}"
-        return Recovered(_doomed_job(row), row.state, "failed", reason, request_id)
+        return Recovered(_doomed_job(row, request_id), row.state, "failed", reason, request_id)
     job = Job(id=row.id, spec=spec, name=row.name, state=JobState.QUEUED, request_id=request_id)
     action: Literal["rerun", "requeued"] = "rerun" if was_running else "requeued"
     return Recovered(job, row.state, action, "", request_id)
@@ -137,11 +137,13 @@ def _validate_again(executor: Executor, request: dict[str, Any]) -> JobSpec:
     return spec
 
 
-def _doomed_job(row: StoredJob) -> Job:
+def _doomed_job(row: StoredJob, request_id: RequestId) -> Job:
     """A job to be finished as ``interrupted`` (or ``cancelled``): restored as running (the
     lifecycle's only way to ``failed``), without a start time, so its ``elapsed`` is 0 as for a
-    job that never ran."""
-    return Job(id=row.id, spec=_NOT_KEPT, name=row.name, state=JobState.RUNNING)
+    job that never ran. Its ``finished`` carries its submit's ``id``, as its other events did."""
+    return Job(
+        id=row.id, spec=_NOT_KEPT, name=row.name, state=JobState.RUNNING, request_id=request_id
+    )
 
 
 def _message(exc: Exception) -> str:
