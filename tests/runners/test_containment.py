@@ -9,35 +9,63 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from ..driver import Driver
 from .containment_tools import ESCAPES, MODES, served, survivors, wait_for_pids
+
+STOPS = [
+    "end",
+    "cancel",
+    "step_timeout",
+    "job_timeout",
+    "shutdown",
+    "sigterm",
+    "second_signal",
+    "broken_stdout",
+    "sigkill",
+]
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(
-    "stop", ["end", "cancel", "step_timeout", "shutdown", "sigterm", "sigkill"]
-)
+@pytest.mark.parametrize("stop", STOPS)
 async def test_no_escaper_outlives_its_step(tmp_path: Path, mode: str, stop: str) -> None:
     pidfile = tmp_path / "pids"
     tail = "exit 0" if stop == "end" else "sleep 300"
     step: dict[str, Any] = {"run": ["sh", "-c", ESCAPES.format(p=pidfile) + tail], "grace": 1}
+    job: dict[str, Any] = {"steps": [step]}
     if stop == "step_timeout":
         step["timeout"] = 1
+    if stop == "job_timeout":
+        job["timeout"] = 1
     async with served(mode) as (driver, tag):
-        await driver.send({"op": "submit", "job": {"steps": [step]}, "id": "x"})
+        await driver.send({"op": "submit", "job": job, "id": "x"})
         pids = await wait_for_pids(pidfile, 4)
-        if stop == "cancel":
-            await driver.send({"op": "cancel", "job": "j1"})
-        elif stop == "shutdown":
-            await driver.send({"op": "shutdown", "mode": "cancel"})
-        elif stop == "sigterm":
-            driver.signal(signal.SIGTERM)
-        elif stop == "sigkill":
-            driver.proc.kill()
-        if stop != "sigkill":
+        await _stop(driver, stop)
+        if stop in ("sigkill", "broken_stdout"):
+            with trio.fail_after(30):
+                await driver.proc.wait()  # a closed stdout: stepline cancels its jobs and exits
+        else:
             finished = await driver.wait_for("finished", job="j1")
             assert finished["state"] == ("succeeded" if stop == "end" else finished["state"])
         assert survivors(tag, pids, driver.proc.pid) == [], f"escapers outlived {stop}"
+
+
+async def _stop(driver: Driver, stop: str) -> None:
+    """Stop the running job by the path ``stop`` names (``end`` and timeouts need nothing)."""
+    if stop == "cancel":
+        await driver.send({"op": "cancel", "job": "j1"})
+    elif stop == "shutdown":
+        await driver.send({"op": "shutdown", "mode": "cancel"})
+    elif stop in ("sigterm", "second_signal"):
+        driver.signal(signal.SIGTERM)
+        if stop == "second_signal":
+            driver.signal(signal.SIGTERM)
+    elif stop == "broken_stdout":
+        assert driver.proc.stdout is not None
+        await driver.proc.stdout.aclose()
+    elif stop == "sigkill":
+        driver.proc.kill()
 
 
 async def run_one(mode: str, step: dict[str, Any]) -> dict[str, Any]:

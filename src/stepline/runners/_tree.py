@@ -195,9 +195,14 @@ class StepTree:
         """Stop what is left of the tree: SIGTERM, up to ``grace`` s, then SIGKILL until none.
 
         The leader is not waited for here (its caller reaps it); the rest is. Called on every
-        step's end, so the common case, nothing left, costs one read of ``cgroup.procs``.
+        step's end, so the common case of a normal end, nothing left, costs one read of
+        stepline's children and one ``killpg`` (and a read of ``cgroup.procs`` with a cgroup).
         """
-        if not self.members(thorough=thorough) and not _group_alive(self.leader):
+        if thorough:
+            left = bool(self.members(thorough=True)) or _group_alive(self.leader)
+        else:
+            left = self._maybe_left()
+        if not left:
             _reap_orphans()
             return
         if grace > 0:
@@ -210,6 +215,13 @@ class StepTree:
             await trio.sleep(delay)
             delay = min(2 * delay, 0.02)
         _reap_orphans()
+
+    def _maybe_left(self) -> bool:
+        """The cheap first look of a normal end, whose common case is that nothing is left:
+        a member in the cgroup, an orphan come back to stepline, or a live process group."""
+        if self.group is not None and any(p != self.leader for p in self.group.procs()):
+            return True
+        return _adopted() or _signalable(self.leader)
 
     async def _gone(self) -> None:
         delay = 0.001
@@ -352,6 +364,17 @@ def _group_alive(pgid: int) -> bool:
     if pgid <= 0:
         return False
     _reap_zombies_of(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signalable(pgid: int) -> bool:
+    """Has process group ``pgid`` a member (a zombie counts)?"""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
