@@ -100,14 +100,11 @@ class ClusterCommands:
             return
         staged, self._staged = self._staged, []
         try:
-            numbers = await _insert(self._node, staged)
+            await _insert_and_accept(self._node, staged)
         except (DatabaseUnavailable, psycopg.Error) as exc:
             for item in staged:
                 message = f"job not accepted: the database: {exc}"
                 self._node.stream.emit(error(StoreFailed.code, message, item.request_id))
-            return
-        for item, number in zip(staged, numbers, strict=True):
-            self._node.stream.emit(_accepted(self._node, item, number))
 
 
 async def submit_one(
@@ -125,12 +122,25 @@ async def submit_one(
     """
     staged = await prepare(node, job, template, params, name, request_id, extra)
     try:
-        (number,) = await _insert(node, [staged])
+        (number,) = await _insert_and_accept(node, [staged])
     except (DatabaseUnavailable, psycopg.Error) as exc:
         raise StoreFailed(f"job not accepted: the database: {exc}") from None
-    node.stream.emit(_accepted(node, staged, number))
     spec = node.executor.validate(job, template, params)
     return Job(id=job_id(number), spec=spec, name=name)
+
+
+async def _insert_and_accept(node: ClusterNode, staged: list[Staged]) -> list[int]:
+    """Insert the staged jobs and write their ``accepted``, holding the delivery lock.
+
+    Once the insert commits, another node may claim a job and route its ``started`` here;
+    delivery takes the lock to write it, so it cannot overtake the ``accepted`` written
+    after the commit returns (awaiting the database lets other tasks run in between).
+    """
+    async with node.delivery_lock:
+        numbers = await _insert(node, staged)
+        for item, number in zip(staged, numbers, strict=True):
+            node.stream.emit(_accepted(node, item, number))
+    return numbers
 
 
 async def _insert(node: ClusterNode, staged: list[Staged]) -> list[int]:
