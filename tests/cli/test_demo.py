@@ -6,7 +6,6 @@ import io
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,8 +18,9 @@ SCENE_TITLES = [f"== {n}. {title}" for n, (title, _) in enumerate(_demo.SCENES, 
 
 
 @pytest.mark.e2e
-def test_the_demo_runs_to_the_end_quickly_and_narrates_on_stderr() -> None:
-    start = time.monotonic()
+def test_the_demo_runs_to_the_end_and_narrates_on_stderr() -> None:
+    # How long the demo takes is measured by bench/, not asserted here: a loaded machine would
+    # make a wall-clock bound flaky.
     proc = subprocess.run(
         [sys.executable, "-m", "stepline", "demo"],
         capture_output=True,
@@ -29,9 +29,7 @@ def test_the_demo_runs_to_the_end_quickly_and_narrates_on_stderr() -> None:
         timeout=60,
         check=False,
     )
-    took = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
-    assert took < 15
     assert proc.stdout == ""
     err = proc.stderr
     assert [line for line in err.splitlines() if line.startswith("== ")] == [
