@@ -25,6 +25,7 @@ import time
 from typing import Final
 
 from ._cgroup import detect
+from ._proc import environments
 
 __all__ = ["sweep_leftovers"]
 
@@ -60,21 +61,13 @@ def sweep_leftovers(timeout: float = 2.0) -> int:
 def _dead_marked() -> list[int]:
     """Live processes of our PID namespace whose marker names a stepline that is gone (a
     process in a sandbox's namespace may carry a marker of a stepline in there)."""
-    me = os.getpid()
     namespace = _namespace("self")
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
+    for pid, environ in environments():
         mark = _MARK.search(environ)
-        if mark is None or _alive(int(mark.group(1))) or _namespace(name) != namespace:
+        if mark is None or _alive(int(mark.group(1))) or _namespace(str(pid)) != namespace:
             continue
-        found.append(int(name))
+        found.append(pid)
     return found
 
 

@@ -48,6 +48,7 @@ import trio
 from ..spec._limits import NO_LIMITS, Limits
 from ._cgroup import Cgroups, StepGroup
 from ._leftovers import sweep_leftovers
+from ._proc import environments
 
 __all__ = ["Containment", "StepTree", "live_leaders", "shared_containment"]
 
@@ -387,19 +388,9 @@ def _signalable(pgid: int) -> bool:
 def _marked(marker: str) -> list[int]:
     """Processes whose environment carries ``STEPLINE_TREE=marker`` (a scan of ``/proc``)."""
     needle = f"STEPLINE_TREE={marker}\0".encode()
-    me = os.getpid()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if needle in environ or environ.endswith(needle[:-1]):
-            found.append(int(name))
-    return found
+    return [
+        pid for pid, environ in environments() if needle in environ or environ.endswith(needle[:-1])
+    ]
 
 
 def _reap_zombies_of(pgid: int) -> None:
