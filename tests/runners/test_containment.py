@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from ..driver import Driver
+from ..proc_tools import wait_for_pids_to_die
 from .containment_tools import ESCAPES, MODES, served, survivors, wait_for_pids
 
 STOPS = [
@@ -196,3 +197,25 @@ async def test_a_rerun_job_never_runs_beside_its_earlier_run(tmp_path: Path) -> 
         if old:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_reused_workspace_gets_no_writes_from_the_job_before(
+    tmp_path: Path, mode: str
+) -> None:
+    """The pool hands the next job the same directory only once nothing of the previous job
+    can write there: an escaper set to write a second after its step ended never does."""
+    pidfile = tmp_path / "pid"
+    escaper = "setsid sh -c 'sleep 1; echo late > late' >/dev/null 2>&1 </dev/null"
+    late = f"{escaper} & echo $! > {pidfile}; pwd"
+    async with served(mode, "--workers", "1") as (driver, _tag):
+        await driver.send(
+            {"op": "submit", "job": {"run": ["sh", "-c", late]}},
+            {"op": "submit", "job": {"run": ["sh", "-c", "pwd; sleep 2; ls -A"]}},
+        )
+        first = await driver.wait_for("finished", job="j1")
+        second = await driver.wait_for("finished", job="j2")
+    before, after = first["output"]["stdout"], second["output"]["stdout"].split("\n", 1)
+    assert after[0] == before.strip(), "the pool did not reuse the workspace: nothing tested"
+    assert after[1].split() == []
+    assert wait_for_pids_to_die([int(pidfile.read_text())], timeout=2.0) == []
