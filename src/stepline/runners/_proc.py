@@ -2,6 +2,8 @@
 
 Both the sweep of a step's tree and the search for what a dead stepline left running find
 processes by the ``STEPLINE_TREE`` marker in their environment; this is the one scan they share.
+The guardian (:mod:`._guard`) keeps its own copy of this loop: it runs as ``python -I -S``
+with no path to import from, so that it needs nothing of stepline.
 """
 
 from __future__ import annotations

@@ -365,13 +365,7 @@ def _group_alive(pgid: int) -> bool:
     if pgid <= 0:
         return False
     _reap_zombies_of(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _signalable(pgid)
 
 
 def _signalable(pgid: int) -> bool:
