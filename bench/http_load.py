@@ -168,30 +168,39 @@ def driver_rate(server: Server, duration: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def under_load(duration: float, clients: int, rate: float) -> dict[str, Any]:
-    phase(f"the stdin driver alone, {duration} s")
-    idle_server = Server()
-    try:
-        idle = driver_rate(idle_server, duration)
-    finally:
-        idle_server.stop()
-    phase(f"the stdin driver beside {clients} SSE clients and {rate} submits/s, {duration} s")
-    server = Server()
-    try:
-        load = start_load(server.url, clients=clients, rate=rate, duration=duration + 3)
-        load.stdin.write(b"go\n")  # type: ignore[union-attr]
-        load.stdin.flush()  # type: ignore[union-attr]
-        time.sleep(2)  # the generator reaches its rate before the driver's clock starts
-        loaded = driver_rate(server, duration)
-        report = finish_load(load)
-    finally:
-        server.stop()
-    return {
-        "stdin_jobs_per_s_idle": round(idle),
-        "stdin_jobs_per_s_loaded": round(loaded),
-        "slowdown_pct": round((1 - loaded / idle) * 100, 1),
-        "load": report,
-    }
+def under_load(duration: float, clients: int, rate: float, rounds: int) -> dict[str, Any]:
+    """``rounds`` pairs, the driver alone then beside the load, each on a fresh server: the
+    pairs' ratios are what to read on a shared machine, where the rate swings between runs."""
+    pairs: list[dict[str, Any]] = []
+    for number in range(1, rounds + 1):
+        phase(f"round {number}: the stdin driver alone, {duration} s")
+        idle_server = Server()
+        try:
+            idle = driver_rate(idle_server, duration)
+        finally:
+            idle_server.stop()
+        phase(f"round {number}: beside {clients} SSE clients and {rate} submits/s, {duration} s")
+        server = Server()
+        try:
+            load = start_load(server.url, clients=clients, rate=rate, duration=duration + 3)
+            load.stdin.write(b"go\n")  # type: ignore[union-attr]
+            load.stdin.flush()  # type: ignore[union-attr]
+            time.sleep(2)  # the generator reaches its rate before the driver's clock starts
+            loaded = driver_rate(server, duration)
+            report = finish_load(load)
+        finally:
+            server.stop()
+        pairs.append(
+            {
+                "stdin_jobs_per_s_idle": round(idle),
+                "stdin_jobs_per_s_loaded": round(loaded),
+                "slowdown_pct": round((1 - loaded / idle) * 100, 1),
+                "load": report,
+                "loadavg_1min": round(os.getloadavg()[0], 1),
+            }
+        )
+    slowdowns = sorted(pair["slowdown_pct"] for pair in pairs)
+    return {"slowdown_pct_median": slowdowns[len(slowdowns) // 2], "rounds": pairs}
 
 
 # -- the load process -------------------------------------------------------------------------
@@ -212,6 +221,7 @@ def load_main(url: str, clients: int, rate: float, duration: float, count: int) 
     sse_request = b"GET /events HTTP/1.1\r\nhost: %s:%d\r\n\r\n" % (host.encode(), port)
     stats: dict[str, Any] = {"submits": 0, "not_202": 0, "reconnects": 0}
     stats["sse_events"] = [0] * clients
+    stats["sse_gaps"] = [0] * clients  # comments naming events a slow stream missed
 
     async def sse(index: int, ready: trio.Event, opened: list[int]) -> None:
         stream = await trio.open_tcp_stream(host, port)
@@ -225,6 +235,7 @@ def load_main(url: str, clients: int, rate: float, duration: float, count: int) 
                 if not chunk:
                     return
                 stats["sse_events"][index] += chunk.count(b"\ndata: ")
+                stats["sse_gaps"][index] += chunk.count(b"are no longer kept")
 
     async def exchange(stream: trio.SocketStream, buffer: bytes) -> tuple[bytes, bytes]:
         """Send one submit and read its answer: (status line and headers, what is left)."""
@@ -291,6 +302,7 @@ def load_main(url: str, clients: int, rate: float, duration: float, count: int) 
             "reconnects": stats["reconnects"],
             "sse_events_per_client_min": events[0],
             "sse_events_per_client_max": events[-1],
+            "sse_clients_with_gaps": sum(1 for gaps in stats["sse_gaps"] if gaps),
         }
         sys.stdout.write(json.dumps(report))
 
@@ -303,16 +315,20 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--rounds", type=int, default=3, help="driver alone/loaded pairs")
+    parser.add_argument("--only-load", action="store_true", help="skip the throughput phases")
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         load_main(args.load, args.clients, args.rate, args.duration, args.jobs)
         return
-    phase(f"{args.jobs} submits on stdin")
-    results: dict[str, Any] = {"submit_jobs_per_s_stdin": round(throughput_stdin(args.jobs))}
-    phase(f"{args.jobs} submits over HTTP")
-    results["submit_jobs_per_s_http"] = round(throughput_http(args.jobs))
-    results.update(under_load(args.duration, args.clients, args.rate))
+    results: dict[str, Any] = {"loadavg_1min_at_start": round(os.getloadavg()[0], 1)}
+    if not args.only_load:
+        phase(f"{args.jobs} submits on stdin")
+        results["submit_jobs_per_s_stdin"] = round(throughput_stdin(args.jobs))
+        phase(f"{args.jobs} submits over HTTP")
+        results["submit_jobs_per_s_http"] = round(throughput_http(args.jobs))
+    results.update(under_load(args.duration, args.clients, args.rate, args.rounds))
     print(json.dumps(results, indent=2))
 
 

@@ -202,3 +202,16 @@ def test_an_alert_is_acked_from_the_page(
     item.locator("button.ack").click()
     expect(item).to_have_count(0, timeout=WAIT)
     assert alert not in [a["alert"] for a in api.get("/alerts").json()["alerts"]]
+
+
+def test_a_job_beyond_the_table_is_opened_by_its_id(page: Page, api: httpx.Client) -> None:
+    """The table keeps the newest jobs only, says so, and opens any other job by its id."""
+    from playwright.sync_api import expect
+
+    job = submit(api, {"steps": [{"value": "old"}]}, name="older")
+    expect(page.locator("#rows-note")).to_contain_text("The newest 300 jobs are listed")
+    page.fill("#find-job-id", job)
+    page.click("#find-job button")
+    expect(page.locator("#job-page")).to_be_visible(timeout=WAIT)
+    expect(page.locator("#job-id")).to_have_text(job)
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=WAIT)

@@ -160,6 +160,9 @@ async def test_an_alert_is_acked_over_http() -> None:
         assert [a["alert"] for a in open_alerts] == [alert["alert"]]
         acked = await client.post(f"/alerts/{alert['alert']}/ack")
         assert acked.json() == {"alert": alert["alert"], "job": alert["job"]}
+        on_stdout = await driver.wait_for("acked", alert=alert["alert"])
+        assert on_stdout["job"] == alert["job"]
+        assert "id" not in on_stdout
         problem(await client.post(f"/alerts/{alert['alert']}/ack"), 409, "already_acked")
         assert (await client.get("/alerts")).json()["alerts"] == []
 

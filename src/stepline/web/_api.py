@@ -20,6 +20,7 @@ from ..engine._executor import Executor
 from ..engine._jobs import StatusFilter
 from ..triggers._attach import Triggers
 from ..wire._commands import CommandRefused, Schedule, Submit, decode_command
+from ..wire._events import reply
 from ._errors import ApiError
 from ._graphs import job_graph
 
@@ -143,7 +144,10 @@ class Api:
         return JSONResponse({"alerts": Triggers.of(self.executor).status()["alerts"]})
 
     async def ack(self, request: Request) -> Response:
+        """Acked here, and said on stdout too (``acked`` without an ``id``, as no stdin command
+        asked): a driver that saw the ``alert`` events learns they stop, and why."""
         alert = Triggers.of(self.executor).alerts.ack(request.path_params["alert"])
+        self.executor.outbox.emit(reply("acked", None, alert=alert.id, job=alert.job))
         return JSONResponse({"alert": alert.id, "job": alert.job})
 
     async def stats(self, request: Request) -> Response:

@@ -6,46 +6,69 @@ newest ones in a ring bounded in count and in bytes, so a reconnect replays ever
 kept; older events are gone and the client is told where the kept log starts. Each SSE client
 reads the ring at its own pace and waits on one parking lot for new events: a slow client holds
 back only itself, never the executor or the other clients.
+
+An event is kept as its SSE frame (``id: N``, ``data:`` the stdout line), encoded once when it
+is appended: every unfiltered client sends the same bytes, so a client's share of the fan-out
+is one ``join`` of frames per write, not one encoding per event per client.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
-from itertools import islice
+from collections.abc import Iterator
+from itertools import compress, islice, repeat
+from operator import eq
 from typing import Final
 
 import trio
 
 from ..wire._events import Event
 
-__all__ = ["EventLog"]
+__all__ = ["CHUNK_BYTES", "CHUNK_EVENTS", "EventLog"]
 
 KEEP_EVENTS: Final = 10_000
 KEEP_BYTES: Final = 16 << 20
+CHUNK_EVENTS: Final = 1_000  # events one read returns at most
+CHUNK_BYTES: Final = 1 << 20  # bytes one read returns at most (unless one frame is larger)
 
 
 class EventLog:
-    """Numbered events (the newest :data:`KEEP_EVENTS`, at most :data:`KEEP_BYTES`)."""
+    """Numbered events (the newest :data:`KEEP_EVENTS`, at most :data:`KEEP_BYTES`).
+
+    The ring is three parallel deques (frames, their jobs, the running total of frame bytes
+    at each), so a read is C-level slicing, filtering and joining: no Python code runs per
+    event per reader.
+    """
 
     def __init__(self, *, keep: int = KEEP_EVENTS, keep_bytes: int = KEEP_BYTES) -> None:
         self._keep = keep
         self._keep_bytes = keep_bytes
-        self._ring: deque[tuple[int, str | None, bytes]] = deque()  # (id, job, JSON line)
+        self._frames: deque[bytes] = deque()
+        self._jobs: deque[str | None] = deque()
+        self._ends: deque[int] = deque()  # bytes appended in all, up to and with this frame
+        self._appended = 0
         self._bytes = 0
         self.last_id = 0
         self._new = trio.lowlevel.ParkingLot()
         self.closed = False
+        self.readers = 0  # streams opened so far (spreads their write times, see _stream)
 
     # -- writing (synchronous: called from the outbox's emit) --------------------------------
 
     def append(self, event: Event, line: bytes) -> None:
         self.last_id += 1
         job = event.get("job")
-        job_id = job if isinstance(job, str) else None
-        self._ring.append((self.last_id, job_id, line))
-        self._bytes += len(line)
-        while len(self._ring) > self._keep or (self._bytes > self._keep_bytes and self._ring):
-            self._bytes -= len(self._ring.popleft()[2])
+        frame = b"id: %d\ndata: %s\n\n" % (self.last_id, line.rstrip(b"\n"))
+        self._appended += len(frame)
+        self._frames.append(frame)
+        self._jobs.append(job if isinstance(job, str) else None)
+        self._ends.append(self._appended)
+        self._bytes += len(frame)
+        while len(self._frames) > self._keep or (self._bytes > self._keep_bytes and self._frames):
+            self._bytes -= len(self._frames.popleft())
+            self._jobs.popleft()
+            self._ends.popleft()
         if self._new:
             self._new.unpark_all()
 
@@ -59,14 +82,24 @@ class EventLog:
     @property
     def first_id(self) -> int:
         """The id of the oldest event still kept (``last_id + 1`` when none is)."""
-        return self._ring[0][0] if self._ring else self.last_id + 1
+        return self.last_id - len(self._frames) + 1
 
-    def since(self, after: int) -> list[tuple[int, str | None, bytes]]:
-        """The kept events with an id above ``after``, oldest first (ids are consecutive, so
-        the first one's place in the ring is known without a search)."""
-        if not self._ring or after >= self.last_id:
-            return []
-        return list(islice(self._ring, max(0, after + 1 - self._ring[0][0]), None))
+    def read(self, after: int, job: str | None = None) -> tuple[bytes, int]:
+        """The frames of kept events above ``after`` (``job``'s only, if given), joined: at most
+        :data:`CHUNK_EVENTS` events and :data:`CHUNK_BYTES` bytes of the log (one frame at
+        least), and the id of the last event looked at (``after`` when none is kept). Ids are
+        consecutive, so the first one's place in the ring is known without a search."""
+        first = self.first_id
+        start = max(0, after + 1 - first)
+        if start >= len(self._frames):
+            return b"", max(after, first - 1)
+        stop = min(len(self._frames), start + CHUNK_EVENTS)
+        budget = self._ends[start] - len(self._frames[start]) + CHUNK_BYTES
+        stop = max(start + 1, bisect_right(self._ends, budget, start, stop))
+        frames: Iterator[bytes] = islice(self._frames, start, stop)
+        if job is not None:
+            frames = compress(frames, map(eq, islice(self._jobs, start, stop), repeat(job)))
+        return b"".join(frames), first + stop - 1
 
     async def wait_beyond(self, after: int) -> None:
         """Return once an event above ``after`` exists, or the log is closed."""

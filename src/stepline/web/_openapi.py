@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from .._version import __version__
 from ._errors import STATUS_OF
+from ._schemas import SCHEMAS, STATES
 
 __all__ = ["openapi_document"]
 
@@ -65,7 +66,6 @@ _JOB_LINKS: Final = {
     for op in ("getJob", "cancel", "logs", "graph")
 }
 _TEMPLATE_BODY = {"required": True, "content": {"application/json": {"schema": _OBJECT}}}
-_STATES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
 _PATHS: Final[dict[str, Any]] = {
     "/jobs": {
@@ -89,7 +89,7 @@ _PATHS: Final[dict[str, Any]] = {
             "parameters": [
                 _query(
                     "state",
-                    {"type": "array", "items": {"type": "string", "enum": _STATES}},
+                    {"type": "array", "items": {"type": "string", "enum": STATES}},
                     "only jobs in one of these states (repeat the parameter)",
                 ),
                 _query("name", {"type": "string"}, "only jobs of this name"),
@@ -374,122 +374,6 @@ _PATHS: Final[dict[str, Any]] = {
     },
 }
 
-_SCHEMAS: Final[dict[str, Any]] = {
-    "Error": {
-        "type": "object",
-        "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-    },
-    "Submit": {
-        "type": "object",
-        "description": "exactly one of job and template",
-        "oneOf": [{"required": ["job"]}, {"required": ["template"]}],
-        "additionalProperties": False,
-        "properties": {
-            "job": {"type": "object", "description": "a job spec (docs/protocol.md)"},
-            "template": {"type": "string"},
-            "params": {"type": "object"},
-            "name": {"type": "string"},
-        },
-    },
-    "Schedule": {
-        "type": "object",
-        "description": "exactly one of cron and every, exactly one of job and template",
-        "allOf": [
-            {"oneOf": [{"required": ["cron"]}, {"required": ["every"]}]},
-            {"oneOf": [{"required": ["job"]}, {"required": ["template"]}]},
-        ],
-        "additionalProperties": False,
-        "properties": {
-            "cron": {"type": "string"},
-            "every": {"type": "number", "exclusiveMinimum": 0},
-            "tz": {"type": "string"},
-            "job": {"type": "object"},
-            "template": {"type": "string"},
-            "params": {"type": "object"},
-            "name": {"type": "string"},
-            "overlap": {"type": "string", "enum": ["skip", "allow"]},
-        },
-    },
-    "Accepted": {
-        "type": "object",
-        "required": ["job"],
-        "properties": {"job": {"type": "string"}},
-    },
-    "HookAccepted": {
-        "type": "object",
-        "required": ["job", "ignored"],
-        "properties": {
-            "job": {"type": "string"},
-            "ignored": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "keys of the body the template does not take, left out",
-            },
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["job", "state"],
-        "properties": {
-            "job": {"type": "string"},
-            "state": {"type": "string", "enum": _STATES},
-            "name": {"type": ["string", "null"]},
-            "elapsed": {"type": "number"},
-            "output": {},
-            "error": {"type": ["object", "null"]},
-        },
-    },
-    "Logs": {
-        "type": "object",
-        "required": ["job", "lines", "next", "trimmed", "done"],
-        "properties": {
-            "job": {"type": "string"},
-            "next": {"type": "integer"},
-            "done": {"type": "boolean"},
-            "trimmed": {"type": "integer"},
-            "lines": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["n", "ts", "stream", "line"],
-                    "properties": {
-                        "n": {"type": "integer"},
-                        "ts": {"type": "number"},
-                        "step": {"type": "string"},
-                        "stream": {"type": "string"},
-                        "line": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "Graph": {
-        "type": "object",
-        "required": ["kind", "nodes"],
-        "properties": {
-            "kind": {"type": "string", "enum": ["tasks", "steps"]},
-            "nodes": {"type": "array"},
-        },
-    },
-    "Stats": {
-        "type": "object",
-        "required": ["queued", "running", "finished", "workers", "queue_size"],
-        "properties": {
-            "queued": {"type": "integer"},
-            "running": {"type": "integer"},
-            "finished": {"type": "object"},
-            "workers": {"type": "integer"},
-            "queue_size": {"type": "integer"},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "required": ["ok", "state"],
-        "properties": {"ok": {"type": "boolean"}, "state": {"type": "string"}},
-    },
-}
-
 
 def openapi_document(*, token: bool) -> dict[str, Any]:
     """The document; with a token set, every operation requires the bearer scheme."""
@@ -501,7 +385,7 @@ def openapi_document(*, token: bool) -> dict[str, Any]:
             "description": "The HTTP front of `stepline serve --http` (docs/http.md).",
         },
         "paths": _PATHS,
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": SCHEMAS},
     }
     if token:
         doc["components"] = {

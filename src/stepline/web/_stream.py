@@ -7,16 +7,20 @@ with what comes next, unless ``?after=N`` asks for a replay (``after=0``: everyt
 When events the client asked for are no longer kept, a comment says where the log now starts.
 A comment is sent every :data:`KEEPALIVE` seconds of silence, so proxies keep the connection.
 
-A stream woken by new events waits :data:`GATHER` seconds before it reads them, so it sends one
-chunk for everything emitted meanwhile: with many clients and a busy executor, a write per
-client per wake-up cost more than the jobs themselves (bench/http_load.py, 200 streams beside a
-stdin driver: 34 driver jobs a second gathering for 0.1 s, 667 for 0.5 s, against about 6,000
-with no stream). Half a second later is still live to a person watching.
+Writes are gathered, and spread in time. A stream writes at most once per :data:`GATHER` seconds,
+everything emitted meanwhile in one chunk (frames encoded once by the log, joined), and each
+stream writes at its own phase of that period: with many clients and a busy executor, a write
+per client per event cost more than the jobs themselves, and clients all woken by the same event
+made one long turn of the event loop that every job waited behind (bench/http_load.py, numbers
+in NOTES). A chunk holds at most what one :meth:`EventLog.read` returns (bounded in events and
+bytes), so a stream's memory stays bounded however far behind its reader is; a reader that falls
+behind what the log keeps is told which events it missed, in a comment, and goes on from the
+oldest kept one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Final
 
 import trio
@@ -26,10 +30,11 @@ from starlette.responses import Response, StreamingResponse
 from ._errors import ApiError
 from ._events import EventLog
 
-__all__ = ["GATHER", "KEEPALIVE", "event_stream"]
+__all__ = ["GATHER", "KEEPALIVE", "event_stream", "messages"]
 
 KEEPALIVE: Final = 15.0
 GATHER: Final = 0.5
+_SPREAD: Final = 0.6180339887  # golden ratio: consecutive streams' phases land far apart
 
 
 def event_stream(request: Request, log: EventLog) -> Response:
@@ -37,8 +42,16 @@ def event_stream(request: Request, log: EventLog) -> Response:
     job = request.query_params.get("job")
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(
-        _messages(log, after, job), media_type="text/event-stream", headers=headers
+        messages(log, after, job, phase=_phase(log)),
+        media_type="text/event-stream",
+        headers=headers,
     )
+
+
+def _phase(log: EventLog) -> float:
+    """Where in each :data:`GATHER` period this stream writes (spread over the streams)."""
+    log.readers += 1
+    return (log.readers * _SPREAD) % 1.0 * GATHER
 
 
 def _start(request: Request, log: EventLog) -> int:
@@ -54,29 +67,38 @@ def _start(request: Request, log: EventLog) -> int:
     return after
 
 
-async def _messages(log: EventLog, after: int, job: str | None) -> AsyncIterator[bytes]:
+async def messages(
+    log: EventLog, after: int, job: str | None, *, phase: float = 0.0
+) -> AsyncGenerator[bytes, None]:
+    """The stream's chunks: events above ``after`` (of ``job`` only, if given), then live ones
+    until the log closes. What is kept is sent at once; later writes wait for the stream's
+    ``phase`` of the :data:`GATHER` period."""
     yield b"retry: 1000\n\n"
-    if after + 1 < log.first_id:
-        yield f": events {after + 1} to {log.first_id - 1} are no longer kept\n\n".encode()
     while True:
-        with trio.move_on_after(KEEPALIVE) as waiting:
-            await log.wait_beyond(after)
-        if waiting.cancelled_caught:
-            yield b": keepalive\n\n"
-            continue
+        if after + 1 < log.first_id:
+            yield f": events {after + 1} to {log.first_id - 1} are no longer kept\n\n".encode()
+            after = log.first_id - 1
+        chunk, last = log.read(after, job)
+        if last > after:
+            behind = last < log.last_id  # the read was cut: more is kept already
+            after = last
+            if chunk:
+                yield chunk
+            if behind:
+                continue  # no gathering while the reader is behind
+        elif log.closed:
+            return  # the executor has stopped and everything kept was sent
+        else:
+            with trio.move_on_after(KEEPALIVE) as waiting:
+                await log.wait_beyond(after)
+            if waiting.cancelled_caught:
+                yield b": keepalive\n\n"
+                continue
         if not log.closed:
-            await trio.sleep(GATHER)
-        batch = log.since(after)
-        if not batch:
-            if log.closed:
-                return  # the executor has stopped
-            after = log.last_id  # an event too big to keep came and went
-            continue
-        after = batch[-1][0]
-        chosen = [
-            b"id: %d\ndata: %s\n\n" % (event_id, line.rstrip(b"\n"))
-            for event_id, event_job, line in batch
-            if job is None or event_job == job
-        ]
-        if chosen:
-            yield b"".join(chosen)
+            await trio.sleep_until(_next_turn(phase))
+
+
+def _next_turn(phase: float) -> float:
+    """The next moment at ``phase`` within the :data:`GATHER` period."""
+    now = trio.current_time()
+    return now + ((phase - now) % GATHER or GATHER)

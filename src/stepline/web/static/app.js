@@ -528,8 +528,19 @@ function setupFilters() {
   }
 }
 
+// The table keeps MAX_ROWS rows; an older job is opened by its id (its page needs no row).
+function setupFind() {
+  $("rows-note").textContent = `The newest ${MAX_ROWS} jobs are listed (GET /jobs?limit=N for more).`;
+  $("find-job").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = $("find-job-id").value.trim();
+    if (id) location.hash = "job=" + encodeURIComponent(id);
+  });
+}
+
 async function start() {
   setupSubmit();
+  setupFind();
   setupFilters();
   connect(); // live first, then the records: nothing falls between the two
   const { jobs: records } = await call("GET", "/jobs?limit=" + MAX_ROWS);
