@@ -58,6 +58,9 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 class Submit:
     job: Any
     name: str | None
+    # As `stepline serve` submits: `submit_nowait` first (which runs a job at once when a worker
+    # would start it at once and nothing in it can wait), `submit` when that would block.
+    nowait: bool = False
 
 
 @attrs.frozen
@@ -158,7 +161,8 @@ jobs = st.one_of(
     ),
 )
 _WEIGHTED_OPS: list[st.SearchStrategy[Op]] = [
-    *[st.builds(Submit, jobs, st.none() | st.just("named"))] * 7,  # mostly submits: queues
+    # mostly submits: queues
+    *[st.builds(Submit, jobs, st.none() | st.just("named"), st.booleans())] * 7,
     *[st.builds(Cancel, st.integers(0, 4))] * 2,  # fill up, submits park or bounce
     st.builds(Cancel, st.none()),
     st.builds(Status, st.none() | st.just("all") | st.integers(0, 4)),
@@ -199,7 +203,7 @@ class View:
     """What the event stream has said about one job so far."""
 
     id: str
-    job: Job
+    job: Job | None = None  # set by register, once submit has returned the record
     started: bool = False
     finished: Event | None = None
     cancel_expected: bool = False
@@ -240,6 +244,7 @@ class CheckingOutbox:
             if view is not None:
                 return "accepted twice"
             self.order.append(job_id)
+            self.views[job_id] = View(job_id)
             return None
         if view is None:
             return f"{kind} before accepted"
@@ -277,7 +282,7 @@ class CheckingOutbox:
     def register(self, job: Job) -> None:
         """The executor handed us the record of a job whose ``accepted`` we saw."""
         assert job.id in self.order, job.id
-        self.views[job.id] = View(job.id, job)
+        self.views[job.id].job = job
 
     # -- derived state -----------------------------------------------------------------------
 
@@ -366,7 +371,7 @@ class Harness:
 
         async def submit() -> None:
             try:
-                job = await self.ex.submit(op.job, name=op.name)
+                job = await self._submit(op)
             except (QueueFull, ShuttingDown) as exc:
                 pending.result = exc
                 return
@@ -383,6 +388,14 @@ class Harness:
             assert isinstance(pending.result, expected), (op, pending.result)
         else:
             assert pending.result is None, "a submit to a full queue must wait (block mode)"
+
+    async def _submit(self, op: Submit) -> Job:
+        if op.nowait:
+            try:
+                return self.ex.submit_nowait(op.job, name=op.name)
+            except trio.WouldBlock:
+                pass
+        return await self.ex.submit(op.job, name=op.name)
 
     async def op_Cancel(self, op: Cancel) -> None:
         job_id = self._pick(op.target)
@@ -494,6 +507,7 @@ class Harness:
 
 def check_against_model(view: View) -> None:
     """A job nobody cancelled ends exactly as the reference model computes, when it can."""
+    assert view.job is not None, f"{view.id} was accepted, but no submit returned it"
     expected = job_outcome(view.job.spec)
     finished = view.finished
     assert finished is not None

@@ -318,3 +318,23 @@ async def test_two_quick_signals_never_end_by_signal(gap: float) -> None:
         with trio.fail_after(10):
             rc = await sl.proc.wait()
     assert rc in (0, 130), rc
+
+
+def test_jobs_that_cannot_wait_run_as_they_are_read_behind_a_waiting_one() -> None:
+    # Jobs that complete at once run where they are read while a worker is free and none waits:
+    # each one's events before the next submit's. Behind a job that waits for its worker
+    # (queued, not started), they keep their place in the queue.
+    cmds = [
+        *[{"op": "submit", "id": i, "job": {"value": i}} for i in range(3)],
+        {"op": "submit", "id": "slow", "job": {"sleep": 0.2}},
+        {"op": "submit", "id": "busy", "job": {"sleep": 0.2}},
+        {"op": "submit", "id": "behind", "job": {"value": "b"}},
+    ]
+    events, rc, stderr = run_cli(cmds, "--workers", "2")
+    assert rc == 0, stderr
+    lifecycle_ok(events)
+    quick = [(e["event"], e["id"]) for e in events if e.get("id") in (0, 1, 2)]
+    assert quick == [(kind, i) for i in range(3) for kind in ("accepted", "started", "finished")]
+    started = [e["id"] for e in by_event(events, "started")]
+    assert sorted(started[3:5]) == ["busy", "slow"]  # two workers: either may start first
+    assert started[5] == "behind"

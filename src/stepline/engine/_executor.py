@@ -6,6 +6,13 @@ Flow of a job::
                                                                 │ receive
                          JobTable.finish ◀── run_step ◀── worker: JobTable.start
 
+A job that a worker would start at once (no job is waiting, a worker is free) and whose steps can
+never await (:func:`~stepline.engine._interpret.completes_at_once`: a bare ``value``, say) skips
+the queue: :meth:`Executor.submit_nowait` runs it where it was read, through the same transitions
+(:func:`~stepline.engine._execution.execute_at_once`), so its ``started`` and ``finished`` follow
+its ``accepted`` before the next command is read. Nothing is reordered that a worker would not
+have run in the same order: the queue is empty, and only a synchronous submit does it.
+
 The queue is one bounded memory channel, owned by :class:`~stepline.engine._queue.JobQueue` (which
 counts what it holds, since every put and take goes through it); its size is ``--queue``. A
 submit that finds it full either raises ``QueueFull`` (``on_full="reject"``) or parks until a
@@ -21,53 +28,38 @@ it directly (:func:`stepline.open_executor`).
 from __future__ import annotations
 
 import enum
-import logging
 import math
 from collections.abc import Mapping
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from .._errors import (
-    BadCommand,
-    InvalidJob,
-    QueueFull,
-    ShuttingDown,
-    StepFailed,
-    Unavailable,
-    UnknownTemplate,
-)
+from .._errors import BadCommand, InvalidJob, QueueFull, ShuttingDown, UnknownTemplate
 from ..runners._base import Runner
 from ..runners._local import LocalRunner
 from ..runners._sandbox import SandboxRunner
-from ..spec._model import JobSpec, Modifiers
+from ..spec._model import JobSpec
 from ..spec._policy import check_run_policy
 from ..spec._signature import check_arguments
 from ..spec._validate import validate_job, validate_template
 from ..wire._events import RequestId, event
 from ..wire._outbox import Outbox
-from ._artifacts import collect_artifacts
 from ._attach import Attachment, Attachments, ShutdownMode
 from ._config import Config
 from ._durable import DurableState
+from ._execution import INTERRUPTED, Outcome, execute, execute_at_once
 from ._http import HttpClient
-from ._interpret import Services, StepContext, run_step, with_modifiers
+from ._interpret import Services, completes_at_once
 from ._jobs import FINAL_STATES, FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
 from ._tasks import Cleanups
-from ._workspace import Workspace, WorkspacePool, without_files
+from ._workspace import WorkspacePool
 
 __all__ = ["Config", "Executor", "ExecutorState"]
 
 _A = TypeVar("_A")
 
-log = logging.getLogger("stepline")
-
 _FAIRNESS = 32  # a worker yields to the scheduler at least once every this many jobs
-
-_Outcome: TypeAlias = tuple[JobState, Any, dict[str, Any] | None]
-# The outcome of steps cut short by their scope; _conclude turns it into cancelled or timed_out.
-_INTERRUPTED: _Outcome = (JobState.CANCELLED, None, None)
 
 
 class ExecutorState(enum.Enum):
@@ -99,6 +91,7 @@ class Executor:
         self.queue = JobQueue(config.queue_size)
         self._room = trio.lowlevel.ParkingLot()  # submitters waiting for a queue slot
         self.closed = trio.Event()
+        self._working = False  # the workers are taking jobs (between run's start and its end)
         # --state (engine/_durable.py): None keeps every path in memory, and fast.
         self.durable: DurableState | None = None
         self._write_ahead: DurableState | None = None  # set when steps wait for their start
@@ -128,10 +121,12 @@ class Executor:
                 async with trio.open_nursery() as workers:
                     for _ in range(self.config.workers):
                         workers.start_soon(self._worker)
+                    self._working = True
                     task_status.started()
                 await self._attached.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
         finally:
+            self._working = False
             self._attached.ended()
             with trio.CancelScope(shield=True):
                 await self.http.aclose()
@@ -178,7 +173,7 @@ class Executor:
                     self._finish_interrupted(job, JobState.CANCELLED, "executor was cancelled")
                 raise
             for job in running:  # the scope caught this job's cancel or deadline
-                self._conclude(job, _INTERRUPTED)
+                self._conclude(job, INTERRUPTED)
 
     async def _run_jobs(self, scope: trio.CancelScope, running: list[Job]) -> bool:
         """Run jobs in ``scope``: True once the queue has ended, False when the scope is spent."""
@@ -199,7 +194,7 @@ class Executor:
             self.table.start(job, scope)
             if self._write_ahead is not None:
                 await self._write_ahead.wait_recorded()  # --on-restart fail
-            outcome = await self._execute(job)
+            outcome = await execute(job, self._services, self.workspaces, self.config.artifacts)
             running.clear()
             self._conclude(job, outcome)
             if _may_be_interrupted(job):
@@ -225,7 +220,7 @@ class Executor:
 
     # -- running one job ---------------------------------------------------------------------
 
-    def _conclude(self, job: Job, outcome: _Outcome) -> None:
+    def _conclude(self, job: Job, outcome: Outcome) -> None:
         """Write the job's one ``finished``: an interruption wins over what the steps returned."""
         if job.cancel_reason is not None:
             self._finish_interrupted(job, JobState.CANCELLED, job.cancel_reason)
@@ -234,42 +229,6 @@ class Executor:
         else:
             state, output, error = outcome
             self.table.finish(job, state, output=output, error=error)
-
-    async def _execute(self, job: Job) -> _Outcome:
-        """Run the job's steps; a cancellation of its scope propagates to the worker."""
-        workspace = None
-        if not without_files(job.spec.body):
-            workspace = Workspace(
-                job.id,
-                keep=job.spec.keep_workspace,
-                emit=lambda ev: self.outbox.emit(job.tag(ev)),
-                pool=self.workspaces,
-            )
-        spec = job.spec
-        ctx = StepContext(job, self._services, workspace, spec.limits, spec.runner)
-        try:
-            if spec.retry is None:
-                return JobState.SUCCEEDED, await run_step(spec.body, ctx), None
-            return JobState.SUCCEEDED, await _retry_body(spec, ctx), None
-        except StepFailed as exc:
-            return JobState.FAILED, None, exc.to_wire()
-        except Unavailable as exc:  # a feature its graph needed at run time did not load
-            error = {"type": exc.code, "message": exc.message, "step": job.step}
-            return JobState.FAILED, None, error
-        except Exception as exc:
-            log.exception("internal error in job %s", job.id)
-            error = {"type": "internal", "message": _describe(exc), "step": job.step}
-            return JobState.FAILED, None, error
-        finally:
-            if spec.artifacts:  # copied out before the workspace goes (_artifacts.py)
-                await self._keep_artifacts(job, workspace)
-            if workspace is not None and workspace.created:  # on first use only: _workspace.py
-                await workspace.aclose()  # before `finished` is emitted
-
-    async def _keep_artifacts(self, job: Job, workspace: Workspace | None) -> None:
-        path = workspace.path() if workspace is not None and workspace.created else None
-        patterns, root = job.spec.artifacts, self.config.artifacts
-        job.artifacts = await collect_artifacts(path, patterns, root, job.id)
 
     def _finish_interrupted(self, job: Job, state: JobState, message: str) -> None:
         if job.state is JobState.RUNNING:
@@ -324,12 +283,32 @@ class Executor:
         """:meth:`submit` if it needs no waiting; else ``trio.WouldBlock``, before validating.
 
         It would wait when the queue is full, or with ``--state`` (the record is written first).
+        A job that a worker would start at once and that completes at once is run here, before
+        this returns (see the module docstring).
         """
         if self.durable is not None or self._queue_is_full():
             raise trio.WouldBlock
         self.check_accepting()
         spec = self.validate(job, template, params)
+        if self._worker_would_start_now() and completes_at_once(spec.body) and _plain(spec):
+            record = self.table.accept(spec, name=name, request_id=request_id, **extra)
+            self._run_at_once(record)
+            return record
         return self._enqueue(spec, name, request_id, extra)
+
+    def _worker_would_start_now(self) -> bool:
+        """Whether a job queued now would be the next one taken, by a worker free to take it."""
+        table = self.table
+        return (
+            self._working and table.queued_count == 0 and table.running_count < self.config.workers
+        )
+
+    def _run_at_once(self, job: Job) -> None:
+        """Start, run and finish ``job`` now: it can neither wait nor be interrupted, so it
+        needs no scope (``JobTable.start`` with None) and no worker."""
+        self.table.start(job, None)
+        state, output, error = execute_at_once(job, self._services)
+        self.table.finish(job, state, output=output, error=error)
 
     def _enqueue(
         self, spec: JobSpec, name: str | None, request_id: RequestId, extra: dict[str, Any]
@@ -514,6 +493,12 @@ class Executor:
         return len(self.queue) + self._reserved >= self.queue.size
 
 
+def _plain(spec: JobSpec) -> bool:
+    """Whether the job itself adds nothing a worker must wait for: no timeout, retry or
+    artifacts (its steps are checked by ``completes_at_once``)."""
+    return spec.timeout is None and spec.retry is None and not spec.artifacts
+
+
 _NO_CALLBACKS = (
     "no callbacks are attached to this executor to run on_finish "
     "(stepline serve and stepline.open_executor attach them)"
@@ -525,16 +510,3 @@ def _may_be_interrupted(job: Job) -> bool:
     first, ``JobTable.cancel``) or the job's own deadline cancels it. Asking the scope
     (``cancel_called`` reads the clock) for every other job shows on the trivial path."""
     return job.cancel_reason is not None or job.spec.timeout is not None
-
-
-async def _retry_body(spec: JobSpec, ctx: StepContext) -> Any:
-    """The job's steps under the job-level ``retry``."""
-    mods = Modifiers(retry=spec.retry)
-    return await with_modifiers(lambda: run_step(spec.body, ctx), mods, None, ctx)
-
-
-def _describe(exc: BaseException) -> str:
-    """``internal error: ZeroDivisionError: ...``, looking through nursery exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return f"internal error: {type(exc).__name__}: {exc}"

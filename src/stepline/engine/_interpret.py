@@ -61,7 +61,9 @@ __all__ = [
     "TAIL_CHARS",
     "Services",
     "StepContext",
+    "completes_at_once",
     "output_tails",
+    "run_at_once",
     "run_step",
     "signal_name",
     "step_loading",
@@ -134,6 +136,45 @@ async def run_step(step: Step, ctx: StepContext) -> Any:
         ctx.emit_step(step, "succeeded")
     job.step = parent
     return output
+
+
+def completes_at_once(step: Step) -> bool:
+    """Whether running ``step`` can never await: ``value`` and ``fail`` steps, in sequences and
+    ``try`` blocks, none with a timeout or retry. Such a step needs no task and no cancel scope:
+    nothing can interrupt it, since no other task runs until it is done."""
+    kind = type(step)
+    if kind is Value or kind is Fail:
+        return step.mods.timeout is None and step.mods.retry is None
+    if kind is Seq:
+        assert isinstance(step, Seq)  # (for mypy: `type(step) is` does not narrow)
+        return _no_wrappers(step.mods) and all(completes_at_once(s) for s in step.steps)
+    if kind is Try:
+        assert isinstance(step, Try)
+        catch = step.catch
+        return (
+            _no_wrappers(step.mods)
+            and completes_at_once(step.body)
+            and (catch is None or completes_at_once(catch))
+        )
+    return False
+
+
+def _no_wrappers(mods: Modifiers) -> bool:
+    return mods.timeout is None and mods.retry is None
+
+
+def run_at_once(step: Step, ctx: StepContext) -> Any:
+    """:func:`run_step` for a step that :func:`completes_at_once`, without a task: the same
+    interpreters, driven by hand, so the trace events and errors are those of any other run."""
+    if type(step) is Value and not ctx.services.trace:
+        return step.value  # all that run_step does for it, less the step path it puts back
+    running = run_step(step, ctx)
+    try:
+        running.send(None)
+    except StopIteration as done:
+        return done.value
+    running.close()
+    raise RuntimeError(f"step {step.path or '(root)'} awaited, but was run at once")
 
 
 async def with_modifiers(

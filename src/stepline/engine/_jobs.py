@@ -100,7 +100,8 @@ class Job:
     output: Any = None
     error: dict[str, Any] | None = None
     # The job's one cancel scope, given by its worker at start (see Executor._worker); its deadline
-    # is the job-level timeout, set when the job starts.
+    # is the job-level timeout, set when the job starts. None for a job run at once: nothing can
+    # interrupt it (engine/_execution.py).
     scope: trio.CancelScope | None = None
     # Why the job is being cancelled; set once, by the first cancel. A job whose scope fires
     # with no reason set has hit its own deadline: it timed out.
@@ -319,14 +320,17 @@ class JobTable:
             accepted["id"] = request_id
         return accepted
 
-    def start(self, job: Job, scope: trio.CancelScope) -> None:
-        """A worker took the job: queued → running in ``scope``; its deadline starts now."""
+    def start(self, job: Job, scope: trio.CancelScope | None) -> None:
+        """A worker took the job: queued → running in ``scope``; its deadline starts now.
+
+        ``scope`` None: the job is run at once, finished before any other task runs, so nothing
+        can cancel it and it has no deadline (``Executor.submit_nowait``)."""
         self._move(job, JobState.RUNNING)
         del self._queued[job.id]
         self._running[job.id] = job
         job.scope = scope
         job.started_at = trio.current_time()
-        if job.spec.timeout is not None:
+        if job.spec.timeout is not None and scope is not None:
             scope.deadline = job.started_at + job.spec.timeout
         job.started = now = time.time()
         started = job.tag({"event": "started", "ts": now, "job": job.id})
@@ -455,6 +459,10 @@ class JobTable:
     @property
     def queued_count(self) -> int:
         return len(self._queued)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ log = logging.getLogger("stepline")
 
 DEFAULT_MAX_LINE = 1 << 20
 HARD_STOP_FLUSH = 1.0  # seconds a hard stop waits for the last events to be written
+_FAIRNESS = 64  # the reader yields to the scheduler at least once every this many commands
 
 
 class Front(Protocol):
@@ -148,12 +149,20 @@ class Server:
 
     async def _serve(self, signals: AsyncIterator[int] | None) -> None:
         async with trio.open_nursery() as inner:
-            inner.start_soon(self._read_commands)
             inner.start_soon(self._watch_broken_pipe)
             if signals is not None:
                 inner.start_soon(self._watch_signals, signals)
-            await self.executor.run()
-            inner.cancel_scope.cancel()
+            # Commands are read once the workers are up: a job that finds them idle may run at
+            # once (Executor.submit_nowait), and input already waiting must not miss that.
+            await inner.start(self._run_executor, inner.cancel_scope)
+            inner.start_soon(self._read_commands)
+
+    async def _run_executor(
+        self, tasks: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Run the executor (started: its workers are up); once it has ended, end ``tasks``."""
+        await self.executor.run(task_status=task_status)
+        tasks.cancel()
 
     def _ready(self) -> dict[str, object]:
         config = self.executor.config
@@ -183,15 +192,22 @@ class Server:
             stdin = SettleBeforeWaiting(stdin, self._settle)
         try:
             async with stdin:
+                handled = 0
                 async for lines in read_lines(stdin, self._max_line):
                     for line in lines:
                         # Only a congested outbox makes the reader wait. Yielding per line cost a
                         # full scheduler pass per command (4x the passes of the bare trio loop);
-                        # receive_some and a full queue are the reader's yield points instead.
+                        # receive_some, a full queue and every _FAIRNESS commands are the
+                        # reader's yield points instead (jobs run at once run in the reader:
+                        # without that last one, a chunk of them would hold the writer, the
+                        # workers and the heartbeats for as long as they all take).
                         if self.outbox.congested:
                             await self.outbox.wait_writable()
                         if not self._handle_line_nowait(line):
                             await self._handle_line(line)
+                        handled += 1
+                        if not handled % _FAIRNESS:
+                            await trio.lowlevel.checkpoint()
                     if settle_each_chunk:
                         await self._settle()
         finally:
