@@ -109,3 +109,17 @@ def test_state_overhead_takes_turns_against_a_revision() -> None:
     assert "--queue 30 (2 rounds" in proc.stdout
     assert "--state / in-memory:" in proc.stdout
     assert "--state / --state@HEAD:" in proc.stdout
+
+
+def test_process_jobs_splits_the_cpu_by_thread_against_a_revision() -> None:
+    """NOTES.md, Performance: ``process_jobs.py --against REV`` in its smallest form (HEAD stands
+    in for the older revision), floors included."""
+    script = RUN.parent / "process_jobs.py"
+    argv = [sys.executable, str(script), "--jobs", "20", "--rounds", "2", "--against", "HEAD"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "20 x true, 8 workers, 2 rounds" in proc.stdout
+    assert "loop" in proc.stdout
+    assert "other threads" in proc.stdout
+    assert "this against HEAD:" in proc.stdout
+    assert "vs pool" in proc.stdout

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base
+from stepline.runners import _base, _forkexec
 from stepline.runners import _capture as _process
 from stepline.runners._base import OUTPUT_CAP, Launch, ProcessResult, ProcessStartError
 from stepline.runners._local import LocalRunner, ProcessGroups
@@ -26,14 +26,18 @@ from stepline.runners._local import LocalRunner, ProcessGroups
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-@pytest.fixture(autouse=True, params=["one task", "two tasks"])
+@pytest.fixture(autouse=True, params=["one task", "two tasks", "Popen"])
 def drain_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test twice: output drained by the calling task through a private epoll (Linux),
-    and by a second task for stderr, the way without epoll (``_process._EPOLL`` is None)."""
+    """Every test three times: output drained by the calling task through a private epoll
+    (Linux), and by a second task for stderr, the way without epoll (``_process._EPOLL`` is
+    None); children started by CPython's ``fork_exec`` directly, and (``Popen``) by ``Popen``,
+    the way where that is not available."""
     if request.param == "two tasks":
         monkeypatch.setattr(_process, "_EPOLL", None)
     elif _process._EPOLL is None:  # noqa: SLF001 (the private fast path this test switches)
         pytest.skip("no epoll on this platform")
+    if request.param == "Popen":
+        monkeypatch.setattr(_forkexec, "AVAILABLE", False)
 
 
 async def run_process(
@@ -216,6 +220,11 @@ async def test_cwd_is_a_file(tmp_path: Path) -> None:
 async def test_unusable_argv(argv: list[str]) -> None:
     with pytest.raises(ProcessStartError):
         await run_process(argv)
+
+
+async def test_an_environment_name_with_equals_is_refused() -> None:
+    with pytest.raises(ProcessStartError, match="illegal environment variable name"):
+        await run_process(["true"], env={"A=B": "1"})
 
 
 async def test_start_failure_leaves_registry_empty() -> None:

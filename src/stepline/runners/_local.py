@@ -40,19 +40,16 @@ import functools
 import os
 import signal
 from collections.abc import Iterator, Mapping
-from typing import Final
 
 import trio
 
 from ._base import Launch, ProcessResult, ProcessStartError
 from ._capture import communicate
 from ._spawn import Child, spawn
+from ._threads import run_on_spawner
 from ._tree import Containment, StepTree, shared_containment
 
-__all__ = ["SPAWNERS", "LocalProcess", "LocalRunner", "ProcessGroups"]
-
-SPAWNERS: Final = 4
-"""Spawner threads per runner: spawns that may overlap (each one a vfork and an exec)."""
+__all__ = ["LocalProcess", "LocalRunner", "ProcessGroups"]
 
 
 class ProcessGroups:
@@ -118,7 +115,6 @@ class LocalRunner:
     ) -> None:
         self.groups = groups if groups is not None else ProcessGroups()
         self._containment = containment
-        self._spawners: trio.CapacityLimiter | None = None  # made in trio, at the first start
 
     @property
     def containment(self) -> Containment:
@@ -128,7 +124,7 @@ class LocalRunner:
 
     def start(self, launch: Launch) -> LocalProcess:
         """Prepare the step's tree now; the fork and exec happen in :meth:`LocalProcess.wait`,
-        on a spawner thread (see :data:`SPAWNERS`)."""
+        on a spawner thread (:mod:`._threads`)."""
         if launch.runner != "local":
             raise ProcessStartError(f"the {launch.runner} runner is not available here")
         try:
@@ -140,9 +136,7 @@ class LocalRunner:
         except BaseException:
             tree.release()
             raise
-        if self._spawners is None:
-            self._spawners = trio.CapacityLimiter(SPAWNERS)
-        return LocalProcess(launch, env, self.groups, tree, self._spawners)
+        return LocalProcess(launch, env, self.groups, tree)
 
     def kill_all(self) -> None:
         self.groups.kill_all()
@@ -151,12 +145,13 @@ class LocalRunner:
 class LocalProcess:
     """One child and its group, as :class:`LocalRunner` hands it out; started by :meth:`wait`.
 
-    Why the fork and exec run on a thread: ``Popen`` (vfork) returns only once the child has
-    exec'd, and on the event loop that held every other job's events for as long, a slow exec
-    (a big binary, a cold disk) too, and made spawns serial. ``_posixsubprocess`` releases the
-    GIL meanwhile, so up to :data:`SPAWNERS` spawns overlap and the loop goes on (NOTES.md,
-    Performance, for what each way measured). The thread is never abandoned: a cancel waits for
-    the spawn to end, so there is no moment at which a started child is not ours to stop.
+    Why the fork and exec run on a thread: a vfork returns only once the child has exec'd, and
+    on the event loop that held every other job's events for as long, a slow exec (a big
+    binary, a cold disk) too, and made spawns serial. ``_posixsubprocess`` releases the GIL
+    meanwhile, so up to :data:`~._threads.SPAWNERS` spawns overlap and the loop goes on
+    (NOTES.md, Performance, for what each way measured). The thread is never abandoned: a
+    cancel waits for the spawn to end, so there is no moment at which a started child is not
+    ours to stop.
     """
 
     __slots__ = (
@@ -166,7 +161,6 @@ class LocalProcess:
         "_groups",
         "_hurried",
         "_launch",
-        "_spawners",
         "_tree",
     )
 
@@ -176,23 +170,20 @@ class LocalProcess:
         env: Mapping[str, str] | None,
         groups: ProcessGroups,
         tree: StepTree,
-        spawners: trio.CapacityLimiter,
     ) -> None:
         self._child: Child | None = None
         self._launch = launch
         self._env = env
         self._groups = groups
         self._tree = tree
-        self._spawners = spawners
         self._grace: trio.CancelScope | None = None  # a stop's wait for SIGTERM to work
         self._hurried = False
 
     async def _spawn(self) -> Child:
         launch = self._launch
         piped_stdin = launch.stdin is not None
-        child = await trio.to_thread.run_sync(
-            functools.partial(_spawn_in, self._tree, launch, self._env, piped_stdin=piped_stdin),
-            limiter=self._spawners,
+        child = await run_on_spawner(
+            functools.partial(_spawn_in, self._tree, launch, self._env, piped_stdin=piped_stdin)
         )
         self._child = child
         self._tree.adopt(child.pid)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import trio
 
+from . import _forkexec
 from ._base import ProcessStartError
 from ._capture import ReadEnd
 
@@ -23,22 +24,40 @@ __all__ = ["Child", "spawn"]
 
 
 class Child:
-    """A started child: the Popen that reaps it, a pidfd to wait on, and our ends of its pipes.
+    """A started child: its pid, a pidfd to wait on, and our ends of its pipes.
 
     Waiting uses a Linux pidfd (``pidfd_open``, Linux 5.3): it turns readable when the child
     exits, while the unreaped zombie keeps its pid, and so its process group id, reserved. Where
-    there is none we poll ``waitpid`` with a backoff up to 50 ms, which reaps as it goes.
+    there is none we poll ``waitpid`` with a backoff up to 50 ms, which reaps as it goes. A child
+    started by ``Popen`` (where :mod:`._forkexec` is not available) is reaped through its
+    ``Popen``, which would otherwise reap it behind our back later.
     """
 
-    __slots__ = ("_pidfd", "_popen", "pid", "stderr", "stdin", "stdout")
+    __slots__ = ("_pidfd", "_popen", "pid", "returncode", "stderr", "stdin", "stdout")
 
-    def __init__(self, popen: subprocess.Popen[bytes], pipes: _Pipes) -> None:
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None, pipes: _Pipes) -> None:
         self._popen = popen
-        self.pid = popen.pid
+        self.pid = pid
+        self.returncode: int | None = None
         self.stdin = None if pipes.stdin is None else trio.lowlevel.FdStream(pipes.stdin)
         self.stdout = ReadEnd(pipes.stdout)
         self.stderr = ReadEnd(pipes.stderr)
         self._pidfd: int | None = None  # opened on the first wait: most children are gone by then
+
+    def poll(self) -> int | None:
+        """Reap the child if it has exited: its exit status (negative: the signal that ended
+        it), or None while it runs. As ``Popen.poll``, a child reaped elsewhere counts as 0."""
+        if self._popen is not None:
+            return self._popen.poll()
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
     async def wait_exited(self) -> None:
         """Until the child has exited; not reaped where a pidfd exists (see the class doc)."""
@@ -48,13 +67,13 @@ class Child:
             await trio.lowlevel.wait_readable(self._pidfd)
             return
         delay = 0.001
-        while self._popen.poll() is None:
+        while self.poll() is None:
             await trio.sleep(delay)
             delay = min(2 * delay, 0.05)
 
     async def wait(self) -> int:
         """Reap the child and return its exit status (negative: the signal that ended it)."""
-        while (returncode := self._popen.poll()) is None:
+        while (returncode := self.poll()) is None:
             await self.wait_exited()
         return returncode
 
@@ -130,15 +149,15 @@ def spawn(
         pipes = _Pipes.open(piped_stdin)
     except OSError as exc:
         raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
-    full_env = None if env is None else _child_environ(env)
     path = env["PATH"] if env is not None and "PATH" in env else os.environ.get("PATH", os.defpath)
     try:
-        popen = _popen(argv, pipes, full_env, cwd, path)
+        full_env = None if env is None else _child_environ(env)
+        pid, popen = _start(argv, pipes, full_env, cwd, path)
     except (OSError, ValueError) as exc:
         pipes.close_all()
         raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
     pipes.close_child_ends()
-    return Child(popen, pipes)
+    return Child(pid, popen, pipes)
 
 
 def _child_environ(env: Mapping[str, str]) -> dict[bytes, bytes]:
@@ -154,35 +173,63 @@ def _child_environ(env: Mapping[str, str]) -> dict[bytes, bytes]:
     return {**base, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
 
 
-def _popen(
+def _start(
     argv: Sequence[str],
     pipes: _Pipes,
     env: Mapping[bytes, bytes] | None,
     cwd: str | None,
     path: str,
-) -> subprocess.Popen[bytes]:
-    """``Popen`` with the program found on ``path`` through :data:`_PROGRAMS` (once more
-    without, if the remembered path fails: the program may have moved)."""
+) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Start the child with the program found on ``path`` through :data:`_PROGRAMS` (once more
+    without, if the remembered path fails: the program may have moved); by
+    :func:`._forkexec.fork_exec` where it is available, else by ``Popen`` (which is returned
+    too: it reaps the child)."""
     executable = _PROGRAMS.find(argv[0], path)
     stdin = _devnull() if pipes.stdin is None else pipes.child_ends[2]
+    fds = (stdin, pipes.child_ends[0], pipes.child_ends[1])
     while True:
         try:
-            return subprocess.Popen(
-                list(argv),
-                executable=executable,
-                stdin=stdin,
-                stdout=pipes.child_ends[0],
-                stderr=pipes.child_ends[1],
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-                close_fds=True,
-            )
+            return _start_once(argv, executable, env, cwd, path, fds)
         except OSError:
             if executable is None:
                 raise
             _PROGRAMS.forget(argv[0])
             executable = None
+
+
+def _start_once(
+    argv: Sequence[str],
+    executable: str | None,
+    env: Mapping[bytes, bytes] | None,
+    cwd: str | None,
+    path: str,
+    fds: tuple[int, int, int],
+) -> tuple[int, subprocess.Popen[bytes] | None]:
+    if _forkexec.AVAILABLE:
+        env_list = None if env is None else _env_list(env)
+        return _forkexec.fork_exec(argv, executable, path, cwd, env_list, fds), None
+    popen = subprocess.Popen(
+        list(argv),
+        executable=executable,
+        stdin=fds[0],
+        stdout=fds[1],
+        stderr=fds[2],
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        close_fds=True,
+    )
+    return popen.pid, popen
+
+
+def _env_list(env: Mapping[bytes, bytes]) -> list[bytes]:
+    """``env`` as ``execve`` takes it; a name with ``=`` is refused, as ``Popen`` refuses it."""
+    entries = []
+    for name, value in env.items():
+        if b"=" in name:
+            raise ValueError("illegal environment variable name")
+        entries.append(name + b"=" + value)
+    return entries
 
 
 class _ProgramPaths:
