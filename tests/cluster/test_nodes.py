@@ -60,6 +60,9 @@ async def test_jobs_submitted_on_one_node_run_on_others_and_report_to_it(cluster
         outputs = {e["job"]: e["output"] for e in events if e["event"] == "finished"}
         by_id = {e["id"]: e["job"] for e in events if e["event"] == "accepted"}
         assert all(outputs[by_id[i]] == i for i in range(40))
+        # Every event of a job carries its submit's id, wherever the job ran (as in one process).
+        submit_of = {job: i for i, job in by_id.items()}
+        assert all(e["id"] == submit_of[e["job"]] for e in events if e.get("job") in submit_of)
 
 
 async def test_status_stats_and_templates_span_the_cluster(cluster_url):
@@ -93,15 +96,19 @@ async def test_cancel_from_another_node_stops_the_job_wherever_it_runs(cluster_u
             await a.send(*({"op": "submit", "id": i, "job": {"sleep": 60}} for i in range(6)))
             jobs = [(await a.wait_for("accepted", id=i))["job"] for i in range(6)]
             with trio.fail_after(20):
-                elsewhere = await a.wait_until(
+                # Read from the start: the waits above consume what they pass, and a started
+                # from the worker may come before a later job's accepted.
+                seen = [e for e in a.events if e["event"] == "started" and e["node"] != me]
+                elsewhere = seen[0] if seen else await a.wait_until(
                     lambda e: e["event"] == "started" and e["node"] != me
-                )
+                )  # fmt: skip
                 await a.send(*({"op": "cancel", "id": j, "job": j} for j in jobs))
                 states: dict[str, str] = {}
                 while len(states) < 6:
                     ev = await a.wait_until(lambda e: e["event"] in ("finished", "cancelling"))
                     if ev["event"] == "finished":
                         states[ev["job"]] = ev["state"]
+        _exactly_once(a.events, set(jobs))  # accepted first: a started never overtakes it
         assert elsewhere["job"] in states
         assert set(states.values()) == {"cancelled"}
         rows = sql(cluster_url, "SELECT count(*) FROM stepline_jobs WHERE state <> 'cancelled'")
@@ -129,12 +136,17 @@ async def test_a_killed_node_s_jobs_are_rescued_after_the_lease(cluster_url):
     events = a.events
     _exactly_once(events, jobs)
     assert recovered["action"] == "rerun"
+    assert recovered["id"] == _submit_of(events, victim["job"])  # the rescuer tags it too
     assert recovered["node"] == victim["node"]
     assert rescued_after <= lease + 1.5, rescued_after
     assert all(e["state"] == "succeeded" for e in events if e["event"] == "finished")
     # A job that had started on the dead node started once more, after its `recovered`.
     mine = [e["event"] for e in events if e.get("job") == victim["job"]]
     assert mine.index("recovered") < len(mine) - 1 - mine[::-1].index("started")
+
+
+def _submit_of(events: list[Event], job: str) -> Any:
+    return next(e["id"] for e in events if e["event"] == "accepted" and e["job"] == job)
 
 
 def _finished(events: list[Event]) -> set[str]:
@@ -160,3 +172,23 @@ async def test_a_dead_listen_connection_is_replaced_and_the_poll_covers_the_gap(
 def _backends(url: str, name: str) -> list[int]:
     rows = sql(url, "SELECT pid FROM pg_stat_activity WHERE application_name = %s", name)
     return [row[0] for row in rows]
+
+
+async def test_a_job_cancelled_while_queued_in_the_table_finishes_with_its_submit_s_id(
+    cluster_url,
+):
+    async with serve_node(cluster_url, "--workers", "1") as a:
+        # One worker holds two jobs (one running, one waiting): the third stays in the table.
+        await a.send(*({"op": "submit", "id": f"s{i}", "job": {"sleep": 60}} for i in range(3)))
+        jobs = [(await a.wait_for("accepted", id=f"s{i}"))["job"] for i in range(3)]
+        with trio.fail_after(20):
+            while sql(
+                cluster_url, "SELECT count(*) FROM stepline_jobs WHERE state = 'running'"
+            ) != [(2,)]:
+                await trio.sleep(0.05)
+            (queued,) = sql(cluster_url, "SELECT id FROM stepline_jobs WHERE state = 'queued'")
+            job = f"j{queued[0]}"
+            await a.send({"op": "cancel", "id": "c", "job": job})
+            finished = await a.wait_for("finished", job=job)
+    assert finished["state"] == "cancelled"
+    assert finished["id"] == f"s{jobs.index(job)}"

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import psycopg
 import trio
 
@@ -27,6 +28,7 @@ from ..spec._model import JobSpec
 from ..spec._policy import check_run_policy
 from ..spec._validate import validate_job
 from ..store._decode import Corrupt, decode_json
+from ..wire._events import RequestId
 from ._db import Connection, DatabaseUnavailable
 from ._delivery import deliver_now
 from ._model import Claim, Outcome, job_id
@@ -99,17 +101,21 @@ class Claimer:
         claim = Claim(number, submitter, attempt)
         wire_id = job_id(number)
         node.claims[wire_id] = claim
+        request_id: RequestId = None
         try:
-            spec = self._validate(bytes(request))
-        except (CommandError, Corrupt, KeyError, TypeError) as exc:
+            stored = decode_json(bytes(request), "the stored request")
+            request_id = stored.get("id")
+            spec = self._validate(stored)
+        except (CommandError, Corrupt, KeyError, TypeError, AttributeError) as exc:
             message = exc.message if isinstance(exc, CommandError) else str(exc)
-            _fail_at_once(node, claim, f"the job could not be run on node {node.id}: {message}")
+            why = f"the job could not be run on node {node.id}: {message}"
+            _fail_at_once(node, claim, why, request_id)
             return
-        job = executor.table.accept(spec, name=name, job_id=wire_id)  # its `accepted`: dropped
+        # Its events carry the submit's `id`, as in one process; its `accepted` is dropped.
+        job = executor.table.accept(spec, name=name, job_id=wire_id, request_id=request_id)
         executor.queue.put_nowait(job)  # room was counted: claims never exceed the capacity
 
-    def _validate(self, data: bytes) -> JobSpec:
-        request = decode_json(data, "the stored request")
+    def _validate(self, request: dict[str, Any]) -> JobSpec:
         templates = {**self._node.executor.templates, **(request.get("templates") or {})}
         spec = validate_job(request["job"], params=request.get("params"), templates=templates)
         check_run_policy(spec, self._node.executor.config.allow_run)
@@ -145,10 +151,10 @@ class Claimer:
         table.cancel(table.get(wire_id), "cancelled by request")
 
 
-def _fail_at_once(node: ClusterNode, claim: Claim, message: str) -> None:
+def _fail_at_once(node: ClusterNode, claim: Claim, message: str, request_id: RequestId) -> None:
     error = {"type": "interrupted", "message": message, "step": ""}
     event = {"event": "finished", "ts": time.time(), "job": job_id(claim.number),
              "state": "failed", "elapsed": 0.0, "error": error}  # fmt: skip
-    import orjson
-
+    if request_id is not None:
+        event["id"] = request_id
     node.writer.finish(Outcome(claim, "failed", 0.0, orjson.dumps(error), event))

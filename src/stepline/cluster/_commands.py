@@ -41,7 +41,7 @@ from ..wire._events import RequestId, error, reply
 from ..wire._outbox import encode_event
 from ._alerts import ack
 from ._db import DatabaseUnavailable
-from ._model import job_id, job_number
+from ._model import job_id, job_number, tagged
 from ._schedules import schedule, unschedule
 from ._sql import query
 from ._submit import Staged, prepare
@@ -243,7 +243,8 @@ def _cancel_in(conn: Any, *, node: ClusterNode, number: int) -> dict[str, Any] |
     if row is not None:
         finished = {"event": "finished", "ts": time.time(), "job": job_id(number),
                     "state": "cancelled", "elapsed": 0.0, "error": _CANCELLED_QUEUED}  # fmt: skip
-        (submitter,) = row
+        submitter, request = row
+        tagged(finished, request)
         if submitter == node.id:
             return finished
         conn.execute(

@@ -31,7 +31,7 @@ import trio
 
 from ..wire._outbox import encode_event
 from ._db import Connection, DatabaseUnavailable
-from ._model import job_id
+from ._model import job_id, tagged
 from ._sql import query
 
 if TYPE_CHECKING:
@@ -106,11 +106,11 @@ def _rescue_pass(conn: Any, *, node: ClusterNode, keep: int, cleanup: bool) -> i
     rerun: list[int] = []
     failed: list[tuple[int, float, bytes]] = []
     events: list[tuple[int, bytes]] = []
-    for number, submitter, owner, rescues, elapsed in stuck:
+    for number, submitter, owner, rescues, elapsed, request in stuck:
         wire = job_id(number)
         if node.on_restart == "rerun" and rescues < MAX_RESCUES:
             rerun.append(number)
-            events.append((submitter, _recovered(wire, owner, "rerun")))
+            events.append((submitter, _recovered(wire, owner, "rerun", request)))
             continue
         why = (
             f"node {owner} stopped while the job was running"
@@ -120,10 +120,10 @@ def _rescue_pass(conn: Any, *, node: ClusterNode, keep: int, cleanup: bool) -> i
         error = {"type": "interrupted", "message": why, "step": ""}
         seconds = float(elapsed or 0.0)
         failed.append((number, seconds, orjson.dumps(error)))
-        events.append((submitter, _recovered(wire, owner, "failed")))
+        events.append((submitter, _recovered(wire, owner, "failed", request)))
         finished = {"event": "finished", "ts": time.time(), "job": wire, "state": "failed",
                     "elapsed": seconds, "error": error}  # fmt: skip
-        events.append((submitter, encode_event(finished)))
+        events.append((submitter, encode_event(tagged(finished, request))))
     if rerun:
         conn.execute(query("requeue_jobs"), {"ids": rerun})
         conn.execute(query("notify"), {"channel": "stepline_jobs", "payload": "rescued"})
@@ -147,14 +147,7 @@ def _rescue_pass(conn: Any, *, node: ClusterNode, keep: int, cleanup: bool) -> i
     return len(stuck)
 
 
-def _recovered(wire: str, owner: int | None, action: str) -> bytes:
-    return encode_event(
-        {
-            "event": "recovered",
-            "ts": time.time(),
-            "job": wire,
-            "state": "running",
-            "action": action,
-            "node": owner,
-        }
-    )
+def _recovered(wire: str, owner: int | None, action: str, request: bytes) -> bytes:
+    recovered = {"event": "recovered", "ts": time.time(), "job": wire, "state": "running",
+                 "action": action, "node": owner}  # fmt: skip
+    return encode_event(tagged(recovered, request))

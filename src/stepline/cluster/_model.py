@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from attrs import frozen
 
 from .._errors import UnknownJob
+from ..wire._events import Event, RequestId
 
-__all__ = ["Claim", "Outcome", "job_id", "job_number"]
+__all__ = ["Claim", "Outcome", "job_id", "job_number", "tagged"]
 
 
 @frozen
@@ -42,3 +44,24 @@ def job_number(wire_id: str) -> int:
     if not wire_id.startswith("j") or not digits.isdigit() or len(digits) > 18:
         raise UnknownJob(f"unknown job {wire_id!r}")
     return int(digits)
+
+
+def tagged(event: Event, request: bytes | None) -> Event:
+    """``event`` (one of a job's) with the ``id`` its submit had, read from the stored request:
+    for the events a node writes itself (a rescue's, a queued job's cancel), as the executor
+    tags the events of the jobs it runs."""
+    request_id = _submit_id(request)
+    if request_id is not None:
+        event["id"] = request_id
+    return event
+
+
+def _submit_id(request: bytes | None) -> RequestId:
+    if request is None:
+        return None
+    try:
+        stored = orjson.loads(request)
+    except orjson.JSONDecodeError:
+        return None  # its claim reports the damage; an event without its id is no loss
+    value = stored.get("id") if isinstance(stored, dict) else None
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None

@@ -47,5 +47,5 @@ async def prepare(
         await refresh_templates(node, node.commands_conn)  # defined on another node just now?
     spec = executor.validate(job, template, params)
     raw = job if template is None else executor.templates[template]
-    request = encode_request(raw, params, spec, executor.templates)
+    request = encode_request(raw, params, spec, executor.templates, request_id)
     return Staged(name if name is not None else spec.name, request, request_id, extra)

@@ -40,6 +40,14 @@ log = logging.getLogger("stepline")
 BACKLOG: Final = 20_000
 """Forwarded events waiting for their commit beyond which workers wait (bounded memory)."""
 
+REPLIES: Final = frozenset(
+    {"acked", "cancelling", "defined", "error", "logs", "pong", "scheduled", "shutting_down",
+     "stats", "status", "unscheduled"}
+)  # fmt: skip
+"""Answers to this node's commands. They may name a job run here for another node's driver,
+but they answer this node's driver; a job's own events carry its submit's ``id`` too, so the
+``id`` cannot tell them apart."""
+
 _RETRY: Final = 0.5  # seconds between attempts to write a batch while the database is away
 
 
@@ -53,9 +61,10 @@ class RoutingOutbox:
     def emit(self, event: Event) -> None:
         job = event.get("job")
         claim = self._node.claims.get(job) if isinstance(job, str) else None
-        if claim is None or "id" in event:  # not a claimed job's, or a reply to a command
+        reply = event["event"] in REPLIES  # about a job, maybe, but for this node's driver
+        if claim is None or reply:
             submitter = self._node.ended_for.get(job) if isinstance(job, str) else None
-            if submitter is not None and "id" not in event:  # a callback's, after the end
+            if submitter is not None and not reply:  # a callback's, after the end
                 self._node.writer.forward(submitter, event)
             else:
                 self._stream.emit(event)

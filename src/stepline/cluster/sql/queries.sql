@@ -89,7 +89,7 @@ UPDATE stepline_jobs
 SET state = 'cancelled', elapsed = 0, result = %(error)s, ended = now(),
     fin = nextval('stepline_fin')
 WHERE id = %(job)s AND state = 'queued'
-RETURNING submitter;
+RETURNING submitter, request;
 
 -- name: cancel_running
 UPDATE stepline_jobs SET cancel_requested = true
@@ -106,7 +106,7 @@ WHERE owner = %(node)s AND state = 'running' AND cancel_requested;
 -- name: stuck_jobs
 -- Running jobs whose owner is gone or whose lease expired. SKIP LOCKED: two rescuers never take
 -- the same job, and a job whose outcome is being written right now is left to that write.
-SELECT id, submitter, owner, rescues, extract(epoch FROM now() - started)
+SELECT id, submitter, owner, rescues, extract(epoch FROM now() - started), request
 FROM stepline_jobs AS j
 WHERE state = 'running'
   AND NOT EXISTS (SELECT 1 FROM stepline_nodes AS n WHERE n.id = j.owner AND n.expires > now())
