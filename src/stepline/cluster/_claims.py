@@ -1,11 +1,17 @@
 """Claiming jobs from the shared queue, and stopping claimed jobs cancelled from elsewhere.
 
 **Claims are batched.** One ``claim`` statement takes up to as many queued jobs as this node has
-room for (its workers, plus as many again waiting in its local queue so that a worker never
+room for (its workers, plus an allowance waiting in its local queue so that a worker never
 idles while a claim is on its way), ``FOR UPDATE SKIP LOCKED``: nodes claiming at once take
-different jobs and never wait for each other. A claimed job is validated again from its stored
-request (as after a restart: the templates it used travel with it) and put in the executor's
-queue; from then on it is an ordinary job of this executor.
+different jobs and never wait for each other. The allowance starts at the number of workers
+and doubles while short jobs leave the workers waiting for claims (:meth:`Claimer._adapt`), so
+a stream of trivial jobs is claimed in large batches, while long jobs are never hoarded by one
+node. A job that ended here frees its room at once: the commit of its outcome is not waited
+for (it holds its claim until then, for fencing and routing, bounded by :data:`HELD_MAX`).
+
+A claimed job is validated again from its stored request (as after a restart: the templates it
+used travel with it) and put in the executor's queue; from then on it is an ordinary job of this
+executor.
 
 **Wake-ups.** The claimer claims again as soon as it has room and either a ``stepline_jobs``
 notification arrived or the poll interval passed; a full batch means more may be waiting, so it
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import psycopg
@@ -41,6 +47,12 @@ __all__ = ["Claimer"]
 
 log = logging.getLogger("stepline")
 
+HELD_MAX: Final = 4096
+"""Claims a node holds at most, counting jobs ended here whose outcome is not committed yet."""
+
+AHEAD_MAX: Final = 512
+"""Claimed jobs waiting for a worker at most, however short the jobs (:meth:`Claimer._adapt`)."""
+
 
 class Claimer:
     """Keeps the executor's queue fed from ``stepline_jobs``."""
@@ -48,20 +60,55 @@ class Claimer:
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
         self._conn = Connection(node.url, f"claim-{node.id}")
-        workers = node.executor.config.workers
-        self._capacity = workers + min(workers, node.executor.config.queue_size)
+        config = node.executor.config
+        self._workers = config.workers
+        self._base = min(config.workers, config.queue_size)  # jobs waiting beyond the workers
+        self._ahead = self._base
+        self._was_full = False
+
+    def room(self) -> int:
+        """Jobs to claim now: this node's workers and its allowance to wait, less the claims
+        whose jobs have not ended here (an ended job's outcome may still be on its way: its
+        claim is held, but the job takes no worker), bounded by the local queue's free slots and
+        by :data:`HELD_MAX`."""
+        node, queue = self._node, self._node.executor.queue
+        unfinished = len(node.claims) - node.writer.holding
+        return min(
+            self._workers + self._ahead - unfinished,
+            queue.size - len(queue),
+            HELD_MAX - len(node.claims),
+        )
+
+    def _adapt(self, asked: int, got: int) -> None:
+        """Claim further ahead while short jobs starve the workers; back to the base otherwise.
+
+        A full claim after a full claim, returned when every job claimed before has already
+        ended here, means the workers waited for the database: the allowance doubles (up to the
+        local queue's size and :data:`AHEAD_MAX`). A claim that was not full (the table ran
+        dry) resets it. Long jobs never double it: a worker that ends one takes the next waiting
+        one, so the claims are never all ended when a claim returns.
+        """
+        node = self._node
+        full = got == asked
+        if not full:
+            self._ahead = self._base
+        elif self._was_full and len(node.claims) == node.writer.holding:
+            limit = min(node.executor.config.queue_size, AHEAD_MAX)
+            self._ahead = max(self._ahead, min(2 * self._ahead, limit))
+        self._was_full = full
 
     async def run(self) -> None:
         node = self._node
         try:
             while True:
-                room = self._capacity - len(node.claims)
                 if not node.claiming or node.executor.state is not ExecutorState.RUNNING:
                     return
+                room = self.room()
                 if room <= 0:
                     await node.wakes["room"].wait()
                     continue
                 rows = await self._claim(room)
+                self._adapt(room, len(rows))
                 if any(self._announced_elsewhere(row) for row in rows):
                     # Or a submit of ours whose commit this claim saw before the submitting
                     # task ran again: let it record the job first; deliver only if it is not.

@@ -1,10 +1,11 @@
 """Delivery: the events other nodes wrote for jobs submitted here, onto this node's stdout.
 
 Rows of ``stepline_events`` addressed to this node are taken (deleted and returned) in batches,
-in the order they were written, and emitted. Each was committed with the state change it
-announces, so what a driver reads never runs ahead of the database. A node waits for a
-notification on its own channel, or the poll interval, between batches; it stops reading while
-its stdout is congested (the rows wait in the table, not in memory).
+in the order they were written, and their events (JSON lines, one or many per row: a writer puts
+all of a batch's events for one node in one row) written as they are. Each was committed with
+the state change it announces, so what a driver reads never runs ahead of the database. A node
+waits for a notification on its own channel, or the poll interval, between batches; it stops
+reading while its stdout is congested (the rows wait in the table, not in memory).
 
 Taking and writing a batch is one step under the node's delivery lock, so the claimer can
 deliver what is pending before a rescued job of this node starts again (:func:`deliver_now`):
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final
 
-import orjson
 import psycopg
 
 from ._db import Connection, DatabaseUnavailable
@@ -63,5 +63,6 @@ async def _deliver_batch(node: ClusterNode, conn: Connection) -> int:
             return 0
         rows.sort(key=lambda row: row[0])
         for _, body in rows:
-            node.delivered(orjson.loads(body))
+            for line in bytes(body).splitlines(keepends=True):  # a row holds a batch's events
+                node.delivered_line(line)
         return len(rows)

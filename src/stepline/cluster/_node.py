@@ -282,6 +282,15 @@ class ClusterNode:
     def delivered(self, event: Event) -> None:
         """Write an event of a job submitted here on this node's stdout."""
         self.stream.emit(event)
+        self._note(event)
+
+    def delivered_line(self, line: bytes) -> None:
+        """:meth:`delivered` for an event already encoded as a JSON line (read from the table):
+        written as it is, decoded only to note what it ends."""
+        self.stream.emit_line(line)
+        self._note(orjson.loads(line))
+
+    def _note(self, event: Event) -> None:
         if event.get("event") == "accepted":  # a schedule's firing, made by any node
             self.outstanding.add(str(event.get("job")))
         elif event.get("event") == "finished":

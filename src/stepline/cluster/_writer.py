@@ -7,11 +7,12 @@ open batch, bound for ``stepline_events``; the ``accepted`` a claim causes is dr
 submitter announced the job already), and ``started`` says on which ``node`` the job runs.
 
 **One writer, one connection, one order.** Forwarded events and outcomes of a batch are written
-in one transaction, events first, in the order they were emitted. So a job's ``log`` lines
+by one statement (one round trip), events first, in the order they were emitted, all those
+bound for one node in one row. So a job's ``log`` lines
 always precede its ``finished`` for the node that delivers them, whatever the batching.
 
 **Fencing.** An outcome is written only if the job is still running under the attempt this node
-claimed (``finish_jobs`` in ``queries.sql``). The ``finished`` event of a job submitted here is
+claimed (``write_batch`` in ``queries.sql``). The ``finished`` event of a job submitted here is
 emitted after that commit, and only if it counted: a node that lost its lease can never make
 its driver, or anyone's, see a second ``finished``.
 """
@@ -99,6 +100,7 @@ class Writer:
         self._dirty = Wake()
         self.written = Wake()  # set after each commit: for backlog waiters
         self.handed = 0  # events and outcomes handed to this writer so far
+        self.holding = 0  # outcomes handed whose claim is not released yet
         self._committed = 0  # of those, how many are committed (or dropped, fenced)
         self._commit = trio.Event()  # set (and replaced) after each batch
         self.idle = trio.Event()
@@ -119,6 +121,8 @@ class Writer:
     def finish(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
         self.handed += 1
+        self.holding += 1
+        self._node.wakes["room"].set()  # the job no longer takes a worker: claim another
         self._touch()
 
     async def wait_committed(self, mark: int) -> None:
@@ -153,17 +157,20 @@ class Writer:
                 self._dropped(outcomes, "this node lost its lease")
                 return
             try:
-                counted = await self._conn.run(lambda c: _commit(c, node.id, events, outcomes))
+                batch = _batch(node.id, events, outcomes)
+                counted = await self._conn.run_one(query("write_batch"), batch)
                 break
             except DatabaseUnavailable as exc:
                 log.warning("cannot write job outcomes yet: %s", exc)
                 await trio.sleep(_RETRY)
-        fenced = [o for o in outcomes if o.claim.number not in counted]
+        ids = {row[0] for row in counted}
+        fenced = [o for o in outcomes if o.claim.number not in ids]
         self._dropped(fenced, "the job is no longer this attempt's")
         for outcome in outcomes:
-            if outcome.claim.number in counted and outcome.claim.submitter == node.id:
-                node.delivered(outcome.event)
-            node.release(outcome.claim)
+            if outcome.claim.number in ids:
+                if outcome.claim.submitter == node.id:
+                    node.delivered(outcome.event)
+                self._release(outcome)
 
     def _dropped(self, outcomes: list[Outcome], why: str) -> None:
         for outcome in outcomes:
@@ -173,36 +180,24 @@ class Writer:
                 outcome.claim.attempt,
                 why,
             )
-            self._node.release(outcome.claim)
+            self._release(outcome)
+
+    def _release(self, outcome: Outcome) -> None:
+        self.holding -= 1
+        self._node.release(outcome.claim)
 
 
-def _commit(
-    conn: Any, node: int, events: list[tuple[int, bytes]], outcomes: list[Outcome]
-) -> set[int]:
-    """One transaction: forwarded events, then fenced outcomes; returns the jobs that counted."""
-    targets: set[int] = set()
-    if events:
-        conn.execute(
-            query("forward_events"),
-            {"submitters": [s for s, _ in events], "bodies": [b for _, b in events]},
-        )
-        targets.update(s for s, _ in events)
-    counted: set[int] = set()
-    if outcomes:
-        rows = conn.execute(
-            query("finish_jobs"),
-            {
-                "node": node,
-                "ids": [o.claim.number for o in outcomes],
-                "attempts": [o.claim.attempt for o in outcomes],
-                "states": [o.state for o in outcomes],
-                "elapsed": [o.elapsed for o in outcomes],
-                "results": [o.result for o in outcomes],
-                "events": [encode_event(o.event) for o in outcomes],
-            },
-        ).fetchall()
-        counted = {row[0] for row in rows}
-        targets.update(row[1] for row in rows if row[1] != node)
-    if targets:
-        conn.execute(query("notify_nodes"), {"nodes": sorted(targets), "payload": "events"})
-    return counted
+def _batch(node: int, events: list[tuple[int, bytes]], outcomes: list[Outcome]) -> dict[str, Any]:
+    """The parameters of ``write_batch``: forwarded events, then fenced outcomes, one statement
+    (one round trip, its own transaction). Its rows: the jobs whose outcome counted."""
+    return {
+        "node": node,
+        "submitters": [s for s, _ in events],
+        "bodies": [b for _, b in events],
+        "ids": [o.claim.number for o in outcomes],
+        "attempts": [o.claim.attempt for o in outcomes],
+        "states": [o.state for o in outcomes],
+        "elapsed": [o.elapsed for o in outcomes],
+        "results": [o.result for o in outcomes],
+        "events": [encode_event(o.event) for o in outcomes],
+    }

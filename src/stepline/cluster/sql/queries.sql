@@ -51,11 +51,16 @@ INSERT INTO stepline_events (submitter, body)
 SELECT s, b FROM unnest(%(submitters)s::bigint[], %(bodies)s::bytea[]) WITH ORDINALITY AS t(s, b, k)
 ORDER BY k;
 
--- name: finish_jobs
+-- name: write_batch
+-- A writer's batch in one statement (one round trip, its own transaction): the events it
+-- forwards and the fenced outcomes of the jobs it ran, with their `finished` for other nodes.
 -- Fencing: an outcome counts only while the job is still running under the attempt that
 -- reports it. A node whose lease ran out (its job rescued, claimed again, or failed) finds no
 -- row here: its outcome and its `finished` event are dropped, never contradicting the one that
--- counts. The `finished` event of a job submitted elsewhere is written in the same transaction.
+-- counts. Every event bound for one node goes into one row, in the order the node emitted them
+-- (forwarded events first, then the `finished` of the outcomes that counted): one row per
+-- submitter per batch to write, deliver and delete, however many jobs. The rows returned: the
+-- jobs whose outcome counted, then one 0 per node notified (which makes the notify run).
 WITH outcome AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(elapsed)s::float8[],
@@ -71,11 +76,24 @@ done AS (
       AND j.owner = %(node)s
     RETURNING j.id, j.submitter, o.event, o.k
 ),
+mail AS (
+    SELECT s AS submitter, b AS body, k
+    FROM unnest(%(submitters)s::bigint[], %(bodies)s::bytea[]) WITH ORDINALITY AS f(s, b, k)
+    UNION ALL
+    SELECT submitter, event, cardinality(%(bodies)s::bytea[]) + k
+    FROM done WHERE submitter <> %(node)s
+),
 sent AS (
     INSERT INTO stepline_events (submitter, body)
-    SELECT submitter, event FROM done WHERE submitter <> %(node)s ORDER BY k
+    SELECT submitter, string_agg(body, ''::bytea ORDER BY k) FROM mail GROUP BY submitter
+    RETURNING submitter
+),
+woken AS (
+    SELECT pg_notify('stepline_n' || submitter, 'events') FROM sent
 )
-SELECT id, submitter FROM done;
+SELECT id FROM done
+UNION ALL
+SELECT 0 FROM woken;
 
 -- name: take_events
 DELETE FROM stepline_events
