@@ -62,3 +62,25 @@ async def test_an_alert_opened_on_a_worker_reaches_the_submitter_and_is_acked_on
     assert "notification" in kinds  # a callback's event after the end, from the worker
     assert kinds.count("finished") == 1
     assert kinds.index("finished") < kinds.index("alert")  # callbacks after the finished
+
+
+async def test_an_alert_is_acked_through_the_http_front_of_a_node(cluster_url):
+    httpx = pytest.importorskip("httpx", reason="the http extra is not installed")
+    pytest.importorskip("hypercorn", reason="the http extra is not installed")
+    async with serve_node(cluster_url, "--http", "0", "--alert-repeat", "60") as a:
+        url = a.events[0]["http"]
+        job = {"steps": [{"fail": "disk full"}], "on_finish": [{"alert": "backup failed"}]}
+        await a.send({"op": "submit", "id": 1, "job": job})
+        with trio.fail_after(20):
+            alert = await a.wait_for("alert")
+        async with httpx.AsyncClient(base_url=url) as client:
+            acked = await client.post(f"/alerts/{alert['alert']}/ack")
+            twice = await client.post(f"/alerts/{alert['alert']}/ack")
+            unknown = await client.post("/alerts/a999999/ack")
+            listed = await client.get("/alerts")
+    assert acked.status_code == 200, acked.text
+    assert acked.json() == {"alert": alert["alert"], "job": alert["job"]}
+    assert (twice.status_code, twice.json()["code"]) == (409, "already_acked")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_alert")
+    assert sql(cluster_url, "SELECT acked FROM stepline_alerts") == [(True,)]
+    assert listed.status_code == 200

@@ -78,8 +78,29 @@ class ClusterAlerts:
         return f"a{number}"
 
     def ack(self, alert_id: str) -> OpenAlert:
-        """Acks go through the database (:func:`ack`), never through this synchronous call."""
-        raise BadCommand("on a cluster node, ack is a command of the protocol")
+        """Acks go through the database (:meth:`close`), never through this synchronous call."""
+        raise BadCommand("on a cluster node, an alert is acked through the database")
+
+    async def close(self, alert_id: str) -> tuple[str, str]:
+        """Close an open alert of the cluster, whichever node opened it (the ``ack`` command,
+        and ``POST /alerts/{id}/ack`` of the HTTP front)."""
+        digits = alert_id[1:]
+        if not alert_id.startswith("a") or not digits.isdigit() or len(digits) > 18:
+            raise UnknownAlert(f"unknown alert {alert_id!r}")
+        await self.flush()  # an alert opened here a moment ago is in the table first
+        number = int(digits)
+
+        def close(conn: Any) -> int:
+            row = conn.execute(query("ack_alert"), {"alert": number}).fetchone()
+            if row is not None:
+                return int(row[0])
+            acked = conn.execute(query("alert_acked"), {"alert": number}).fetchone()
+            if acked is None:
+                raise UnknownAlert(f"unknown alert {alert_id!r}")
+            raise AlreadyAcked(f"alert {alert_id} was already acked")
+
+        job = await self._node.commands_conn.run(close)
+        return alert_id, f"j{job}"
 
     def records(self) -> list[dict[str, Any]]:
         """The open alerts as of the last pass (``status`` reads the table itself)."""
@@ -171,21 +192,6 @@ def _record(body: bytes, opened: float, repeats: int) -> dict[str, Any]:
 
 
 async def ack(node: ClusterNode, cmd: Ack, rid: RequestId) -> None:
-    """Close an open alert of the cluster, whichever node opened it."""
-    digits = cmd.alert[1:]
-    if not cmd.alert.startswith("a") or not digits.isdigit() or len(digits) > 18:
-        raise UnknownAlert(f"unknown alert {cmd.alert!r}")
-    await node.alerts.flush()  # an alert opened here a moment ago is in the table first
-    number = int(digits)
-
-    def close(conn: Any) -> int | None:
-        row = conn.execute(query("ack_alert"), {"alert": number}).fetchone()
-        if row is not None:
-            return int(row[0])
-        acked = conn.execute(query("alert_acked"), {"alert": number}).fetchone()
-        if acked is None:
-            raise UnknownAlert(f"unknown alert {cmd.alert!r}")
-        raise AlreadyAcked(f"alert {cmd.alert} was already acked")
-
-    job = await node.commands_conn.run(close)
-    node.stream.emit(reply("acked", rid, alert=cmd.alert, job=f"j{job}"))
+    """The ``ack`` command, on any node."""
+    alert, job = await node.alerts.close(cmd.alert)
+    node.stream.emit(reply("acked", rid, alert=alert, job=job))

@@ -76,6 +76,10 @@ class AlertBook(Protocol):
 
     def ack(self, alert_id: str) -> OpenAlert: ...
 
+    async def close(self, alert_id: str) -> tuple[str, str]:
+        """Ack ``alert_id`` wherever it is kept; returns (alert, job) or raises as ``ack``."""
+        ...
+
     def records(self) -> list[dict[str, Any]]: ...
 
     async def run(self) -> None: ...
@@ -118,6 +122,11 @@ class Alerts:
         if match is not None and int(match.group(1)) < self._next_id:
             raise AlreadyAcked(f"alert {alert_id} was already acked")
         raise UnknownAlert(f"unknown alert {alert_id!r}")
+
+    async def close(self, alert_id: str) -> tuple[str, str]:
+        alert = self.ack(alert_id)
+        await trio.lowlevel.checkpoint()
+        return alert.id, alert.job
 
     def records(self) -> list[dict[str, Any]]:
         """The open alerts, oldest first."""

@@ -146,9 +146,10 @@ class Api:
     async def ack(self, request: Request) -> Response:
         """Acked here, and said on stdout too (``acked`` without an ``id``, as no stdin command
         asked): a driver that saw the ``alert`` events learns they stop, and why."""
-        alert = Triggers.of(self.executor).alerts.ack(request.path_params["alert"])
-        self.executor.outbox.emit(reply("acked", None, alert=alert.id, job=alert.job))
-        return JSONResponse({"alert": alert.id, "job": alert.job})
+        alerts = Triggers.of(self.executor).alerts  # in memory, or a cluster's database
+        alert, job = await alerts.close(request.path_params["alert"])
+        self.executor.outbox.emit(reply("acked", None, alert=alert, job=job))
+        return JSONResponse({"alert": alert, "job": job})
 
     async def stats(self, request: Request) -> Response:
         stats = {**self.executor.stats(), **Triggers.of(self.executor).stats()}
