@@ -9,13 +9,15 @@ query never delays a lease renewal.
 
 **Broken connections.** A call that fails because the connection broke (the server restarted,
 a pooler dropped it, :func:`pg_terminate_backend`) raises :class:`DatabaseUnavailable`; the next
-call connects again. TCP keepalives are on, so a half-open connection is found by the kernel
-too, not only by a timeout.
+call connects again. A connection the server closed while it was idle is found before it is
+used (:func:`_usable`), so a command after a server restart is not refused for it. TCP
+keepalives are on, so a half-open connection is found by the kernel too, not only by a timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -76,7 +78,9 @@ class Connection:
 
     def _call(self, fn: Callable[[psycopg.Connection[Any]], _T], block: bool = True) -> _T:
         conn = self._conn
-        if conn is None or conn.closed:
+        if conn is None or not _usable(conn):
+            if conn is not None:
+                conn.close()
             conn = self._conn = connect(self._url, self.purpose, autocommit=True)
         try:
             if not block:
@@ -94,3 +98,18 @@ class Connection:
         if conn is not None:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection may be used again. A server speaks to an idle connection that
+    listens for nothing only to say goodbye (its backend terminated, the server restarting):
+    a socket with something to read means that the first statement would fail with it, though
+    the database may well answer a new connection. Asking costs a ``select``, not a round trip.
+    """
+    if conn.closed or conn.broken:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable

@@ -23,8 +23,10 @@ give ``tz`` when nodes may differ.
 
 **Lifetime.** A schedule lives as long as its owner: ``unschedule`` from any node ends it; so do
 its owner's shutdown (schedules stop when shutdown begins, as in one process) and the owner's
-death (its schedules stop firing once its lease expired). As in one process, a slot missed while
-no node could fire (all down or cut off) is not made up.
+death (its schedules stop firing once its lease expired). A slot that no node could fire
+because the database was away (for less than a lease) is fired once, late, when it answers
+again, and the other slots that passed meanwhile are skipped, as one process fires late a slot
+it slept through (:meth:`ClusterSchedules._fire_late_if_need_be`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["ClusterSchedules", "forget_own_schedules", "schedule", "unschedule"]
 
 log = logging.getLogger("stepline")
+
+RETRY_SLOT: Final = 0.5  # seconds between attempts to fire a slot while the database is away
 
 _UNFINISHED: Final = frozenset(s.value for s in JobState if s not in FINAL_STATES)
 
@@ -239,12 +243,35 @@ class ClusterSchedules:
         with live.scope:
             while True:
                 await live.timing.wait()
-                slot = slot_of(live.timing)
-                try:
-                    await self._fire(live, slot)
-                except (DatabaseUnavailable, psycopg.Error) as exc:
-                    log.warning("schedule s%d: slot %d not fired here: %s", live.number, slot, exc)
-                live.timing.advance()
+                await self._fire_late_if_need_be(live, slot_of(live.timing))
+                live.timing.advance()  # to the first slot still to come: the passed ones skip
+
+    async def _fire_late_if_need_be(self, live: _Live, slot: int) -> None:
+        """Fire ``slot``, trying again while the database cannot be reached.
+
+        A slot that no node could fire (the database away, for less than a lease) is fired
+        once when it answers again, late, as one process fires late a slot it slept through;
+        the slots that came due meanwhile are skipped (logged). Exactly once still holds: the
+        slot's row decides, and a node that lost its lease, or a schedule whose owner did,
+        fires nothing (``claim_slot``).
+        """
+        node = self._node
+        late = False
+        while not node.lease_lost:
+            try:
+                await self._fire(live, slot)
+                break
+            except DatabaseUnavailable as exc:
+                log.warning("schedule s%d: slot %d not fired yet: %s", live.number, slot, exc)
+                late = True
+                await trio.sleep(min(node.poll, RETRY_SLOT))
+            except psycopg.Error as exc:
+                log.warning("schedule s%d: slot %d not fired here: %s", live.number, slot, exc)
+                break
+        if late:
+            behind = self.clock.now() - slot / 1000
+            log.warning("schedule s%d: slot %d tried %.1f s late; slots due meanwhile are "
+                        "skipped", live.number, slot, behind)  # fmt: skip
 
     async def _fire(self, live: _Live, slot: int) -> None:
         node = self._node
