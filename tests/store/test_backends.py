@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from stepline.store import Backend, Batch, MemoryBackend, Snapshot, StoreError
-from stepline.store._sqlite import SqliteBackend
+from stepline.store._sqlite import SCHEMA_VERSION, SqliteBackend
 
 
 class Backends:
@@ -201,6 +201,27 @@ async def test_events_of_a_failed_commit_are_not_logged(backends: Backends) -> N
     assert snapshot.undelivered == [(1, line(1))]
 
 
+async def test_events_not_numbered_one_after_another_fail_the_commit(
+    backends: Backends,
+) -> None:
+    backend = backends.make()
+    await backend.open(100)
+    with pytest.raises(ValueError, match="one after another"):
+        await backend.commit(batch(1, events=[(1, line(1)), (3, line(3))]))
+    await backend.commit(batch(2, events=[(1, line(1)), (2, line(2))]))
+    await backend.aclose()
+    assert (await backends.reopen()).undelivered == [(1, line(1)), (2, line(2))]
+
+
+async def test_a_cursor_inside_a_commit_s_events_keeps_the_rest(backends: Backends) -> None:
+    events = [(seq, line(seq)) for seq in range(1, 6)]
+    await write(backends, batch(1, events=events[:3]), batch(2, events=events[3:], delivered=2))
+    assert (await backends.reopen()).undelivered == events[2:]
+    await write(backends, batch(3, delivered=4))
+    snapshot = await backends.reopen()
+    assert (snapshot.undelivered, snapshot.last_seq) == (events[4:], 5)
+
+
 async def test_a_damaged_event_is_refused(backends: Backends) -> None:
     await write(backends, batch(1, events=[(1, b"[1]\n")]))
     with pytest.raises(StoreError, match="event 1 is not an object"):
@@ -240,7 +261,79 @@ async def test_a_format_1_file_gets_the_event_log_once_it_was_checked(tmp_path: 
     await backend.commit(batch(1, events=[(1, line(1))]))
     await backend.aclose()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     again = SqliteBackend(path)
     assert (await again.open(10)).undelivered == [(1, line(1))]
     await again.aclose()
+
+
+def make_format_2(path: Path, events: list[tuple[int, bytes]], delivered: int) -> None:
+    """A state file as stepline wrote it before a commit's events shared one row."""
+    with closing(sqlite3.connect(path)) as conn:
+        for statement in (
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT, request BLOB NOT NULL, "
+            "state TEXT NOT NULL, elapsed REAL, result BLOB, fin INTEGER)",
+            "CREATE INDEX jobs_fin ON jobs (fin) WHERE fin IS NOT NULL",
+            "CREATE TABLE templates (name TEXT PRIMARY KEY, job BLOB NOT NULL)",
+            "CREATE TABLE objects (kind TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL, "
+            "PRIMARY KEY (kind, key))",
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+            "PRAGMA user_version = 2",
+        ):
+            conn.execute(statement)
+        conn.execute("INSERT INTO jobs VALUES ('j1', NULL, ?, 'running', NULL, NULL, NULL)",
+                     (request_of(1),))  # fmt: skip
+        conn.executemany("INSERT INTO events VALUES (?, ?)", events)  # one event a row
+        conn.execute("INSERT INTO meta VALUES ('delivered', ?)", (delivered,))
+        conn.execute("INSERT INTO meta VALUES ('next_id', 2)")
+        conn.commit()
+
+
+async def test_a_format_2_file_keeps_its_undelivered_events(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    events = [(seq, line(seq)) for seq in (2, 3, 4)]  # 1 was delivered and deleted
+    make_format_2(path, events, delivered=2)
+    backend = SqliteBackend(path)
+    snapshot = await backend.open(10)
+    assert (snapshot.undelivered, snapshot.last_seq) == (events[1:], 4)
+    assert [job.id for job in snapshot.unfinished] == ["j1"]
+    await backend.commit(batch(1, events=[(5, line(5)), (6, line(6))], delivered=3))
+    await backend.aclose()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    again = SqliteBackend(path)
+    snapshot = await again.open(10)
+    assert snapshot.undelivered == [(seq, line(seq)) for seq in (4, 5, 6)]
+    assert snapshot.last_seq == 6
+    await again.aclose()
+
+
+async def test_a_commit_s_events_are_one_row(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path / "state.db")
+    await backend.open(10)
+    await backend.commit(batch(1, events=[(seq, line(seq)) for seq in range(1, 101)]))
+    await backend.aclose()
+    with closing(sqlite3.connect(tmp_path / "state.db")) as conn:
+        assert conn.execute("SELECT seq FROM events").fetchall() == [(100,)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ([(2, line(1) + line(2)), (3, line(2) + line(3))], "the 2 events up to 3 overlap event 2"),
+        ([(1, line(1) + line(2))], "the 2 events up to 1 overlap event 0"),
+        ([(2, line(1) + b"[2]\n")], "event 2 is not an object"),
+        ([(2, line(1) + line(2)[:-1])], "event 2 is not a JSON line"),
+    ],
+)
+async def test_a_damaged_event_row_is_refused_and_left_as_it_was(
+    tmp_path: Path, rows: list[tuple[int, bytes]], says: str
+) -> None:
+    path = tmp_path / "state.db"
+    make_format_2(path, rows, delivered=0)
+    with pytest.raises(StoreError, match=says):
+        await SqliteBackend(path).open(10)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("SELECT seq, body FROM events").fetchall() == rows

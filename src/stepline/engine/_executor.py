@@ -408,6 +408,13 @@ class Executor:
         self.check_accepting()
         self._reserved += 1
 
+    def reserve_slot_nowait(self) -> None:
+        """:meth:`reserve_slot` when the queue has room now; else ``trio.WouldBlock``."""
+        if self._queue_is_full():
+            raise trio.WouldBlock
+        self.check_accepting()
+        self._reserved += 1
+
     def release_slot(self) -> None:
         """Give back a slot held by :meth:`reserve_slot` for a submit that was refused."""
         self._reserved -= 1

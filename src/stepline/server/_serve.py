@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +31,7 @@ from .._version import __version__
 from ..engine._attach import Attachment
 from ..engine._executor import Config, Executor
 from ..triggers._attach import Triggers
-from ..wire._commands import CommandRefused, decode_command, decode_plain_submit
+from ..wire._commands import CommandRefused, PlainSubmit, decode_command, decode_plain_submit
 from ..wire._events import Event, error, event
 from ..wire._framing import TooLong, read_lines
 from ..wire._outbox import Outbox, StreamOutbox, TappedOutbox
@@ -105,6 +105,7 @@ class Server:
         self._store = store
         self._recovered: list[Recovered] = []
         self._pipeline: SubmitPipeline | ClusterCommands | None = None
+        self._stage_nowait: Callable[[PlainSubmit], bool] | None = None  # --state's hot path
         if cluster is not None:
             cluster.attach(self.executor)
             self._pipeline = cluster.commands()
@@ -115,6 +116,7 @@ class Server:
             store.attach(self.executor)
             self._recovered = restore(self.executor, store.snapshot, on_restart)
             self._pipeline = SubmitPipeline(self.executor, store)
+            self._stage_nowait = self._pipeline.offer_nowait
         if front is not None:  # after the store: a restored job is known before HTTP asks
             self.executor.attach(front.open(self.executor))
         self._stdin = stdin
@@ -229,10 +231,14 @@ class Server:
         again: twice only for what is not a plain submit, or a submit that must wait for room
         (rare, or waiting anyway, and about a microsecond).
         """
-        if self._pipeline is not None or type(line) is not bytes:
-            return False  # --state: submits are staged in order (store/_pipeline.py)
+        if type(line) is not bytes:
+            return False
         plain = decode_plain_submit(line)
-        return plain is not None and submit_nowait(self.executor, plain)
+        if plain is None:
+            return False
+        if self._stage_nowait is not None:  # --state: staged in order (store/_pipeline.py)
+            return self._stage_nowait(plain)
+        return self._pipeline is None and submit_nowait(self.executor, plain)
 
     async def _handle_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):

@@ -33,7 +33,15 @@ from ..wire._events import RequestId
 if TYPE_CHECKING:
     from ._store import Store
 
-__all__ = ["StagedJob", "encode_request", "settle", "settle_now", "stage", "submit_durably"]
+__all__ = [
+    "StagedJob",
+    "encode_request",
+    "settle",
+    "settle_now",
+    "stage",
+    "stage_nowait",
+    "submit_durably",
+]
 
 
 @frozen
@@ -69,15 +77,46 @@ async def stage(
     raw = job if template is None else executor.templates[template]
     request = encode_request(raw, params, spec, executor.templates, request_id)
     await executor.reserve_slot()
+    return _record(executor, store, spec, request, name, request_id, extra or {})
+
+
+def stage_nowait(
+    executor: Executor, store: Store, job: Any, *, name: str | None, request_id: RequestId
+) -> StagedJob:
+    """:func:`stage` for a plain submit (a job, no template or params) that needs no waiting,
+    without a coroutine: the hot path of ``serve --state``.
+
+    ``trio.WouldBlock`` when it would wait (a full queue) or the store is failing; that and a
+    refusal (``CommandError``) come before anything is done, so :func:`stage` can take over.
+    """
+    if store.failure or not executor.has_room():
+        raise trio.WouldBlock
+    executor.check_accepting()
+    spec = executor.validate(job, None, None)
+    request = encode_request(job, None, spec, executor.templates, request_id)
+    executor.reserve_slot_nowait()
+    return _record(executor, store, spec, request, name, request_id, {})
+
+
+def _record(
+    executor: Executor,
+    store: Store,
+    spec: JobSpec,
+    request: bytes,
+    name: str | None,
+    request_id: RequestId,
+    extra: dict[str, Any],
+) -> StagedJob:
+    """Give a validated submit holding a slot its id, and add its record to the open batch."""
     job_id = executor.table.reserve_id()
     job_name = name if name is not None else spec.name
-    accepted = executor.table.accepted_event(job_id, request_id, extra or {})
+    accepted = executor.table.accepted_event(job_id, request_id, extra)
     try:
         gen = store.add_job(job_id, job_name, request, accepted)
     except StoreFailed:
         executor.release_slot()
         raise
-    return StagedJob(job_id, spec, name, request_id, extra or {}, gen)
+    return StagedJob(job_id, spec, name, request_id, extra, gen)
 
 
 async def settle(

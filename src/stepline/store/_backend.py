@@ -45,7 +45,9 @@ class Backend(Protocol):
       cursor may then be forgotten. ``open`` returns the events above the cursor, in ``seq``
       order (``Snapshot.undelivered``), and the highest ``seq`` ever committed or the cursor,
       whichever is higher (``Snapshot.last_seq``), so sequence numbers never repeat. A ``seq``
-      committed twice fails the commit, as a duplicate job id does.
+      committed twice fails the commit, as a duplicate job id does, and so do a batch's events
+      not numbered one after another (the store numbers each commit's events without a gap, so
+      a backend may keep them together, as the SQLite one keeps one row per commit).
     * ``aclose()`` releases the state (a second process may then open it).
 
     Calls may block on I/O; a backend runs them off the event loop (a worker thread) and must

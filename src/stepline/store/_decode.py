@@ -21,6 +21,7 @@ __all__ = [
     "Corrupt",
     "decode_cursor",
     "decode_event",
+    "decode_event_run",
     "decode_job",
     "decode_json",
     "decode_next_id",
@@ -104,6 +105,20 @@ def decode_event(seq: object, data: object) -> tuple[int, bytes]:
     if not isinstance(decode_json(data, f"event {seq}"), dict):
         raise Corrupt(f"event {seq} is not an object")
     return seq, data
+
+
+def decode_event_run(last: object, data: object, *, after: int) -> list[tuple[int, bytes]]:
+    """A row of consecutive events: JSON lines numbered up to ``last``, each after ``after``
+    (the last event of the row before, so that no two rows overlap)."""
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise Corrupt(f"an event has the sequence number {last!r}")
+    if not isinstance(data, bytes) or not data.endswith(b"\n"):
+        raise Corrupt(f"event {last} is not a JSON line")
+    lines = [line + b"\n" for line in data[:-1].split(b"\n")]
+    first = last - len(lines) + 1
+    if first <= after:
+        raise Corrupt(f"the {len(lines)} events up to {last} overlap event {after}")
+    return [decode_event(first + i, line) for i, line in enumerate(lines)]
 
 
 def decode_cursor(value: object) -> int:

@@ -90,6 +90,9 @@ class MemoryBackend:
         jobs = {job_id: list(row) for job_id, row in self.jobs.items()}  # all or nothing
         if any(seq in self.events for seq, _ in batch.events):
             raise ValueError("an event with this sequence number exists already")
+        numbers = [seq for seq, _ in batch.events]
+        if numbers and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+            raise ValueError("a commit's events are not numbered one after another")
         for job_id, name, request in batch.inserts:
             if job_id in jobs:
                 raise ValueError(f"job {job_id} exists already")  # as a primary key would

@@ -25,9 +25,9 @@ import trio
 from .._errors import CommandError, StoreFailed
 from ..engine._executor import Executor
 from ..engine._jobs import Job
-from ..wire._commands import Command, Submit
+from ..wire._commands import Command, PlainSubmit, Submit
 from ..wire._events import RequestId, error
-from ._admit import StagedJob, settle, settle_now, stage
+from ._admit import StagedJob, settle, settle_now, stage, stage_nowait
 from ._store import Store
 
 __all__ = ["MAX_STAGED", "SubmitPipeline"]
@@ -81,6 +81,26 @@ class SubmitPipeline:
             # As when the queue is full: wait for the oldest commit only, so that the next batch
             # fills while it is written (settling everything would idle the disk and us in turn).
             await self._settle_oldest()
+        return True
+
+    def offer_nowait(self, submit: PlainSubmit) -> bool:
+        """:meth:`offer` for a plain submit that needs no waiting, without a coroutine (the hot
+        path). False, with nothing done, leaves it to :meth:`offer`: the queue is full, the
+        staged batch is, or the submit is refused (its error must follow a settle)."""
+        self._settle_committed()
+        if len(self._staged) + 1 >= MAX_STAGED:
+            return False
+        try:
+            staged = stage_nowait(
+                self._executor,
+                self._store,
+                submit.job,
+                name=submit.name,
+                request_id=submit.request_id,
+            )
+        except Exception:  # WouldBlock, a refusal or a bug: offer() does it again and reports
+            return False
+        self._staged.append(staged)
         return True
 
     async def settle(self) -> None:

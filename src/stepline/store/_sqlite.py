@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping, Sequence
+from itertools import groupby
 from typing import Any, Final
 
 import trio
@@ -29,22 +31,27 @@ import trio
 from ._decode import (
     Corrupt,
     decode_cursor,
-    decode_event,
+    decode_event_run,
     decode_job,
     decode_json,
     decode_next_id,
     decode_template,
     encode_json,
 )
-from ._model import Batch, Snapshot, StoredJob, StoreError
+from ._model import Batch, JobUpdate, LoggedEvent, NewJob, Snapshot, StoredJob, StoreError
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # The event log (transactional outbox): every event the driver must get, committed with the
 # change it reports; rows up to meta's 'delivered' cursor are deleted as the cursor moves.
-# Format 2 added it: a format 1 file gets it at open, once every row was checked.
+# One row per commit: body holds that commit's events as consecutive JSON lines, and seq is the
+# sequence number of the last of them (the lines before it are seq - 1, seq - 2, ...), so
+# "delete what was delivered" stays one range delete on the key. A row per event cost three
+# inserts per trivial job (NOTES.md, Durable state). Format 2 stored one event per row, which
+# is the same thing with one line, so a format 2 file is format 3 as it is; format 1 lacked the
+# table. Either is upgraded at open, once every row was checked.
 _EVENTS: Final = "CREATE TABLE events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)"
 
 _SCHEMA: Final = (
@@ -126,8 +133,8 @@ def _open(path: str, keep: int) -> tuple[sqlite3.Connection, Snapshot]:
 def _prepare_and_load(conn: sqlite3.Connection, path: str, keep: int) -> Snapshot:
     version = _prepare(conn, path)
     snapshot = _load(conn, keep, version)
-    if version == 1:  # checked and loaded: only now may the file change
-        _transaction(conn, lambda: _upgrade_from_1(conn))
+    if version < SCHEMA_VERSION:  # checked and loaded: only now may the file change
+        _transaction(conn, lambda: _upgrade(conn, version))
     return snapshot
 
 
@@ -155,8 +162,9 @@ def _prepare(conn: sqlite3.Connection, path: str) -> int:
     return int(version)
 
 
-def _upgrade_from_1(conn: sqlite3.Connection) -> None:
-    conn.execute(_EVENTS)
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    if version == 1:
+        conn.execute(_EVENTS)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -164,13 +172,14 @@ def _load(conn: sqlite3.Connection, keep: int, version: int) -> Snapshot:
     """Read and check everything; writes nothing (the store prunes in its first commit)."""
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     cursor = decode_cursor(meta.get("delivered"))
-    undelivered, last_seq = [], cursor
+    undelivered: list[LoggedEvent] = []
+    newest = 0  # the last event of the rows read so far
     if version >= 2:
         for row in conn.execute("SELECT seq, body FROM events ORDER BY seq"):
-            seq, data = decode_event(*row)
-            last_seq = max(last_seq, seq)
-            if seq > cursor:
-                undelivered.append((seq, data))
+            run = decode_event_run(*row, after=newest)
+            newest = run[-1][0]
+            undelivered += [(seq, data) for seq, data in run if seq > cursor]
+    last_seq = max(cursor, newest)
     templates = dict(decode_template(*row) for row in conn.execute("SELECT * FROM templates"))
     unfinished: list[StoredJob] = []
     query = "SELECT id, name, state, request, elapsed, result FROM jobs WHERE fin IS NULL"
@@ -214,23 +223,15 @@ def _transaction(conn: sqlite3.Connection, body: Any) -> None:
 
 def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
     if batch.inserts:
-        conn.executemany(
-            "INSERT INTO jobs (id, name, request, state) VALUES (?, ?, ?, 'queued')", batch.inserts
-        )
+        _insert_jobs(conn, batch.inserts)
     if batch.next_id:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (batch.next_id,))
     if batch.updates:
-        conn.executemany(
-            "UPDATE jobs SET state = ?, elapsed = ?, result = ?, fin = ? WHERE id = ?",
-            [
-                (state, elapsed, None if fin is None else encode_json(result), fin, job_id)
-                for job_id, (state, elapsed, result, fin) in batch.updates.items()
-            ],
-        )
+        _update_jobs(conn, batch.updates)
     if batch.prune_to is not None:
         conn.execute("DELETE FROM jobs WHERE fin <= ?", (batch.prune_to,))
     if batch.events:
-        conn.executemany("INSERT INTO events VALUES (?, ?)", batch.events)
+        _append_events(conn, batch.events)
     if batch.delivered:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('delivered', ?)", (batch.delivered,))
         conn.execute("DELETE FROM events WHERE seq <= ?", (batch.delivered,))
@@ -241,3 +242,54 @@ def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
             conn.execute("DELETE FROM objects WHERE kind = ? AND key = ?", (kind, key))
         else:
             conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (kind, key, body))
+
+
+def _append_events(conn: sqlite3.Connection, events: list[LoggedEvent]) -> None:
+    """A commit's events as one row, keyed by the last ``seq``; they must follow every stored
+    event and each other without a gap (the store numbers each commit's events so)."""
+    first, last = events[0][0], events[-1][0]
+    if last - first + 1 != len(events) or any(
+        seq != first + i for i, (seq, _) in enumerate(events)
+    ):
+        raise ValueError(f"the events {first}..{last} are not numbered one after another")
+    newest = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    if newest is not None and first <= newest:
+        raise ValueError(f"event {first} is not after the stored event {newest}")
+    conn.execute("INSERT INTO events VALUES (?, ?)", (last, b"".join(line for _, line in events)))
+
+
+# Rows are bound without None and with JSON as text: Python's sqlite3 binds int, float and str
+# directly but looks every other value (None, bytes) up in its adapter registry first, which
+# cost more than the insert itself (NOTES.md, Durable state). Readers take either type.
+
+
+def _insert_jobs(conn: sqlite3.Connection, inserts: Sequence[NewJob]) -> None:
+    """New jobs, queued, in acceptance order (their rowid order)."""
+    for named, run in groupby(inserts, key=lambda row: row[1] is not None):
+        if named:
+            conn.executemany(
+                "INSERT INTO jobs (id, name, request, state) VALUES (?, ?, ?, 'queued')",
+                [(job_id, name, request.decode()) for job_id, name, request in run],
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO jobs (id, request, state) VALUES (?, ?, 'queued')",
+                [(job_id, request.decode()) for job_id, _, request in run],
+            )
+
+
+def _update_jobs(conn: sqlite3.Connection, updates: Mapping[str, JobUpdate]) -> None:
+    """New states. An unfinished job's elapsed, result and finish number are NULL already: no
+    state goes back from final, and final rows are only ever deleted."""
+    final, unfinished = [], []
+    for job_id, (state, elapsed, result, fin) in updates.items():
+        if fin is None:
+            unfinished.append((state, job_id))
+        else:
+            final.append((state, elapsed, encode_json(result).decode(), fin, job_id))
+    if unfinished:
+        conn.executemany("UPDATE jobs SET state = ? WHERE id = ?", unfinished)
+    if final:
+        conn.executemany(
+            "UPDATE jobs SET state = ?, elapsed = ?, result = ?, fin = ? WHERE id = ?", final
+        )
