@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ..driver import ENV, Driver
+from ..driver import ENV, Driver, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -59,3 +59,39 @@ async def test_a_status_never_shows_an_outcome_before_its_finished(tmp_path: Pat
     assert record["state"] == "succeeded", record  # the job had finished: the case that matters
     finished = next(e for e in d.events if e["event"] == "finished" and e["job"] == job)
     assert d.events.index(finished) < d.events.index(status), d.events
+
+
+async def test_under_on_restart_fail_a_started_job_is_never_started_again(tmp_path: Path) -> None:
+    """``started`` is written only once the job's ``running`` record is committed. Killed as
+    soon as ``started`` is read (commits slowed by 0.3 s, so a ``started`` written before its
+    commit would be caught inside the window every time), the job is finished ``interrupted``
+    at the restart: ``--on-restart fail`` never shows ``started`` twice for one job."""
+    state = str(tmp_path / "s.db")
+    command = [sys.executable, "-c", _SERVE_SLOW_COMMITS, "--state", state, "--heartbeat", "0"]
+    proc = await trio.lowlevel.open_process(
+        [*command, "--on-restart", "fail"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=ENV,
+    )
+    d = Driver(proc)
+    try:
+        with trio.fail_after(30):
+            assert (await d.next_event())["event"] == "ready"
+            await d.send({"op": "submit", "id": "a", "job": {"sleep": 2}})
+            job = (await d.wait_for("accepted", id="a"))["job"]
+            started = await d.wait_for("started", job=job)
+            proc.kill()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    events, rc, stderr = run_cli([], "--state", state, "--on-restart", "fail", "--heartbeat", "0")
+    assert rc == 0, stderr
+    mine = [e for e in events if e.get("job") == job]
+    # A copy of the `started` written before the kill may come again (same seq, same line).
+    assert all(e == started for e in mine if e["event"] == "started"), mine
+    recovered, finished = [e for e in mine if e["event"] != "started"]
+    assert (recovered["event"], recovered["state"]) == ("recovered", "running"), mine
+    assert (finished["event"], finished["state"]) == ("finished", "failed"), mine
+    assert finished["error"]["type"] == "interrupted", mine

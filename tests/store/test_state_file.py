@@ -173,3 +173,51 @@ def test_a_crash_while_creating_the_schema_leaves_a_file_the_next_start_opens(
     events, rc, stderr = run_cli([submit({"value": 1})], "--state", str(state))
     assert rc == 0, stderr
     assert by_event(events, "finished")[0]["output"] == 1
+
+
+# Runs stepline serve --state, but with no file descriptor left once the state file is about
+# to be opened: the soft limit lowered to what is open, and every gap below it filled.
+_NO_DESCRIPTOR_LEFT = """
+import os, resource, sys
+import stepline.store._sqlite
+import stepline.store._store as store
+choose = store.backend_for
+def backend_for(location):
+    backend = choose(location)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) - 1, hard))
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        return backend
+store.backend_for = backend_for
+sys.argv = ["stepline", "serve", "--state", sys.argv[1]]
+from stepline.cli._main import main
+main()
+"""
+
+
+def test_no_file_descriptor_left_for_the_state_file_is_a_clear_refusal(tmp_path: Path) -> None:
+    """EMFILE when the state file is opened: status 2 and the reason, no traceback, no output,
+    and nothing created; the same file opens once descriptors are free."""
+    state = tmp_path / "state.db"
+    starved = subprocess.run(
+        [sys.executable, "-c", _NO_DESCRIPTOR_LEFT, str(state)],
+        input=b'{"op": "submit", "job": {"value": 1}}\n',
+        capture_output=True,
+        env={**ENV, "PYTHONPATH": SRC},
+        timeout=60,
+        check=False,
+    )
+    stderr = starved.stderr.decode()
+    assert starved.returncode == 2, stderr
+    assert starved.stdout == b""
+    assert "Traceback" not in stderr
+    assert f"cannot open state file {state}" in stderr
+    assert "Too many open files (EMFILE)" in stderr
+    assert not state.exists()
+    events, rc, stderr = run_cli([submit({"value": 1})], "--state", str(state))
+    assert rc == 0, stderr
+    assert by_event(events, "finished")[0]["output"] == 1

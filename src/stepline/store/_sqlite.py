@@ -20,6 +20,7 @@ connection holds SQLite's exclusive lock, so a second ``stepline serve`` on the 
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -114,20 +115,32 @@ def _open(path: str, keep: int) -> tuple[sqlite3.Connection, Snapshot]:
     try:
         conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open state file {path}: {exc}") from None
+        raise StoreError(f"cannot open state file {path}: {exc}{_os_reason(path)}") from None
     try:
         return conn, _prepare_and_load(conn, path, keep)
     except sqlite3.OperationalError as exc:
         conn.close()
         if "locked" in str(exc):
             raise StoreError(f"state file {path} is in use by another process") from None
-        raise StoreError(f"cannot use state file {path}: {exc}") from None
+        raise StoreError(f"cannot use state file {path}: {exc}{_os_reason(path)}") from None
     except (sqlite3.Error, Corrupt) as exc:
         conn.close()
         raise StoreError(f"state file {path} is corrupt: {exc}") from None
     except BaseException:
         conn.close()
         raise
+
+
+def _os_reason(path: str) -> str:
+    """Why the system would not open the file, as far as opening its directory tells: SQLite's
+    "unable to open database file" is the same for a missing directory, no permission and no
+    file descriptor left (EMFILE), and each has its own remedy."""
+    try:
+        os.close(os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY))
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0)
+        return f": {exc.strerror}" + (f" ({name})" if name else "")
+    return ""
 
 
 def _prepare_and_load(conn: sqlite3.Connection, path: str, keep: int) -> Snapshot:

@@ -70,6 +70,10 @@ CLOSE_FLUSH: Final = 1.0
 delivered (only a repeat after a restart is at stake)."""
 
 
+_STATE_NAMES: Final = {state: state.value for state in JobState}
+"""A state's stored name: an enum member's ``.value`` is a Python-level descriptor call."""
+
+
 def backend_for(location: str | os.PathLike[str]) -> Backend:
     """The backend a ``--state`` value names: today a path, an SQLite file."""
     from ._sqlite import SqliteBackend  # start-up time: sqlite3 only when used
@@ -224,7 +228,7 @@ class Store:
         """Record the outcome; its ``finished`` event is written once the outcome is durable."""
         self._fin += 1
         result = job.output if job.state is JobState.SUCCEEDED else job.error
-        self._batch.updates[job.id] = (job.state.value, job.elapsed, result, self._fin)
+        self._batch.updates[job.id] = (_STATE_NAMES[job.state], job.elapsed, result, self._fin)
         self._batch.prune_to = self._fin - self._keep
         self._log(event)
 
