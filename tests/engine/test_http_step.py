@@ -221,8 +221,8 @@ def test_the_limit_is_the_validators() -> None:
 
 
 async def test_waiting_for_a_busy_host_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stepline.engine._http.HOST_CONNECTIONS", 2)
-    monkeypatch.setattr("stepline.engine._http.POOL_WAIT", 0.2)
+    monkeypatch.setattr("stepline.engine._http_client.HOST_CONNECTIONS", 2)
+    monkeypatch.setattr("stepline.engine._http_client.POOL_WAIT", 0.2)
     with SilentServer() as dead:
         job = {"par": [{"http": {"url": dead.url(f"/{i}")}} for i in range(3)]}
         finished = await run_job(job)
@@ -236,8 +236,8 @@ async def test_waiting_for_a_busy_host_is_bounded(monkeypatch: pytest.MonkeyPatc
 async def test_a_step_timeout_is_the_only_bound_on_the_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("stepline.engine._http.HOST_CONNECTIONS", 1)
-    monkeypatch.setattr("stepline.engine._http.POOL_WAIT", 0.05)
+    monkeypatch.setattr("stepline.engine._http_client.HOST_CONNECTIONS", 1)
+    monkeypatch.setattr("stepline.engine._http_client.POOL_WAIT", 0.05)
     with SilentServer() as dead:
         step = {"http": {"url": dead.url()}, "timeout": 0.5}
         finished = await run_job({"par": [step, step]})

@@ -39,6 +39,13 @@ NOT_AT_START = {
     "stepline.store",
     "stepline.store._sqlite",
     "stepline.steps",
+    "stepline.engine._http",  # the executor holds only its client (_http_client.py)
+    "stepline.runners._local",  # the process layer: made at the first `run` step
+    "stepline.runners._sandbox",
+    "stepline.runners._tree",
+    "stepline.runners._cgroup",
+    "stepline.runners._spawn",
+    "stepline.runners._capture",
     "stepline.web",
     "stepline.web._app",
     "starlette",

@@ -1,4 +1,6 @@
-"""One job's body run to its outcome: awaited by a worker, or at once when nothing in it can wait.
+"""One job's body run to its outcome, and the outcome written as its ``finished``.
+
+The body is awaited by a worker, or run at once when nothing in it can wait.
 
 A worker awaits :func:`execute` inside the job's cancel scope. A job whose body can never await
 (:func:`~stepline.engine._interpret.completes_at_once`: ``value`` and ``fail`` steps, in
@@ -8,7 +10,8 @@ that only when a worker would have started the job at once anyway (``Executor.su
 
 Both return the same :data:`Outcome`, and map failures the same way: a step's ``StepFailed`` is
 the job's error, a feature that did not load is ``unavailable``, and anything else is a bug in
-stepline, reported as an ``internal`` error and logged.
+stepline, reported as an ``internal`` error and logged. :func:`conclude` writes the one
+``finished``: a cancel or the job's deadline wins over what the steps returned.
 """
 
 from __future__ import annotations
@@ -19,11 +22,27 @@ from typing import Any, TypeAlias
 from .._errors import StepFailed, Unavailable
 from ..spec._model import JobSpec, Modifiers
 from ._artifacts import collect_artifacts
-from ._interpret import Services, StepContext, run_at_once, run_step, with_modifiers
-from ._jobs import Job, JobState
+from ._interpret import (
+    Services,
+    StepContext,
+    completes_at_once,
+    run_at_once,
+    run_step,
+    with_modifiers,
+)
+from ._jobs import Job, JobState, JobTable
 from ._workspace import Workspace, WorkspacePool, without_files
 
-__all__ = ["INTERRUPTED", "Outcome", "execute", "execute_at_once"]
+__all__ = [
+    "INTERRUPTED",
+    "Outcome",
+    "conclude",
+    "execute",
+    "execute_at_once",
+    "finish_interrupted",
+    "may_be_interrupted",
+    "runs_at_once",
+]
 
 log = logging.getLogger("stepline")
 
@@ -63,6 +82,14 @@ async def execute(
             await workspace.aclose()  # before `finished` is emitted
 
 
+def runs_at_once(spec: JobSpec) -> bool:
+    """Whether a job can run at once: steps that :func:`completes_at_once`, and nothing at the
+    job level a worker must wait for (a timeout, a retry, artifacts to copy)."""
+    if spec.timeout is not None or spec.retry is not None or spec.artifacts:
+        return False
+    return completes_at_once(spec.body)
+
+
 def execute_at_once(job: Job, services: Services) -> Outcome:
     """Run the steps of a job whose body completes at once (no workspace, retry or artifacts)."""
     spec = job.spec
@@ -71,6 +98,33 @@ def execute_at_once(job: Job, services: Services) -> Outcome:
     except Exception as exc:
         return _failure(job, exc)
     return JobState.SUCCEEDED, output, None
+
+
+def conclude(table: JobTable, job: Job, outcome: Outcome) -> None:
+    """Write the job's one ``finished``: an interruption wins over what the steps returned."""
+    if job.cancel_reason is not None:
+        finish_interrupted(table, job, JobState.CANCELLED, job.cancel_reason)
+    elif may_be_interrupted(job) and job.scope is not None and job.scope.cancel_called:
+        message = f"job timed out after {job.spec.timeout:g}s"
+        finish_interrupted(table, job, JobState.TIMED_OUT, message)
+    else:
+        state, output, error = outcome
+        table.finish(job, state, output=output, error=error)
+
+
+def finish_interrupted(table: JobTable, job: Job, state: JobState, message: str) -> None:
+    """Finish a running job as ``cancelled`` or ``timed_out``, naming the step it was in."""
+    if job.state is JobState.RUNNING:
+        kind = "cancelled" if state is JobState.CANCELLED else "timeout"
+        error = {"type": kind, "message": message, "step": job.step}
+        table.finish(job, state, error=error)
+
+
+def may_be_interrupted(job: Job) -> bool:
+    """Whether the job's scope can have been cancelled: only a cancel (which records its reason
+    first, ``JobTable.cancel``) or the job's own deadline cancels it. Asking the scope
+    (``cancel_called`` reads the clock) for every other job shows on the trivial path."""
+    return job.cancel_reason is not None or job.spec.timeout is not None
 
 
 def _failure(job: Job, exc: Exception) -> Outcome:

@@ -36,8 +36,7 @@ import trio
 
 from .._errors import BadCommand, InvalidJob, QueueFull, ShuttingDown, UnknownTemplate
 from ..runners._base import Runner
-from ..runners._local import LocalRunner
-from ..runners._sandbox import SandboxRunner
+from ..runners._deferred import DeferredRunner, local_runner
 from ..spec._model import JobSpec
 from ..spec._policy import check_run_policy
 from ..spec._signature import check_arguments
@@ -47,9 +46,17 @@ from ..wire._outbox import Outbox
 from ._attach import Attachment, Attachments, ShutdownMode
 from ._config import Config
 from ._durable import DurableState
-from ._execution import INTERRUPTED, Outcome, execute, execute_at_once
-from ._http import HttpClient
-from ._interpret import Services, completes_at_once
+from ._execution import (
+    INTERRUPTED,
+    conclude,
+    execute,
+    execute_at_once,
+    finish_interrupted,
+    may_be_interrupted,
+    runs_at_once,
+)
+from ._http_client import HttpClient
+from ._interpret import Services
 from ._jobs import FINAL_STATES, FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
 from ._tasks import Cleanups
@@ -84,7 +91,7 @@ class Executor:
         self.table = JobTable(outbox.emit, keep=config.keep, keep_bytes=config.keep_bytes)
         # starts `run` steps' processes (and run callbacks'): local process trees by default,
         # and those that ask for the sandbox in bubblewrap
-        self.runner: Runner = runner if runner is not None else SandboxRunner(LocalRunner())
+        self.runner: Runner = runner if runner is not None else DeferredRunner(local_runner)
         self.cleanups = Cleanups()  # `always` tasks still running after a cancel (_tasks.py)
         self.workspaces = WorkspacePool(config.workers)  # empty directories for reuse
         self.templates: dict[str, dict[str, Any]] = {}
@@ -169,11 +176,12 @@ class Executor:
             except BaseException:
                 # Cancelled from outside (an embedding program's nursery): the job still gets
                 # its one `finished` before the cancellation goes on.
+                message = "executor was cancelled"
                 for job in running:
-                    self._finish_interrupted(job, JobState.CANCELLED, "executor was cancelled")
+                    finish_interrupted(self.table, job, JobState.CANCELLED, message)
                 raise
             for job in running:  # the scope caught this job's cancel or deadline
-                self._conclude(job, INTERRUPTED)
+                conclude(self.table, job, INTERRUPTED)
 
     async def _run_jobs(self, scope: trio.CancelScope, running: list[Job]) -> bool:
         """Run jobs in ``scope``: True once the queue has ended, False when the scope is spent."""
@@ -196,8 +204,8 @@ class Executor:
                 await self._write_ahead.wait_recorded()  # --on-restart fail
             outcome = await execute(job, self._services, self.workspaces, self.config.artifacts)
             running.clear()
-            self._conclude(job, outcome)
-            if _may_be_interrupted(job):
+            conclude(self.table, job, outcome)
+            if may_be_interrupted(job):
                 if scope.cancel_called:
                     return False  # cancelled too late to interrupt anything: it would hit the next
                 if job.spec.timeout is not None:
@@ -219,26 +227,6 @@ class Executor:
                 self.outbox.emit(job.tag(ev))
 
     # -- running one job ---------------------------------------------------------------------
-
-    def _conclude(self, job: Job, outcome: Outcome) -> None:
-        """Write the job's one ``finished``: an interruption wins over what the steps returned."""
-        if job.cancel_reason is not None:
-            self._finish_interrupted(job, JobState.CANCELLED, job.cancel_reason)
-        elif _may_be_interrupted(job) and job.scope is not None and job.scope.cancel_called:
-            self._finish_interrupted(job, JobState.TIMED_OUT, self._timeout_message(job))
-        else:
-            state, output, error = outcome
-            self.table.finish(job, state, output=output, error=error)
-
-    def _finish_interrupted(self, job: Job, state: JobState, message: str) -> None:
-        if job.state is JobState.RUNNING:
-            kind = "cancelled" if state is JobState.CANCELLED else "timeout"
-            error = {"type": kind, "message": message, "step": job.step}
-            self.table.finish(job, state, error=error)
-
-    @staticmethod
-    def _timeout_message(job: Job) -> str:
-        return f"job timed out after {job.spec.timeout:g}s"
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -290,7 +278,7 @@ class Executor:
             raise trio.WouldBlock
         self.check_accepting()
         spec = self.validate(job, template, params)
-        if self._worker_would_start_now() and completes_at_once(spec.body) and _plain(spec):
+        if self._worker_would_start_now() and runs_at_once(spec):
             record = self.table.accept(spec, name=name, request_id=request_id, **extra)
             self._run_at_once(record)
             return record
@@ -500,20 +488,7 @@ class Executor:
         return len(self.queue) + self._reserved >= self.queue.size
 
 
-def _plain(spec: JobSpec) -> bool:
-    """Whether the job itself adds nothing a worker must wait for: no timeout, retry or
-    artifacts (its steps are checked by ``completes_at_once``)."""
-    return spec.timeout is None and spec.retry is None and not spec.artifacts
-
-
 _NO_CALLBACKS = (
     "no callbacks are attached to this executor to run on_finish "
     "(stepline serve and stepline.open_executor attach them)"
 )
-
-
-def _may_be_interrupted(job: Job) -> bool:
-    """Whether the job's scope can have been cancelled: only a cancel (which records its reason
-    first, ``JobTable.cancel``) or the job's own deadline cancels it. Asking the scope
-    (``cancel_called`` reads the clock) for every other job shows on the trivial path."""
-    return job.cancel_reason is not None or job.spec.timeout is not None

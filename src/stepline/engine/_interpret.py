@@ -54,7 +54,7 @@ from ._tasks import Cleanups, run_deferred, run_graph
 from ._workspace import Workspace, workspace_cwd
 
 if TYPE_CHECKING:
-    from ._http import HttpClient
+    from ._http_client import HttpClient
 
 __all__ = [
     "INTERPRETERS",

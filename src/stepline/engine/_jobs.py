@@ -7,18 +7,9 @@ against the lifecycle, writes the new state and emits the event announcing it, a
 every other task, the way an STM transaction is, without locks. Any move the lifecycle forbids
 raises :class:`~stepline._errors.IllegalTransition`, which is always a bug in stepline.
 
-Job lifecycle::
-
-    QUEUED ──start──▶ RUNNING ──finish──▶ SUCCEEDED | FAILED | CANCELLED | TIMED_OUT
-       └───────────────cancel while queued──────────▶ CANCELLED
-
-The table also owns retention: finished records are kept for ``status`` up to ``keep`` most
-recent ones, so a long-lived executor does not grow without limit. Their outputs are bounded in
-bytes as well (``keep_bytes``, :data:`KEEP_BYTES` by default): a ``run`` step's output can be
-2 MiB, and 1,000 kept records of those were 2 GiB and a ``status`` line of as much. The most
-recent outputs are kept up to that budget; an older record gives its output up (``output``
-null, ``output_dropped``: the output's size in encoded bytes). Its ``finished`` event had carried
-it whole. Outputs under :data:`SMALL_OUTPUT` bytes are not counted: ``keep`` bounds them.
+The lifecycle itself (states and allowed moves) is :mod:`stepline.engine._states`. The table
+also owns retention: finished records are kept for ``status`` up to ``keep`` most recent ones,
+their outputs within a byte budget (:mod:`stepline.engine._retention`).
 
 The three events every job gets (``accepted``, ``started``, ``finished``) are written here as
 dict literals, not through :func:`~stepline.wire._events.event`: its keyword arguments cost twice
@@ -27,13 +18,10 @@ the instructions, and these are the hot path of a trivial job. Their shape is th
 
 from __future__ import annotations
 
-import enum
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-import orjson
 import trio
 from attrs import define, field, frozen
 
@@ -42,6 +30,8 @@ from ..runners._base import StopOrders
 from ..spec._model import JobSpec
 from ..wire._events import EmitFn, Event, RequestId, reply
 from ._logs import JobLog
+from ._retention import KEEP_BYTES, SMALL_OUTPUT, Retention, output_size
+from ._states import ALLOWED_MOVES, BY_NAME, FINAL_STATES, JobState
 
 __all__ = [
     "FINAL_STATES",
@@ -55,36 +45,6 @@ __all__ = [
     "TableObserver",
     "output_size",
 ]
-
-KEEP_BYTES: Final = 16 << 20
-"""Default budget, in encoded bytes, for the outputs that finished records keep for ``status``."""
-
-SMALL_OUTPUT: Final = 1024
-"""Outputs smaller than this (in encoded bytes) are not counted against the budget."""
-
-
-class JobState(enum.Enum):
-    QUEUED = "queued"  # accepted; waiting in the bounded queue for a worker
-    RUNNING = "running"  # a worker is running its steps inside the job's cancel scope
-    SUCCEEDED = "succeeded"  # final: the steps finished; ``output`` holds the result
-    FAILED = "failed"  # final: a step failed, or stepline hit a bug (type ``internal``)
-    CANCELLED = "cancelled"  # final: a ``cancel`` command or a cancelling shutdown
-    TIMED_OUT = "timed_out"  # final: the job-level ``timeout`` expired
-
-    # Enum's own __hash__ is Python code hashing the member's name; members are singletons
-    # compared by identity, so identity hashing is equivalent, and the table hashes a state on
-    # every transition (four times per job).
-    __hash__ = object.__hash__
-
-
-_BY_NAME: Final = {state.value: state for state in JobState}
-
-FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)
-
-_ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset(FINAL_STATES),
-}
 
 
 @define(eq=False)
@@ -231,11 +191,11 @@ def _states(state: Any) -> frozenset[JobState] | None:
     names = [state] if isinstance(state, str) else state
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadCommand("status: 'state' must be a state or a list of states")
-    unknown = [n for n in names if n not in _BY_NAME]
+    unknown = [n for n in names if n not in BY_NAME]
     if unknown:
-        known = ", ".join(_BY_NAME)
+        known = ", ".join(BY_NAME)
         raise BadCommand(f"status: unknown state {unknown[0]!r}; expected one of {known}")
-    return frozenset(_BY_NAME[n] for n in names)
+    return frozenset(BY_NAME[n] for n in names)
 
 
 FinishHook = Callable[["Job", Event], None]
@@ -262,16 +222,10 @@ class JobTable:
 
     def __init__(self, emit: EmitFn, *, keep: int = 1000, keep_bytes: int = KEEP_BYTES) -> None:
         self._emit = emit
-        self._keep = keep
-        self._keep_bytes = keep_bytes
         self._jobs: dict[str, Job] = {}
         self._queued: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
-        self._finished: deque[str] = deque()
-        # Kept records whose output counts against keep_bytes, in finish order (a subsequence
-        # of _finished), and the sum of those outputs' sizes.
-        self._weighty: deque[Job] = deque()
-        self._kept_bytes = 0
+        self._kept = Retention(keep, keep_bytes)  # which finished records stay in _jobs
         self._finished_counts = dict.fromkeys(FINAL_STATES, 0)
         self._next_id = 1
         self.observer: TableObserver | None = None  # None (no --state): the fast path
@@ -468,7 +422,7 @@ class JobTable:
 
     @staticmethod
     def _move(job: Job, new: JobState) -> None:
-        if new not in _ALLOWED.get(job.state, ()):
+        if new not in ALLOWED_MOVES.get(job.state, ()):
             raise IllegalTransition(f"job {job.id}: {job.state.value} -> {new.value}")
         job.state = new
 
@@ -488,43 +442,6 @@ class JobTable:
         return job.tag(ev)
 
     def _retain(self, job: Job) -> None:
-        self._finished.append(job.id)
-        if (job.state is JobState.SUCCEEDED and job.output is not None) or job.log is not None:
-            self._weigh(job)
-        while len(self._finished) > self._keep:
-            old = self._jobs.pop(self._finished.popleft())
-            if self._weighty and self._weighty[0] is old:  # finish order: the oldest if any
-                self._weighty.popleft()
-                self._kept_bytes -= old.output_bytes + old.log_bytes
-
-    def _weigh(self, job: Job) -> None:
-        """Count a kept output and log against the byte budget; older ones give way to them."""
-        size = output_size(job.output) if job.state is JobState.SUCCEEDED else 0
-        job.output_bytes = size if size >= SMALL_OUTPUT else 0
-        job.log_bytes = job.log.size if job.log is not None else 0
-        if job.output_bytes + job.log_bytes < SMALL_OUTPUT:
-            job.output_bytes = job.log_bytes = 0
-            return
-        self._weighty.append(job)
-        self._kept_bytes += job.output_bytes + job.log_bytes
-        while self._kept_bytes > self._keep_bytes:
-            old = self._weighty.popleft()
-            self._kept_bytes -= old.output_bytes + old.log_bytes
-            if old.output_bytes:
-                old.output, old.output_dropped, old.output_bytes = None, old.output_bytes, 0
-            if old.log is not None:
-                old.log.drop()  # its lines count as trimmed from now on
-            old.log_bytes = 0
-
-
-def output_size(output: Any) -> int:
-    """Encoded size of an output in bytes; 0 for one that is surely small (no encoding)."""
-    kind = type(output)
-    if kind is int or kind is float or kind is bool or output is None:
-        return 0
-    if kind is str and len(output) < SMALL_OUTPUT // 6:  # JSON escapes at most 6x
-        return 0
-    try:
-        return len(orjson.dumps(output))
-    except (TypeError, orjson.JSONEncodeError):
-        return 0  # the outbox repairs such a value; the validator keeps it from happening
+        dropped = self._kept.add(job)
+        if dropped is not None:
+            del self._jobs[dropped.id]

@@ -27,7 +27,6 @@ any sensible count, and their ``finished`` events took an unread stepline from 2
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -87,6 +86,8 @@ def _encode_carefully(ev: Event) -> bytes:
         return orjson.dumps(ev, default=str, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, orjson.JSONEncodeError):
         pass
+    import json  # start-up time: only an event orjson refused comes here
+
     try:  # stdlib json nests deeper than orjson's 255 levels
         return json.dumps(ev, default=str, allow_nan=False, separators=(",", ":")).encode() + b"\n"
     except (TypeError, ValueError, RecursionError):
