@@ -173,6 +173,30 @@ async def test_env_is_merged_over_os_environ(monkeypatch: pytest.MonkeyPatch) ->
     assert result.stdout == "kept new added\n"
 
 
+async def test_a_change_to_our_environment_reaches_the_next_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the encoded environment is built once and reused while ours stays the same
+    show = 'echo "[$STEPLINE_T_CHANGING]"'
+    monkeypatch.delenv("STEPLINE_T_CHANGING", raising=False)
+    assert (await sh(show)).stdout == "[]\n"
+    for value in ("one", "two"):
+        monkeypatch.setenv("STEPLINE_T_CHANGING", value)
+        assert (await sh(show)).stdout == f"[{value}]\n"
+        assert (await sh(show, env={"STEPLINE_T_OTHER": "x"})).stdout == f"[{value}]\n"
+    monkeypatch.delenv("STEPLINE_T_CHANGING")
+    assert (await sh(show)).stdout == "[]\n"
+
+
+async def test_a_steps_variable_replaces_ours_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPLINE_T_TWICE", "ours")
+    for value in ("a", "b"):  # the second start reuses what the first built
+        result = await run_process(["env"], env={"STEPLINE_T_TWICE": value})
+        assert [line for line in result.stdout.splitlines() if "STEPLINE_T_TWICE" in line] == [
+            f"STEPLINE_T_TWICE={value}"
+        ]
+
+
 async def test_cwd(tmp_path: Path) -> None:
     (tmp_path / "marker").write_text("")
     result = await run_process(["ls"], cwd=str(tmp_path))

@@ -151,8 +151,7 @@ def spawn(
         raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
     path = env["PATH"] if env is not None and "PATH" in env else os.environ.get("PATH", os.defpath)
     try:
-        full_env = None if env is None else _child_environ(env)
-        pid, popen = _start(argv, pipes, full_env, cwd, path)
+        pid, popen = _start(argv, pipes, env, cwd, path)
     except (OSError, ValueError) as exc:
         pipes.close_all()
         raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
@@ -168,15 +167,14 @@ def _child_environ(env: Mapping[str, str]) -> dict[bytes, bytes]:
     marker (NOTES.md, Containment). CPython keeps the encoded environment, always current, in
     ``os.environ._data``: copying that is a plain dict copy, and ``Popen`` passes bytes through.
     """
-    encoded = getattr(os.environ, "_data", None)  # CPython's store (docstring); else slower
-    base = dict(os.environb) if not isinstance(encoded, dict) else encoded
+    base = _encoded_environ()
     return {**base, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
 
 
 def _start(
     argv: Sequence[str],
     pipes: _Pipes,
-    env: Mapping[bytes, bytes] | None,
+    env: Mapping[str, str] | None,
     cwd: str | None,
     path: str,
 ) -> tuple[int, subprocess.Popen[bytes] | None]:
@@ -200,13 +198,14 @@ def _start(
 def _start_once(
     argv: Sequence[str],
     executable: str | None,
-    env: Mapping[bytes, bytes] | None,
+    env: Mapping[str, str] | None,
     cwd: str | None,
     path: str,
     fds: tuple[int, int, int],
 ) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """One start, with ``env`` (the step's variables, None: none) over stepline's own."""
     if _forkexec.AVAILABLE:
-        env_list = None if env is None else _env_list(env)
+        env_list = None if env is None else _ENVIRONMENT.entries(env)
         return _forkexec.fork_exec(argv, executable, path, cwd, env_list, fds), None
     popen = subprocess.Popen(
         list(argv),
@@ -214,7 +213,7 @@ def _start_once(
         stdin=fds[0],
         stdout=fds[1],
         stderr=fds[2],
-        env=env,
+        env=None if env is None else _child_environ(env),
         cwd=cwd,
         start_new_session=True,
         close_fds=True,
@@ -222,14 +221,48 @@ def _start_once(
     return popen.pid, popen
 
 
-def _env_list(env: Mapping[bytes, bytes]) -> list[bytes]:
-    """``env`` as ``execve`` takes it; a name with ``=`` is refused, as ``Popen`` refuses it."""
-    entries = []
-    for name, value in env.items():
-        if b"=" in name:
+class _Environment:
+    """stepline's environment as ``execve`` takes it (``b"NAME=value"``), built once and again
+    only when it changed.
+
+    Encoding every variable for every start was a fifth of a spawner thread's work per
+    ``{"run": ["true"]}`` step (NOTES.md, Performance). A start checks the environment is still
+    the one the entries were built from with one dict comparison (C, about a microsecond), so a
+    program embedding stepline that changes ``os.environ`` is seen at the next start.
+    """
+
+    _LIMIT = 16  # sets of overridden names kept; then it starts over
+
+    def __init__(self) -> None:
+        self._snapshot: dict[bytes, bytes] | None = None
+        self._kept: dict[frozenset[bytes], list[bytes]] = {}
+
+    def entries(self, env: Mapping[str, str]) -> list[bytes]:
+        """stepline's environment with ``env`` over it; a name with ``=`` is refused, as
+        ``Popen`` refuses it."""
+        over = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+        if any(b"=" in name for name in over):
             raise ValueError("illegal environment variable name")
-        entries.append(name + b"=" + value)
-    return entries
+        base = _encoded_environ()
+        if base != self._snapshot:
+            self._snapshot, self._kept = dict(base), {}
+        names = frozenset(over)
+        kept = self._kept.get(names)
+        if kept is None:
+            if len(self._kept) >= self._LIMIT:
+                self._kept.clear()
+            kept = [k + b"=" + v for k, v in base.items() if k not in names]
+            self._kept[names] = kept
+        return [*kept, *(k + b"=" + v for k, v in over.items())]
+
+
+_ENVIRONMENT = _Environment()
+
+
+def _encoded_environ() -> Mapping[bytes, bytes]:
+    """The environment, encoded: CPython's own store (see :func:`_child_environ`), else a copy."""
+    encoded = getattr(os.environ, "_data", None)
+    return encoded if isinstance(encoded, dict) else dict(os.environb)
 
 
 class _ProgramPaths:
