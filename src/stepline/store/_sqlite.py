@@ -235,18 +235,19 @@ def _transaction(conn: sqlite3.Connection, body: Any) -> None:
 
 
 def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
+    """The batch's writes, in as few statements as they take: each one gives up the GIL and
+    takes it back from the event loop, which cost milliseconds of a commit's latency whatever
+    the statement did (NOTES.md, "--state throughput")."""
     if batch.inserts:
         _insert_jobs(conn, batch.inserts)
-    if batch.next_id:
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (batch.next_id,))
     if batch.updates:
         _update_jobs(conn, batch.updates)
-    if batch.prune_to is not None:
+    if batch.prune_to is not None and batch.prune_to > 0:  # else no finish number is that low
         conn.execute("DELETE FROM jobs WHERE fin <= ?", (batch.prune_to,))
     if batch.events:
         _append_events(conn, batch.events)
+    _set_meta(conn, next_id=batch.next_id, delivered=batch.delivered)
     if batch.delivered:
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('delivered', ?)", (batch.delivered,))
         conn.execute("DELETE FROM events WHERE seq <= ?", (batch.delivered,))
     if batch.templates:
         conn.executemany("INSERT OR REPLACE INTO templates VALUES (?, ?)", batch.templates)
@@ -265,10 +266,22 @@ def _append_events(conn: sqlite3.Connection, events: list[LoggedEvent]) -> None:
         seq != first + i for i, (seq, _) in enumerate(events)
     ):
         raise ValueError(f"the events {first}..{last} are not numbered one after another")
-    newest = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
-    if newest is not None and first <= newest:
-        raise ValueError(f"event {first} is not after the stored event {newest}")
-    conn.execute("INSERT INTO events VALUES (?, ?)", (last, b"".join(line for _, line in events)))
+    body = b"".join(line for _, line in events)
+    if conn.execute(_APPEND_EVENTS, (last, body, first)).rowcount != 1:
+        raise ValueError(f"event {first} is not after the stored events")
+
+
+_APPEND_EVENTS: Final = """
+    INSERT INTO events SELECT ?1, ?2 WHERE ?3 > (SELECT coalesce(max(seq), 0) FROM events)
+"""
+
+
+def _set_meta(conn: sqlite3.Connection, **values: int) -> None:
+    """The counters that moved (0: did not), in one statement."""
+    moved = [item for pair in values.items() if pair[1] for item in pair]
+    if moved:
+        rows = ", ".join(["(?, ?)"] * (len(moved) // 2))
+        conn.execute(f"INSERT OR REPLACE INTO meta VALUES {rows}", moved)
 
 
 # Rows are bound without None and with JSON as text: Python's sqlite3 binds int, float and str
