@@ -21,6 +21,9 @@ __all__ = ["add_cluster_flags", "add_worker", "is_cluster_url", "open_node"]
 
 log = logging.getLogger("stepline")
 
+WORKER_QUEUE = 512
+"""``stepline worker``'s default ``--queue``: the most jobs it claims ahead of its workers."""
+
 
 def is_cluster_url(state: str) -> bool:
     """Whether ``--state`` names a PostgreSQL database (a cluster) rather than a file."""
@@ -70,6 +73,10 @@ def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         allow_abbrev=False,
     )
     add_config_flags(worker)
+    # A worker's queue holds only what it claims ahead: short jobs are claimed in batches of up
+    # to this many (long ones never: cluster/_claims.py), and each claim costs the database a
+    # statement, so a worker waits for fewer, larger claims than serve's default would allow.
+    worker.set_defaults(queue_size=WORKER_QUEUE)
     worker.add_argument(
         "--state", metavar="URL", required=True, help="the cluster's database: postgresql://..."
     )
