@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from stepline.web._events import CHUNK_BYTES, CHUNK_EVENTS, EventLog
+from stepline.web._share import LoopShare
 from stepline.web._stream import GATHER, messages
 
 
@@ -74,7 +75,7 @@ async def test_the_kept_events_go_at_once_and_later_ones_gathered(
 ) -> None:
     log = EventLog()
     emit(log, 3)
-    async with aclosing(messages(log, 0, None, phase=0.1)) as stream:
+    async with aclosing(messages(log, 0, None, share=LoopShare(), phase=0.1)) as stream:
         assert await take(stream) == b"retry: 1000\n\n"
         start = trio.current_time()
         assert ids(await take(stream)) == [1, 2, 3]
@@ -96,7 +97,7 @@ async def test_a_reader_left_behind_the_ring_is_told_what_it_missed(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     log = EventLog(keep=4)
-    async with aclosing(messages(log, 0, None)) as stream:
+    async with aclosing(messages(log, 0, None, share=LoopShare())) as stream:
         await take(stream)  # retry
         emit(log, 10)
         assert await take(stream) == b": events 1 to 6 are no longer kept\n\n"
@@ -110,7 +111,7 @@ async def test_a_stream_ends_once_the_log_closes_and_all_was_sent(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     log = EventLog()
-    async with aclosing(messages(log, 0, "j2")) as stream:
+    async with aclosing(messages(log, 0, "j2", share=LoopShare())) as stream:
         await take(stream)
         emit(log, 1, "j1")
         emit(log, 1, "j2")

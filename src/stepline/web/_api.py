@@ -23,6 +23,7 @@ from ..wire._commands import CommandRefused, Schedule, Submit, decode_command
 from ..wire._events import reply
 from ._errors import ApiError
 from ._graphs import job_graph
+from ._share import LoopShare
 
 __all__ = ["Api", "json_body", "parse_json", "read_body"]
 
@@ -71,16 +72,18 @@ def decode_op(op: str, body: Any) -> Any:
 class Api:
     """The handlers, bound to one executor."""
 
-    def __init__(self, executor: Executor, max_body: int) -> None:
+    def __init__(self, executor: Executor, max_body: int, share: LoopShare) -> None:
         self.executor = executor
         self.max_body = max_body
+        self.share = share
 
     async def submit(self, request: Request) -> Response:
         body = await json_body(request, self.max_body)
         cmd: Submit = decode_op("submit", body)
-        job = await self.executor.submit(
-            cmd.job, template=cmd.template, params=cmd.params, name=cmd.name
-        )
+        with self.share.submitting():
+            job = await self.executor.submit(
+                cmd.job, template=cmd.template, params=cmd.params, name=cmd.name
+            )
         return JSONResponse({"job": job.id}, 202)
 
     async def list_jobs(self, request: Request) -> Response:

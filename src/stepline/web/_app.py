@@ -29,6 +29,7 @@ from ._events import EventLog
 from ._hooks import Hooks
 from ._metrics import CONTENT_TYPE, Metrics
 from ._openapi import openapi_document
+from ._share import LoopShare
 from ._stream import event_stream
 
 __all__ = ["build_app", "by_method"]
@@ -41,7 +42,8 @@ STATIC = Path(__file__).parent / "static"
 
 
 class _Guard:
-    """Pure ASGI middleware: the bearer token on every request, and a count of the answers.
+    """Pure ASGI middleware: the bearer token on every request, a count of the answers, and
+    the front's turn on the loop (:class:`LoopShare`) before a request is handled.
 
     Only ``/static/`` is open without the token: the dashboard's script and style sheet, the
     same files the package ships, which a browser fetches without the page's query string.
@@ -50,10 +52,11 @@ class _Guard:
     and would hold ``GET /events`` back.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, metrics: Metrics, share: LoopShare) -> None:
         self._app = app
         self._token = token
         self._metrics = metrics
+        self._share = share
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,6 +82,7 @@ class _Guard:
                 self._metrics.answered(message["status"])
             await send(message)
 
+        await self._share.turn()
         await self._app(scope, receive, counted)
 
 
@@ -97,17 +101,18 @@ def build_app(
     executor: Executor,
     log_: EventLog,
     metrics: Metrics,
+    share: LoopShare,
     *,
     token: str | None,
     hook_secret: str | None,
     max_body: int,
 ) -> ASGIApp:
-    api = Api(executor, max_body)
-    hooks = Hooks(executor, hook_secret, max_body)
+    api = Api(executor, max_body, share)
+    hooks = Hooks(executor, hook_secret, max_body, share)
     document = orjson.dumps(openapi_document(token=token is not None))
 
     async def events(request: Request) -> Response:
-        return event_stream(request, log_)
+        return event_stream(request, log_, share)
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -151,7 +156,7 @@ def build_app(
             Exception: _internal_error,
         },
     )
-    return _Guard(app, token, metrics)
+    return _Guard(app, token, metrics, share)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

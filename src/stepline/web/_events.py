@@ -30,7 +30,7 @@ __all__ = ["CHUNK_BYTES", "CHUNK_EVENTS", "EventLog"]
 KEEP_EVENTS: Final = 10_000
 KEEP_BYTES: Final = 16 << 20
 CHUNK_EVENTS: Final = 1_000  # events one read returns at most
-CHUNK_BYTES: Final = 1 << 20  # bytes one read returns at most (unless one frame is larger)
+CHUNK_BYTES: Final = 1 << 16  # bytes one read returns at most (unless one frame is larger)
 
 
 class EventLog:

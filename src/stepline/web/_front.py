@@ -24,6 +24,7 @@ from ..wire._events import Event
 from ._auth import is_loopback
 from ._events import EventLog
 from ._metrics import Metrics
+from ._share import LoopShare
 
 __all__ = ["BadBind", "HttpFront", "HttpOptions", "parse_bind"]
 
@@ -74,6 +75,7 @@ class HttpFront:
         self._socket = _listen(options.host, options.port)
         self.host, self.port = self._socket.getsockname()[:2]
         self._metrics: Metrics | None = None
+        self._share = LoopShare()
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -84,6 +86,7 @@ class HttpFront:
 
     def observe(self, event: Event, line: bytes) -> None:
         self.log.append(event, line)
+        self._share.observe(event)
         if self._metrics is not None:
             self._metrics.observe(event)
 
@@ -98,6 +101,7 @@ class HttpFront:
             executor,
             self.log,
             self._metrics,
+            self._share,
             token=self.options.token,
             hook_secret=self.options.hook_secret,
             max_body=self.options.max_body,
@@ -115,11 +119,14 @@ class HttpFront:
         config.graceful_timeout = GRACE
         config.accesslog = None
         config.loglevel = "WARNING"
+        self._share.adopt(trio.lowlevel.current_task())  # Hypercorn's tasks, spawned below
+        trio.lowlevel.add_instrument(self._share)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._serve, serve, config)
                 task_status.started()
         finally:
+            trio.lowlevel.remove_instrument(self._share)
             self._stopped.set()
 
     async def _serve(self, serve: Any, config: Any, *, task_status: trio.TaskStatus[None]) -> None:

@@ -22,15 +22,19 @@ from ..spec._signature import parameters_of
 from ._api import parse_json, read_body
 from ._auth import SIGNATURE_HEADER, signature_ok
 from ._errors import ApiError
+from ._share import LoopShare
 
 __all__ = ["Hooks"]
 
 
 class Hooks:
-    def __init__(self, executor: Executor, secret: str | None, max_body: int) -> None:
+    def __init__(
+        self, executor: Executor, secret: str | None, max_body: int, share: LoopShare
+    ) -> None:
         self._executor = executor
         self._secret = secret
         self._max_body = max_body
+        self._share = share
 
     async def trigger(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -46,5 +50,6 @@ class Hooks:
             raise ApiError("bad_command", "a hook's body must be a JSON object (its params)")
         known = parameters_of(template)
         params = {key: value for key, value in body.items() if key in known}
-        job = await self._executor.submit(template=name, params=params)
+        with self._share.submitting():
+            job = await self._executor.submit(template=name, params=params)
         return JSONResponse({"job": job.id, "ignored": sorted(set(body) - known)}, 202)

@@ -29,6 +29,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ._errors import ApiError
 from ._events import EventLog
+from ._share import LoopShare
 
 __all__ = ["GATHER", "KEEPALIVE", "event_stream", "messages"]
 
@@ -37,12 +38,12 @@ GATHER: Final = 0.5
 _SPREAD: Final = 0.6180339887  # golden ratio: consecutive streams' phases land far apart
 
 
-def event_stream(request: Request, log: EventLog) -> Response:
+def event_stream(request: Request, log: EventLog, share: LoopShare) -> Response:
     after = _start(request, log)
     job = request.query_params.get("job")
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(
-        messages(log, after, job, phase=_phase(log)),
+        messages(log, after, job, share=share, phase=_phase(log)),
         media_type="text/event-stream",
         headers=headers,
     )
@@ -68,11 +69,11 @@ def _start(request: Request, log: EventLog) -> int:
 
 
 async def messages(
-    log: EventLog, after: int, job: str | None, *, phase: float = 0.0
+    log: EventLog, after: int, job: str | None, *, share: LoopShare, phase: float = 0.0
 ) -> AsyncGenerator[bytes, None]:
     """The stream's chunks: events above ``after`` (of ``job`` only, if given), then live ones
     until the log closes. What is kept is sent at once; later writes wait for the stream's
-    ``phase`` of the :data:`GATHER` period."""
+    ``phase`` of the :data:`GATHER` period, and each write waits the front's ``share`` turn."""
     yield b"retry: 1000\n\n"
     while True:
         if after + 1 < log.first_id:
@@ -83,6 +84,7 @@ async def messages(
             behind = last < log.last_id  # the read was cut: more is kept already
             after = last
             if chunk:
+                await share.stream_turn()
                 yield chunk
             if behind:
                 continue  # no gathering while the reader is behind
