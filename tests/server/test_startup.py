@@ -46,6 +46,7 @@ NOT_AT_START = {
     "stepline.runners._cgroup",
     "stepline.runners._spawn",
     "stepline.runners._capture",
+    "stepline.wire._commands",  # the command classes: at the first line not a plain submit
     "stepline.web",
     "stepline.web._app",
     "starlette",

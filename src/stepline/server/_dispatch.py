@@ -7,9 +7,10 @@ that command gets, echoing its ``id``, and the executor goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -17,22 +18,24 @@ from .._errors import CommandError
 from ..engine._executor import Executor
 from ..engine._jobs import StatusFilter
 from ..triggers._attach import Triggers
-from ..wire._commands import (
-    Ack,
-    Cancel,
-    Command,
-    Define,
-    Logs,
-    Ping,
-    PlainSubmit,
-    Schedule,
-    Shutdown,
-    Stats,
-    Status,
-    Submit,
-    Unschedule,
-)
 from ..wire._events import RequestId, error, reply
+from ..wire._plain import PlainSubmit
+
+if TYPE_CHECKING:
+    from ..wire._commands import (
+        Ack,
+        Cancel,
+        Command,
+        Define,
+        Logs,
+        Ping,
+        Schedule,
+        Shutdown,
+        Stats,
+        Status,
+        Submit,
+        Unschedule,
+    )
 
 __all__ = ["dispatch", "submit_nowait"]
 
@@ -42,7 +45,7 @@ log = logging.getLogger("stepline")
 async def dispatch(executor: Executor, command: Command, request_id: RequestId) -> None:
     """Run one command; every outcome is exactly one reply or one ``error`` event."""
     try:
-        await _HANDLERS[type(command)](executor, command, request_id)
+        await _handlers()[type(command)](executor, command, request_id)
     except Exception as exc:
         _report(executor, command, request_id, exc)
 
@@ -139,16 +142,25 @@ async def _shutdown(ex: Executor, cmd: Shutdown, rid: RequestId) -> None:
     ex.shutdown(cmd.mode)
 
 
-_HANDLERS: dict[type, Callable[[Executor, Any, RequestId], Awaitable[None]]] = {
-    Submit: _submit,
-    Cancel: _cancel,
-    Status: _status,
-    Logs: _logs,
-    Define: _define,
-    Schedule: _schedule,
-    Unschedule: _unschedule,
-    Ack: _ack,
-    Stats: _stats,
-    Ping: _ping,
-    Shutdown: _shutdown,
-}
+_Handler = Callable[[Executor, Any, RequestId], Awaitable[None]]
+
+
+@functools.cache
+def _handlers() -> dict[type, _Handler]:
+    """Each command class's handler; made at the first command that is not a plain submit,
+    which imports the classes (wire/_plain.py says why not at start)."""
+    from ..wire import _commands as c
+
+    return {
+        c.Submit: _submit,
+        c.Cancel: _cancel,
+        c.Status: _status,
+        c.Logs: _logs,
+        c.Define: _define,
+        c.Schedule: _schedule,
+        c.Unschedule: _unschedule,
+        c.Ack: _ack,
+        c.Stats: _stats,
+        c.Ping: _ping,
+        c.Shutdown: _shutdown,
+    }

@@ -31,10 +31,10 @@ from .._version import __version__
 from ..engine._attach import Attachment
 from ..engine._executor import Config, Executor
 from ..triggers._attach import Triggers
-from ..wire._commands import CommandRefused, PlainSubmit, decode_command, decode_plain_submit
 from ..wire._events import Event, error, event
 from ..wire._framing import TooLong, read_lines
 from ..wire._outbox import Outbox, StreamOutbox, TappedOutbox
+from ..wire._plain import PlainSubmit, decode_plain_submit
 from ._dispatch import dispatch, submit_nowait
 from ._input import SettleBeforeWaiting
 
@@ -246,6 +246,8 @@ class Server:
             message = f"line of {line.length} bytes exceeds --max-line {self._max_line}"
             self.executor.outbox.emit(error("line_too_long", message))
             return
+        from ..wire._commands import CommandRefused, decode_command  # start-up: wire/_plain.py
+
         try:
             command, request_id = decode_command(line)
         except CommandRefused as refused:

@@ -2,7 +2,9 @@
 
 Each ``op`` of the protocol is one frozen attrs class. :func:`decode_command` turns one line into
 ``(command, id)`` or raises a :class:`~stepline._errors.CommandError` carrying the ``id`` it could
-recover, so even a refused command's ``error`` event echoes it.
+recover, so even a refused command's ``error`` event echoes it. A plain ``submit``, the hot path,
+is decoded without the classes by :mod:`stepline.wire._plain`: ``stepline serve`` imports this
+module at the first line that is not one.
 
 Structuring uses cattrs with strict hooks: default cattrs coerces silently (``"5"`` → 5,
 ``True`` → 1.0, ``"echo"`` → ``['e','c','h','o']``), which would turn a driver's mistake into a
@@ -14,17 +16,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args, get_origin
 
 import orjson
 from attrs import frozen
 
 from .._errors import BadCommand, BadJson, Unavailable
 from .._lazy import loading
+from ._events import RequestId
+from ._plain import PlainSubmit, decode_plain_submit, plain_submit, request_id_of
 
 if TYPE_CHECKING:
     import cattrs
-from ._events import RequestId
 
 __all__ = [
     "Ack",
@@ -33,6 +36,7 @@ __all__ = [
     "Define",
     "Logs",
     "Ping",
+    "PlainSubmit",
     "Schedule",
     "Shutdown",
     "Stats",
@@ -153,58 +157,14 @@ def decode_command(line: bytes) -> tuple[Command, RequestId]:
         raise CommandRefused(BadJson(f"not valid JSON: {exc}"), None) from None
     if not isinstance(obj, dict):
         raise CommandRefused(BadJson(f"expected a JSON object, got {_json_type(obj)}"), None)
-    request_id = _request_id(obj)
-    plain = _plain_submit(obj)
+    request_id = request_id_of(obj)
+    plain = plain_submit(obj)
     if plain is not None:
         return Submit(job=plain.job, name=plain.name), request_id
     try:
         return _structure(obj), request_id
     except (BadCommand, Unavailable) as exc:
         raise CommandRefused(exc, request_id) from None
-
-
-_SUBMIT_KEYS = frozenset({"op", "id", "job", "name"})
-
-
-class PlainSubmit(NamedTuple):
-    """A ``submit`` with only ``job`` and optionally ``name`` and ``id``: the hot path."""
-
-    job: Any
-    name: str | None
-    request_id: RequestId
-
-
-def decode_plain_submit(line: bytes) -> PlainSubmit | None:
-    """The line if it is a plain, valid ``submit``, else None (and :func:`decode_command` will
-    decode it, refusing it with the reason if need be). No command object is made: building the
-    frozen :class:`Submit` was half the cost of decoding a trivial job's line."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return _plain_submit(obj) if type(obj) is dict else None
-
-
-def _plain_submit(obj: dict[Any, Any]) -> PlainSubmit | None:
-    """The common ``{"op": "submit", "job": {...}}`` without cattrs (the hot path: the
-    strict decoder is a visible share of a trivial job). Anything less plain returns None and
-    takes the strict, explaining path."""
-    if obj.get("op") != "submit" or not _SUBMIT_KEYS.issuperset(obj):
-        return None
-    name = obj.get("name")
-    if "job" not in obj or (name is not None and not isinstance(name, str)):
-        return None
-    request_id = _request_id(obj)
-    if request_id is None and "id" in obj:
-        return None
-    return PlainSubmit(obj["job"], name, request_id)
-
-
-def _request_id(obj: dict[str, Any]) -> RequestId:
-    rid = obj.get("id")
-    if rid is None or isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
-        return rid
-    return None  # an id of another type cannot be echoed; _structure reports it
 
 
 def _structure(obj: dict[str, Any]) -> Command:
@@ -214,7 +174,7 @@ def _structure(obj: dict[str, Any]) -> Command:
     fields = dict(obj)
     op = fields.pop("op", None)
     rid = fields.pop("id", None)
-    if rid is not None and _request_id({"id": rid}) is None:
+    if rid is not None and request_id_of({"id": rid}) is None:
         raise BadCommand(f"'id' must be a string or an integer, got {_json_type(rid)}")
     if op is None:
         raise BadCommand("missing 'op'")
