@@ -9,6 +9,7 @@ turn a hang into a failure; nothing is timed.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from typing import Any
 
@@ -90,3 +91,21 @@ async def test_a_cancel_while_a_process_starts_stops_it(monkeypatch: pytest.Monk
 async def test_a_failed_start_is_a_process_start_error() -> None:
     with pytest.raises(_base.ProcessStartError, match="no such program"):
         await _base.run_process(LocalRunner(), Launch(["no-such-program-stepline-test"]))
+
+
+def test_a_forked_child_starts_its_own_spawner_threads() -> None:
+    """A fork copies no threads: a child of a process whose spawners had started must start its
+    own, or its first ``run`` step would wait for ever on a queue nobody reads."""
+    from stepline.runners._threads import run_on_spawner
+
+    assert trio.run(run_on_spawner, lambda: os.getpid()) == os.getpid()  # threads started
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports by its exit status only
+        status = 1
+        try:
+            signal.alarm(int(HANG))  # a hang ends the child by SIGALRM: the parent sees it
+            status = 0 if trio.run(run_on_spawner, lambda: os.getpid()) == os.getpid() else 3
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -14,6 +14,7 @@ time), started at the first call, and are daemons that wait on their queue when 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -62,6 +63,18 @@ def _start_one() -> None:
     thread = threading.Thread(target=_serve, name="stepline spawner", daemon=True)
     thread.start()
     _threads.append(thread)
+
+
+def _forget_threads() -> None:
+    """In a forked child: the threads were not copied, and the queue or the lock may have been
+    held by one of them at the fork. Start afresh, so the child's first spawn starts its own."""
+    global _queue, _starting
+    _queue = queue.SimpleQueue()
+    _starting = threading.Lock()
+    _threads.clear()
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 def _serve() -> None:
