@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import pytest
 import trio
@@ -67,7 +68,7 @@ async def test_one_schedule_on_three_nodes_fires_once_per_slot_through_a_kill_an
         _check_lifecycle(mine, {victim, stale})
 
 
-def _check_lifecycle(events: list[dict], lost: set[int]) -> None:
+def _check_lifecycle(events: list[dict[str, Any]], lost: set[int]) -> None:
     """Each fired job is accepted, started and finished once, unless a node that lost its lease
     (the killed one, the stale one) held it: then the rescue says ``recovered``, naming that
     node, and the job starts once more (a claimed job may not have started yet)."""
