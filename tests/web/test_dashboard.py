@@ -120,6 +120,22 @@ def test_a_job_submitted_from_the_page(page: Page, server: RunningServer) -> Non
     assert finished["output"] == 7
 
 
+def test_a_rows_link_survives_its_jobs_updates(
+    page: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    """A row is updated in place: a link rebuilt under the pointer between a click's press and
+    its release loses the click (seen as a failed-job page that never opened)."""
+    from playwright.sync_api import expect
+
+    gate = tmp_path / "gate"
+    job = submit(api, {"steps": [{"run": gated(gate)}]})
+    expect(row_state(page, job)).to_have_text("running", timeout=WAIT)
+    link = page.locator(f"#row-{job} a").element_handle()
+    gate.touch()
+    expect(row_state(page, job)).to_have_text("succeeded", timeout=WAIT)
+    assert link.evaluate("a => a.isConnected")
+
+
 def test_a_failed_jobs_error_is_shown_on_its_page(page: Page, api: httpx.Client) -> None:
     from playwright.sync_api import expect
 

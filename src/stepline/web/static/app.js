@@ -149,20 +149,31 @@ function drawRow(job) {
   if (!job) return;
   let row = $("row-" + job.job);
   if (!row) {
-    row = el("tr", { id: "row-" + job.job, "data-job": job.job });
+    row = newRow(job);
     insertRow(row, job);
   }
+  // The cells are updated in place, never rebuilt: a click whose press and release straddle a
+  // rebuilt link would be lost (the link under the pointer is another element by the release).
   row.hidden = !visible(job);
   row.dataset.state = job.state;
+  const [, name, state, when, time, actions] = row.cells;
+  name.textContent = job.name ?? "";
+  state.replaceChildren(badge(job));
+  when.dataset.ts = job.created ?? "";
+  when.textContent = ago(job.created);
+  time.textContent = elapsed(job);
+  actions.firstChild.hidden = FINAL.has(job.state);
+}
+
+function newRow(job) {
   const cancel = el("button", { type: "button", class: "cancel small", "data-job": job.job }, "Cancel");
-  cancel.hidden = FINAL.has(job.state);
   cancel.addEventListener("click", () => cancelJob(job.job));
-  row.replaceChildren(
+  return el("tr", { id: "row-" + job.job, "data-job": job.job },
     el("td", {}, el("a", { href: "#job=" + encodeURIComponent(job.job) }, job.job)),
-    el("td", { class: "name" }, job.name ?? ""),
-    el("td", {}, badge(job)),
-    el("td", { class: "muted when", "data-ts": job.created ?? "" }, ago(job.created)),
-    el("td", { class: "num elapsed" }, elapsed(job)),
+    el("td", { class: "name" }),
+    el("td", {}),
+    el("td", { class: "muted when" }),
+    el("td", { class: "num elapsed" }),
     el("td", { class: "actions" }, cancel),
   );
 }
