@@ -144,7 +144,7 @@ def completes_at_once(step: Step) -> bool:
     nothing can interrupt it, since no other task runs until it is done."""
     kind = type(step)
     if kind is Value or kind is Fail:
-        return step.mods.timeout is None and step.mods.retry is None
+        return _no_wrappers(step.mods)
     if kind is Seq:
         assert isinstance(step, Seq)  # (for mypy: `type(step) is` does not narrow)
         return _no_wrappers(step.mods) and all(completes_at_once(s) for s in step.steps)
