@@ -40,9 +40,9 @@ from ..runners._deferred import DeferredRunner, local_runner
 from ..spec._model import JobSpec
 from ..spec._policy import check_run_policy
 from ..spec._signature import check_arguments
-from ..spec._validate import validate_job, validate_template
+from ..spec._validate import NOT_A_VALUE, validate_job, validate_template, value_job
 from ..wire._events import RequestId, event
-from ..wire._outbox import Outbox
+from ..wire._outbox import Outbox, StreamOutbox
 from ._attach import Attachment, Attachments, ShutdownMode
 from ._config import Config
 from ._durable import DurableState
@@ -88,7 +88,13 @@ class Executor:
         self.config = config
         self.outbox = outbox
         self.state = ExecutorState.RUNNING
-        self.table = JobTable(outbox.emit, keep=config.keep, keep_bytes=config.keep_bytes)
+        self.table = JobTable(
+            outbox.emit,
+            keep=config.keep,
+            keep_bytes=config.keep_bytes,
+            # An outbox that writes JSON lines takes a job's three events encoded together.
+            emit_lines=outbox.emit_lines if isinstance(outbox, StreamOutbox) else None,
+        )
         # starts `run` steps' processes (and run callbacks'): local process trees by default,
         # and those that ask for the sandbox in bubblewrap
         self.runner: Runner = runner if runner is not None else DeferredRunner(local_runner)
@@ -150,14 +156,17 @@ class Executor:
         """The attached service of class ``kind`` (the first one), or None."""
         return self._attached.find(kind)
 
-    def on_finish(self, hook: FinishHook) -> None:
+    def on_finish(self, hook: FinishHook, *, callbacks_only: bool = False) -> None:
         """Call ``hook(job, finished)`` right after each job's ``finished`` event.
 
         Synchronous, and it must not raise: it runs inside the job's transition. A job with
         ``on_finish`` callbacks is refused while no hook is registered, since nothing would run
-        them.
+        them. ``callbacks_only``: the hook is called only for jobs that have ``on_finish``
+        callbacks (it has nothing to do for others), so other jobs' events need not be built
+        as dicts for it (``JobTable.complete_value``).
         """
-        self.table.finish_hooks.append(hook)
+        hooks = self.table.callback_hooks if callbacks_only else self.table.finish_hooks
+        hooks.append(hook)
 
     async def _worker(self) -> None:
         """Run jobs until the queue is closed and empty, inside one cancel scope at a time.
@@ -277,6 +286,10 @@ class Executor:
         if self.durable is not None or self._queue_is_full():
             raise trio.WouldBlock
         self.check_accepting()
+        if template is None and params is None and not extra and self._values_at_once():
+            value = value_job(job)  # the commonest job, {"value": v}, checked as validate would
+            if value is not NOT_A_VALUE:
+                return self.table.complete_value(value, name=name, request_id=request_id)
         spec = self.validate(job, template, params)
         if self._worker_would_start_now() and runs_at_once(spec):
             record = self.table.accept(spec, name=name, request_id=request_id, **extra)
@@ -289,6 +302,14 @@ class Executor:
         table = self.table
         return (
             self._working and table.queued_count == 0 and table.running_count < self.config.workers
+        )
+
+    def _values_at_once(self) -> bool:
+        """Whether a bare ``value`` job submitted now runs at once in one step
+        (``JobTable.complete_value``): a worker would start it now, and nothing (``--trace``'s
+        step events, a finish hook, a ``--state`` observer) needs its events one by one."""
+        return (
+            self._worker_would_start_now() and not self.config.trace and self.table.completes_values
         )
 
     def _run_at_once(self, job: Job) -> None:
@@ -463,7 +484,7 @@ class Executor:
             check_arguments(template, job, params or {}, "params")
         spec = validate_job(job, params=params, templates=self.templates)
         check_run_policy(spec, self.config.allow_run)  # after substitution and `use` expansion
-        if spec.on_finish and not self.table.finish_hooks:
+        if spec.on_finish and not (self.table.finish_hooks or self.table.callback_hooks):
             raise InvalidJob("on_finish", _NO_CALLBACKS)
         return spec
 

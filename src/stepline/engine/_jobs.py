@@ -22,13 +22,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import orjson
 import trio
-from attrs import define, field, frozen
+from attrs import frozen
 
 from .._errors import AlreadyFinished, BadCommand, IllegalTransition, UnknownJob
 from ..runners._base import StopOrders
 from ..spec._model import JobSpec
-from ..wire._events import EmitFn, Event, RequestId, reply
+from ..spec._validate import value_spec
+from ..wire._events import EmitFn, EmitLinesFn, Event, RequestId, completed_lines, reply
 from ._logs import JobLog
 from ._retention import KEEP_BYTES, SMALL_OUTPUT, Retention, output_size
 from ._states import ALLOWED_MOVES, BY_NAME, FINAL_STATES, JobState
@@ -47,49 +49,115 @@ __all__ = [
 ]
 
 
-@define(eq=False)
 class Job:
-    """One job's record. Mutated only by :class:`JobTable` (and ``step``, see below)."""
+    """One job's record. Mutated only by :class:`JobTable` (and ``step``, see below).
 
-    id: str
-    spec: JobSpec
-    name: str | None
-    state: JobState = JobState.QUEUED
-    started_at: float | None = None
-    finished_at: float | None = None
-    output: Any = None
-    error: dict[str, Any] | None = None
-    # The job's one cancel scope, given by its worker at start (see Executor._worker); its deadline
-    # is the job-level timeout, set when the job starts. None for a job run at once: nothing can
-    # interrupt it (engine/_execution.py).
-    scope: trio.CancelScope | None = None
-    # Why the job is being cancelled; set once, by the first cancel. A job whose scope fires
-    # with no reason set has hit its own deadline: it timed out.
-    cancel_reason: str | None = None
-    # Path of the innermost running step, written by the interpreters as steps start and end;
-    # read by heartbeats and to name the step a cancel or timeout interrupted.
-    step: str = ""
-    extra: dict[str, Any] = field(factory=dict)  # additional fields for the `accepted` event
-    # Encoded size of an output counted against the table's byte budget (0: not counted);
-    # once the budget took the output away, ``output_dropped`` holds that size instead.
-    output_bytes: int = 0
-    output_dropped: int | None = None
-    # The files copied out of the workspace (job-level `artifacts`: _artifacts.py), or None.
-    artifacts: list[dict[str, Any]] | None = None
-    # The job's output lines (engine/_logs.py), made when its first `run` step starts.
-    log: JobLog | None = None
-    log_bytes: int = 0  # the log's size counted against the byte budget once finished
-    # Unix times of acceptance, start and end (None: not yet, or unknown after a restart).
-    created: float | None = None
-    started: float | None = None
-    ended: float | None = None
-    # What a graph job's succeeded tasks output so far: `partial` if the job does not succeed.
-    partial: dict[str, Any] | None = None
-    # How its processes are stopped when it is cancelled: a `cancel`'s `grace`, or `force`
-    # (SIGKILL now, also for processes already being stopped); by default each step's `grace`.
-    stop_orders: StopOrders = field(factory=StopOrders)
-    # The `id` of the submit that made the job, echoed on every event of the job (None: none).
-    request_id: RequestId = None
+    A plain class with ``__slots__``, not an attrs class: it is mutable state, made once per
+    job on the hot path, and attrs' generated ``__init__`` (25 fields, two factories) cost about
+    three times this one (NOTES.md, Performance). Fields a job may never need (its stop orders)
+    are made on first use.
+    """
+
+    __slots__ = (
+        "_spec",
+        "_stop_orders",
+        "_value",
+        "artifacts",
+        "cancel_reason",
+        "created",
+        "ended",
+        "error",
+        "extra",
+        "finished_at",
+        "id",
+        "log",
+        "log_bytes",
+        "name",
+        "output",
+        "output_bytes",
+        "output_dropped",
+        "partial",
+        "request_id",
+        "scope",
+        "started",
+        "started_at",
+        "state",
+        "step",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        spec: JobSpec | None,
+        name: str | None,
+        state: JobState = JobState.QUEUED,
+        *,
+        extra: dict[str, Any] | None = None,
+        request_id: RequestId = None,
+        value: Any = None,
+    ) -> None:
+        self.id = id
+        # spec None: a job that is one bare `value` step (spec/_validate.py, value_job), whose
+        # spec is made from ``value`` when first asked for (see `spec`).
+        self._spec = spec
+        self._value = value
+        self.name = name
+        self.state = state
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.output: Any = None
+        self.error: dict[str, Any] | None = None
+        # The job's one cancel scope, given by its worker at start (see Executor._worker); its
+        # deadline is the job-level timeout, set when the job starts. None for a job run at
+        # once: nothing can interrupt it (engine/_execution.py).
+        self.scope: trio.CancelScope | None = None
+        # Why the job is being cancelled; set once, by the first cancel. A job whose scope
+        # fires with no reason set has hit its own deadline: it timed out.
+        self.cancel_reason: str | None = None
+        # Path of the innermost running step, written by the interpreters as steps start and
+        # end; read by heartbeats and to name the step a cancel or timeout interrupted.
+        self.step = ""
+        # Additional fields for the `accepted` event.
+        self.extra: dict[str, Any] = extra if extra is not None else {}
+        # Encoded size of an output counted against the table's byte budget (0: not counted);
+        # once the budget took the output away, ``output_dropped`` holds that size instead.
+        self.output_bytes = 0
+        self.output_dropped: int | None = None
+        # The files copied out of the workspace (job-level `artifacts`: _artifacts.py), or None.
+        self.artifacts: list[dict[str, Any]] | None = None
+        # The job's output lines (engine/_logs.py), made when its first `run` step starts.
+        self.log: JobLog | None = None
+        self.log_bytes = 0  # the log's size counted against the byte budget once finished
+        # Unix times of acceptance, start and end (None: not yet, or unknown after a restart).
+        self.created: float | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        # What a graph job's succeeded tasks output so far: `partial` if it does not succeed.
+        self.partial: dict[str, Any] | None = None
+        self._stop_orders: StopOrders | None = None
+        # The `id` of the submit that made the job, echoed on every event of the job.
+        self.request_id = request_id
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, name={self.name!r}, state={self.state.value})"
+
+    @property
+    def spec(self) -> JobSpec:
+        """The job's validated spec. A bare `value` job's is made on first use: nothing on its
+        path reads it, and its frozen objects were a fifth of such a job's cost."""
+        spec = self._spec
+        if spec is None:
+            spec = self._spec = value_spec(self._value)
+        return spec
+
+    @property
+    def stop_orders(self) -> StopOrders:
+        """How its processes are stopped when it is cancelled: a `cancel`'s `grace`, or `force`
+        (SIGKILL now, also for processes already being stopped); by default each step's
+        `grace`. Made on first use: only jobs with processes, or a cancel, need one."""
+        if self._stop_orders is None:
+            self._stop_orders = StopOrders()
+        return self._stop_orders
 
     def tag(self, ev: Event) -> Event:
         """``ev`` (one of this job's events) with its submit's ``id``, so that a driver can tie
@@ -198,6 +266,14 @@ def _states(state: Any) -> frozenset[JobState] | None:
     return frozenset(BY_NAME[n] for n in names)
 
 
+_SUCCEEDED = JobState.SUCCEEDED
+# JobTable.complete_value makes these two moves without asking ALLOWED_MOVES each time.
+if (
+    JobState.RUNNING not in ALLOWED_MOVES[JobState.QUEUED]
+    or _SUCCEEDED not in ALLOWED_MOVES[JobState.RUNNING]
+):
+    raise ImportError("the lifecycle no longer allows queued -> running -> succeeded")
+
 FinishHook = Callable[["Job", Event], None]
 """Called with a job and its ``finished`` event right after that event (``Executor.on_finish``)."""
 
@@ -220,8 +296,18 @@ class TableObserver(Protocol):
 class JobTable:
     """All jobs stepline knows about, and the transitions between their states."""
 
-    def __init__(self, emit: EmitFn, *, keep: int = 1000, keep_bytes: int = KEEP_BYTES) -> None:
+    def __init__(
+        self,
+        emit: EmitFn,
+        *,
+        keep: int = 1000,
+        keep_bytes: int = KEEP_BYTES,
+        emit_lines: EmitLinesFn | None = None,
+    ) -> None:
         self._emit = emit
+        # Where events already encoded as JSON lines may go (an outbox that writes lines);
+        # None: every event is emitted as a dict (complete_value is then unavailable).
+        self._emit_lines = emit_lines
         self._jobs: dict[str, Job] = {}
         self._queued: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
@@ -232,6 +318,8 @@ class JobTable:
         # Called right after each `finished` is emitted, with the job and that event (the
         # on_finish callbacks hook in here). Synchronous, and must not raise: part of finish.
         self.finish_hooks: list[FinishHook] = []
+        # The same, called only for jobs with `on_finish` callbacks (Executor.on_finish).
+        self.callback_hooks: list[FinishHook] = []
 
     # -- transitions ------------------------------------------------------------------------
 
@@ -274,6 +362,43 @@ class JobTable:
             accepted["id"] = request_id
         return accepted
 
+    @property
+    def completes_values(self) -> bool:
+        """Whether :meth:`complete_value` may be used: events go out as lines, and nothing
+        else (a ``--state`` observer, a hook on every finish) needs each event as a dict (a
+        bare value has no callbacks: ``callback_hooks`` never see it)."""
+        return self._emit_lines is not None and self.observer is None and not self.finish_hooks
+
+    def complete_value(self, value: Any, *, name: str | None, request_id: RequestId) -> Job:
+        """A bare ``value`` job run at once: accepted, started and succeeded in one step.
+
+        The same record, counts, retention and events as :meth:`accept`, :meth:`start` and
+        :meth:`finish` one after the other with nothing in between (what
+        ``Executor.submit_nowait`` does for any job run at once), in a fraction of the work:
+        the moves are the lifecycle's (checked once, at import), the job is never listed as
+        queued or running (no other task runs before it has succeeded), one clock reading
+        serves all three events (its ``elapsed`` is 0), and the events are encoded together
+        from pieces (:func:`~stepline.wire._events.completed_lines`). Only while
+        :attr:`completes_values`; ``value`` was checked by ``value_job``.
+        """
+        assert self._emit_lines is not None
+        job = Job(self.reserve_id(), None, name, _SUCCEEDED, request_id=request_id, value=value)
+        job.output = value
+        job.started_at = job.finished_at = trio.current_time()
+        job.created = job.started = job.ended = now = time.time()
+        self._jobs[job.id] = job
+        self._finished_counts[_SUCCEEDED] += 1
+        try:
+            lines = completed_lines(job.id, now, value, request_id)
+        except orjson.JSONEncodeError:  # not from JSON input: each event repaired on its own
+            self._emit(self.accepted_event(job.id, request_id, job.extra))
+            self._emit(job.tag({"event": "started", "ts": now, "job": job.id}))
+            self._emit(self._finished_event(job))
+        else:
+            self._emit_lines(lines, 3)
+        self._retain(job)
+        return job
+
     def start(self, job: Job, scope: trio.CancelScope | None) -> None:
         """A worker took the job: queued → running in ``scope``; its deadline starts now.
 
@@ -311,6 +436,9 @@ class JobTable:
         self._retain(job)
         for hook in self.finish_hooks:
             hook(job, finished)
+        if self.callback_hooks and job.spec.on_finish:
+            for hook in self.callback_hooks:
+                hook(job, finished)
 
     def request_cancel(
         self,

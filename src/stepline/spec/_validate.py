@@ -36,7 +36,7 @@ from .._lazy import loading
 from ._fields import EMPTY, MAX_JSON_DEPTH, MISSING, Fields, NeedsScope
 from ._graph import parse_job_body
 from ._keys import JOB_KEYS, KINDS, kind_of, unknown_key
-from ._model import NO_MODIFIERS, Deferred, JobSpec, Modifiers, Seq, Step
+from ._model import NO_MODIFIERS, Deferred, JobSpec, Modifiers, Seq, Step, Value
 from ._refs import Scope, Unit
 from ._steps import PARSERS
 from ._text import at, describe, key_suffix, show_key
@@ -47,10 +47,13 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_STEP_DEPTH",
+    "NOT_A_VALUE",
     "Validator",
     "resolve_unit",
     "validate_job",
     "validate_template",
+    "value_job",
+    "value_spec",
 ]
 
 MAX_STEP_DEPTH: Final = 64
@@ -266,6 +269,34 @@ def validate_job(
         return root.job(raw, "", overrides, (), 0)
     except NeedsScope:
         return _validate_in_scope(root, raw, overrides)
+
+
+NOT_A_VALUE: Final = object()
+"""What :func:`value_job` returns for a job that is not a plain ``{"value": v}``."""
+
+
+def value_job(raw: object) -> Any:
+    """The checked value of a job that is one bare ``value`` step, else :data:`NOT_A_VALUE`.
+
+    The commonest job, ``{"value": v}`` with no params or templates, checked exactly as
+    :func:`validate_job` checks it (the same depth, size and range caps on ``v``, the same
+    substitution) without building its frozen spec objects, which were half the cost of
+    validating it; :func:`value_spec` builds that spec, equal to :func:`validate_job`'s, when
+    someone asks for it. A ``v`` that is refused, or that refers to ``${job...}``, is not a
+    value here: :func:`validate_job` says why, or defers it.
+    """
+    if type(raw) is not dict or len(raw) != 1 or "value" not in raw:
+        return NOT_A_VALUE
+    try:
+        return _PLAIN.json_field(raw["value"], "steps[0]", "value")
+    except (InvalidJob, NeedsScope):
+        return NOT_A_VALUE
+
+
+def value_spec(value: Any) -> JobSpec:
+    """The spec :func:`validate_job` makes of ``{"value": raw}``, where :func:`value_job`
+    checked ``raw`` into ``value``."""
+    return JobSpec(body=Value(path="steps[0]", mods=NO_MODIFIERS, value=value), params=EMPTY)
 
 
 def _validate_in_scope(

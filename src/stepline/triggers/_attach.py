@@ -71,7 +71,7 @@ class Triggers:
         schedules; the system's by default)."""
         triggers = cls(executor, clock)
         executor.attach(triggers)
-        executor.on_finish(triggers._job_finished)
+        executor.on_finish(triggers._job_finished, callbacks_only=True)
         return triggers
 
     @staticmethod

@@ -122,14 +122,19 @@ class StreamOutbox:
         self._progress = trio.lowlevel.ParkingLot()  # wait_written, after each write
 
     def emit(self, event: Event) -> None:
-        self.emit_line(encode_event(event))
+        self.emit_lines(encode_event(event), 1)
 
     def emit_line(self, data: bytes) -> None:
         """:meth:`emit` for an event already encoded as one JSON line (``--state``'s event log:
         the line it committed is the line it writes)."""
+        self.emit_lines(data, 1)
+
+    def emit_lines(self, data: bytes, count: int) -> None:
+        """:meth:`emit` for ``count`` events already encoded as JSON lines, in order (a job run
+        at once writes its three together: ``JobTable.complete_value``)."""
         if self._closing:
             return  # after the last event (``bye``) or a broken pipe nothing more is written
-        self.emitted += 1
+        self.emitted += count
         if not self._pending:
             self._writer_idle.unpark_all()
         self._pending += data
@@ -229,11 +234,16 @@ class TappedOutbox(StreamOutbox):
         if self._closing:
             return
         data = encode_event(event)
-        super().emit_line(data)
+        super().emit_lines(data, 1)
         self._tap(event, data)
 
     def emit_line(self, data: bytes) -> None:
         if self._closing:
             return
-        super().emit_line(data)
+        super().emit_lines(data, 1)
         self._tap(orjson.loads(data), data)
+
+    def emit_lines(self, data: bytes, count: int) -> None:
+        """Each line tapped on its own, so the tap numbers every event as stdout has it."""
+        for line in data[:-1].split(b"\n"):  # JSON lines: no raw newline inside an event
+            self.emit_line(line + b"\n")

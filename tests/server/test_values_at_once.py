@@ -1,0 +1,204 @@
+"""Bare ``value`` jobs completed in one step answer exactly as the general path does.
+
+``stepline serve`` completes a submitted ``{"value": v}`` in one transition
+(``JobTable.complete_value``): checked by ``value_job`` instead of ``validate_job``, its three
+events encoded together by ``completed_lines``. These tests feed the same lines to two real
+servers on in-memory pipes, one taking that lane and one kept on the general path (a hook on
+every finish needs each ``finished`` as a dict, which turns the lane off), and require the same
+events, field for field and in the same key order, and the same ``status`` and ``stats``
+answers, times aside. The encoder is also held to orjson's own bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import orjson
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stepline import Config
+from stepline.engine._jobs import Job
+from stepline.server._serve import Server
+from stepline.spec._fields import MAX_JSON_DEPTH
+from stepline.spec._validate import NOT_A_VALUE, validate_job, value_job, value_spec
+from stepline.wire._events import completed_lines
+
+from ..hypothesis_profiles import note, scaled
+
+Event = dict[str, Any]
+_TIMES: Final = frozenset({"ts", "elapsed", "created", "started", "ended"})
+
+# JSON values as a driver may send them; strings that defer (`${job...}`) are left out: such a
+# job waits for a worker, and what runs at once after it then depends on the scheduler.
+_text = st.text(max_size=12).filter(lambda s: "${job" not in s and "${tasks" not in s)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=12,
+)
+_request_ids = st.none() | st.text(max_size=6) | st.integers(-(2**40), 2**40)
+
+
+def _submit(value: Any, request_id: Any, name: str | None) -> bytes:
+    command: dict[str, Any] = {"op": "submit", "job": {"value": value}}
+    if request_id is not None:
+        command["id"] = request_id
+    if name is not None:
+        command["name"] = name
+    return orjson.dumps(command) + b"\n"
+
+
+_submits = st.builds(_submit, _values, _request_ids, st.none() | _text)
+# Lines the lane must leave to the general path, mixed in: refused values, other at-once jobs.
+_others = st.sampled_from(
+    [
+        b'{"op":"submit","job":{"value":"${params.x}"}}\n',
+        b'{"op":"submit","job":{"value":' + b"[" * (MAX_JSON_DEPTH + 1) + b"]" * 65 + b"}}\n",
+        b'{"op":"submit","job":{"value":18446744073709551616}}\n',
+        b'{"op":"submit","job":{"value":1,"name":"n"}}\n',
+        b'{"op":"submit","job":{"steps":[{"value":1}]}}\n',
+        b'{"op":"submit","job":{"fail":"no"},"id":7}\n',
+        b'{"op":"submit","job":{"value":1},"extra":1}\n',
+        b'{"op":"status","job":"j1"}\n',
+        b'{"op":"cancel","job":"j1"}\n',
+    ]
+)
+_VALUE_SUBMIT: Final = b'{"op":"submit","job":{"value"'
+_CLOSING: Final = b'{"op":"status"}\n{"op":"stats","id":"s"}\n'
+
+
+async def _serve(config: Config, data: bytes, *, general: bool) -> list[Event]:
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
+    server = Server(config, stdin, stdout, handle_signals=False)
+    if general:
+        server.executor.on_finish(lambda job, finished: None)
+    out = bytearray()
+
+    async def read() -> None:
+        while chunk := await stdout_receive.receive_some():
+            out.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await stdin_send.send_all(data)
+        await stdin_send.aclose()
+        assert await server.run() == 0
+        await stdout.aclose()
+    return [orjson.loads(line) for line in bytes(out).splitlines()]
+
+
+def _timeless(ev: Any) -> Any:
+    """``ev`` with every time replaced, keeping the key order (a list of pairs)."""
+    if isinstance(ev, dict):
+        return [(k, None if k in _TIMES else _timeless(v)) for k, v in ev.items()]
+    if isinstance(ev, list):
+        return [_timeless(v) for v in ev]
+    return ev
+
+
+async def _same_answers(config: Config, data: bytes) -> list[Event]:
+    lane = await _serve(config, data, general=False)
+    general = await _serve(config, data, general=True)
+    assert [_timeless(e) for e in lane] == [_timeless(e) for e in general]
+    return lane
+
+
+@given(st.lists(_submits | _others, min_size=1, max_size=30))
+@scaled(60)
+def test_the_lane_answers_as_the_general_path(lines: list[bytes]) -> None:
+    data = b"".join(lines) + _CLOSING
+    note(f"{sum(line.startswith(_VALUE_SUBMIT) for line in lines)} value submits")
+    # keep 5 records and 2 KiB of outputs: retention drops records and outputs on both paths
+    config = Config(workers=2, queue_size=16, heartbeat=0, keep=5, keep_bytes=2048)
+    trio.run(_same_answers, config, data)
+
+
+async def test_a_value_job_is_three_lines_and_a_kept_record() -> None:
+    data = _submit({"a": [1, 2.5]}, "r", "nm") + _CLOSING
+    events = await _same_answers(Config(heartbeat=0), data)
+    kinds = [e["event"] for e in events]
+    assert kinds == ["ready", "accepted", "started", "finished", "status", "stats", "bye"]
+    finished = events[3]
+    assert (finished["output"], finished["id"], finished["elapsed"]) == ({"a": [1, 2.5]}, "r", 0)
+    (record,) = events[4]["jobs"]
+    assert (record["job"], record["name"], record["state"]) == ("j1", "nm", "succeeded")
+    assert events[5]["finished"]["succeeded"] == 1
+
+
+async def test_big_outputs_are_dropped_from_kept_records_on_both_paths() -> None:
+    big = "x" * 3000
+    data = b"".join(_submit(big, None, None) for _ in range(3)) + _CLOSING
+    events = await _same_answers(Config(heartbeat=0, keep_bytes=4096), data)
+    (status,) = [e for e in events if e["event"] == "status"]
+    assert [r.get("output_dropped") for r in status["jobs"]] == [3002, 3002, None]
+
+
+@given(
+    st.integers(min_value=1, max_value=10**12),
+    st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.just(1765000000.0),
+    _values,
+    _request_ids,
+)
+@scaled(300)
+def test_completed_lines_are_orjsons_bytes(number: int, ts: float, output: Any, rid: Any) -> None:
+    job_id = f"j{number}"
+    tag = {} if rid is None else {"id": rid}
+    events = [
+        {"event": "accepted", "ts": ts, "job": job_id, **tag},
+        {"event": "started", "ts": ts, "job": job_id, **tag},
+        {
+            "event": "finished",
+            "ts": ts,
+            "job": job_id,
+            "state": "succeeded",
+            "elapsed": 0.0,
+            "output": output,
+            **tag,
+        },
+    ]
+    expected = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+    assert completed_lines(job_id, ts, output, rid) == expected
+
+
+@given(_values)
+@scaled(200)
+def test_value_job_checks_as_validate_job_does(value: Any) -> None:
+    raw = {"value": value}
+    checked = value_job(raw)
+    assert checked is not NOT_A_VALUE
+    assert value_spec(checked) == validate_job(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"value": "${params.x}"},  # refused: validate_job says why
+        {"value": math.inf},
+        {"value": 2**64},
+        {"value": "${job.id}"},  # deferred until the job starts
+        {"value": 1, "name": "n"},
+        {"steps": [{"value": 1}]},
+        [{"value": 1}],
+    ],
+)
+def test_what_value_job_leaves_to_validate_job(raw: Any) -> None:
+    assert value_job(raw) is NOT_A_VALUE
+
+
+def test_a_value_jobs_spec_is_made_when_asked_for() -> None:
+    job = Job("j1", None, None, value=[1])
+    assert job.spec == validate_job({"value": [1]})
+    assert job.spec is job.spec
