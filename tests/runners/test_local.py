@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base, _forkexec
+from stepline.runners import _base, _early, _forkexec
 from stepline.runners import _capture as _process
 from stepline.runners._base import OUTPUT_CAP, Launch, ProcessResult, ProcessStartError
 from stepline.runners._local import LocalRunner, ProcessGroups
@@ -31,9 +31,11 @@ def drain_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """Every test three times: output drained by the calling task through a private epoll
     (Linux), and by a second task for stderr, the way without epoll (``_process._EPOLL`` is
     None); children started by CPython's ``fork_exec`` directly, and (``Popen``) by ``Popen``,
-    the way where that is not available."""
+    the way where that is not available. In the second way no step ends on its spawner thread
+    (``_early.WAIT`` 0), so silent steps are drained too."""
     if request.param == "two tasks":
         monkeypatch.setattr(_process, "_EPOLL", None)
+        monkeypatch.setattr(_early, "WAIT", 0.0)
     elif _process._EPOLL is None:  # noqa: SLF001 (the private fast path this test switches)
         pytest.skip("no epoll on this platform")
     if request.param == "Popen":

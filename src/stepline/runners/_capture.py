@@ -10,6 +10,7 @@ character at the end then decodes as U+FFFD.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 from collections.abc import AsyncIterator, Callable
@@ -25,18 +26,24 @@ _CHUNK = 1 << 16
 
 
 class ReadEnd:
-    """Our end of a child's stdout or stderr pipe (non-blocking), read until EOF.
+    """Our end of a child's stdout or stderr pipe, read until EOF (non-blocking once read).
 
     Not trio's ``FdStream``: :func:`_drain_outputs` reads both pipes of a child as epoll reports
     them ready, so it needs a read that never waits; and without the stream object and its
-    conflict detector a ``true`` job costs less (NOTES.md, Performance).
+    conflict detector a ``true`` job costs less (NOTES.md, Performance). The pipe is made
+    non-blocking only when a capture begins (:func:`communicate`): a step that ended silently on
+    its spawner thread (:mod:`._early`) is never read, and saves the system call.
     """
 
     __slots__ = ("fd",)
 
     def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
         self.fd = fd
+
+    def unblock(self) -> None:
+        """Make reads return at once. The pipe's status flags are known (``pipe2`` set none),
+        so one ``F_SETFL`` does it, where ``os.set_blocking`` reads them first."""
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, os.O_NONBLOCK)
 
     def read_ready(self) -> bytes | None:
         """The next chunk (at most 64 KiB) without waiting; b"" at EOF, None if none is there."""
@@ -124,6 +131,8 @@ async def communicate(
     few steps do, takes a task of its own. ``sink`` gets every chunk as it is read.
     """
     out, err = Capture(cap, "stdout", sink), Capture(cap, "stderr", sink)
+    stdout.unblock()
+    stderr.unblock()
     if feed is None or stdin is None:
         await _drain_outputs(stdout, stderr, out, err)
         return out, err

@@ -43,10 +43,12 @@ from collections.abc import Iterator, Mapping
 
 import trio
 
-from ._base import Launch, ProcessResult, ProcessStartError
-from ._capture import communicate
+from ..spec._limits import NO_LIMITS
+from ._base import Launch, ProcessResult, ProcessStartError, StreamName
+from ._capture import Capture, communicate
+from ._early import ended_soon
 from ._spawn import Child, spawn
-from ._threads import run_on_spawner
+from ._threads import Interrupt, run_on_spawner
 from ._tree import Containment, StepTree, shared_containment
 
 __all__ = ["LocalProcess", "LocalRunner", "ProcessGroups"]
@@ -151,7 +153,9 @@ class LocalProcess:
     meanwhile, so up to :data:`~._threads.SPAWNERS` spawns overlap and the loop goes on
     (NOTES.md, Performance, for what each way measured). The thread is never abandoned: a
     cancel waits for the spawn to end, so there is no moment at which a started child is not
-    ours to stop.
+    ours to stop. A short step with nothing to feed, no limits and no cgroup may end during the
+    spawner's brief wait after the start (:mod:`._early`); it then reaches :meth:`wait` with
+    nothing left to capture.
     """
 
     __slots__ = (
@@ -179,23 +183,36 @@ class LocalProcess:
         self._grace: trio.CancelScope | None = None  # a stop's wait for SIGTERM to work
         self._hurried = False
 
-    async def _spawn(self) -> Child:
-        launch = self._launch
-        piped_stdin = launch.stdin is not None
-        child = await run_on_spawner(
-            functools.partial(_spawn_in, self._tree, launch, self._env, piped_stdin=piped_stdin)
+    async def _spawn(self) -> tuple[Child, bool]:
+        """Start the child on a spawner thread; also whether it already ended there, silently
+        (:mod:`._early`: only a step the loop need not attend to right after its start)."""
+        launch, tree = self._launch, self._tree
+        brief = launch.stdin is None and tree.group is None and launch.limits is NO_LIMITS
+        interrupt = Interrupt() if brief else None
+        child, ended = await run_on_spawner(
+            functools.partial(_spawn_in, tree, launch, self._env, interrupt), interrupt
         )
         self._child = child
-        self._tree.adopt(child.pid)
-        self._groups.add(child.pid, self._tree)  # a new session: the group id is the leader's pid
-        return child
+        tree.adopt(child.pid)
+        self._groups.add(child.pid, tree)  # a new session: the group id is the leader's pid
+        return child, ended
 
     async def wait(self) -> ProcessResult:
-        child = await self._spawn()
+        child, ended = await self._spawn()
         launch = self._launch
-        out, err = await communicate(
-            child.stdin, child.stdout, child.stderr, launch.stdin, launch.output_cap, launch.output
-        )
+        if ended:
+            out, err = _silent(launch, "stdout"), _silent(launch, "stderr")
+            child.stdout.close()
+            child.stderr.close()
+        else:
+            out, err = await communicate(
+                child.stdin,
+                child.stdout,
+                child.stderr,
+                launch.stdin,
+                launch.output_cap,
+                launch.output,
+            )
         returncode = await child.wait()
         await self._tree.end(0 if self._groups.killing else launch.grace)
         truncated = out.truncated or err.truncated
@@ -242,15 +259,29 @@ class LocalProcess:
 
 
 def _spawn_in(
-    tree: StepTree, launch: Launch, env: Mapping[str, str] | None, *, piped_stdin: bool
-) -> Child:
+    tree: StepTree, launch: Launch, env: Mapping[str, str] | None, interrupt: Interrupt | None
+) -> tuple[Child, bool]:
     """On a spawner thread: fork and exec, the thread inside the step's cgroup meanwhile where
-    the cgroup allows it (:meth:`StepTree.spawning`), so the child is born inside."""
+    the cgroup allows it (:meth:`StepTree.spawning`), so the child is born inside; then, given
+    an ``interrupt``, a short wait for the child's silent end (:func:`._early.ended_soon`)."""
     try:
         with tree.spawning():
-            return spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)
+            child = spawn(launch.argv, env, launch.cwd, piped_stdin=launch.stdin is not None)
     except OSError as exc:  # stepping into the step's cgroup (spawn's own errors are typed)
         raise ProcessStartError(f"cannot use the step's cgroup: {exc.strerror}") from exc
+    if interrupt is None:
+        return child, False
+    try:
+        return child, ended_soon(child, interrupt)
+    except OSError:  # no descriptor for the wake-up pipe, say: the loop captures as ever
+        return child, False
+
+
+def _silent(launch: Launch, stream: StreamName) -> Capture:
+    """The capture of a stream that ended with nothing in it (its sink told so)."""
+    capture = Capture(launch.output_cap, stream, launch.output)
+    capture.ended()
+    return capture
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

@@ -59,12 +59,18 @@ class Child:
                     self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
+    def pidfd(self) -> int | None:
+        """The child's pidfd, opened now if need be; None where there is none. Safe while the
+        child is unreaped (we alone reap it): then the pid is still this child's."""
+        if self._pidfd is None:
+            self._pidfd = _open_pidfd(self.pid)
+        return self._pidfd
+
     async def wait_exited(self) -> None:
         """Until the child has exited; not reaped where a pidfd exists (see the class doc)."""
-        if self._pidfd is None:
-            self._pidfd = _open_pidfd(self.pid)  # safe while unreaped: we alone reap it
-        if self._pidfd is not None:
-            await trio.lowlevel.wait_readable(self._pidfd)
+        pidfd = self.pidfd()
+        if pidfd is not None:
+            await trio.lowlevel.wait_readable(pidfd)
             return
         delay = 0.001
         while self.poll() is None:

@@ -7,23 +7,26 @@ by every ``run`` step (NOTES.md, Performance). Here a call is one queue put, one
 
 Semantics are those of ``to_thread.run_sync`` without abandoning: a cancel waits for the call to
 end, the call's result is returned, and the cancel is delivered at the caller's next checkpoint.
-So a child whose start was under way is always handed to its caller, who stops it. The threads
-are shared by the whole process (every runner's spawns overlap at most :data:`SPAWNERS` at a
-time), started at the first call, and are daemons that wait on their queue when idle.
+So a child whose start was under way is always handed to its caller, who stops it. A call that
+waits (for a fresh child's end, :mod:`._early`) is cut short by the cancel instead: it waits on
+its thread's :class:`Interrupt` too, which the cancel sets. The threads are shared by the whole
+process (every runner's spawns overlap at most :data:`SPAWNERS` at a time), started at the first
+call, and are daemons that wait on their queue when idle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
 import outcome
 import trio
 
-__all__ = ["SPAWNERS", "run_on_spawner"]
+__all__ = ["SPAWNERS", "Interrupt", "run_on_spawner"]
 
 SPAWNERS: Final = 4
 """Spawner threads at most: spawns that may overlap (each one a vfork and an exec)."""
@@ -31,13 +34,67 @@ SPAWNERS: Final = 4
 T = TypeVar("T")
 _Work = tuple[Callable[[], object], trio.lowlevel.Task, trio.lowlevel.TrioToken]
 
+
+class Interrupt:
+    """How the event loop cuts short a wait on a spawner thread: the caller's cancel.
+
+    The thread arms it with its wake-up pipe's write end (:meth:`armed`) while it waits, and
+    waits on the read end beside what it waits for; :meth:`request` (on the loop) sets
+    ``requested`` and writes a byte if armed. Whichever of the two comes first, the other sees it
+    (both run under the GIL), so a cancel is never missed. A byte written just after a wait
+    ended only wakes the thread's next wait early, which then gives up waiting: safe.
+    """
+
+    __slots__ = ("_fd", "requested")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._fd = -1
+
+    def request(self) -> None:
+        self.requested = True
+        if self._fd >= 0:
+            with contextlib.suppress(BlockingIOError):  # a byte is there already
+                os.write(self._fd, b"!")
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[int]:
+        """On a spawner thread, around a wait: the fd to wait on beside what is waited for."""
+        wake = _wake_pipe()
+        self._fd = wake[1]
+        try:
+            yield wake[0]
+        finally:
+            self._fd = -1
+
+
+def drain_wake_pipe(fd: int) -> None:
+    """Read the bytes an :class:`Interrupt` wrote (after a wait saw ``fd`` readable)."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 64):
+            pass
+
+
+_local = threading.local()
+
+
+def _wake_pipe() -> tuple[int, int]:
+    """This thread's wake-up pipe (non-blocking), made at its first wait."""
+    pipe: tuple[int, int] | None = getattr(_local, "wake", None)
+    if pipe is None:
+        pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        _local.wake = pipe
+    return pipe
+
+
 _queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
 _threads: list[threading.Thread] = []
 _starting = threading.Lock()
 
 
-async def run_on_spawner(fn: Callable[[], T]) -> T:
-    """``fn()`` on a spawner thread; its result or exception. Never abandoned (module doc)."""
+async def run_on_spawner(fn: Callable[[], T], interrupt: Interrupt | None = None) -> T:
+    """``fn()`` on a spawner thread; its result or exception. Never abandoned (module doc); a
+    cancel meanwhile requests ``interrupt`` (which ``fn`` may watch)."""
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
     if not _threads:
@@ -45,6 +102,8 @@ async def run_on_spawner(fn: Callable[[], T]) -> T:
     _queue.put((fn, task, token))
 
     def abort(_: object) -> trio.lowlevel.Abort:
+        if interrupt is not None:
+            interrupt.request()
         return trio.lowlevel.Abort.FAILED  # the thread reschedules us when fn is done
 
     result: T = await trio.lowlevel.wait_task_rescheduled(abort)  # the outcome, unwrapped

@@ -61,6 +61,7 @@ _ORPHANS: set[int] = set()  # processes killed in a sweep, to be reaped once the
 _HELPERS: set[int] = set()  # the guardians: children of ours that are not orphans
 _GUARD: Final = os.path.join(os.path.dirname(__file__), "_guard.py")
 _SHARED: list[Containment] = []
+_SURELY_WHOLE: Final = 3072  # a /proc read this short was the whole file (_children)
 
 
 def shared_containment() -> Containment:
@@ -349,15 +350,18 @@ def _stop_guardian(guard: subprocess.Popen[bytes]) -> None:
 def _children(pid: int) -> list[int]:
     """The children of ``pid``'s main thread. Read with ``os.read``: a text ``open`` builds
     three file objects and asks for the locale's encoding, and every step's end reads this
-    (NOTES.md, Performance)."""
+    (NOTES.md, Performance). A ``/proc`` sequence file fills a read until it runs out of
+    records or its page-sized buffer is full, so a read that came back well short of a page
+    was the whole file: the common case, one read, no second one to see EOF."""
     try:
         fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
     try:
-        data = b""
-        while chunk := os.read(fd, 65536):
-            data += chunk
+        data = os.read(fd, 65536)
+        if len(data) >= _SURELY_WHOLE:
+            while chunk := os.read(fd, 65536):
+                data += chunk
         return [int(p) for p in data.split()]
     except (OSError, ValueError):
         return []

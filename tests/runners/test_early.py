@@ -1,0 +1,172 @@
+"""A short silent step ends on its spawner thread (``runners/_early.py``); anything else does not.
+
+What must hold: a step that writes nothing and exits at once is reported exactly as one captured
+on the loop (exit status, empty streams, its sink told both streams ended); a step that writes
+is captured on the loop from its first byte; a cancel cuts the thread's wait short, so a stop is
+not held up by it; steps the loop must attend to right after their start (stdin to feed, limits)
+are never waited for. The timeouts below only turn a hang into a failure; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import pytest
+import trio
+
+from stepline.runners import _base, _early, _local, _spawn
+from stepline.runners._base import Launch, StreamName
+from stepline.runners._local import LocalRunner
+from stepline.runners._threads import Interrupt
+from stepline.spec._limits import Limits
+
+HANG = 10.0  # seconds before a wait that should have ended counts as a hang
+
+
+class Sink:
+    """An :class:`~stepline.runners._base.OutputSink` that records what it is told."""
+
+    congested = False
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, StreamName, bytes]] = []
+
+    def write(self, stream: StreamName, data: bytes) -> None:
+        self.told.append(("write", stream, data))
+
+    def eof(self, stream: StreamName) -> None:
+        self.told.append(("eof", stream, b""))
+
+    async def wait_writable(self) -> None:  # pragma: no cover - never congested
+        raise AssertionError
+
+
+@pytest.fixture
+def endings(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What every early wait answered, in order."""
+    answers: list[bool] = []
+    real = _early.ended_soon
+
+    def ended_soon(child: Any, interrupt: Interrupt, wait: float | None = None) -> bool:
+        answer = real(child, interrupt, wait)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(_local, "ended_soon", ended_soon)
+    return answers
+
+
+@pytest.fixture
+def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait that only a hang outlasts: a loaded machine may take longer than ``WAIT`` to run
+    even ``sh -c 'exit 3'``, and then the step is (rightly) captured on the loop."""
+    monkeypatch.setattr(_early, "WAIT", HANG)
+
+
+@pytest.mark.usefixtures("long_wait")
+async def test_a_silent_step_that_exits_at_once_ends_on_the_thread(endings: list[bool]) -> None:
+    sink = Sink()
+    result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", "exit 3"], output=sink))
+    assert endings == [True]
+    assert (result.returncode, result.stdout, result.stderr, result.truncated) == (3, "", "", False)
+    assert sorted(sink.told) == [("eof", "stderr", b""), ("eof", "stdout", b"")]
+    assert result.pid > 0
+    assert not os.path.exists(f"/proc/{result.pid}")  # reaped, not a zombie
+
+
+@pytest.mark.usefixtures("long_wait")
+async def test_a_step_that_writes_is_captured_on_the_loop(endings: list[bool]) -> None:
+    sink = Sink()
+    script = "echo out; echo err >&2"
+    result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", script], output=sink))
+    assert endings == [False]
+    assert (result.returncode, result.stdout, result.stderr) == (0, "out\n", "err\n")
+    assert ("write", "stdout", b"out\n") in sink.told
+    assert ("write", "stderr", b"err\n") in sink.told
+    assert {told[1] for told in sink.told if told[0] == "eof"} == {"stdout", "stderr"}
+
+
+async def test_a_grandchild_holding_the_pipes_is_left_to_the_loop(endings: list[bool]) -> None:
+    """The wait (``WAIT``, a few ms) ends before the grandchild lets go of the pipes; the loop
+    then waits for it, as ever (``subprocess.run`` would too)."""
+    result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", "sleep 0.3 & exit 0"]))
+    assert (result.returncode, result.stdout) == (0, "")
+    assert endings == [False]
+
+
+@pytest.mark.parametrize(
+    "launch",
+    [Launch(["true"], stdin="text"), Launch(["true"], limits=Limits(cpu=10))],
+    ids=["stdin", "limits"],
+)
+async def test_steps_the_loop_attends_to_are_not_waited_for(
+    endings: list[bool], launch: Launch
+) -> None:
+    result = await _base.run_process(LocalRunner(), launch)
+    assert result.returncode == 0
+    assert endings == []
+
+
+@pytest.mark.usefixtures("long_wait")
+async def test_a_cancel_cuts_the_wait_short(endings: list[bool]) -> None:
+    """The wait would last HANG seconds; the cancel ends it, and the step is stopped."""
+    pids: list[int] = []
+    real_spawn = _spawn.spawn
+
+    def spawn(*args: Any, **kwargs: Any) -> Any:
+        child = real_spawn(*args, **kwargs)
+        pids.append(child.pid)
+        return child
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_local, "spawn", spawn)
+        with trio.fail_after(HANG / 2), trio.move_on_after(0.2) as scope:
+            await _base.run_process(LocalRunner(), Launch(["sleep", "60"], grace=0))
+    assert scope.cancelled_caught
+    assert endings == [False]
+    assert not os.path.exists(f"/proc/{pids[0]}")
+
+
+def test_an_interrupt_before_the_wait_means_no_wait() -> None:
+    child = _spawn.spawn(["sleep", "60"], None, None, piped_stdin=False)
+    try:
+        interrupt = Interrupt()
+        interrupt.request()
+        assert not _early.ended_soon(child, interrupt, wait=HANG * 10)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitpid(child.pid, 0)
+        child.close()
+
+
+def test_an_interrupt_during_the_wait_ends_it() -> None:
+    child = _spawn.spawn(["sleep", "60"], None, None, piped_stdin=False)
+    interrupt = Interrupt()
+    answers: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(_early.ended_soon(child, interrupt, wait=HANG * 10))
+    )
+    try:
+        waiter.start()
+        while interrupt._fd < 0 and waiter.is_alive():  # noqa: SLF001 (armed: the wait began)
+            threading.Event().wait(0.001)
+        interrupt.request()
+        waiter.join(HANG)
+        assert answers == [False]
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitpid(child.pid, 0)
+        child.close()
+
+
+def test_a_child_still_running_when_the_wait_ends_is_not_ended() -> None:
+    child = _spawn.spawn(["sleep", "60"], None, None, piped_stdin=False)
+    try:
+        assert not _early.ended_soon(child, Interrupt(), wait=0.01)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitpid(child.pid, 0)
+        child.close()
