@@ -170,3 +170,47 @@ def test_a_child_still_running_when_the_wait_ends_is_not_ended() -> None:
         os.kill(child.pid, signal.SIGKILL)
         os.waitpid(child.pid, 0)
         child.close()
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no pidfd"])
+def test_a_child_that_closed_its_pipes_is_waited_for_until_it_exits(
+    monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    """Both pipes hang up a while before the child exits: its exit is waited for (on its pidfd,
+    or where there is none by a look once a millisecond), and it ended silently."""
+    if not pidfd:
+        monkeypatch.setattr(_spawn.Child, "pidfd", lambda _self: None)
+    script = "exec >&- 2>&-; sleep 0.2"
+    child = _spawn.spawn(["sh", "-c", script], None, None, piped_stdin=False)
+    try:
+        assert _early.ended_soon(child, Interrupt(), wait=HANG)
+        assert os.waitpid(child.pid, os.WNOHANG)[0] == child.pid  # exited, and left to us to reap
+    finally:
+        child.close()
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no pidfd"])
+def test_an_interrupt_ends_the_wait_for_a_child_that_closed_its_pipes(
+    monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    if not pidfd:
+        monkeypatch.setattr(_spawn.Child, "pidfd", lambda _self: None)
+    child = _spawn.spawn(["sh", "-c", "exec >&- 2>&-; sleep 60"], None, None, piped_stdin=False)
+    interrupt = Interrupt()
+    answers: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(_early.ended_soon(child, interrupt, wait=HANG * 10))
+    )
+    try:
+        waiter.start()
+        while interrupt._fd < 0 and waiter.is_alive():  # noqa: SLF001 (armed: the wait began)
+            threading.Event().wait(0.001)
+        while os.path.exists(f"/proc/{child.pid}/fd/1"):  # so the wait is past the pipes
+            threading.Event().wait(0.001)
+        interrupt.request()
+        waiter.join(HANG)
+        assert answers == [False]
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitpid(child.pid, 0)
+        child.close()

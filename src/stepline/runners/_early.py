@@ -5,7 +5,7 @@ loop's capture (a private epoll, its registration with trio, two wake-ups, the r
 EOFs) was the largest part of its cost (NOTES.md, Performance). The thread that started the
 child already holds it, so it waits a little longer, in one ``poll`` without the GIL, on the
 child's two output pipes and the thread's wake-up pipe (:class:`~._threads.Interrupt`), then
-asks ``waitid`` (``WNOWAIT``) whether the child exited:
+asks ``waitid`` (``WNOWAIT``) whether the child exited, and waits on its pidfd if not yet:
 
 * both pipes hung up with nothing in them, and the child exited: the step ended silently. The
   caller reaps it (the thread never reaps: the stop path's rules hold) and reads nothing;
@@ -59,21 +59,32 @@ def ended_soon(child: Child, interrupt: Interrupt, wait: float | None = None) ->
                     return False  # output to read: the caller reads it (module docstring)
                 pending.discard(fd)  # hung up, empty: every writer closed it
                 poller.unregister(fd)
-        return _exits(child.pid, poller, wake, deadline)
+        return _exits(child, poller, wake, deadline)
 
 
-def _exits(pid: int, poller: select.poll, wake: int, deadline: float) -> bool:
+def _exits(child: Child, poller: select.poll, wake: int, deadline: float) -> bool:
     """Both pipes hung up: the child is exiting (they close before it becomes a zombie, a few
     microseconds apart), or closed them and goes on. Look without reaping (``WNOWAIT``: the
-    caller reaps), then once a millisecond until the deadline or the interrupt."""
+    caller reaps); if it has not exited yet, wait on its pidfd (opened only now: most children
+    have exited by the first look), or where there is none look again once a millisecond."""
+    if _exited(child.pid):
+        return True
+    pidfd = child.pidfd()
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
     while True:
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-        if _poll(poller, deadline, 0.001):  # only the wake-up pipe is left to poll
+        events = _poll(poller, deadline, 1.0 if pidfd is not None else 0.001)
+        if any(fd == wake for fd, _ in events):
             drain_wake_pipe(wake)
             return False
+        if _exited(child.pid):
+            return True
         if time.monotonic() >= deadline:
             return False
+
+
+def _exited(pid: int) -> bool:
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _poll(poller: select.poll, deadline: float, at_most: float = 1.0) -> list[tuple[int, int]]:
