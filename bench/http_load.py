@@ -37,6 +37,11 @@ from urllib.parse import urlsplit
 SRC = Path(__file__).resolve().parent.parent / "src"
 WINDOW = 16  # submits the stdin driver keeps in flight
 CONNECTIONS = 16  # keep-alive connections for POST /jobs
+# Submits a second one paced connection sends at most (each waits for its answer): the load's
+# connections are rate / PER_POSTER. At 100 (10 connections for 1,000/s, the first setting) the
+# rate done was bounded by the answers' latency (10 ms at most per answer), not by what the
+# server could take; 20 (50 connections) asks the same rate of many slower callers.
+PER_POSTER = 20.0
 
 
 def child_env() -> dict[str, str]:
@@ -130,11 +135,18 @@ def throughput_http(jobs: int) -> float:
 
 
 def start_load(
-    url: str, *, clients: int, rate: float, duration: float, count: int = 0
+    url: str,
+    *,
+    clients: int,
+    rate: float,
+    duration: float,
+    count: int = 0,
+    per_poster: float = PER_POSTER,
 ) -> subprocess.Popen[bytes]:
     """The load process, its SSE clients connected, waiting for ``go`` on its stdin."""
     argv = [sys.executable, __file__, "--load", url, "--clients", str(clients)]
     argv += ["--rate", str(rate), "--duration", str(duration), "--jobs", str(count)]
+    argv += ["--per-poster", str(per_poster)]
     load = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env())
     assert load.stdout is not None
     assert load.stdout.readline().strip() == b"connected"
@@ -168,7 +180,9 @@ def driver_rate(server: Server, duration: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def under_load(duration: float, clients: int, rate: float, rounds: int) -> dict[str, Any]:
+def under_load(
+    duration: float, clients: int, rate: float, rounds: int, per_poster: float = PER_POSTER
+) -> dict[str, Any]:
     """``rounds`` pairs, the driver alone then beside the load, each on a fresh server: the
     pairs' ratios are what to read on a shared machine, where the rate swings between runs."""
     pairs: list[dict[str, Any]] = []
@@ -182,7 +196,13 @@ def under_load(duration: float, clients: int, rate: float, rounds: int) -> dict[
         phase(f"round {number}: beside {clients} SSE clients and {rate} submits/s, {duration} s")
         server = Server()
         try:
-            load = start_load(server.url, clients=clients, rate=rate, duration=duration + 3)
+            load = start_load(
+                server.url,
+                clients=clients,
+                rate=rate,
+                duration=duration + 3,
+                per_poster=per_poster,
+            )
             load.stdin.write(b"go\n")  # type: ignore[union-attr]
             load.stdin.flush()  # type: ignore[union-attr]
             time.sleep(2)  # the generator reaches its rate before the driver's clock starts
@@ -206,7 +226,9 @@ def under_load(duration: float, clients: int, rate: float, rounds: int) -> dict[
 # -- the load process -------------------------------------------------------------------------
 
 
-def load_main(url: str, clients: int, rate: float, duration: float, count: int) -> None:
+def load_main(
+    url: str, clients: int, rate: float, duration: float, count: int, per_poster: float
+) -> None:
     """SSE clients, then (after ``go`` on stdin) submits: ``rate`` a second, or with rate 0
     ``count`` of them as fast as :data:`CONNECTIONS` connections take them."""
     import trio
@@ -286,8 +308,8 @@ def load_main(url: str, clients: int, rate: float, duration: float, count: int) 
             await trio.to_thread.run_sync(sys.stdin.readline)
             start = trio.current_time()
             stop_at = start + duration
-            # Paced: each poster sends at most 100 a second; unpaced: one per connection.
-            posters = max(1, math.ceil(rate / 100)) if rate else CONNECTIONS
+            # Paced: each poster sends at most PER_POSTER a second; unpaced: one per connection.
+            posters = max(1, math.ceil(rate / per_poster)) if rate else CONNECTIONS
             async with trio.open_nursery() as posting:
                 for _ in range(posters):
                     posting.start_soon(poster, posters / rate if rate else 0.0, stop_at)
@@ -317,10 +339,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--rounds", type=int, default=3, help="driver alone/loaded pairs")
     parser.add_argument("--only-load", action="store_true", help="skip the throughput phases")
+    parser.add_argument(
+        "--per-poster", type=float, default=PER_POSTER, help="submits/s one connection sends"
+    )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        load_main(args.load, args.clients, args.rate, args.duration, args.jobs)
+        load_main(args.load, args.clients, args.rate, args.duration, args.jobs, args.per_poster)
         return
     results: dict[str, Any] = {"loadavg_1min_at_start": round(os.getloadavg()[0], 1)}
     if not args.only_load:
@@ -328,7 +353,7 @@ def main() -> None:
         results["submit_jobs_per_s_stdin"] = round(throughput_stdin(args.jobs))
         phase(f"{args.jobs} submits over HTTP")
         results["submit_jobs_per_s_http"] = round(throughput_http(args.jobs))
-    results.update(under_load(args.duration, args.clients, args.rate, args.rounds))
+    results.update(under_load(args.duration, args.clients, args.rate, args.rounds, args.per_poster))
     print(json.dumps(results, indent=2))
 
 

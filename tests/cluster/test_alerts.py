@@ -66,7 +66,7 @@ async def test_an_alert_opened_on_a_worker_reaches_the_submitter_and_is_acked_on
 
 async def test_an_alert_is_acked_through_the_http_front_of_a_node(cluster_url):
     httpx = pytest.importorskip("httpx", reason="the http extra is not installed")
-    pytest.importorskip("hypercorn", reason="the http extra is not installed")
+    pytest.importorskip("starlette", reason="the http extra is not installed")
     async with serve_node(cluster_url, "--http", "0", "--alert-repeat", "60") as a:
         url = a.events[0]["http"]
         job = {"steps": [{"fail": "disk full"}], "on_finish": [{"alert": "backup failed"}]}

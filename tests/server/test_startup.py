@@ -50,7 +50,7 @@ NOT_AT_START = {
     "stepline.web",
     "stepline.web._app",
     "starlette",
-    "hypercorn",
+    "h11",
     "prometheus_client",
     "cattrs",
     "httpx",

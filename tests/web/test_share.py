@@ -22,7 +22,7 @@ def front_step(share: LoopShare, clock: trio.testing.MockClock, seconds: float) 
 async def test_only_other_peoples_events_hold_the_front_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time)
+    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time, step_clock=trio.current_time)
     share.adopt(FRONT)
     front_step(share, autojump_clock, 0.05)  # far over its share
     with share.submitting():
@@ -43,7 +43,7 @@ async def test_only_other_peoples_events_hold_the_front_back(
 async def test_a_reply_on_stdin_holds_the_front_back_until_it_is_quiet(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time)
+    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time, step_clock=trio.current_time)
     share.adopt(FRONT)
     front_step(share, autojump_clock, 1.0)  # a debt of ten seconds at a tenth
     share.observe({"event": "pong", "id": 3})
@@ -56,7 +56,7 @@ async def test_a_reply_on_stdin_holds_the_front_back_until_it_is_quiet(
 async def test_the_jobs_steps_cost_the_front_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time)
+    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time, step_clock=trio.current_time)
     share.adopt(FRONT)
     share.observe({"event": "started", "job": "j9"})
     share.before_task_step(JOB)
@@ -71,7 +71,7 @@ async def test_the_jobs_steps_cost_the_front_nothing(
 async def test_a_finished_job_of_the_front_is_forgotten(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    share = LoopShare(clock=trio.current_time)
+    share = LoopShare(clock=trio.current_time, step_clock=trio.current_time)
     with share.submitting():
         share.observe({"event": "accepted", "job": "j1"})
     share.observe({"event": "finished", "job": "j1"})

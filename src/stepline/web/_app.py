@@ -1,8 +1,10 @@
 """The ASGI application: routes, the token guard, errors as JSON, the dashboard's files.
 
-Starlette routes requests and Hypercorn speaks HTTP (no hand-written parsing); both run on
-trio through anyio, in the same event loop as the executor, so a handler calls the executor's
-methods directly, between awaits, exactly as the stdin reader does.
+Starlette routes requests (it runs on trio through anyio) in the same event loop as the
+executor, so a handler calls the executor's methods directly, between awaits, exactly as the
+stdin reader does. The requests come from the front's own process (:mod:`._child`, where h11
+parses HTTP: no hand-written parsing), forwarded by :mod:`._relay`; ``GET /events`` is served
+there, by :func:`build_events_app`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Final
 
 import orjson
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
@@ -23,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._errors import CommandError
 from ..engine._executor import Executor
 from ._api import Api
-from ._auth import token_ok
-from ._errors import ApiError, error_response
+from ._auth import credentials_ok, token_ok
+from ._errors import ApiError, error_response, status_of
 from ._events import EventLog
 from ._hooks import Hooks
 from ._metrics import CONTENT_TYPE, Metrics
@@ -32,7 +36,10 @@ from ._openapi import openapi_document
 from ._share import LoopShare
 from ._stream import event_stream
 
-__all__ = ["build_app", "by_method"]
+__all__ = ["Answer", "RawSubmit", "build_app", "build_events_app", "build_submit", "by_method"]
+
+JSON: Final = "application/json"
+WRITERS: Final = 8  # event streams writing at once in the front's process
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -52,7 +59,9 @@ class _Guard:
     and would hold ``GET /events`` back.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, metrics: Metrics, share: LoopShare) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, metrics: Metrics | None, share: LoopShare
+    ) -> None:
         self._app = app
         self._token = token
         self._metrics = metrics
@@ -68,18 +77,19 @@ class _Guard:
             and not public
             and not token_ok(HTTPConnection(scope), self._token)
         ):
-            refusal = error_response(
-                "unauthorized",
-                "this server needs Authorization: Bearer TOKEN",
-                headers={"www-authenticate": "Bearer"},
-            )
-            self._metrics.answered(refusal.status_code)
+            refusal = _unauthorized()
+            if self._metrics is not None:
+                self._metrics.answered(refusal.status_code)
             await refusal(scope, receive, send)
             return
+        if self._metrics is None:  # the front's process: nothing to count, no jobs to yield to
+            await self._app(scope, receive, send)
+            return
+        metrics = self._metrics
 
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self._metrics.answered(message["status"])
+                metrics.answered(message["status"])
             await send(message)
 
         await self._share.turn()
@@ -97,22 +107,89 @@ def by_method(**handlers: Endpoint) -> Endpoint:
     return endpoint
 
 
+Answer = tuple[int, list[list[str]], bytes]  # status, headers, body: an answer as the link has it
+RawSubmit = Callable[[list[list[str]], bytes], Awaitable[Answer]]
+
+
+def build_submit(api: Api, token: str | None, metrics: Metrics, share: LoopShare) -> RawSubmit:
+    """``POST /jobs`` (exactly that target) answered without the framework: the token, the
+    front's turn, the count and the error bodies as the application gives them, at about half
+    the executor process's cost of a request routed through Starlette (NOTES, "HTTP front")."""
+
+    async def submit(headers: list[list[str]], body: bytes) -> Answer:
+        if token is not None and not credentials_ok(_header(headers, "authorization"), "", token):
+            refusal = _unauthorized()
+            metrics.answered(refusal.status_code)
+            return refusal.status_code, _text_headers(refusal), bytes(refusal.body)
+        await share.turn()
+        try:
+            status, payload = 202, {"job": await api.submit_body(body)}
+        except (ApiError, CommandError) as exc:
+            status, payload = status_of(exc.code), {"code": exc.code, "message": exc.message}
+        except Exception as exc:
+            log.exception("internal error answering POST /jobs", exc_info=exc)
+            status = 500
+            payload = {
+                "code": "internal",
+                "message": f"internal error: {type(exc).__name__}: {exc}",
+            }
+        metrics.answered(status)
+        data = orjson.dumps(payload)
+        return status, [["content-length", str(len(data))], ["content-type", JSON]], data
+
+    return submit
+
+
+def _header(headers: list[list[str]], name: str) -> str:
+    return next((value for key, value in headers if key == name), "")
+
+
+def _text_headers(response: Response) -> list[list[str]]:
+    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.raw_headers]
+
+
+def _unauthorized() -> Response:
+    return error_response(
+        "unauthorized",
+        "this server needs Authorization: Bearer TOKEN",
+        headers={"www-authenticate": "Bearer"},
+    )
+
+
+def build_events_app(log_: EventLog, token: str | None) -> ASGIApp:
+    """``GET /events`` alone, as the front's own process serves it (beside the forwarding of
+    every other request to the executor's process, where :func:`build_app` answers them)."""
+    share = LoopShare()  # never held: this process has no jobs to yield to
+    writers = trio.Semaphore(WRITERS)
+
+    async def events(request: Request) -> Response:
+        return event_stream(request, log_, share, writers)
+
+    app = Starlette(
+        routes=[Route("/events", events, methods=["GET"])],
+        exception_handlers={ApiError: _api_error, Exception: _internal_error},
+    )
+    return _Guard(app, token, None, share)
+
+
 def build_app(
     executor: Executor,
-    log_: EventLog,
     metrics: Metrics,
     share: LoopShare,
     *,
     token: str | None,
     hook_secret: str | None,
     max_body: int,
-) -> ASGIApp:
+) -> tuple[ASGIApp, RawSubmit]:
+    """The application, and its shortcut for ``POST /jobs`` (:func:`build_submit`)."""
     api = Api(executor, max_body, share)
     hooks = Hooks(executor, hook_secret, max_body, share)
     document = orjson.dumps(openapi_document(token=token is not None))
 
     async def events(request: Request) -> Response:
-        return event_stream(request, log_, share)
+        """Not reached: the front's process serves ``GET /events`` itself (the route is here
+        for the other methods' 405 and for the document)."""
+        raise ApiError("unavailable", "the event stream is served by the front's process")
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -156,7 +233,7 @@ def build_app(
             Exception: _internal_error,
         },
     )
-    return _Guard(app, token, metrics, share)
+    return _Guard(app, token, metrics, share), build_submit(api, token, metrics, share)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

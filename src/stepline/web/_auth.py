@@ -16,17 +16,23 @@ from typing import Final
 
 from starlette.requests import HTTPConnection
 
-__all__ = ["SIGNATURE_HEADER", "is_loopback", "signature_ok", "token_ok"]
+__all__ = ["SIGNATURE_HEADER", "credentials_ok", "is_loopback", "signature_ok", "token_ok"]
 
 SIGNATURE_HEADER: Final = "x-stepline-signature"
 
 
 def token_ok(conn: HTTPConnection, token: str) -> bool:
     """Whether the request carries ``token`` (header or ``access_token`` query parameter)."""
-    header = conn.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
+    return credentials_ok(
+        conn.headers.get("authorization", ""), conn.query_params.get("access_token", ""), token
+    )
+
+
+def credentials_ok(authorization: str, access_token: str, token: str) -> bool:
+    """:func:`token_ok` from the ``Authorization`` header's value and the query parameter's."""
+    scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer":
-        given = conn.query_params.get("access_token", "")
+        given = access_token
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 

@@ -29,8 +29,8 @@ __all__ = ["CHUNK_BYTES", "CHUNK_EVENTS", "EventLog"]
 
 KEEP_EVENTS: Final = 10_000
 KEEP_BYTES: Final = 16 << 20
-CHUNK_EVENTS: Final = 1_000  # events one read returns at most
-CHUNK_BYTES: Final = 1 << 16  # bytes one read returns at most (unless one frame is larger)
+CHUNK_EVENTS: Final = 4_000  # events one read returns at most
+CHUNK_BYTES: Final = 1 << 18  # bytes one read returns at most (unless one frame is larger)
 
 
 class EventLog:
@@ -57,18 +57,34 @@ class EventLog:
     # -- writing (synchronous: called from the outbox's emit) --------------------------------
 
     def append(self, event: Event, line: bytes) -> None:
-        self.last_id += 1
         job = event.get("job")
+        self.append_line(job if isinstance(job, str) else None, line)
+
+    def append_line(self, job: str | None, line: bytes) -> None:
+        """:meth:`append` for an event known only by its line and its job (the front's own
+        process gets them so, over its link, and never parses an event)."""
+        self.last_id += 1
         frame = b"id: %d\ndata: %s\n\n" % (self.last_id, line.rstrip(b"\n"))
         self._appended += len(frame)
         self._frames.append(frame)
-        self._jobs.append(job if isinstance(job, str) else None)
+        self._jobs.append(job)
         self._ends.append(self._appended)
         self._bytes += len(frame)
         while len(self._frames) > self._keep or (self._bytes > self._keep_bytes and self._frames):
             self._bytes -= len(self._frames.popleft())
             self._jobs.popleft()
             self._ends.popleft()
+        if self._new:
+            self._new.unpark_all()
+
+    def skip(self, count: int) -> None:
+        """``count`` events were lost before they reached the log: their ids are used up and
+        nothing older is kept, so a reader behind them is told which events it missed."""
+        self.last_id += count
+        self._frames.clear()
+        self._jobs.clear()
+        self._ends.clear()
+        self._bytes = 0
         if self._new:
             self._new.unpark_all()
 

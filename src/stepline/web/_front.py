@@ -1,18 +1,25 @@
-"""The HTTP front as the server sees it: a listening socket, the event log, and the service.
+"""The HTTP front as the server sees it: a listening socket, the front's process, the relay.
 
 The socket is bound when the front is made, before ``ready`` is written, so a port in use is a
 clear start-up error (exit 2), and ``ready`` can say where the front listens (``"http"``: the
 URL, with the real port when ``--http 0`` let the system choose). The front then runs as an
-attachment of the executor (:mod:`stepline.engine._attach`): Hypercorn's trio worker serves the
-app inside the executor's service nursery, started with ``task_status`` so requests are taken
-from the moment the workers are; once every job has finished, the event log is closed (open
-event streams end) and Hypercorn is asked to shut down gracefully.
+attachment of the executor (:mod:`stepline.engine._attach`): it starts the front's own process
+(:mod:`._child`, handed the listening socket and one end of a socket pair) and relays over the
+pair (:mod:`._relay`): every event out, forwarded requests answered by the application here.
+Why a process of its own: HTTP parsing and the event streams' writes cost per byte and per
+client, and 200 streams of every event are more than the executor's loop can write beside
+its jobs (NOTES, "HTTP front"). Once every job has finished, the events are closed (the
+front's process ends its streams and stops) and the process is waited for, killed if need be.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
@@ -22,14 +29,15 @@ from ..engine._attach import Attachment, ShutdownMode
 from ..engine._executor import Executor
 from ..wire._events import Event
 from ._auth import is_loopback
-from ._events import EventLog
 from ._metrics import Metrics
+from ._relay import Relay
 from ._share import LoopShare
 
 __all__ = ["BadBind", "HttpFront", "HttpOptions", "parse_bind"]
 
 log = logging.getLogger("stepline")
 
+PACKAGE_ROOT: Final = Path(__file__).resolve().parents[2]
 GRACE: Final = 2.0  # seconds open requests get once the executor has stopped
 
 
@@ -71,12 +79,11 @@ class HttpFront:
                 "(--http-token or STEPLINE_HTTP_TOKEN)"
             )
         self.options = options
-        self.log = EventLog()
         self._socket = _listen(options.host, options.port)
         self.host, self.port = self._socket.getsockname()[:2]
         self._metrics: Metrics | None = None
         self._share = LoopShare()
-        self._stop = trio.Event()
+        self._relay = Relay()
         self._stopped = trio.Event()
 
     @property
@@ -85,7 +92,7 @@ class HttpFront:
         return f"http://{host}:{self.port}"
 
     def observe(self, event: Event, line: bytes) -> None:
-        self.log.append(event, line)
+        self._relay.add(event, line)
         self._share.observe(event)
         if self._metrics is not None:
             self._metrics.observe(event)
@@ -97,9 +104,8 @@ class HttpFront:
         from ._app import build_app
 
         self._metrics = Metrics(executor)
-        self._app = build_app(
+        self._relay.app, self._relay.submit = build_app(
             executor,
-            self.log,
             self._metrics,
             self._share,
             token=self.options.token,
@@ -111,36 +117,53 @@ class HttpFront:
     # -- the attachment ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        from hypercorn.config import Config as HypercornConfig
-        from hypercorn.trio import serve
-
-        config = HypercornConfig()
-        config.bind = [f"fd://{self._socket.detach()}"]
-        config.graceful_timeout = GRACE
-        config.accesslog = None
-        config.loglevel = "WARNING"
-        self._share.adopt(trio.lowlevel.current_task())  # Hypercorn's tasks, spawned below
+        """Start the front's process, then relay until the events have ended and it has
+        exited (it is killed if it does not within the grace period, or if this is cancelled)."""
+        self._share.adopt(trio.lowlevel.current_task())  # the relay's tasks, spawned below
         trio.lowlevel.add_instrument(self._share)
+        process = None
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._serve, serve, config)
-                task_status.started()
+            ours, theirs = socket.socketpair()
+            with theirs:
+                process = await _start_process(self._socket, theirs, self.options)
+            self._socket.close()  # the front's process accepts; this one never does
+            task_status.started()
+            async with trio.SocketStream(trio.socket.from_stdlib_socket(ours)) as link:
+                await self._relay.run(link, self._share.exempt)
+            with trio.move_on_after(GRACE + 1):
+                await process.wait()
         finally:
             trio.lowlevel.remove_instrument(self._share)
+            if process is not None and process.returncode is None:
+                process.kill()
             self._stopped.set()
-
-    async def _serve(self, serve: Any, config: Any, *, task_status: trio.TaskStatus[None]) -> None:
-        await serve(self._app, config, shutdown_trigger=self._stop.wait, task_status=task_status)
 
     def shutdown(self, mode: ShutdownMode) -> None:
         """Keep answering: status, logs and events still matter while jobs drain; submits are
         refused by the executor itself (``shutting_down``)."""
 
     async def drain(self) -> None:
-        self.log.close()
-        self._stop.set()
-        with trio.move_on_after(GRACE + 1):
+        self._relay.close()
+        with trio.move_on_after(GRACE + 2):
             await self._stopped.wait()
+
+
+async def _start_process(
+    listening: socket.socket, link: socket.socket, options: HttpOptions
+) -> trio.Process:
+    """``python -m stepline.web._child`` with the listening socket and its end of the link."""
+    fds = (listening.fileno(), link.fileno())
+    argv = [sys.executable, "-m", "stepline.web._child", "--listen-fd", str(fds[0])]
+    argv += ["--link-fd", str(fds[1]), "--max-body", str(options.max_body)]
+    env = dict(os.environ)
+    package_root = str(PACKAGE_ROOT)  # the child imports stepline from where this one did
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("STEPLINE_HTTP_TOKEN", None)
+    if options.token is not None:
+        env["STEPLINE_HTTP_TOKEN"] = options.token
+    return await trio.lowlevel.open_process(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=fds, env=env
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

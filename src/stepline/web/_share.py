@@ -1,12 +1,12 @@
-"""The front's share of the event loop: jobs first, watchers and HTTP callers second.
+"""The front's share of the event loop: jobs first, HTTP callers second.
 
-The front runs in the executor's own trio loop, on the same core and the same GIL. Left alone,
-HTTP work competes with the jobs on equal terms, and it is not cheap: an answer costs about a
-millisecond of Hypercorn's and Starlette's Python, and every event goes to every event stream.
-Measured with 200 streams and 1,000 submits a second asked (NOTES, "HTTP front"), a stdin driver
-lost most of its rate. So the front yields: while someone else uses the executor, the front's
-tasks may take at most :data:`SHARE` of the loop's time; otherwise the front takes what it wants
-(the share is a floor for the others, not a ceiling for the front).
+The front's HTTP work is split in two. Parsing, the event streams and every write to a client
+run in the front's own process (:mod:`._child`); what needs the executor (a submit, a status,
+a cancel) is forwarded to the executor's process and handled there, in the executor's own trio
+loop, on the same core and the same GIL as the jobs. Left alone, that work competes with the
+jobs on equal terms. So the front yields: while someone else uses the executor, the front's
+tasks here may take at most :data:`SHARE` of the loop's CPU time; otherwise the front takes
+what it wants (the share is a floor for the others, not a ceiling for the front).
 
 Who the loop is busy for: the front watches the events (it sees every one). The jobs it
 submitted itself (``POST /jobs``, webhooks) are its own; any other job's event, or a reply to a
@@ -15,19 +15,22 @@ stdin command, means someone else (a stdin driver, a schedule) is using the exec
 hold it back: an HTTP-only load runs as fast as the front can take it.
 
 How much it takes: a trio instrument times each step of the front's tasks (the task that runs
-Hypercorn and every task spawned below it). The front's own code calls :meth:`LoopShare.turn`
-before each piece of work it can hold back (a request before its handler, an event stream
-before its next write); ``turn`` waits, one caller at a time, while the front is over its share
-and someone else is using the executor. A request waiting its turn holds its connection, so a
-caller that waits for answers sends no more; an event stream that waits falls behind, and once
-it is behind what the event log keeps it is told which events it missed.
+the relay and every task spawned below it, but not the relay's feeder, :meth:`exempt`: it
+sends every job's events whether anyone calls or not) in CPU time of the loop's thread, and
+the share refills in the same time. The front's own code calls :meth:`LoopShare.turn` before
+each piece of work it can hold back (a forwarded request before its handler); ``turn`` waits,
+one caller at a time, while the front is over its share and someone else is using the
+executor. A request waiting its turn holds its connection, so a caller that waits for answers
+sends no more. (:meth:`stream_turn` does the same for an event stream served in this loop; the
+front's process serves them, so only a test or an embedding that runs the events app here
+uses it.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from time import perf_counter
+from time import perf_counter, thread_time
 from typing import Final
 
 import trio
@@ -36,7 +39,7 @@ from ..wire._events import Event
 
 __all__ = ["SHARE", "LoopShare"]
 
-SHARE: Final = 0.10  # the loop time the front may take while others use the executor
+SHARE: Final = 0.20  # the loop time the front may take while others use the executor
 BURST: Final = 0.02  # seconds of loop time the front may take at once, saved while it is idle
 ACTIVE: Final = 0.25  # seconds an event of someone else's keeps the front held to its share
 _LONGEST_WAIT: Final = 0.01  # a wait is cut in pieces this long, to see the others go idle
@@ -47,16 +50,24 @@ class LoopShare(trio.abc.Instrument):
     """Times the loop's task steps (the front's against the rest) and holds the front back."""
 
     def __init__(
-        self, share: float = SHARE, burst: float = BURST, clock: Callable[[], float] = perf_counter
+        self,
+        share: float = SHARE,
+        burst: float = BURST,
+        clock: Callable[[], float] = perf_counter,
+        step_clock: Callable[[], float] = thread_time,
     ) -> None:
         self._share = share
         self._burst = burst
         self._clock = clock  # tests pass trio.current_time (the mock clock)
+        # A step is charged the CPU time it took, not the wall time: on a machine whose cores
+        # are all busy the process is often descheduled mid-step, and charging the front for
+        # that held it back while the executor had time to spare (NOTES, "HTTP front").
+        self._step_clock = step_clock
         self._front: set[trio.lowlevel.Task] = set()
         self._step_started = 0.0
         self.front_time = 0.0  # seconds of the front's task steps
         self._credit = burst
-        self._refilled = clock()
+        self._refilled = step_clock()
         self._others_at = float("-inf")  # when someone else's event was last seen
         self._ours: set[str] = set()  # jobs the front submitted, until their finished
         self._submitting = 0  # submits under way in the front
@@ -71,7 +82,11 @@ class LoopShare(trio.abc.Instrument):
         ``task`` itself just before the instrument is added, so the step under way when it is
         added is timed from here."""
         self._front.add(task)
-        self._step_started = self._clock()
+        self._step_started = self._step_clock()
+
+    def exempt(self, task: trio.lowlevel.Task) -> None:
+        """``task``'s steps are no longer the front's (tasks it spawns from now on neither)."""
+        self._front.discard(task)
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         nursery = task.parent_nursery
@@ -83,11 +98,11 @@ class LoopShare(trio.abc.Instrument):
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         if task in self._front:
-            self._step_started = self._clock()
+            self._step_started = self._step_clock()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         if task in self._front:
-            took = self._clock() - self._step_started
+            took = self._step_clock() - self._step_started
             self.front_time += took
             self._credit -= took
 
@@ -153,6 +168,6 @@ class LoopShare(trio.abc.Instrument):
             await trio.sleep(min(max(owed, _SHORTEST_WAIT), _LONGEST_WAIT))
 
     def _refill(self) -> None:
-        now = self._clock()
+        now = self._step_clock()  # the share is of the loop's CPU time, as the steps are
         self._credit = min(self._burst, self._credit + (now - self._refilled) * self._share)
         self._refilled = now

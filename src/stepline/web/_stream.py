@@ -20,12 +20,14 @@ oldest kept one.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Final
 
 import trio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ._errors import ApiError
 from ._events import EventLog
@@ -38,15 +40,47 @@ GATHER: Final = 0.5
 _SPREAD: Final = 0.6180339887  # golden ratio: consecutive streams' phases land far apart
 
 
-def event_stream(request: Request, log: EventLog, share: LoopShare) -> Response:
+def event_stream(
+    request: Request, log: EventLog, share: LoopShare, writers: trio.Semaphore | None = None
+) -> Response:
+    """The stream's answer; with ``writers``, each write holds one of its slots."""
     after = _start(request, log)
     job = request.query_params.get("job")
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return StreamingResponse(
+    response = _EventStream(
         messages(log, after, job, share=share, phase=_phase(log)),
         media_type="text/event-stream",
         headers=headers,
     )
+    response.writers = writers
+    return response
+
+
+class _EventStream(StreamingResponse):
+    """Starlette's streaming answer, with two differences. A stream's normal end is its client
+    going away (the server's ``send`` raises, ASGI 2.4): not an error, so it does not reach the
+    front's handler of unexpected ones. And with ``writers`` set, a write waits for a slot:
+    with hundreds of streams behind, every one of them is ready to write at every turn of the
+    loop, and a request (which takes a few turns) waited behind all of their writes; with a
+    few writing at once, the others wait off the run queue (a slot is held only while its
+    write is under way, so a client that reads slowly holds one slot, not the rest)."""
+
+    writers: trio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(ClientDisconnect):
+            await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        if self.writers is None:
+            await super().stream_response(send)
+            return
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            async with self.writers:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _phase(log: EventLog) -> float:
