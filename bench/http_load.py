@@ -46,7 +46,8 @@ PER_POSTER = 20.0
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
+    src = os.environ.get("HTTP_LOAD_SRC", str(SRC))  # --src: another tree's server
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -342,11 +343,14 @@ def main() -> None:
     parser.add_argument(
         "--per-poster", type=float, default=PER_POSTER, help="submits/s one connection sends"
     )
+    parser.add_argument("--src", type=Path, help="run the server from this tree's src/")
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         load_main(args.load, args.clients, args.rate, args.duration, args.jobs, args.per_poster)
         return
+    if args.src is not None:
+        os.environ["HTTP_LOAD_SRC"] = str(args.src.resolve())
     results: dict[str, Any] = {"loadavg_1min_at_start": round(os.getloadavg()[0], 1)}
     if not args.only_load:
         phase(f"{args.jobs} submits on stdin")
