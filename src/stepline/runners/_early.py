@@ -40,7 +40,8 @@ def ended_soon(child: Child, interrupt: Interrupt, wait: float | None = None) ->
     seconds (None: :data:`WAIT`), having written nothing and left no one holding its output
     pipes?"""
     deadline = time.monotonic() + (WAIT if wait is None else wait)
-    with interrupt.armed() as wake:
+    wake = interrupt.arm()
+    try:
         if interrupt.requested:
             return False
         poller = select.poll()
@@ -60,6 +61,8 @@ def ended_soon(child: Child, interrupt: Interrupt, wait: float | None = None) ->
                 pending.discard(fd)  # hung up, empty: every writer closed it
                 poller.unregister(fd)
         return _exits(child, poller, wake, deadline)
+    finally:
+        interrupt.disarm()
 
 
 def _exits(child: Child, poller: select.poll, wake: int, deadline: float) -> bool:

@@ -264,11 +264,15 @@ def _spawn_in(
     """On a spawner thread: fork and exec, the thread inside the step's cgroup meanwhile where
     the cgroup allows it (:meth:`StepTree.spawning`), so the child is born inside; then, given
     an ``interrupt``, a short wait for the child's silent end (:func:`._early.ended_soon`)."""
-    try:
-        with tree.spawning():
-            child = spawn(launch.argv, env, launch.cwd, piped_stdin=launch.stdin is not None)
-    except OSError as exc:  # stepping into the step's cgroup (spawn's own errors are typed)
-        raise ProcessStartError(f"cannot use the step's cgroup: {exc.strerror}") from exc
+    piped_stdin = launch.stdin is not None
+    if tree.group is None:  # the common case, without the context manager's cost
+        child = spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)
+    else:
+        try:
+            with tree.spawning():
+                child = spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)
+        except OSError as exc:  # stepping into the step's cgroup (spawn's errors are typed)
+            raise ProcessStartError(f"cannot use the step's cgroup: {exc.strerror}") from exc
     if interrupt is None:
         return child, False
     try:

@@ -20,7 +20,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Final, TypeVar
 
 import outcome
@@ -38,7 +38,7 @@ _Work = tuple[Callable[[], object], trio.lowlevel.Task, trio.lowlevel.TrioToken]
 class Interrupt:
     """How the event loop cuts short a wait on a spawner thread: the caller's cancel.
 
-    The thread arms it with its wake-up pipe's write end (:meth:`armed`) while it waits, and
+    The thread arms it with its wake-up pipe's write end (:meth:`arm`) while it waits, and
     waits on the read end beside what it waits for; :meth:`request` (on the loop) sets
     ``requested`` and writes a byte if armed. Whichever of the two comes first, the other sees it
     (both run under the GIL), so a cancel is never missed. A byte written just after a wait
@@ -57,15 +57,14 @@ class Interrupt:
             with contextlib.suppress(BlockingIOError):  # a byte is there already
                 os.write(self._fd, b"!")
 
-    @contextlib.contextmanager
-    def armed(self) -> Iterator[int]:
-        """On a spawner thread, around a wait: the fd to wait on beside what is waited for."""
-        wake = _wake_pipe()
-        self._fd = wake[1]
-        try:
-            yield wake[0]
-        finally:
-            self._fd = -1
+    def arm(self) -> int:
+        """On a spawner thread, before a wait: the fd to wait on beside what is waited for.
+        :meth:`disarm` must follow (a ``finally``; not a context manager: this is paid per step)."""
+        read_end, self._fd = _wake_pipe()
+        return read_end
+
+    def disarm(self) -> None:
+        self._fd = -1
 
 
 def drain_wake_pipe(fd: int) -> None:
