@@ -330,6 +330,34 @@ async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
     assert rows(tmp_path / "state.db", "SELECT count(*) FROM jobs") == [(10,)]
 
 
+@pytest.mark.parametrize("write_ahead_start", [False, True])
+async def test_a_durable_job_that_completes_at_once_needs_no_worker(
+    write_ahead_start: bool,
+) -> None:
+    """Once its record is committed, a job that completes at once runs where it was accepted
+    (as without ``--state``); its ``running`` and outcome reach the file in one later commit,
+    and its ``started`` and ``finished`` are written only after it. Not under ``--on-restart
+    fail``, where steps wait for their start's commit (a worker does that)."""
+    backend = MemoryBackend()
+    store = await Store.open(backend, write_ahead_start=write_ahead_start)
+    outbox = MemoryOutbox()
+    executor = Executor(Config(workers=1, heartbeat=0), outbox)
+    store.attach(executor)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await nursery.start(executor.run)
+        job = await executor.submit({"value": 7})
+        assert job.state.value == ("queued" if write_ahead_start else "succeeded")
+        assert by_event(outbox.events, "finished") == []  # its outcome is not durable yet
+        assert backend.jobs[job.id][2] == "queued"
+        await outbox.finished(job.id)
+        assert backend.jobs[job.id][2] == "succeeded"
+        executor.shutdown("drain")
+        await executor.closed.wait()
+        await store.aclose()
+    lifecycle_ok(outbox.events)
+
+
 async def test_a_failing_store_refuses_submits_holds_outcomes_and_recovers(
     autojump_clock: trio.abc.Clock,
 ) -> None:

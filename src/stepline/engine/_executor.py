@@ -444,15 +444,26 @@ class Executor:
 
         A shutdown that began since the slot was reserved does not refuse it (its record is
         durable already): it is accepted and cancelled at once, so its ``finished`` follows.
+
+        A job that a worker would start now and that completes at once runs here, as in
+        :meth:`submit_nowait`: its ``running`` and final state join the store's next commit as
+        one row change, with its ``started`` and ``finished``, exactly as when a worker runs it
+        between two commits. Not with ``write_ahead_start`` (``--on-restart fail``), where the
+        steps must wait for the start's commit.
         """
         self._reserved -= 1
+        at_once = self._write_ahead is None and self._worker_would_start_now()  # before accept
         record = self.table.accept(
             spec, name=name, request_id=request_id, job_id=job_id, announce=False, **extra
         )
-        if self.state is ExecutorState.RUNNING:
-            self.queue.put_nowait(record)  # cannot block: the slot was held
-        else:
+        if self.state is not ExecutorState.RUNNING:
             self.table.cancel(record, "cancelled by shutdown before it started")
+        elif at_once and runs_at_once(spec):
+            self._run_at_once(record)
+            if self._room:
+                self._room.unpark_all()  # its slot is free again, as when a worker takes a job
+        else:
+            self.queue.put_nowait(record)  # cannot block: the slot was held
         return record
 
     def has_room(self) -> bool:
