@@ -9,10 +9,11 @@ committed but not yet written when the process died is written after the restart
 across restarts, so a driver that saw an event before a crash recognises its copy.
 
 A *delivery cursor* records how far stdout got: the sink counts the events it wrote
-(``written``), the log remembers which ``seq`` each handed-over line was, and the cursor
-committed with a later batch says "every event up to here was written"; the backend may then
-forget them. Only an event written in the short window between its write and the next commit of
-the cursor can be written twice (the same line, the same ``seq``).
+(``written``), the log remembers the sink's count after each commit's lines were handed over and
+the ``seq`` of the last of them, and the cursor committed with a later batch says "every event up
+to here was written"; the backend may then forget them. Only an event written in the short window
+between its write and the next commit of the cursor can be written twice (the same line, the
+same ``seq``): a commit's lines count as written once the last of them is.
 
 Every other event (``status`` and other replies, ``progress``, step output) is *sequenced*:
 while logged events wait for their commit, a plain event waits behind them
@@ -29,7 +30,7 @@ from ..wire._events import Event
 from ..wire._outbox import encode_event
 from ._model import LoggedEvent
 
-__all__ = ["EventLog", "Handover", "SequencedOutbox", "Sink"]
+__all__ = ["EventLog", "Handover", "Plain", "SequencedOutbox", "Sink"]
 
 
 class Sink(Protocol):
@@ -61,9 +62,20 @@ class Sink(Protocol):
         ...
 
 
-Handover = list[tuple[Event, "bytes | None"]]
-"""A committed batch's events in order: logged ones with their encoded line, plain ones with
-``None``."""
+class Plain:
+    """A plain event waiting behind logged ones (logged events wait as the bare event dict)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+
+Handover = list["Event | Plain"]
+"""A batch's events in order: logged ones as the event itself, plain ones wrapped in
+:class:`Plain`. No tuple per event: a trivial job logs three events, and every tuple made counts
+towards the next cycle collection, which walks the young objects each time (NOTES.md,
+"--state throughput")."""
 
 
 class EventLog:
@@ -71,10 +83,12 @@ class EventLog:
 
     def __init__(self, last_seq: int) -> None:
         self.sink: Sink | None = None
-        self._pending: list[tuple[Event, bool]] = []  # the open batch's events: (event, logged)
+        self._pending: Handover = []  # the open batch's events
         self._handing = False  # a taken batch's events wait for its commit
         self._seq = last_seq  # the last sequence number given
-        self._handed: deque[tuple[int, int]] = deque()  # (sink's emitted count, seq) per line
+        # (sink's emitted count, seq) after each handover that wrote logged lines: when the
+        # sink has written that many events, every logged event up to seq was written.
+        self._handed: deque[tuple[int, int]] = deque()
         self._written_seq = 0  # every logged event up to this one was written
         self.cursor = 0  # the delivery cursor as last committed
 
@@ -82,12 +96,12 @@ class EventLog:
 
     def log(self, event: Event) -> None:
         """A logged event: written once the open batch is committed."""
-        self._pending.append((event, True))
+        self._pending.append(event)
 
     def emit(self, event: Event) -> None:
         """A plain event: written now, or after the logged events that wait before it."""
         if self._pending or self._handing:
-            self._pending.append((event, False))
+            self._pending.append(Plain(event))
         else:
             self._sink().emit(event)
 
@@ -99,9 +113,9 @@ class EventLog:
     def withdraw(self, handover: Handover, job_ids: set[str]) -> Handover:
         """The handover without the ``accepted`` of submits that were refused."""
         return [
-            (ev, line)
-            for ev, line in handover
-            if not (line is not None and ev["event"] == "accepted" and ev["job"] in job_ids)
+            ev
+            for ev in handover
+            if isinstance(ev, Plain) or not (ev["event"] == "accepted" and ev["job"] in job_ids)
         ]
 
     # -- a commit ---------------------------------------------------------------------------
@@ -110,38 +124,37 @@ class EventLog:
         """The open batch's events, to be stamped and committed; a new batch starts empty."""
         pending, self._pending = self._pending, []
         self._handing = True
-        return [(ev, b"" if logged else None) for ev, logged in pending]
+        return pending
 
-    def stamp(self, handover: Handover) -> tuple[Handover, list[LoggedEvent]]:
-        """Give each logged event its ``seq`` and its line; returns them as the batch stores them.
+    def stamp(self, handover: Handover) -> list[LoggedEvent]:
+        """Give each logged event its ``seq``; returns their lines, as the batch stores them.
 
         Stamped again from the same number if the commit fails (nothing of it was kept).
         """
         seq = self._seq
-        stamped: Handover = []
         lines: list[LoggedEvent] = []
-        for ev, line in handover:
-            if line is not None:
-                seq += 1
-                ev["seq"] = seq
-                line = encode_event(ev)
-                lines.append((seq, line))
-            stamped.append((ev, line))
-        return stamped, lines
+        for ev in handover:
+            if isinstance(ev, Plain):
+                continue
+            seq += 1
+            ev["seq"] = seq
+            lines.append((seq, encode_event(ev)))
+        return lines
 
     def committed(self, handover: Handover, lines: list[LoggedEvent]) -> None:
         """The batch is durable: its sequence numbers are used, and its events go out."""
         if lines:
             self._seq = lines[-1][0]
         self._handing = False
-        self._hand_over(handover)
+        self._hand_over(handover, lines)
         # Plain events that came after the batch was taken, before any logged one, go too.
+        pending = self._pending
         ready = 0
-        while ready < len(self._pending) and not self._pending[ready][1]:
+        while ready < len(pending) and isinstance(pending[ready], Plain):
             ready += 1
         if ready:
-            plain, self._pending = self._pending[:ready], self._pending[ready:]
-            self._hand_over([(ev, None) for ev, _ in plain])
+            plain, self._pending = pending[:ready], pending[ready:]
+            self._hand_over(plain, [])
 
     def abandoned(self) -> None:
         """The batch will never be committed: its events are not written (and not logged)."""
@@ -149,16 +162,30 @@ class EventLog:
 
     def redeliver(self, lines: list[LoggedEvent]) -> None:
         """Write what a previous run committed but had not written (before anything else)."""
-        self._hand_over([(_seq_only(seq), line) for seq, line in lines])
+        self._write_lines(lines)
 
-    def _hand_over(self, handover: Handover) -> None:
+    def _hand_over(self, handover: Handover, lines: list[LoggedEvent]) -> None:
+        """Write the handover's events: a logged one as its line in ``lines`` (in order)."""
+        if len(lines) == len(handover):  # no plain event among them: the common case
+            self._write_lines(lines)
+            return
         sink = self._sink()
-        for ev, line in handover:
-            if line is None:
-                sink.emit(ev)
+        logged = iter(lines)
+        for ev in handover:
+            if isinstance(ev, Plain):
+                sink.emit(ev.event)
             else:
-                sink.emit_line(line)
-                self._handed.append((sink.emitted, ev["seq"]))
+                sink.emit_line(next(logged)[1])
+        if lines:
+            self._handed.append((sink.emitted, lines[-1][0]))
+
+    def _write_lines(self, lines: list[LoggedEvent]) -> None:
+        sink = self._sink()
+        emit_line = sink.emit_line
+        for _, line in lines:
+            emit_line(line)
+        if lines:
+            self._handed.append((sink.emitted, lines[-1][0]))
 
     # -- the delivery cursor ------------------------------------------------------------------
 
@@ -182,10 +209,6 @@ class EventLog:
     def _sink(self) -> Sink:
         assert self.sink is not None, "Store.attach or Store.sequence first"
         return self.sink
-
-
-def _seq_only(seq: int) -> Event:
-    return {"seq": seq}
 
 
 class SequencedOutbox:

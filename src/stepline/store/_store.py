@@ -44,7 +44,7 @@ from .._lazy import loading
 from ..engine._jobs import Job, JobState
 from ..wire._events import Event, RequestId
 from ._backend import Backend
-from ._eventlog import EventLog, Handover, SequencedOutbox, Sink
+from ._eventlog import EventLog, Handover, Plain, SequencedOutbox, Sink
 from ._model import Batch, Snapshot
 
 if TYPE_CHECKING:
@@ -328,11 +328,11 @@ class Store:
         return batch, handover
 
     async def _write(self, batch: Batch, handover: Handover) -> None:
-        stamped, batch.events = self.events.stamp(handover)
+        batch.events = self.events.stamp(handover)
         try:
             await self.backend.commit(batch)
         except Exception as exc:  # disk full, I/O error, or a bug: keep it, say why, retry
-            self._failed(batch, stamped, exc)
+            self._failed(batch, handover, exc)
             await self._pause_before_retry()
             return
         if self._failing is not None:
@@ -342,10 +342,10 @@ class Store:
         self.commits += 1
         if batch.delivered:
             self.events.cursor = batch.delivered
-        self.events.committed(stamped, batch.events)  # before waking: see NOTES.md
+        self.events.committed(handover, batch.events)  # before waking: see NOTES.md
         self._committed.unpark_all()
 
-    def _failed(self, batch: Batch, stamped: Handover, exc: Exception) -> None:
+    def _failed(self, batch: Batch, handover: Handover, exc: Exception) -> None:
         """Keep a failed batch to retry, without its submits: they are refused, so the driver
         is not kept waiting on a disk that may not come back."""
         if self._failing is None:
@@ -357,7 +357,7 @@ class Store:
         self._refused |= withdrawn
         self._withdrawn_gen = batch.gen
         batch.inserts, batch.events = [], []
-        self._retry = (batch, self.events.withdraw(stamped, withdrawn))
+        self._retry = (batch, self.events.withdraw(handover, withdrawn))
         self._committed.unpark_all()
 
     async def _pause_before_retry(self) -> None:
@@ -370,7 +370,7 @@ class Store:
         """Shutting down and still failing: what was not committed is not written either. The
         jobs it concerned are unfinished in the state, so the next start recovers them."""
         assert self._retry is not None
-        unwritten = sum(1 for _, line in self._retry[1] if line is not None)
+        unwritten = sum(1 for ev in self._retry[1] if not isinstance(ev, Plain))
         self._stopped = f"{self._failing}; {unwritten} events were not written"
         log.error("%s: stopping; the next start recovers their jobs", self._stopped)
         self._retry = None
