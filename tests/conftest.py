@@ -30,6 +30,11 @@ class MemoryOutbox:
         """An event encoded as a JSON line (``--state``'s event log), kept decoded."""
         self.emit(orjson.loads(line))
 
+    def emit_lines(self, data: bytes, count: int) -> None:
+        """``count`` events encoded as consecutive JSON lines, kept decoded."""
+        for line in data.split(b"\n")[:count]:
+            self.emit_line(line)
+
     @property
     def emitted(self) -> int:
         return len(self.events)

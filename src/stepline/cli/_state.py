@@ -102,6 +102,10 @@ class BatchFile:
         else:
             self.emitted += 1
 
+    def emit_lines(self, data: bytes, count: int) -> None:
+        for line in data.split(b"\n")[:count]:
+            self.emit_line(line)
+
 
 class Batch:
     """What a ``--state`` file knows of this batch: earlier results and jobs to follow again."""

@@ -47,6 +47,10 @@ class Sink(Protocol):
         """Write an event already encoded as one JSON line."""
         ...
 
+    def emit_lines(self, data: bytes, count: int) -> None:
+        """Write ``count`` events already encoded as consecutive JSON lines."""
+        ...
+
     @property
     def emitted(self) -> int:
         """Events handed to this sink so far."""
@@ -180,11 +184,10 @@ class EventLog:
             self._handed.append((sink.emitted, lines[-1][0]))
 
     def _write_lines(self, lines: list[LoggedEvent]) -> None:
-        sink = self._sink()
-        emit_line = sink.emit_line
-        for _, line in lines:
-            emit_line(line)
+        """A commit's lines, handed to the sink together (one call, not one per event)."""
         if lines:
+            sink = self._sink()
+            sink.emit_lines(b"".join([line for _, line in lines]), len(lines))
             self._handed.append((sink.emitted, lines[-1][0]))
 
     # -- the delivery cursor ------------------------------------------------------------------
