@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import cast
 
+import pytest
 import trio
 
-from stepline.web._share import ACTIVE, LoopShare
+from stepline.web._share import ACTIVE, BATCH, LoopShare
 
 FRONT = cast(trio.lowlevel.Task, object())  # stands for the front's task in the timing hooks
 JOB = cast(trio.lowlevel.Task, object())
@@ -81,3 +82,34 @@ async def test_a_finished_job_of_the_front_is_forgotten(
     start = trio.current_time()
     await share.turn()
     assert trio.current_time() > start
+
+
+async def test_an_ended_wait_lets_the_requests_queued_behind_it_go_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One request per wait held the front far below its share on a busy machine; a batch goes,
+    and the next request after it waits again (the batch's debt is paid)."""
+    share = LoopShare(share=0.1, burst=0.01, clock=trio.current_time, step_clock=trio.current_time)
+    share.adopt(FRONT)
+    front_step(share, autojump_clock, 0.02)  # a debt of 0.1 s at a tenth
+    share.observe({"event": "started", "job": "j2"})  # someone else uses the executor
+    went: list[float] = []
+
+    async def request() -> None:
+        await share.turn()
+        went.append(trio.current_time())
+        front_step(share, autojump_clock, 0.001)  # each request's handler
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(BATCH + 1):
+            nursery.start_soon(request)
+        with trio.move_on_after(ACTIVE - 0.01):  # keep someone else busy meanwhile
+            while True:
+                share.observe({"event": "started", "job": "j2"})
+                await trio.sleep(0.01)
+    batch = went[:BATCH]
+    assert batch[0] > start  # the first waited for the debt
+    handlers = 0.001 * (BATCH - 1)  # the clock moves only by the batch's own handlers
+    assert batch[-1] - batch[0] == pytest.approx(handlers)  # no wait each
+    assert went[BATCH] - batch[-1] > 0.01  # the one after the batch waited for its debt
