@@ -170,7 +170,7 @@ def test_completed_lines_are_orjsons_bytes(number: int, ts: float, output: Any, 
         },
     ]
     expected = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
-    assert completed_lines(job_id, ts, output, rid) == expected
+    assert completed_lines(job_id, ts, orjson.dumps(output), rid) == expected
 
 
 @given(_values)

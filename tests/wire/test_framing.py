@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stepline.wire._framing import LineSplitter, TooLong, read_lines
+
+from ..hypothesis_profiles import scaled
 
 
 def feed_all(chunks: list[bytes], max_line: int = 10) -> list[bytes | TooLong]:
@@ -54,3 +58,41 @@ async def test_read_lines_from_a_stream() -> None:
     await send.aclose()
     batches = [batch async for batch in read_lines(receive, 100)]
     assert [line for batch in batches for line in batch] == [b'{"op":"ping"}', b'{"op":"stats"}']
+
+
+def _reference(data: bytes, max_line: int) -> list[bytes | str]:
+    """What the splitter must give, read off the whole input at once: each line (the last one
+    even without a newline) less one trailing ``\\r``; blank ones dropped; one over the cap
+    reported as too long ("long")."""
+    out: list[bytes | str] = []
+    for raw in data.split(b"\n"):
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(line) > max_line:
+            out.append("long")
+        elif line.strip():
+            out.append(line)
+    return out
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"", b" ", b"\r", b"\r\n", b"\n", b"\n\n", b"ab", b"x" * 7, b"\t\n"]),
+        max_size=40,
+    ),
+    st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=10),
+    st.integers(min_value=1, max_value=9),
+)
+@scaled(300)
+def test_any_chunking_gives_the_lines_of_the_whole(
+    pieces: list[bytes], cuts: list[int], max_line: int
+) -> None:
+    data = b"".join(pieces)
+    splitter = LineSplitter(max_line)
+    got: list[bytes | TooLong] = []
+    at, turn = 0, 0
+    while at < len(data):
+        size = cuts[turn % len(cuts)]
+        got += splitter.feed(data[at : at + size])
+        at, turn = at + size, turn + 1
+    got += splitter.finish()
+    assert [("long" if isinstance(x, TooLong) else x) for x in got] == _reference(data, max_line)

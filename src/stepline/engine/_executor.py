@@ -308,9 +308,8 @@ class Executor:
         """Whether a bare ``value`` job submitted now runs at once in one step
         (``JobTable.complete_value``): a worker would start it now, and nothing (``--trace``'s
         step events, a finish hook, a ``--state`` observer) needs its events one by one."""
-        return (
-            self._worker_would_start_now() and not self.config.trace and self.table.completes_values
-        )
+        config = self.config
+        return self._working and not config.trace and self.table.completes_value(config.workers)
 
     def _run_at_once(self, job: Job) -> None:
         """Start, run and finish ``job`` now: it can neither wait nor be interrupted, so it

@@ -362,12 +362,19 @@ class JobTable:
             accepted["id"] = request_id
         return accepted
 
-    @property
-    def completes_values(self) -> bool:
-        """Whether :meth:`complete_value` may be used: events go out as lines, and nothing
-        else (a ``--state`` observer, a hook on every finish) needs each event as a dict (a
-        bare value has no callbacks: ``callback_hooks`` never see it)."""
-        return self._emit_lines is not None and self.observer is None and not self.finish_hooks
+    def completes_value(self, workers: int) -> bool:
+        """Whether :meth:`complete_value` may be used now, with ``workers`` workers up: no job
+        is queued and one of them is free (a worker would start a job at once), events go out
+        as lines, and nothing else (a ``--state`` observer, a hook on every finish) needs each
+        event as a dict (a bare value has no callbacks: ``callback_hooks`` never see it).
+        One method reading its own fields: it is asked before every such job."""
+        return (
+            not self._queued
+            and len(self._running) < workers
+            and self._emit_lines is not None
+            and self.observer is None
+            and not self.finish_hooks
+        )
 
     def complete_value(self, value: Any, *, name: str | None, request_id: RequestId) -> Job:
         """A bare ``value`` job run at once: accepted, started and succeeded in one step.
@@ -379,7 +386,7 @@ class JobTable:
         queued or running (no other task runs before it has succeeded), one clock reading
         serves all three events (its ``elapsed`` is 0), and the events are encoded together
         from pieces (:func:`~stepline.wire._events.completed_lines`). Only while
-        :attr:`completes_values`; ``value`` was checked by ``value_job``.
+        :meth:`completes_value`; ``value`` was checked by ``value_job``.
         """
         assert self._emit_lines is not None
         job = Job(self.reserve_id(), None, name, _SUCCEEDED, request_id=request_id, value=value)
@@ -389,14 +396,15 @@ class JobTable:
         self._jobs[job.id] = job
         self._finished_counts[_SUCCEEDED] += 1
         try:
-            lines = completed_lines(job.id, now, value, request_id)
+            output = orjson.dumps(value)
         except orjson.JSONEncodeError:  # not from JSON input: each event repaired on its own
             self._emit(self.accepted_event(job.id, request_id, job.extra))
             self._emit(job.tag({"event": "started", "ts": now, "job": job.id}))
             self._emit(self._finished_event(job))
+            self._retain(job)
         else:
-            self._emit_lines(lines, 3)
-        self._retain(job)
+            self._emit_lines(completed_lines(job.id, now, output, request_id), 3)
+            self._retain(job, len(output))
         return job
 
     def start(self, job: Job, scope: trio.CancelScope | None) -> None:
@@ -569,7 +577,7 @@ class JobTable:
             ev["artifacts"] = job.artifacts
         return job.tag(ev)
 
-    def _retain(self, job: Job) -> None:
-        dropped = self._kept.add(job)
+    def _retain(self, job: Job, output_size: int | None = None) -> None:
+        dropped = self._kept.add(job, output_size)
         if dropped is not None:
             del self._jobs[dropped.id]

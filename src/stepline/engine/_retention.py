@@ -42,12 +42,15 @@ class Retention:
         self._weighty: deque[Job] = deque()
         self._kept_bytes = 0
 
-    def add(self, job: Job) -> Job | None:
+    def add(self, job: Job, output_size: int | None = None) -> Job | None:
         """Keep ``job``, just finished; returns the record no longer kept, if any (at most one:
-        no more than ``keep`` were kept before)."""
+        no more than ``keep`` were kept before). ``output_size``: its output's encoded size,
+        when the caller has it (a small output and no log then need no weighing)."""
         self._finished.append(job)
-        if (job.state is JobState.SUCCEEDED and job.output is not None) or job.log is not None:
-            self._weigh(job)
+        if output_size is not None and output_size < SMALL_OUTPUT and job.log is None:
+            pass  # nothing to count: ``keep`` bounds it
+        elif (job.state is JobState.SUCCEEDED and job.output is not None) or job.log is not None:
+            self._weigh(job, output_size)
         if len(self._finished) <= self._keep:
             return None
         old = self._finished.popleft()
@@ -56,9 +59,11 @@ class Retention:
             self._kept_bytes -= old.output_bytes + old.log_bytes
         return old
 
-    def _weigh(self, job: Job) -> None:
+    def _weigh(self, job: Job, known_size: int | None) -> None:
         """Count a kept output and log against the byte budget; older ones give way to them."""
-        size = output_size(job.output) if job.state is JobState.SUCCEEDED else 0
+        size = 0
+        if job.state is JobState.SUCCEEDED:
+            size = output_size(job.output) if known_size is None else known_size
         job.output_bytes = size if size >= SMALL_OUTPUT else 0
         job.log_bytes = job.log.size if job.log is not None else 0
         if job.output_bytes + job.log_bytes < SMALL_OUTPUT:

@@ -19,6 +19,7 @@ from ._events import RequestId
 __all__ = ["PlainSubmit", "decode_plain_submit", "plain_submit", "request_id_of"]
 
 _SUBMIT_KEYS = frozenset({"op", "id", "job", "name"})
+_make = tuple.__new__  # what PlainSubmit._make does, less its Python-level length check
 
 
 class PlainSubmit(NamedTuple):
@@ -45,7 +46,11 @@ def plain_submit(obj: dict[Any, Any]) -> PlainSubmit | None:
     """The common ``{"op": "submit", "job": {...}}`` without cattrs (the hot path: the
     strict decoder is a visible share of a trivial job). Anything less plain returns None and
     takes the strict, explaining path."""
-    if obj.get("op") != "submit" or not _SUBMIT_KEYS.issuperset(obj):
+    if obj.get("op") != "submit":
+        return None
+    if len(obj) == 2 and "job" in obj:  # {"op": "submit", "job": ...}: nothing more to check
+        return _make(PlainSubmit, (obj["job"], None, None))
+    if not _SUBMIT_KEYS.issuperset(obj):
         return None
     name = obj.get("name")
     if "job" not in obj or (name is not None and not isinstance(name, str)):
