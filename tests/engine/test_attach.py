@@ -119,6 +119,19 @@ async def test_finish_hooks_see_every_job_after_its_finished_event() -> None:
         assert out.events[emitted - 1]["job"] == job
 
 
+async def test_a_callbacks_only_hook_sees_just_the_jobs_with_callbacks() -> None:
+    ex, out = executor()
+    seen: list[str] = []
+    ex.on_finish(lambda job, finished: seen.append(job.id), callbacks_only=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ex.run)
+        await ex.submit({"value": 1})
+        notified = await ex.submit({"steps": [{"value": 2}], "on_finish": [{"notify": "n"}]})
+        await out.finished(notified.id)
+        ex.shutdown("drain")
+    assert seen == [notified.id]
+
+
 async def test_on_finish_is_refused_while_nothing_would_run_it() -> None:
     ex, _ = executor()
     job = {"steps": [{"value": 1}], "on_finish": [{"notify": "n"}]}

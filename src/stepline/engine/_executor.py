@@ -11,7 +11,9 @@ never await (:func:`~stepline.engine._interpret.completes_at_once`: a bare ``val
 the queue: :meth:`Executor.submit_nowait` runs it where it was read, through the same transitions
 (:func:`~stepline.engine._execution.execute_at_once`), so its ``started`` and ``finished`` follow
 its ``accepted`` before the next command is read. Nothing is reordered that a worker would not
-have run in the same order: the queue is empty, and only a synchronous submit does it.
+have run in the same order: the queue is empty, and only a synchronous submit does it. A bare
+``{"value": v}`` goes further: it is checked without building its spec and completed in one
+transition, its three events encoded together (``JobTable.complete_value``).
 
 The queue is one bounded memory channel, owned by :class:`~stepline.engine._queue.JobQueue` (which
 counts what it holds, since every put and take goes through it); its size is ``--queue``. A
