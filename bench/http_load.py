@@ -13,7 +13,9 @@
    streams on ``/events`` and POSTs ``--rate`` trivial jobs a second. The issue's target: the
    second no more than 20 % below the first. The load process reports what it achieved (the
    submit rate, answers other than 202, SSE events read per client), since an overloaded
-   generator would flatter the server.
+   generator would flatter the server. With ``--split`` the SSE readers and the submitters are
+   two load processes (real clients are separate programs: reading the streams cannot take
+   the submitters' turns); each load process reports its CPU time over the phase.
 
 The load process is this file run with ``--load URL``: plain trio sockets, requests built once,
 answers parsed no further than the status line and ``content-length``, so the generator costs
@@ -143,11 +145,12 @@ def start_load(
     duration: float,
     count: int = 0,
     per_poster: float = PER_POSTER,
+    streams_only: bool = False,
 ) -> subprocess.Popen[bytes]:
     """The load process, its SSE clients connected, waiting for ``go`` on its stdin."""
     argv = [sys.executable, __file__, "--load", url, "--clients", str(clients)]
     argv += ["--rate", str(rate), "--duration", str(duration), "--jobs", str(count)]
-    argv += ["--per-poster", str(per_poster)]
+    argv += ["--per-poster", str(per_poster)] + (["--streams-only"] if streams_only else [])
     load = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env())
     assert load.stdout is not None
     assert load.stdout.readline().strip() == b"connected"
@@ -182,7 +185,12 @@ def driver_rate(server: Server, duration: float) -> float:
 
 
 def under_load(
-    duration: float, clients: int, rate: float, rounds: int, per_poster: float = PER_POSTER
+    duration: float,
+    clients: int,
+    rate: float,
+    rounds: int,
+    per_poster: float = PER_POSTER,
+    split: bool = False,
 ) -> dict[str, Any]:
     """``rounds`` pairs, the driver alone then beside the load, each on a fresh server: the
     pairs' ratios are what to read on a shared machine, where the rate swings between runs."""
@@ -197,18 +205,16 @@ def under_load(
         phase(f"round {number}: beside {clients} SSE clients and {rate} submits/s, {duration} s")
         server = Server()
         try:
-            load = start_load(
-                server.url,
-                clients=clients,
-                rate=rate,
-                duration=duration + 3,
-                per_poster=per_poster,
-            )
-            load.stdin.write(b"go\n")  # type: ignore[union-attr]
-            load.stdin.flush()  # type: ignore[union-attr]
+            loads = start_loads(server.url, clients, rate, duration + 3, per_poster, split)
+            for load in loads:
+                load.stdin.write(b"go\n")  # type: ignore[union-attr]
+                load.stdin.flush()  # type: ignore[union-attr]
             time.sleep(2)  # the generator reaches its rate before the driver's clock starts
             loaded = driver_rate(server, duration)
-            report = finish_load(load)
+            reports = [finish_load(load) for load in loads]
+            report = (
+                reports[0] if len(reports) == 1 else {"streams": reports[0], "submits": reports[1]}
+            )
         finally:
             server.stop()
         pairs.append(
@@ -224,11 +230,32 @@ def under_load(
     return {"slowdown_pct_median": slowdowns[len(slowdowns) // 2], "rounds": pairs}
 
 
+def start_loads(
+    url: str, clients: int, rate: float, duration: float, per_poster: float, split: bool
+) -> list[subprocess.Popen[bytes]]:
+    """One load process, or with ``split`` two (the SSE readers, then the submitters), so
+    that reading the streams cannot take the submitters' turns: real clients are separate
+    programs."""
+    if not split:
+        return [
+            start_load(url, clients=clients, rate=rate, duration=duration, per_poster=per_poster)
+        ]
+    streams = start_load(url, clients=clients, rate=rate, duration=duration, streams_only=True)
+    submits = start_load(url, clients=0, rate=rate, duration=duration, per_poster=per_poster)
+    return [streams, submits]
+
+
 # -- the load process -------------------------------------------------------------------------
 
 
 def load_main(
-    url: str, clients: int, rate: float, duration: float, count: int, per_poster: float
+    url: str,
+    clients: int,
+    rate: float,
+    duration: float,
+    count: int,
+    per_poster: float,
+    streams_only: bool = False,
 ) -> None:
     """SSE clients, then (after ``go`` on stdin) submits: ``rate`` a second, or with rate 0
     ``count`` of them as fast as :data:`CONNECTIONS` connections take them."""
@@ -307,11 +334,14 @@ def load_main(
                 await ready.wait()
             print("connected", flush=True)
             await trio.to_thread.run_sync(sys.stdin.readline)
-            start = trio.current_time()
+            start, cpu_start = trio.current_time(), time.process_time()
             stop_at = start + duration
             # Paced: each poster sends at most PER_POSTER a second; unpaced: one per connection.
             posters = max(1, math.ceil(rate / per_poster)) if rate else CONNECTIONS
             async with trio.open_nursery() as posting:
+                if streams_only:
+                    await trio.sleep_until(stop_at)
+                    posters = 0
                 for _ in range(posters):
                     posting.start_soon(poster, posters / rate if rate else 0.0, stop_at)
             elapsed = trio.current_time() - start
@@ -326,6 +356,8 @@ def load_main(
             "sse_events_per_client_min": events[0],
             "sse_events_per_client_max": events[-1],
             "sse_clients_with_gaps": sum(1 for gaps in stats["sse_gaps"] if gaps),
+            "cpu_s": round(time.process_time() - cpu_start, 2),
+            "cpu_share": round((time.process_time() - cpu_start) / elapsed, 2),
         }
         sys.stdout.write(json.dumps(report))
 
@@ -344,10 +376,22 @@ def main() -> None:
         "--per-poster", type=float, default=PER_POSTER, help="submits/s one connection sends"
     )
     parser.add_argument("--src", type=Path, help="run the server from this tree's src/")
+    parser.add_argument(
+        "--split", action="store_true", help="SSE readers and submitters in separate processes"
+    )
+    parser.add_argument("--streams-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        load_main(args.load, args.clients, args.rate, args.duration, args.jobs, args.per_poster)
+        load_main(
+            args.load,
+            args.clients,
+            args.rate,
+            args.duration,
+            args.jobs,
+            args.per_poster,
+            args.streams_only,
+        )
         return
     if args.src is not None:
         os.environ["HTTP_LOAD_SRC"] = str(args.src.resolve())
@@ -357,7 +401,9 @@ def main() -> None:
         results["submit_jobs_per_s_stdin"] = round(throughput_stdin(args.jobs))
         phase(f"{args.jobs} submits over HTTP")
         results["submit_jobs_per_s_http"] = round(throughput_http(args.jobs))
-    results.update(under_load(args.duration, args.clients, args.rate, args.rounds, args.per_poster))
+    results.update(
+        under_load(args.duration, args.clients, args.rate, args.rounds, args.per_poster, args.split)
+    )
     print(json.dumps(results, indent=2))
 
 
