@@ -35,6 +35,7 @@ NOT_AT_START = {
     "stepline.store._pipeline",
     "stepline.store._recovery",
     "stepline.cli._run",
+    "stepline.cli._graph",  # `check` and `graph`: serve builds only its own subparser
     "stepline.triggers._schedules",
     "stepline.store",
     "stepline.store._sqlite",
@@ -69,9 +70,60 @@ def imported_by(code: str) -> set[str]:
 
 
 def test_the_serve_path_imports_no_feature_module() -> None:
-    loaded = imported_by("import stepline.cli._main\nstepline.cli._main.build_parser()")
+    loaded = imported_by("import stepline.cli._main\nstepline.cli._main.build_parser('serve')")
     assert "stepline.engine._executor" in loaded
     assert sorted(loaded & NOT_AT_START) == []
+
+
+GENERATED_AT_START = {"stepline.engine._jobs.StatusFilter"}  # the job table's, reworked apart
+
+LIST_GENERATED = """
+import attrs, sys
+for name, module in list(sys.modules.items()):
+    for cls in vars(module).values() if name.startswith("stepline.") else ():
+        if isinstance(cls, type) and cls.__module__ == name and attrs.has(cls):
+            made = [f for f in ("__repr__", "__eq__") if "<attrs generated" in str(
+                getattr(getattr(cls, f), "__code__", None))]
+            if made:
+                print(f"{name}.{cls.__qualname__}")
+"""
+
+
+def test_the_classes_built_at_start_share_their_repr_and_eq() -> None:
+    """attrs compiles each class's methods from source: those made at start share
+    ``stepline._record``'s ``__repr__``/``__eq__`` and compile only their ``__init__``."""
+    serve = "import stepline.cli._main\nstepline.cli._main.build_parser('serve')"
+    script = f"{serve}\n{LIST_GENERATED}"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert set(result.stdout.split()) == GENERATED_AT_START
+
+
+COLLECTOR_PROBE = """
+import gc, sys
+from stepline.cli import _entry, _main
+def report(*_args):
+    print(gc.isenabled(), gc.get_freeze_count() > 0)
+    return 0
+_main.with_late_signals = report  # serve: where the server would start
+_main._run = report  # run: where the jobs would start
+sys.argv = ["stepline", *sys.argv[1:]]
+_entry.main()
+"""
+
+
+@pytest.mark.parametrize("command", [["serve"], ["run", "jobs.json"]])
+def test_the_program_loads_without_collections_and_runs_with_them(command: list[str]) -> None:
+    """The entry point turns cycle collection off while the program loads; the command runs
+    with it on again, the start-up objects frozen out of it."""
+    result = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_PROBE, *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == ["True", "True"]
 
 
 def test_the_package_loads_its_exports_on_first_use() -> None:

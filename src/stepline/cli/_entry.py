@@ -8,6 +8,8 @@ comes before it (NOTES.md, "Threat model and guarantees").
 
 from __future__ import annotations
 
+import gc
+
 from ._signals import exit_on_signals
 
 __all__ = ["main"]
@@ -15,6 +17,7 @@ __all__ = ["main"]
 
 def main() -> None:
     exit_on_signals()
+    gc.disable()  # no cycle collections while the program loads (_main.collect_from_now)
     from ._main import main as run  # the heavy imports, under our handlers
 
     run()

@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -16,7 +16,6 @@ from .._version import __version__
 from ..server._serve import DEFAULT_MAX_LINE, Front, Server
 from ..wire._stdio import open_stdin, open_stdout, reserve_standard_fds
 from ._cluster import add_cluster_flags, add_worker, is_cluster_url, open_node
-from ._graph import add_graph_commands
 from ._settings import add_config_flags, config_from_args
 from ._signals import restore_default_signals, with_late_signals
 
@@ -185,6 +184,22 @@ def _tune_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    collect_from_now()
+
+
+def collect_from_now() -> None:
+    """Cycle collections from now on, if the entry point turned them off while the program
+    loaded (an embedding program, or a test calling :func:`main`, keeps its own).
+
+    Loading allocates tens of thousands of objects that live as long as the process (modules,
+    classes, functions), and each collection during it walked them again: a visible share of
+    ``serve``'s start-up (NOTES.md, Performance). What loading left unreachable (mostly the
+    classes attrs replaced by their slotted versions) is frozen with the rest rather than
+    freed: a fixed cost in memory for the life of the process.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -315,23 +330,50 @@ class DefaultsFormatter(argparse.HelpFormatter):
         return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_graph_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._graph import add_graph_commands  # start-up time: only `check` and `graph` need it
+
+    add_graph_commands(commands)  # check, graph (cli/_graph.py)
+
+
+_ADDERS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
+    "serve": _add_serve,
+    "worker": add_worker,
+    "run": _add_run,
+    "demo": _add_demo,
+    "check": _add_graph_commands,
+    "graph": _add_graph_commands,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; given ``command``, a word naming one of the commands, only
+    that command's subparser is built (building them all was most of argparse's share of
+    ``serve``'s start-up). The usage line names every command either way, so help and errors
+    read the same."""
     parser = argparse.ArgumentParser(prog="stepline", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"stepline {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
-    commands = parser.add_subparsers(dest="command", required=True)
-    _add_serve(commands)
-    add_worker(commands)
-    _add_run(commands)
-    _add_demo(commands)
-    add_graph_commands(commands)  # check, graph (cli/_graph.py)
+    if command not in _ADDERS:
+        commands = parser.add_subparsers(dest="command", required=True)
+        for add in dict.fromkeys(_ADDERS.values()):
+            add(commands)
+        return parser
+    every = "{" + ",".join(_ADDERS) + "}"  # what the usage line shows with them all
+    _ADDERS[command](parser.add_subparsers(dest="command", required=True, metavar=every))
     return parser
+
+
+def _command_word(argv: list[str]) -> int | None:
+    """Where the command (``serve``, ``run``, ...) is: the first word not an option (the
+    options before it, ``-v`` and ``--version``, take no value)."""
+    return next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     """``run ... -- COMMAND...``: the words after ``--`` are quick mode's command, which
     argparse must not read (``-j`` in the command is the command's)."""
-    position = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    position = _command_word(argv)
     if position is None or argv[position] != "run" or "--" not in argv[position:]:
         return argv, None
     split = argv.index("--", position)
@@ -340,8 +382,11 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     words, command = _split_command(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(words)
+    position = _command_word(words)
+    args = build_parser(None if position is None else words[position]).parse_args(words)
     args.quick = command
+    if args.command != "serve":  # serve does it as it tunes the collector (_tune_collector)
+        collect_from_now()
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -19,6 +19,7 @@ import attrs
 from attrs import field, frozen
 
 from .._errors import InvalidJob
+from .._record import ValueRecord
 from ..spec._limits import NO_LIMITS, RUNNERS, Limits, parse_limits
 from ..spec._policy import AllowRun, parse_allow_run
 from ._jobs import KEEP_BYTES
@@ -29,8 +30,8 @@ FLAG: Final = "stepline.flag"
 """The metadata key of a :class:`Config` field's :class:`Flag`."""
 
 
-@frozen
-class Flag:
+@frozen(repr=False, eq=False)
+class Flag(ValueRecord):
     """How a :class:`Config` field appears as a ``stepline serve`` flag.
 
     ``parse`` turns the flag's text into a value (the field's converter and validator then run,
@@ -139,8 +140,8 @@ def _switch(help: str) -> Any:
     return field(default=False, metadata={FLAG: Flag(help)})
 
 
-@frozen(kw_only=True)
-class Config:
+@frozen(kw_only=True, repr=False, eq=False)
+class Config(ValueRecord):
     """Executor settings: the executor flags of ``stepline serve`` and the keywords of
     :func:`stepline.open_executor` are these fields, one to one."""
 

@@ -25,6 +25,7 @@ from attrs import define, frozen
 
 from .._errors import StepFailed, Unavailable
 from .._lazy import loading
+from .._record import Record, ValueRecord
 from ..runners._base import OUTPUT_CAP, Launch, ProcessStartError, Runner, run_process
 from ..spec._limits import NO_LIMITS, Limits
 from ..spec._model import (
@@ -71,8 +72,8 @@ __all__ = [
 ]
 
 
-@frozen
-class Services:
+@frozen(repr=False, eq=False)
+class Services(ValueRecord):
     """What the steps of every job share: built once per executor."""
 
     outbox: Outbox
@@ -86,8 +87,8 @@ class Services:
     runner_name: str = "local"  # serve --runner: the runner of steps and jobs that name none
 
 
-@define
-class StepContext:
+@define(repr=False, eq=False)
+class StepContext(Record):
     """What a running step may touch: its job record, its workspace, the shared services.
 
     Made for every job, so it holds three references rather than the services one by one

@@ -32,6 +32,7 @@ from typing import Final, Literal, Protocol, TypeAlias
 import attrs
 import trio
 
+from .._record import ValueRecord
 from ..spec._limits import NO_LIMITS, Limits
 
 __all__ = [
@@ -82,8 +83,8 @@ class OutputSink(Protocol):
         ...
 
 
-@attrs.frozen
-class Launch:
+@attrs.frozen(repr=False, eq=False)
+class Launch(ValueRecord):
     """One process to start: what it runs, where, what it reads, and how it may be stopped.
 
     ``env`` is merged over the runner's own environment (None: that environment as is); ``cwd``
@@ -110,8 +111,8 @@ class Launch:
     workspace: str | None = None
 
 
-@attrs.frozen
-class ProcessResult:
+@attrs.frozen(repr=False, eq=False)
+class ProcessResult(ValueRecord):
     """How a process ended and what it wrote.
 
     ``returncode`` is negative when a signal ended the process (-15 SIGTERM, -9 SIGKILL); note a

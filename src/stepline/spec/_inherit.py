@@ -19,11 +19,13 @@ from typing import Any, Final
 import attrs
 from attrs import frozen
 
+from .._record import ValueRecord
+
 __all__ = ["NOTHING_INHERITED", "Inherited"]
 
 
-@frozen
-class Inherited:
+@frozen(repr=False, eq=False)
+class Inherited(ValueRecord):
     """The ``env``, ``cwd`` and matrix values in force where a step is validated.
 
     ``matrix`` is None outside a matrix task; ``${matrix.X}`` is then an error.

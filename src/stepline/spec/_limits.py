@@ -18,6 +18,7 @@ import attrs
 from attrs import frozen
 
 from .._errors import InvalidJob
+from .._record import ValueRecord
 
 __all__ = [
     "LIMIT_NAMES",
@@ -39,8 +40,8 @@ _UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _MAX_BYTES: Final = 1 << 62  # beyond any machine; keeps the kernel's 64-bit fields happy
 
 
-@frozen
-class Limits:
+@frozen(repr=False, eq=False)
+class Limits(ValueRecord):
     """Resource limits of one ``run`` step; None: not limited (or inherited, before merging).
 
     ``memory``: bytes for the step's whole process tree (a cgroup) or per process (rlimit).

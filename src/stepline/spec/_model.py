@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from attrs import field, frozen
 
+from .._record import ValueRecord
 from ._limits import NO_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ __all__ = [
 ]
 
 
-@frozen
-class Retry:
+@frozen(repr=False, eq=False)
+class Retry(ValueRecord):
     """``{"attempts": n, "backoff": s, "factor": f}``: at most ``attempts`` tries in all."""
 
     attempts: int
@@ -74,8 +75,8 @@ class Retry:
         return max(self.delay_before(2), self.delay_before(self.attempts))
 
 
-@frozen
-class Modifiers:
+@frozen(repr=False, eq=False)
+class Modifiers(ValueRecord):
     """The modifiers any step may carry."""
 
     name: str | None = None
@@ -86,33 +87,33 @@ class Modifiers:
 NO_MODIFIERS = Modifiers()
 
 
-@frozen(kw_only=True)
-class _StepBase:
+@frozen(kw_only=True, repr=False, eq=False)
+class _StepBase(ValueRecord):
     path: str
     mods: Modifiers = NO_MODIFIERS
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Sleep(_StepBase):
     seconds: float
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Value(_StepBase):
     value: Any
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Log(_StepBase):
     message: str
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Fail(_StepBase):
     message: str
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Run(_StepBase):
     """A subprocess. A shell line is stored as ``argv = ("/bin/sh", "-c", line)``."""
 
@@ -128,29 +129,29 @@ class Run(_StepBase):
     network: bool = False  # the sandbox runner gives network access only when true
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Seq(_StepBase):
     steps: tuple[Step, ...]
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Par(_StepBase):
     steps: tuple[Step, ...]
     limit: int | None = None
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Race(_StepBase):
     steps: tuple[Step, ...]
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Try(_StepBase):
     body: Step
     catch: Step | None = None
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Use(_StepBase):
     """A template, expanded at submit time; ``job`` is the template's validated job, ``args``
     the ``with`` it was expanded with (kept for ``stepline graph`` to show)."""
@@ -160,7 +161,7 @@ class Use(_StepBase):
     args: Mapping[str, Any] = field(factory=dict)
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Http(_StepBase):
     """An HTTP request. A ``json`` body is encoded once, at validation, into ``content``."""
 
@@ -171,8 +172,8 @@ class Http(_StepBase):
     expect: tuple[int, ...] | None = None  # None: any 2xx
 
 
-@frozen(kw_only=True)
-class Task:
+@frozen(kw_only=True, repr=False, eq=False)
+class Task(ValueRecord):
     """One task of a graph: its steps run in sequence once its ``needs`` allow.
 
     ``when`` is the task's ``if`` (``success``, ``failure`` or ``always``; ``never`` when a
@@ -193,7 +194,7 @@ class Task:
     matrix: Mapping[str, Any] | None = None
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Graph(_StepBase):
     """The body of a job with ``tasks``: tasks in the order given, at most ``limit`` at once.
 
@@ -204,7 +205,7 @@ class Graph(_StepBase):
     groups: Mapping[str, tuple[str, ...]] = field(factory=dict)
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, repr=False, eq=False)
 class Deferred(_StepBase):
     """A job body that refers to ``${job.id}``/``${job.workspace}``: validated again at start."""
 
@@ -217,8 +218,8 @@ Step: TypeAlias = (
 )
 
 
-@frozen(kw_only=True)
-class JobSpec:
+@frozen(kw_only=True, repr=False, eq=False)
+class JobSpec(ValueRecord):
     """A validated job: its body is one step (a ``Seq`` of the job's ``steps``, or a ``Graph``
     of its ``tasks``; either wrapped in a ``Deferred`` when it refers to ``${job.*}``)."""
 

@@ -23,6 +23,7 @@ from attrs import frozen
 
 from .._errors import InvalidJob
 from .._lazy import loading
+from .._record import ValueRecord
 from ._fields import EMPTY, MISSING, without_nul
 from ._inherit import NOTHING_INHERITED
 from ._model import (
@@ -142,8 +143,8 @@ def _http(v: Validator, raw: dict[str, Any], path: str, depth: int, mods: Modifi
     return parse_http(v, raw, path, depth, mods)
 
 
-@frozen
-class StepKind:
+@frozen(repr=False, eq=False)
+class StepKind(ValueRecord):
     """One step kind: the key that names it, its spec class, its parser, and the options a step
     of this kind takes besides the kind key and the modifiers (``name``, ``timeout``, ``retry``)."""
 

@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator
 import trio
 from attrs import frozen
 
+from .._record import ValueRecord
+
 __all__ = ["CHUNK", "LineSplitter", "TooLong", "read_lines"]
 
 CHUNK = 65536
 
 
-@frozen
-class TooLong:
+@frozen(repr=False, eq=False)
+class TooLong(ValueRecord):
     """Stands for a discarded line; ``length`` is at least the number of bytes seen."""
 
     length: int
