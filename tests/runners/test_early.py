@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -130,46 +132,50 @@ async def test_a_cancel_cuts_the_wait_short(endings: list[bool]) -> None:
     assert not os.path.exists(f"/proc/{pids[0]}")
 
 
-def test_an_interrupt_before_the_wait_means_no_wait() -> None:
-    child = _spawn.spawn(["sleep", "60"], None, None, piped_stdin=False)
+@contextmanager
+def running(argv: list[str]) -> Iterator[_spawn.Child]:
+    """A child of ``argv`` with piped output, killed and reaped at the end of the block."""
+    child = _spawn.spawn(argv, None, None, piped_stdin=False)
     try:
-        interrupt = Interrupt()
-        interrupt.request()
-        assert not _early.ended_soon(child, interrupt, wait=HANG * 10)
+        yield child
     finally:
         os.kill(child.pid, signal.SIGKILL)
         os.waitpid(child.pid, 0)
         child.close()
 
 
-def test_an_interrupt_during_the_wait_ends_it() -> None:
-    child = _spawn.spawn(["sleep", "60"], None, None, piped_stdin=False)
-    interrupt = Interrupt()
+def waiting(child: _spawn.Child, interrupt: Interrupt) -> tuple[threading.Thread, list[bool]]:
+    """An early wait for ``child`` on a thread of its own, returned once the wait has armed
+    ``interrupt`` (so a request now lands during the wait), with the list its answer goes to."""
     answers: list[bool] = []
     waiter = threading.Thread(
         target=lambda: answers.append(_early.ended_soon(child, interrupt, wait=HANG * 10))
     )
-    try:
-        waiter.start()
-        while interrupt._fd < 0 and waiter.is_alive():  # noqa: SLF001 (armed: the wait began)
-            threading.Event().wait(0.001)
+    waiter.start()
+    while interrupt._fd < 0 and waiter.is_alive():  # noqa: SLF001 (armed: the wait began)
+        threading.Event().wait(0.001)
+    return waiter, answers
+
+
+def test_an_interrupt_before_the_wait_means_no_wait() -> None:
+    with running(["sleep", "60"]) as child:
+        interrupt = Interrupt()
+        interrupt.request()
+        assert not _early.ended_soon(child, interrupt, wait=HANG * 10)
+
+
+def test_an_interrupt_during_the_wait_ends_it() -> None:
+    with running(["sleep", "60"]) as child:
+        interrupt = Interrupt()
+        waiter, answers = waiting(child, interrupt)
         interrupt.request()
         waiter.join(HANG)
         assert answers == [False]
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        os.waitpid(child.pid, 0)
-        child.close()
 
 
 def test_a_child_still_running_when_the_wait_ends_is_not_ended() -> None:
-    child = _spawn.spawn(["sleep", "60"], None, None, piped_stdin=False)
-    try:
+    with running(["sleep", "60"]) as child:
         assert not _early.ended_soon(child, Interrupt(), wait=0.01)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        os.waitpid(child.pid, 0)
-        child.close()
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no pidfd"])
@@ -195,22 +201,11 @@ def test_an_interrupt_ends_the_wait_for_a_child_that_closed_its_pipes(
 ) -> None:
     if not pidfd:
         monkeypatch.setattr(_spawn.Child, "pidfd", lambda _self: None)
-    child = _spawn.spawn(["sh", "-c", "exec >&- 2>&-; sleep 60"], None, None, piped_stdin=False)
-    interrupt = Interrupt()
-    answers: list[bool] = []
-    waiter = threading.Thread(
-        target=lambda: answers.append(_early.ended_soon(child, interrupt, wait=HANG * 10))
-    )
-    try:
-        waiter.start()
-        while interrupt._fd < 0 and waiter.is_alive():  # noqa: SLF001 (armed: the wait began)
-            threading.Event().wait(0.001)
+    with running(["sh", "-c", "exec >&- 2>&-; sleep 60"]) as child:
+        interrupt = Interrupt()
+        waiter, answers = waiting(child, interrupt)
         while os.path.exists(f"/proc/{child.pid}/fd/1"):  # so the wait is past the pipes
             threading.Event().wait(0.001)
         interrupt.request()
         waiter.join(HANG)
         assert answers == [False]
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        os.waitpid(child.pid, 0)
-        child.close()
