@@ -19,6 +19,28 @@ SERVE = [sys.executable, "-m", "stepline", "serve"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+def stepline(
+    *args: str,
+    stdin: str = "",
+    cwd: os.PathLike[str] | str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stepline ARGS`` to its end, as a user's shell would, and keep its output.
+
+    Its stdin is ``stdin`` (empty by default: a command that reads stdin sees its end at once
+    rather than whatever the test runner's own stdin holds)."""
+    return subprocess.run(
+        [sys.executable, "-m", "stepline", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env if env is not None else ENV,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
 def encode(obj: Any) -> bytes:
     return obj if isinstance(obj, bytes) else json.dumps(obj).encode() + b"\n"
 

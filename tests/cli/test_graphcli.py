@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from stepline import InvalidJob
 from stepline.cli._main import main
 from stepline.spec._validate import validate_job
 
-from ..driver import ENV, lifecycle_ok, run_cli, serve
+from ..driver import lifecycle_ok, run_cli, serve, stepline
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "graph-etl.json"
 
@@ -336,18 +335,6 @@ def test_graph_refuses_an_invalid_job(capsys: pytest.CaptureFixture[str], tmp_pa
 
 
 # -- the real command line ------------------------------------------------------------------------
-
-
-def stepline(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stepline", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.e2e

@@ -3,26 +3,13 @@ several jobs, misspelt keys, and ``check`` agreeing with ``run`` on what a file 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ..driver import ENV
+from ..driver import stepline
 
 pytestmark = pytest.mark.e2e
-
-
-def stepline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stepline", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_a_json_file_with_several_jobs_says_what_to_do(tmp_path: Path) -> None:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ..driver import ENV
+from ..driver import ENV, stepline
 from ..terminal import STEPLINE, Terminal
 
 pytestmark = pytest.mark.e2e
-
-
-def stepline(
-    *args: str, stdin: str = "", cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stepline", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_one_job_per_argument_with_its_output_tagged() -> None:

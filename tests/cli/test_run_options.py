@@ -4,31 +4,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..driver import ENV, lifecycle_ok
+from ..driver import lifecycle_ok, stepline
 from ..proc_tools import new_tag, tagged_env, wait_until_gone
 
 pytestmark = pytest.mark.e2e
-
-
-def stepline(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stepline", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env if env is not None else ENV,
-        timeout=60,
-        check=False,
-    )
 
 
 def jobs_file(tmp_path: Path, *jobs: Any) -> str:

@@ -5,8 +5,6 @@ line (``-v`` and ``--json`` for the whole output)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +13,10 @@ import pytest
 from stepline.cli._report import SHORT_OUTPUT, TAIL_LINES, Track, details, result_line
 from stepline.engine._jobs import JobState
 
-from ..driver import ENV
+from ..driver import stepline
 from ..terminal import STEPLINE, Terminal
 
 pytestmark = pytest.mark.e2e
-
-
-def stepline(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stepline", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=60,
-        check=False,
-    )
 
 
 def job_file(tmp_path: Path, job: Any, name: str = "job.json") -> str:

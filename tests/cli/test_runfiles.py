@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from stepline.cli._progress import LiveView, PlainView, View
 from stepline.cli._run import Options, Session
 from stepline.cli._term import Output
 
-from ..driver import ENV
+from ..driver import stepline as cli
 
 
 def write(path: Path, *jobs: Any, lines: bool = False) -> str:
@@ -195,15 +193,3 @@ def test_the_cli_reads_json_lines_from_stdin_and_writes_plain_lines() -> None:
     ]
     assert lines[-1] == "2 jobs: 1 failed, 1 succeeded"
     assert "\x1b" not in proc.stdout
-
-
-def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stepline", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=60,
-        check=False,
-    )
