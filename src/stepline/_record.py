@@ -21,6 +21,8 @@ __all__ = ["Record", "ValueRecord"]
 
 
 def _fields(cls: type) -> tuple[attrs.Attribute[Any], ...]:
+    # What attrs.fields(cls) returns, read without its checks (this is called per compare and
+    # per hash); the stub cannot know that a decorated class has the attribute.
     fields: tuple[attrs.Attribute[Any], ...] = cls.__attrs_attrs__  # type: ignore[attr-defined]
     return fields
 

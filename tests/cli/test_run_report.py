@@ -94,11 +94,13 @@ def test_a_success_is_one_short_line_and_verbose_or_json_show_it_whole(tmp_path:
 
 
 class FakeHandle:
+    """The one thing a report reads of a job's handle: its final state."""
+
     state = JobState.FAILED
 
 
 def track_of(job: Any, *events: dict[str, Any]) -> Track:
-    track = Track("ci.json", FakeHandle(), job)  # type: ignore[arg-type]
+    track = Track("ci.json", FakeHandle(), job)  # type: ignore[arg-type]  # duck-typed handle
     for ev in events:
         track.take(ev, 0.0)
     return track

@@ -94,6 +94,7 @@ def test_modifiers_stack_and_never_change_their_argument() -> None:
 
 def test_a_list_where_separate_steps_belong_is_caught_early() -> None:
     with pytest.raises(TypeError, match=r"seq\(\) takes steps"):
+        # The wrong types on purpose: the builder's own check at run time is under test.
         s.seq([s.value(1), s.value(2)])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"retry\(\) takes steps"):
         s.retry("make", 3)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the test extra)")
 
+# Below the importorskip: without psycopg the module is skipped before this import fails.
 from stepline.cluster._throwaway import PostgresMissing, ThrowawayPostgres  # noqa: E402
 
 _numbers = itertools.count(1)

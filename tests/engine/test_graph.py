@@ -1,4 +1,4 @@
-"""Jobs as graphs (issue 3): validation of ``tasks``, running them, data flow, the workspace.
+"""Jobs as graphs: validation of ``tasks``, running them, data flow, the workspace.
 
 Timing tests run on trio's mock clock (``autojump_clock``), so "ran concurrently" is an exact
 elapsed time. Tests that start real processes (workspace, ``run`` outputs) use the real clock:

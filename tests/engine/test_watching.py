@@ -186,6 +186,7 @@ def test_a_flood_that_is_not_streamed_keeps_its_last_lines_and_counts_the_rest()
         sink.write("stdout", b"".join(b"%d\n" % (chunk * 30_000 + n) for n in range(30_000)))
     sink.write("stdout", b"tail")
     sink.eof("stdout")
+    # No bound on the page (it compares as an int does; typed int for the real callers).
     lines, following = log.page(0, max_chars=math.inf)  # type: ignore[arg-type]
     assert log.count == 300_001 == following
     assert len(lines) == log.max_lines
@@ -202,7 +203,7 @@ def test_lines_are_numbered_in_the_order_read_across_streams_in_a_flood() -> Non
     sink.write("stdout", b"out again\n")
     sink.eof("stdout")
     sink.eof("stderr")
-    lines, _ = log.page(log.count - 3, max_chars=math.inf)  # type: ignore[arg-type]
+    lines, _ = log.page(log.count - 3, max_chars=math.inf)  # type: ignore[arg-type]  # unbounded
     assert [(line["n"], line["stream"], line["line"]) for line in lines] == [
         (20_000, "stdout", "out19999"),
         (20_001, "stderr", "err after the flood"),

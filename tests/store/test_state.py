@@ -1,4 +1,4 @@
-"""``stepline serve --state``: accepted jobs survive a crash (issue 5).
+"""``stepline serve --state``: accepted jobs survive a crash.
 
 The end-to-end tests SIGKILL a real ``stepline serve`` and start it again on the same file, as an
 operator would; the in-process tests check the store's batching directly.

@@ -19,6 +19,7 @@ import trio
 
 from stepline import Config, Executor, InvalidJob
 from stepline.server._dispatch import dispatch
+from stepline.spec._callbacks import Notify, Webhook
 from stepline.spec._validate import validate_job, validate_template
 from stepline.store import Store
 from stepline.triggers._attach import Triggers
@@ -541,19 +542,19 @@ def test_callbacks_from_parameters_and_templates() -> None:
     validate_template(template, {})  # define time: `when` may still be a placeholder
     spec = validate_job(template, params={"url": "https://o", "when": "failure"})
     (hook,) = spec.on_finish
-    assert (hook.url, hook.when) == ("https://o/x", "failure")  # type: ignore[union-attr]
+    assert isinstance(hook, Webhook)
+    assert (hook.url, hook.when) == ("https://o/x", "failure")
     spec = validate_job(
         {"steps": [], "on_finish": "${params.cbs}"},
         params={"cbs": [{"notify": "${params.not_substituted}"}]},
     )
-    assert spec.on_finish[0].text == "${params.not_substituted}"  # type: ignore[union-attr]
+    (note,) = spec.on_finish
+    assert isinstance(note, Notify)
+    assert note.text == "${params.not_substituted}"
 
 
 def test_webhook_defaults() -> None:
     (hook,) = validate_job({"steps": [], "on_finish": [{"webhook": "http://h"}]}).on_finish
-    assert (hook.method, hook.timeout, hook.retry.attempts) == (  # type: ignore[union-attr]
-        "POST",
-        10.0,
-        3,
-    )
-    assert math.isclose(hook.retry.delay_before(3), 2.0)  # type: ignore[union-attr]
+    assert isinstance(hook, Webhook)
+    assert (hook.method, hook.timeout, hook.retry.attempts) == ("POST", 10.0, 3)
+    assert math.isclose(hook.retry.delay_before(3), 2.0)

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,8 @@ WAIT = 30_000  # ms: a bound on how long the page may take, not a pause
 DASHBOARD = re.compile(r"The dashboard: (http://\S+)/ ")
 
 
-def narration(stream: object, lines: queue.Queue[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
+def narration(stream: Iterable[str], lines: queue.Queue[str]) -> None:
+    for line in stream:
         lines.put(line)
 
 

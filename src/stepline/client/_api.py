@@ -259,4 +259,5 @@ async def open_executor(
         raise failure
 
 
+# inspect.signature() reads __signature__ from any callable; typeshed declares it on none.
 open_executor.__signature__ = _signature()  # type: ignore[attr-defined]

@@ -326,7 +326,7 @@ class ClientJob(HistoryView):
     def wait(self, timeout: float | None = None) -> Any:
         """The job's output; raises :class:`~stepline.JobFailed` if it did not succeed,
         :class:`TimeoutError` after ``timeout`` seconds, :class:`ClientError` if the child died."""
-        return result_of(self._client._wait_done(self._history, timeout))  # noqa: SLF001
+        return result_of(self._client._wait_done(self._history, timeout))  # noqa: SLF001 (class doc)
 
     def cancel(
         self, timeout: float | None = None, *, force: bool = False, grace: float | None = None
@@ -343,14 +343,14 @@ class ClientJob(HistoryView):
             if exc.code == "already_finished":
                 return False
             raise
-        self._client._wait_done(self._history, timeout)  # noqa: SLF001
+        self._client._wait_done(self._history, timeout)  # noqa: SLF001 (class doc)
         return True
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """This job's events from ``accepted`` to ``finished`` (each call starts over);
         ``timeout`` bounds the wait for each next event."""
         reader = HistoryReader(self._history)
-        while (ev := self._client._next_event(reader, timeout)) is not None:  # noqa: SLF001
+        while (ev := self._client._next_event(reader, timeout)) is not None:  # noqa: SLF001 (class doc)
             yield ev
 
     def output_lines(
