@@ -57,6 +57,7 @@ from stepline.spec._validate import validate_job, validate_template
 from stepline.wire._commands import Define, Schedule, Submit, decode_command
 
 from .driver import ENV
+from .test_protocol_reference import first_column
 
 ROOT = Path(__file__).parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -293,16 +294,7 @@ def json_values(body: str) -> Iterator[Any]:
 
 def documented_events() -> set[str]:
     """Event names in the first column of docs/protocol.md's ``| event |`` tables."""
-    names: set[str] = set()
-    in_table = False
-    for line in PROTOCOL.read_text().splitlines():
-        if line.startswith("| event |"):
-            in_table = True
-        elif in_table and line.startswith("|"):
-            names.update(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
-        else:
-            in_table = False
-    return names
+    return first_column(PROTOCOL.read_text(), "| event |")
 
 
 FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
