@@ -30,8 +30,9 @@ The rules, by the block's info string (its first word is the language; every blo
 A block that cannot run here says why in its info string, ``norun=REASON``, and the reason is
 checked against the block (see :data:`JUSTIFIED`): ``install`` (it runs ``pip install``), ``slow``
 (it sleeps a second or more, or plays ``stepline demo``), ``crash`` (it kills a server),
-``endpoint`` (it needs an HTTP server on localhost), ``network`` (it names a host outside, in a
-URL of any scheme), ``needs:A,B`` (it uses files or programs that do not exist here),
+``endpoint`` (it calls an HTTP server on a fixed localhost port: :func:`test_endpoint_example`
+runs it against a test server instead), ``network`` (it names a host outside, in a URL of any
+scheme), ``needs:A,B`` (it uses files or programs that do not exist here),
 ``covered:TEST`` (a named test runs it: the test must name the document and the block's section),
 ``output-of:PATH`` (it shows what the script PATH prints, and PATH exists).
 """
@@ -57,6 +58,7 @@ from stepline.spec._validate import validate_job, validate_template
 from stepline.wire._commands import Define, Schedule, Submit, decode_command
 
 from .driver import ENV
+from .http_server import Answer, HttpServer
 from .test_protocol_reference import first_column
 
 ROOT = Path(__file__).parent.parent
@@ -261,22 +263,43 @@ def shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("block", [b for b in RUN if b.lang in {"console", "sh"}], ids=ids)
-def test_console_example(block: Block, tmp_path: Path) -> None:
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
-    exchanges = session(block.body)
+def run_console(block: Block, body: str, cwd: Path) -> None:
+    """Run a console block's commands in ``cwd`` and check each one's exit status and output."""
+    (cwd / "examples").symlink_to(ROOT / "examples")
+    exchanges = session(body)
     assert exchanges, f"{block.where}: no command"
     for exchange in exchanges:
         shown = _CAT.fullmatch(exchange.command)
-        if shown and not (tmp_path / shown.group(1)).exists():
-            (tmp_path / shown.group(1)).write_text("".join(f"{x}\n" for x in exchange.expected))
+        if shown and not (cwd / shown.group(1)).exists():
+            (cwd / shown.group(1)).write_text("".join(f"{x}\n" for x in exchange.expected))
         expected, status = exchange.expected, 0
         if expected and (end := _EXIT.fullmatch(expected[-1])):
             expected, status = expected[:-1], int(end.group(1))
-        proc = shell(exchange.command, tmp_path)
+        proc = shell(exchange.command, cwd)
         assert proc.returncode == status, f"{block.where}: {exchange.command}\n{proc.stderr}"
         problem = mismatch(expected, proc.stdout.splitlines()) if expected else None
         assert problem is None, f"{block.where}: {exchange.command}\n{problem}"
+
+
+@pytest.mark.parametrize("block", [b for b in RUN if b.lang in {"console", "sh"}], ids=ids)
+def test_console_example(block: Block, tmp_path: Path) -> None:
+    run_console(block, block.body, tmp_path)
+
+
+_LOCAL_URL = re.compile(r"http://(?:127\.0\.0\.1|localhost):\d+(/[^\s\"']*)")
+ENDPOINT = [b for b in NORUN if b.markers["norun"] == "endpoint" and b.lang == "console"]
+
+
+@pytest.mark.parametrize("block", ENDPOINT, ids=ids)
+def test_endpoint_example(block: Block, tmp_path: Path) -> None:
+    """A block that calls a server on a fixed local port cannot run as written (the port may be
+    taken), so it runs against a test server answering 200 on each path it names, its URLs
+    pointed there; the output must be as shown."""
+    with HttpServer() as server:
+        for path in set(_LOCAL_URL.findall(block.body)):
+            server.script(path, Answer(200, {"ok": True}))
+        run_console(block, _LOCAL_URL.sub(lambda m: server.url(m.group(1)), block.body), tmp_path)
+        assert server.requests, f"{block.where}: nothing called the endpoint"
 
 
 # -- JSON ------------------------------------------------------------------------------------------

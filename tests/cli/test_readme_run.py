@@ -1,4 +1,5 @@
-"""The README's first two ways to use stepline (quick mode, CI shards), run exactly as written."""
+"""The README's `sh` examples that need files or a project around them (quick mode, CI shards,
+running job files), run exactly as written."""
 
 from __future__ import annotations
 
@@ -58,3 +59,30 @@ def test_ci_shards_example() -> None:
     tags = {line.split("\t", 1)[0] for line in proc.stdout.splitlines()}
     assert tags == {"tests/spec", "tests/wire"}
     assert re.search(r"^tests/spec\t\d+ passed", proc.stdout, re.M)
+
+
+def test_run_job_files_example(tmp_path: Path) -> None:
+    """README.md's "Run job files: `stepline run`" block, every line as written, with the files
+    and the program it names made from the repository's examples."""
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    (tmp_path / "nightly.jsonl").write_text((ROOT / "examples" / "jobs.jsonl").read_text())
+    (tmp_path / "deploy.json").write_text((ROOT / "examples" / "steps" / "use.json").read_text())
+    (tmp_path / "greet.json").write_text(
+        (ROOT / "examples" / "templates" / "greet.json").read_text()
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    generate = bin_dir / "generate-jobs"
+    generate.write_text("#!/bin/sh\nprintf '%s\\n' '{\"value\": 1}' '{\"log\": \"hi\"}'\n")
+    generate.chmod(0o755)
+    block = example("Run job files")
+    proc = sh(f"PATH={bin_dir}:$PATH\nset -e\n{block}", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summaries = re.findall(r"^\d+ jobs?: .*$", proc.stdout, re.M)
+    assert summaries == [
+        "1 job: 1 succeeded",
+        "3 jobs: 3 succeeded",
+        "2 jobs: 2 succeeded",
+        "1 job: 1 succeeded",
+    ], proc.stdout
+    assert "hello, world" in proc.stdout
