@@ -23,8 +23,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import orjson
 import psycopg
 import trio
@@ -100,51 +102,75 @@ async def rescue(node: ClusterNode) -> None:
 
 
 def _rescue_pass(conn: Any, *, node: ClusterNode, keep: int, cleanup: bool) -> int:
-    from ._node import MAX_RESCUES
-
+    """One pass in one transaction: rescue the stuck jobs, prune, and now and then forget dead
+    nodes' leftovers. Returns how many jobs it rescued."""
     stuck = conn.execute(query("stuck_jobs")).fetchall()
-    rerun: list[int] = []
-    failed: list[tuple[int, float, bytes]] = []
-    events: list[tuple[int, bytes]] = []
-    for number, submitter, owner, rescues, elapsed, request in stuck:
-        wire = job_id(number)
-        if node.on_restart == "rerun" and rescues < MAX_RESCUES:
-            rerun.append(number)
-            events.append((submitter, _recovered(wire, owner, "rerun", request)))
-            continue
-        why = (
-            f"node {owner} stopped while the job was running"
-            + (" (--on-restart fail)" if node.on_restart == "fail" else "")
-            + ("" if rescues < MAX_RESCUES else f"; rescued {rescues} times already")
-        )
-        error = {"type": "interrupted", "message": why, "step": ""}
-        seconds = float(elapsed or 0.0)
-        failed.append((number, seconds, orjson.dumps(error)))
-        events.append((submitter, _recovered(wire, owner, "failed", request)))
-        finished = {"event": "finished", "ts": time.time(), "job": wire, "state": "failed",
-                    "elapsed": seconds, "error": error}  # fmt: skip
-        events.append((submitter, encode_event(tagged(finished, request))))
-    if rerun:
-        conn.execute(query("requeue_jobs"), {"ids": rerun})
-        conn.execute(query("notify"), {"channel": "stepline_jobs", "payload": "rescued"})
-    if failed:
-        conn.execute(
-            query("fail_jobs"),
-            {"ids": [f[0] for f in failed], "elapsed": [f[1] for f in failed],
-             "errors": [f[2] for f in failed]},
-        )  # fmt: skip
-    if events:
-        conn.execute(
-            query("forward_events"),
-            {"submitters": [s for s, _ in events], "bodies": [b for _, b in events]},
-        )
-        targets = sorted({s for s, _ in events})
-        conn.execute(query("notify_nodes"), {"nodes": targets, "payload": "events"})
+    _write_rescue(conn, plan_rescue(stuck, node.on_restart))
     conn.execute(query("prune"), {"keep": keep})
     if cleanup:
         conn.execute(query("forget_dead_nodes"), {"grace": node.lease})
         conn.execute(query("forget_orphan_events"))
     return len(stuck)
+
+
+@attrs.define
+class Rescue:
+    """What a pass does with the stuck jobs it found, decided before anything is written."""
+
+    rerun: list[int] = attrs.Factory(list)
+    """Jobs queued again."""
+    failed: list[tuple[int, float, bytes]] = attrs.Factory(list)
+    """Jobs finished ``failed``: (number, elapsed, the error as JSON)."""
+    events: list[tuple[int, bytes]] = attrs.Factory(list)
+    """(submitter node, event line) for each submitter to be told: ``recovered``, and a
+    failed job's ``finished``."""
+
+
+def plan_rescue(stuck: Iterable[Sequence[Any]], on_restart: str) -> Rescue:
+    """The rescue of ``stuck`` rows ``(number, submitter, owner, rescues, elapsed, request)``
+    under ``--on-restart on_restart``: rerun while rescues are left, else fail ``interrupted``."""
+    from ._node import MAX_RESCUES
+
+    plan = Rescue()
+    for number, submitter, owner, rescues, elapsed, request in stuck:
+        wire = job_id(number)
+        if on_restart == "rerun" and rescues < MAX_RESCUES:
+            plan.rerun.append(number)
+            plan.events.append((submitter, _recovered(wire, owner, "rerun", request)))
+            continue
+        why = (
+            f"node {owner} stopped while the job was running"
+            + (" (--on-restart fail)" if on_restart == "fail" else "")
+            + ("" if rescues < MAX_RESCUES else f"; rescued {rescues} times already")
+        )
+        error = {"type": "interrupted", "message": why, "step": ""}
+        seconds = float(elapsed or 0.0)
+        plan.failed.append((number, seconds, orjson.dumps(error)))
+        plan.events.append((submitter, _recovered(wire, owner, "failed", request)))
+        finished = {"event": "finished", "ts": time.time(), "job": wire, "state": "failed",
+                    "elapsed": seconds, "error": error}  # fmt: skip
+        plan.events.append((submitter, encode_event(tagged(finished, request))))
+    return plan
+
+
+def _write_rescue(conn: Any, plan: Rescue) -> None:
+    """Requeue, fail and tell, and wake the nodes concerned."""
+    if plan.rerun:
+        conn.execute(query("requeue_jobs"), {"ids": plan.rerun})
+        conn.execute(query("notify"), {"channel": "stepline_jobs", "payload": "rescued"})
+    if plan.failed:
+        conn.execute(
+            query("fail_jobs"),
+            {"ids": [f[0] for f in plan.failed], "elapsed": [f[1] for f in plan.failed],
+             "errors": [f[2] for f in plan.failed]},
+        )  # fmt: skip
+    if plan.events:
+        conn.execute(
+            query("forward_events"),
+            {"submitters": [s for s, _ in plan.events], "bodies": [b for _, b in plan.events]},
+        )
+        targets = sorted({s for s, _ in plan.events})
+        conn.execute(query("notify_nodes"), {"nodes": targets, "payload": "events"})
 
 
 def _recovered(wire: str, owner: int | None, action: str, request: bytes) -> bytes:
