@@ -107,24 +107,17 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("stepline").error("stdout is closed: nowhere to write the protocol")
         return 1
     config = config_from_args(args)
+    front = None
+    if args.http is not None:
+        front = _http_front(args)
+        if front is None:
+            return 2
 
     async def main() -> int:
-        store: Store | None = None
-        node: ClusterNode | None = None
-        if args.state is not None and is_cluster_url(args.state):
-            node = await open_node(args)
-            if node is None:
-                return 2
-        elif args.state is not None:
-            from ..store import Store, StoreError  # start-up time: --state only
-
-            try:
-                store = await Store.open(
-                    args.state, keep=args.keep, write_ahead_start=args.on_restart == "fail"
-                )
-            except StoreError as exc:  # foreign, corrupt, newer, locked: never a silent reset
-                print(f"stepline: {exc}", file=sys.stderr)
-                return 2
+        try:
+            store, node = await _open_state(args)
+        except _NotStarted:
+            return 2
         server = Server(
             config,
             open_stdin(),
@@ -137,14 +130,34 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return await server.run()
 
-    front = None
-    if args.http is not None:
-        front = _http_front(args)
-        if front is None:
-            return 2
-
     _tune_collector()
     return with_late_signals(lambda: trio.run(main))
+
+
+class _NotStarted(Exception):
+    """What ``--state`` names cannot be used; the reason is on stderr already (exit status 2)."""
+
+
+async def _open_state(args: argparse.Namespace) -> tuple[Store | None, ClusterNode | None]:
+    """Where ``serve`` keeps its jobs: nowhere but memory, an SQLite store, or a cluster's
+    database (a node of it); raises :class:`_NotStarted` when that cannot be opened."""
+    if args.state is None:
+        return None, None
+    if is_cluster_url(args.state):
+        node = await open_node(args)
+        if node is None:
+            raise _NotStarted
+        return None, node
+    from ..store import Store, StoreError  # start-up time: --state only
+
+    try:
+        store = await Store.open(
+            args.state, keep=args.keep, write_ahead_start=args.on_restart == "fail"
+        )
+    except StoreError as exc:  # foreign, corrupt, newer, locked: never a silent reset
+        print(f"stepline: {exc}", file=sys.stderr)
+        raise _NotStarted from None
+    return store, None
 
 
 def _http_front(args: argparse.Namespace) -> Front | None:
@@ -217,6 +230,13 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         allow_abbrev=False,
     )
     run.add_argument("files", nargs="*", metavar="FILE", help="job file, or - for stdin")
+    _add_run_flags(run)
+    _add_report_flags(run)
+    run.set_defaults(run=_run)
+
+
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    """How ``run`` runs the jobs: workers, templates, parameters, bounds, state, artifacts."""
     run.add_argument(
         "-j", "--workers", type=_positive_int, default=4, metavar="N", help="jobs running at once"
     )
@@ -248,6 +268,10 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="DIR",
         help="directory jobs' artifacts are copied to (DIR/JOBID/)",
     )
+
+
+def _add_report_flags(run: argparse.ArgumentParser) -> None:
+    """What ``run`` shows of the jobs it runs."""
     shown = run.add_mutually_exclusive_group()
     shown.add_argument(
         "--json", action="store_true", help="write every event as a JSON line, nothing else"
@@ -258,7 +282,6 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument(
         "-v", "--verbose", action="store_true", help="whole outputs and tails, and `log` lines"
     )
-    run.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
