@@ -120,11 +120,9 @@ def test_a_second_signal_kills_at_once(tmp_path: Path) -> None:
     assert wait_until_gone(tag) == []
 
 
-def test_a_closed_stdout_cancels_every_job_without_a_traceback(tmp_path: Path) -> None:
-    tag = new_tag()
-    jobs = jobs_file(tmp_path, {"value": 1}, sleeper(tmp_path, "a"), sleeper(tmp_path, "b"))
-    shell = f'{" ".join(STEPLINE)} run {jobs} | head -1; echo "status ${{PIPESTATUS[0]}}" >&2'
-    proc = subprocess.run(
+def bash(shell: str, tag: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell pipeline (``stepline run … | head -1``) to its end, its processes tagged."""
+    return subprocess.run(
         ["bash", "-c", shell],
         env=tagged_env(tag),
         capture_output=True,
@@ -132,6 +130,13 @@ def test_a_closed_stdout_cancels_every_job_without_a_traceback(tmp_path: Path) -
         timeout=60,
         check=False,
     )
+
+
+def test_a_closed_stdout_cancels_every_job_without_a_traceback(tmp_path: Path) -> None:
+    tag = new_tag()
+    jobs = jobs_file(tmp_path, {"value": 1}, sleeper(tmp_path, "a"), sleeper(tmp_path, "b"))
+    shell = f'{" ".join(STEPLINE)} run {jobs} | head -1; echo "status ${{PIPESTATUS[0]}}" >&2'
+    proc = bash(shell, tag)
     assert proc.stdout.startswith("started")
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr
@@ -145,14 +150,7 @@ def test_a_closed_stdout_in_json_mode_too(tmp_path: Path) -> None:
     tag = new_tag()
     jobs = jobs_file(tmp_path, sleeper(tmp_path, "a"), sleeper(tmp_path, "b"))
     shell = f'{" ".join(STEPLINE)} run --json {jobs} | head -1; echo "status ${{PIPESTATUS[0]}}"'
-    proc = subprocess.run(
-        ["bash", "-c", shell],
-        env=tagged_env(tag),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = bash(shell, tag)
     first, status = proc.stdout.splitlines()
     assert json.loads(first)["event"] == "accepted"
     assert status == "status 1"

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from stepline.store import Store
 from stepline.triggers._attach import Triggers
 from stepline.wire._commands import Ack, Stats, Status
 
-from ..conftest import MemoryOutbox
+from ..conftest import MemoryOutbox, running_executor
 from ..http_server import Answer, HttpServer, statuses
 
 Event = dict[str, Any]
@@ -36,18 +35,6 @@ FAST_RETRY = {"attempts": 3, "backoff": 0.01, "factor": 1}
 def server() -> Iterator[HttpServer]:
     with HttpServer() as srv:
         yield srv
-
-
-@asynccontextmanager
-async def executor(**config: Any) -> AsyncIterator[tuple[Executor, MemoryOutbox]]:
-    """A running executor; drained on exit (which waits for pending callbacks)."""
-    out = MemoryOutbox()
-    ex = Executor(Config(**config), out)
-    Triggers.attach(ex)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(ex.run)
-        yield ex, out
-        ex.shutdown("drain")
 
 
 def named(out: MemoryOutbox, name: str, **fields: Any) -> list[Event]:
@@ -69,7 +56,7 @@ async def callback_event(out: MemoryOutbox, job: str, index: int) -> Event:
 
 
 async def test_notify_is_written_once_right_after_finished(autojump_clock: trio.abc.Clock) -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {
                 "steps": [{"value": 42}],
@@ -112,7 +99,7 @@ async def test_when_selects_by_final_state(
     autojump_clock: trio.abc.Clock, step: Event, runs: list[str]
 ) -> None:
     on_finish = [{"notify": when, "when": when} for when in ("success", "failure", "always")]
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit({"steps": [step], "on_finish": on_finish})
         await out.finished(job.id)
     assert [e["text"] for e in named(out, "notification")] == runs
@@ -122,7 +109,7 @@ async def test_timed_out_and_cancelled_jobs_count_as_failure(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     cbs = [{"notify": "bad", "when": "failure"}]
-    async with executor(workers=1) as (ex, out):
+    async with running_executor(workers=1) as (ex, out):
         slow = await ex.submit({"steps": [{"sleep": 100}], "timeout": 1, "on_finish": cbs})
         queued = await ex.submit({"steps": [{"sleep": 1}], "on_finish": cbs})
         ex.cancel(queued.id)  # cancelled while queued: finished at once, callbacks too
@@ -136,7 +123,7 @@ async def test_timed_out_and_cancelled_jobs_count_as_failure(
 
 
 async def test_alert_repeats_until_acked(autojump_clock: trio.abc.Clock) -> None:
-    async with executor(alert_repeat=60) as (ex, out):
+    async with running_executor(alert_repeat=60) as (ex, out):
         job = await ex.submit(
             {
                 "steps": [{"fail": "disk full"}],
@@ -178,7 +165,7 @@ async def test_alert_repeats_until_acked(autojump_clock: trio.abc.Clock) -> None
 
 
 async def test_ack_errors(autojump_clock: trio.abc.Clock) -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}], "on_finish": [{"alert": "x"}]})
         await out.finished(job.id)
         await dispatch(ex, Ack("a1"), 1)
@@ -190,7 +177,7 @@ async def test_ack_errors(autojump_clock: trio.abc.Clock) -> None:
 
 
 async def test_several_alerts_repeat_on_their_own_schedule(autojump_clock: trio.abc.Clock) -> None:
-    async with executor(alert_repeat=10) as (ex, out):
+    async with running_executor(alert_repeat=10) as (ex, out):
         a = await ex.submit({"steps": [{"value": 1}], "on_finish": [{"alert": "a"}]})
         await out.finished(a.id)
         await trio.sleep(4)
@@ -204,7 +191,7 @@ async def test_several_alerts_repeat_on_their_own_schedule(autojump_clock: trio.
 
 
 async def test_alert_repeat_zero_announces_once(autojump_clock: trio.abc.Clock) -> None:
-    async with executor(alert_repeat=0, heartbeat=0) as (ex, out):
+    async with running_executor(alert_repeat=0, heartbeat=0) as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}], "on_finish": [{"alert": "x"}]})
         await out.finished(job.id)
         await trio.sleep(10_000)
@@ -221,7 +208,7 @@ async def test_webhook_posts_the_outcome_merged_with_payload(server: HttpServer)
         "headers": {"Authorization": "Bearer ${params.token}"},
         "payload": {"channel": "#ops", "state": "overridden?"},
     }
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {
                 "steps": [{"value": {"rows": 3}}],
@@ -253,7 +240,7 @@ async def test_webhook_posts_the_outcome_merged_with_payload(server: HttpServer)
 
 async def test_webhook_retries_5xx_then_succeeds(server: HttpServer) -> None:
     url = server.script("/hook", *statuses(503, 500, 200))
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"fail": "x"}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
         )
@@ -264,7 +251,7 @@ async def test_webhook_retries_5xx_then_succeeds(server: HttpServer) -> None:
 
 async def test_webhook_gives_up_after_its_attempts(server: HttpServer) -> None:
     url = server.script("/hook", *statuses(502))
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
         )
@@ -276,7 +263,7 @@ async def test_webhook_gives_up_after_its_attempts(server: HttpServer) -> None:
 
 async def test_webhook_does_not_retry_4xx(server: HttpServer) -> None:
     url = server.script("/hook", *statuses(404, 200))
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
         )
@@ -287,7 +274,7 @@ async def test_webhook_does_not_retry_4xx(server: HttpServer) -> None:
 async def test_webhook_connection_error_is_retried_and_reported() -> None:
     with HttpServer() as dead:
         url = dead.url("/hook")
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"webhook": url, "retry": FAST_RETRY}]}
         )
@@ -299,7 +286,7 @@ async def test_webhook_connection_error_is_retried_and_reported() -> None:
 async def test_slow_webhook_delays_nothing_else(server: HttpServer) -> None:
     slow = server.script("/slow", Answer(200, {}, delay=30))
     hook = {"webhook": slow, "timeout": 0.5, "retry": {"attempts": 1}}
-    async with executor(workers=1) as (ex, out):
+    async with running_executor(workers=1) as (ex, out):
         first = await ex.submit({"steps": [{"value": 1}], "on_finish": [hook]})
         second = await ex.submit({"steps": [{"value": 2}]})
         cb = await callback_event(out, first.id, 0)
@@ -311,7 +298,7 @@ async def test_slow_webhook_delays_nothing_else(server: HttpServer) -> None:
 
 async def test_callback_concurrency_is_bounded(server: HttpServer) -> None:
     url = server.script("/hook", Answer(200, {}, delay=0.2))
-    async with executor(callback_limit=2) as (ex, out):
+    async with running_executor(callback_limit=2) as (ex, out):
         jobs = [
             await ex.submit({"steps": [{"value": i}], "on_finish": [{"webhook": url}]})
             for i in range(4)
@@ -324,7 +311,7 @@ async def test_callback_concurrency_is_bounded(server: HttpServer) -> None:
 async def test_webhook_content_type_can_be_overridden(server: HttpServer) -> None:
     url = server.script("/hook", Answer(200, {}))
     hook = {"webhook": url, "method": "PUT", "headers": {"Content-Type": "application/x+json"}}
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}], "on_finish": [hook]})
         await callback_event(out, job.id, 0)
     (request,) = server.received("/hook")
@@ -336,7 +323,7 @@ async def test_too_many_pending_callbacks_fail_at_once(
 ) -> None:
     monkeypatch.setattr("stepline.triggers._callbacks.MAX_PENDING", 1)
     url = server.script("/hook", Answer(200, {}, delay=0.2))
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"webhook": url}, {"webhook": url}]}
         )
@@ -351,7 +338,7 @@ async def test_too_many_pending_callbacks_fail_at_once(
 
 
 async def test_status_of_one_job_lists_no_alerts(autojump_clock: trio.abc.Clock) -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}], "on_finish": [{"alert": "x"}]})
         await out.finished(job.id)
         await dispatch(ex, Status(job.id), 1)
@@ -365,7 +352,7 @@ async def test_status_of_one_job_lists_no_alerts(autojump_clock: trio.abc.Clock)
 
 
 async def test_run_callback_reads_the_finished_event_on_stdin() -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit({"steps": [{"value": [1, 2]}], "on_finish": [{"run": ["cat"]}]})
         cb = await callback_event(out, job.id, 0)
         finished = await out.finished(job.id)
@@ -374,7 +361,7 @@ async def test_run_callback_reads_the_finished_event_on_stdin() -> None:
 
 
 async def test_failing_run_callback_never_changes_the_job() -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"run": "echo oops >&2; exit 3"}]}
         )
@@ -385,7 +372,7 @@ async def test_failing_run_callback_never_changes_the_job() -> None:
 
 
 async def test_run_callback_timeout_stops_it() -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"run": ["sleep", "30"], "timeout": 0.2}]}
         )
@@ -394,7 +381,7 @@ async def test_run_callback_timeout_stops_it() -> None:
 
 
 async def test_run_callback_that_cannot_start() -> None:
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit(
             {"steps": [{"value": 1}], "on_finish": [{"run": ["/no/such/program"]}]}
         )
@@ -408,7 +395,7 @@ async def test_run_callback_that_cannot_start() -> None:
 
 async def test_drain_waits_for_pending_callbacks(server: HttpServer) -> None:
     url = server.script("/hook", Answer(200, {}, delay=0.2))
-    async with executor() as (ex, out):
+    async with running_executor() as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}], "on_finish": [{"webhook": url}]})
         await out.finished(job.id)
     # the block's exit drained: the executor closed only after the webhook's answer
@@ -418,7 +405,7 @@ async def test_drain_waits_for_pending_callbacks(server: HttpServer) -> None:
 async def test_drain_timeout_cancels_what_is_left(server: HttpServer) -> None:
     url = server.script("/hook", Answer(200, {}, delay=30))
     start = trio.current_time()
-    async with executor(callback_drain=0.2) as (ex, out):
+    async with running_executor(callback_drain=0.2) as (ex, out):
         job = await ex.submit({"steps": [{"value": 1}], "on_finish": [{"webhook": url}]})
         await out.finished(job.id)
     assert trio.current_time() - start < 2
