@@ -205,6 +205,8 @@ async def open_batch(
             try:
                 yield EmbeddedExecutor(executor, fanout), batch
             except BaseException as exc:
+                # Raised below, outside the nurseries: the caller sees its own exception (a
+                # Cancelled included), not a group, once every job is cancelled and stored.
                 failure = exc
                 executor.shutdown("cancel")
             else:
