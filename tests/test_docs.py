@@ -374,3 +374,39 @@ def test_python_examples(doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             exec(code, namespace)
         if isinstance(namespace.get("job"), dict):
             validate_job(namespace["job"])
+
+
+# -- links -----------------------------------------------------------------------------------------
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^#+ (.*)$", re.M)
+
+
+def anchors(doc: Path) -> set[str]:
+    """The anchors GitHub makes of a document's headings: lower case, punctuation but ``-`` and
+    ``_`` dropped, spaces made ``-``."""
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in _HEADING.findall(doc.read_text())
+    }
+
+
+@pytest.mark.parametrize("doc", [*DOCS, ROOT / "NOTES.md"], ids=lambda d: d.name)
+def test_links_resolve(doc: Path) -> None:
+    """Every relative link of a document names a file that exists, and a heading of it when it
+    has a ``#fragment``."""
+    broken = []
+    for target in _LINK.findall(doc.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not checked here (no network in tests)
+        path, _, fragment = target.partition("#")
+        file = doc.parent / path if path else doc
+        if not file.exists() or (
+            fragment and file.suffix == ".md" and fragment not in anchors(file)
+        ):
+            broken.append(target)
+    assert broken == [], f"{doc.name}: broken links"
+
+
+def test_the_link_check_sees_anchors() -> None:
+    assert {"transport", "callbacks-on_finish", "shutdown-and-exit-status"} <= anchors(PROTOCOL)
