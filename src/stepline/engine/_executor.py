@@ -313,6 +313,22 @@ class Executor:
         config = self.config
         return self._working and not config.trace and self.table.completes_value(config.workers)
 
+    def takes_values_now(self) -> bool:
+        """Whether a bare ``value`` job submitted now may complete in one step with ``--state``
+        (its three events one row change of the next commit): a worker would start it now, no
+        durable submit holds a queue slot (it would be accepted first), and nothing (``--trace``,
+        a hook on every finish) needs its events one by one."""
+        table = self.table
+        return (
+            self._working
+            and self._reserved == 0
+            and self.state is ExecutorState.RUNNING
+            and table.queued_count == 0
+            and table.running_count < self.config.workers
+            and not self.config.trace
+            and not table.finish_hooks
+        )
+
     def _run_at_once(self, job: Job) -> None:
         """Start, run and finish ``job`` now: it can neither wait nor be interrupted, so it
         needs no scope (``JobTable.start`` with None) and no worker."""

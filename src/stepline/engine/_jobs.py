@@ -389,10 +389,10 @@ class JobTable:
         :meth:`completes_value`; ``value`` was checked by ``value_job``.
         """
         assert self._emit_lines is not None
-        job = Job(self.reserve_id(), None, name, _SUCCEEDED, request_id=request_id, value=value)
-        job.output = value
-        job.started_at = job.finished_at = trio.current_time()
-        job.created = job.started = job.ended = now = time.time()
+        now = time.time()
+        job = self.completed_value(
+            self.reserve_id(), value, name=name, request_id=request_id, now=now
+        )
         self._jobs[job.id] = job
         self._finished_counts[_SUCCEEDED] += 1
         try:
@@ -406,6 +406,28 @@ class JobTable:
             self._emit_lines(completed_lines(job.id, now, output, request_id), 3)
             self._retain(job, len(output))
         return job
+
+    @staticmethod
+    def completed_value(
+        job_id: str, value: Any, *, name: str | None, request_id: RequestId, now: float
+    ) -> Job:
+        """The record of a bare ``value`` job that succeeded at once at ``now`` (Unix time), as
+        :meth:`complete_value` makes it, not yet in the table: ``--state`` makes it when the
+        job's events join a commit and adds it with :meth:`add_completed` once they are durable.
+        """
+        job = Job(job_id, None, name, _SUCCEEDED, request_id=request_id, value=value)
+        job.output = value
+        job.started_at = job.finished_at = trio.current_time()
+        job.created = job.started = job.ended = now
+        return job
+
+    def add_completed(self, job: Job, output_size: int) -> None:
+        """Add a record made by :meth:`completed_value`, whose events were written elsewhere;
+        ``output_size``: its output's encoded size. Counted and kept as :meth:`complete_value`
+        counts and keeps it."""
+        self._jobs[job.id] = job
+        self._finished_counts[_SUCCEEDED] += 1
+        self._retain(job, output_size)
 
     def start(self, job: Job, scope: trio.CancelScope | None) -> None:
         """A worker took the job: queued → running in ``scope``; its deadline starts now.

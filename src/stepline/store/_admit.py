@@ -16,6 +16,7 @@ templates it uses (:func:`encode_request`): recovery validates it again.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -25,20 +26,23 @@ import trio
 
 from .._errors import InvalidJob, StoreFailed
 from ..engine._executor import Executor
-from ..engine._jobs import Job
+from ..engine._jobs import Job, JobTable
 from ..spec._model import JobSpec, Use
-from ..wire._events import RequestId
+from ..wire._events import RequestId, numbered_completed_lines
 
 if TYPE_CHECKING:
     from ._store import Store
 
 __all__ = [
     "StagedJob",
+    "accept_staged",
+    "complete_values",
     "encode_request",
     "settle",
     "settle_now",
     "stage",
     "stage_nowait",
+    "stage_value",
     "submit_durably",
 ]
 
@@ -119,6 +123,51 @@ def _record(
     return StagedJob(job_id, spec, name, request_id, extra, gen)
 
 
+def stage_value(
+    executor: Executor,
+    store: Store,
+    job: Any,
+    value: Any,
+    *,
+    name: str | None,
+    request_id: RequestId,
+) -> Job | None:
+    """A bare ``value`` job (``value``: what ``value_job`` made of ``job``) that a worker would
+    start now (``Executor.takes_values_now``), completed in one step, as without ``--state``:
+    its final row and its three events join the open batch; its record, returned, is added to
+    the table once that batch is committed (:func:`complete_values`). No queue slot is held:
+    the job never waits for a worker. None (nothing done): its output cannot be encoded.
+    """
+    try:
+        output = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return None
+    job_id = executor.table.reserve_id()
+    now = time.time()
+    record = JobTable.completed_value(job_id, value, name=name, request_id=request_id, now=now)
+    record.output_bytes = len(output)  # until complete_values gives it to the table
+    body: dict[str, Any] = {"job": job, "params": {}}
+    if request_id is not None:
+        body["id"] = request_id
+    lines = numbered_completed_lines(job_id, now, output, request_id)
+    store.add_completed(job_id, name, orjson.dumps(body).decode(), output.decode(), lines)
+    return record
+
+
+def complete_values(store: Store, table: JobTable, jobs: list[Job], gen: int) -> list[Job]:
+    """Add the records of value jobs staged in batch ``gen`` (:func:`stage_value`), once that
+    batch is decided: their events were written after its commit. Returns those refused (the
+    commit failed: nothing of them was written)."""
+    refused = []
+    for job in jobs:
+        if store.admitted(job.id, gen):
+            size, job.output_bytes = job.output_bytes, 0
+            table.add_completed(job, size)
+        else:
+            refused.append(job)
+    return refused
+
+
 async def settle(
     executor: Executor, store: Store, staged: Sequence[StagedJob]
 ) -> list[Job | StoreFailed]:
@@ -138,10 +187,10 @@ def settle_now(
     executor: Executor, store: Store, staged: Sequence[StagedJob]
 ) -> list[Job | StoreFailed]:
     """:func:`settle` without the wait: a job not yet committed is refused."""
-    return [_accept(executor, store, item) for item in staged]
+    return [accept_staged(executor, store, item) for item in staged]
 
 
-def _accept(executor: Executor, store: Store, item: StagedJob) -> Job | StoreFailed:
+def accept_staged(executor: Executor, store: Store, item: StagedJob) -> Job | StoreFailed:
     if not store.admitted(item.job_id, item.gen):
         executor.release_slot()
         return StoreFailed(f"job not accepted: {store.failure}")

@@ -75,11 +75,13 @@ class Plain:
         self.event = event
 
 
-Handover = list["Event | Plain"]
-"""A batch's events in order: logged ones as the event itself, plain ones wrapped in
-:class:`Plain`. No tuple per event: a trivial job logs three events, and every tuple made counts
-towards the next cycle collection, which walks the young objects each time (NOTES.md,
-"--state throughput")."""
+Handover = list["Event | bytes | Plain"]
+"""A batch's events in order: logged ones as the event itself, a job completed at once as its
+three lines still to be numbered (``bytes``: a ``%`` format taking three ``seq``,
+:func:`~stepline.wire._events.numbered_completed_lines`), plain ones wrapped in :class:`Plain`.
+No tuple per event: a trivial job logs three events, and every tuple made counts towards the
+next cycle collection, which walks the young objects each time (NOTES.md, "--state
+throughput")."""
 
 
 class EventLog:
@@ -90,6 +92,7 @@ class EventLog:
         self._pending: Handover = []  # the open batch's events
         self._handing = False  # a taken batch's events wait for its commit
         self._seq = last_seq  # the last sequence number given
+        self._stamped: list[bytes] = []  # the lines of the batch being committed, per entry
         # (sink's emitted count, seq) after each handover that wrote logged lines: when the
         # sink has written that many events, every logged event up to seq was written.
         self._handed: deque[tuple[int, int]] = deque()
@@ -101,6 +104,11 @@ class EventLog:
     def log(self, event: Event) -> None:
         """A logged event: written once the open batch is committed."""
         self._pending.append(event)
+
+    def log_completed(self, lines: bytes) -> None:
+        """A job's three logged events at once, as a ``%`` format taking their ``seq``
+        (:func:`~stepline.wire._events.numbered_completed_lines`)."""
+        self._pending.append(lines)
 
     def emit(self, event: Event) -> None:
         """A plain event: written now, or after the logged events that wait before it."""
@@ -115,11 +123,13 @@ class EventLog:
         return bool(self._pending) or self._handing
 
     def withdraw(self, handover: Handover, job_ids: set[str]) -> Handover:
-        """The handover without the ``accepted`` of submits that were refused."""
+        """The handover without the ``accepted`` of submits that were refused, nor the events
+        of jobs completed at once (every one of them in a failed batch is refused)."""
         return [
             ev
             for ev in handover
-            if isinstance(ev, Plain) or not (ev["event"] == "accepted" and ev["job"] in job_ids)
+            if isinstance(ev, Plain)
+            or (isinstance(ev, dict) and not (ev["event"] == "accepted" and ev["job"] in job_ids))
         ]
 
     # -- a commit ---------------------------------------------------------------------------
@@ -131,26 +141,36 @@ class EventLog:
         return pending
 
     def stamp(self, handover: Handover) -> list[LoggedEvent]:
-        """Give each logged event its ``seq``; returns their lines, as the batch stores them.
+        """Give each logged event its ``seq``; returns the batch's lines as one run, as the
+        batch stores them (none: no logged event).
 
         Stamped again from the same number if the commit fails (nothing of it was kept).
         """
         seq = self._seq
-        lines: list[LoggedEvent] = []
+        lines: list[bytes] = []
         for ev in handover:
-            if isinstance(ev, Plain):
-                continue
-            seq += 1
-            ev["seq"] = seq
-            lines.append((seq, encode_event(ev)))
-        return lines
+            if isinstance(ev, bytes):  # a job completed at once: its three events
+                lines.append(ev % (seq + 1, seq + 2, seq + 3))
+                seq += 3
+            elif isinstance(ev, dict):
+                seq += 1
+                ev["seq"] = seq
+                lines.append(encode_event(ev))
+        self._stamped = lines
+        return [(seq, b"".join(lines))] if lines else []
 
-    def committed(self, handover: Handover, lines: list[LoggedEvent]) -> None:
+    def committed(self, handover: Handover, run: list[LoggedEvent]) -> None:
         """The batch is durable: its sequence numbers are used, and its events go out."""
-        if lines:
-            self._seq = lines[-1][0]
+        first = self._seq + 1
+        if run:
+            self._seq = run[-1][0]
         self._handing = False
-        self._hand_over(handover, lines)
+        lines, self._stamped = self._stamped, []
+        if len(lines) == len(handover):  # no plain event among them: the common case
+            if run:
+                self._write_lines(run[-1][1], self._seq - first + 1, self._seq)
+        else:
+            self._hand_over(handover, lines)
         # Plain events that came after the batch was taken, before any logged one, go too.
         pending = self._pending
         ready = 0
@@ -160,35 +180,42 @@ class EventLog:
             plain, self._pending = pending[:ready], pending[ready:]
             self._hand_over(plain, [])
 
-    def abandoned(self) -> None:
-        """The batch will never be committed: its events are not written (and not logged)."""
+    def abandoned(self, handover: Handover) -> None:
+        """The batch will never be committed, nor any after it: its logged events and those
+        waiting are not written (and not logged), but the plain ones among them are, in order
+        (the refusals of its submits among them)."""
         self._handing = False
+        waiting, self._pending = handover + self._pending, []
+        for ev in waiting:
+            if isinstance(ev, Plain):
+                self._sink().emit(ev.event)
 
     def redeliver(self, lines: list[LoggedEvent]) -> None:
-        """Write what a previous run committed but had not written (before anything else)."""
-        self._write_lines(lines)
+        """Write what a previous run committed but had not written (before anything else);
+        ``lines``: one line each, as a snapshot holds them."""
+        if lines:
+            self._write_lines(b"".join([line for _, line in lines]), len(lines), lines[-1][0])
 
-    def _hand_over(self, handover: Handover, lines: list[LoggedEvent]) -> None:
-        """Write the handover's events: a logged one as its line in ``lines`` (in order)."""
-        if len(lines) == len(handover):  # no plain event among them: the common case
-            self._write_lines(lines)
-            return
+    def _hand_over(self, handover: Handover, lines: list[bytes]) -> None:
+        """Write the handover's events, plain ones among them: each logged entry as its lines
+        in ``lines`` (in order)."""
         sink = self._sink()
         logged = iter(lines)
         for ev in handover:
             if isinstance(ev, Plain):
                 sink.emit(ev.event)
+            elif isinstance(ev, bytes):
+                sink.emit_lines(next(logged), 3)
             else:
-                sink.emit_line(next(logged)[1])
+                sink.emit_line(next(logged))
         if lines:
-            self._handed.append((sink.emitted, lines[-1][0]))
+            self._handed.append((sink.emitted, self._seq))
 
-    def _write_lines(self, lines: list[LoggedEvent]) -> None:
-        """A commit's lines, handed to the sink together (one call, not one per event)."""
-        if lines:
-            sink = self._sink()
-            sink.emit_lines(b"".join([line for _, line in lines]), len(lines))
-            self._handed.append((sink.emitted, lines[-1][0]))
+    def _write_lines(self, data: bytes, count: int, last: int) -> None:
+        """``count`` logged events up to ``last``, handed to the sink together (one call)."""
+        sink = self._sink()
+        sink.emit_lines(data, count)
+        self._handed.append((sink.emitted, last))
 
     # -- the delivery cursor ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ._decode import (
     decode_template,
     encode_json,
 )
-from ._model import Batch, Snapshot, StoredJob, StoreError
+from ._model import DONE_FIELDS, Batch, Snapshot, StoredJob, StoreError
 
 __all__ = ["MemoryBackend"]
 
@@ -88,15 +88,28 @@ class MemoryBackend:
         if self.failing is not None:
             raise self.failing
         jobs = {job_id: list(row) for job_id, row in self.jobs.items()}  # all or nothing
-        if any(seq in self.events for seq, _ in batch.events):
+        lines = [line for run in batch.events for line in _lines(*run)]
+        if any(seq in self.events for seq, _ in lines):
             raise ValueError("an event with this sequence number exists already")
-        numbers = [seq for seq, _ in batch.events]
+        numbers = [seq for seq, _ in lines]
         if numbers and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
             raise ValueError("a commit's events are not numbered one after another")
         for job_id, name, request in batch.inserts:
             if job_id in jobs:
                 raise ValueError(f"job {job_id} exists already")  # as a primary key would
             jobs[job_id] = [name, request, "queued", None, None, None]
+        for i in range(0, len(batch.done), DONE_FIELDS):
+            job_id, name, request, output, fin = batch.done[i : i + DONE_FIELDS]
+            if job_id in jobs:
+                raise ValueError(f"job {job_id} exists already")
+            jobs[job_id] = [
+                None if isinstance(name, int) else name,
+                request,
+                "succeeded",
+                0.0,
+                output.encode(),
+                fin,
+            ]
         for job_id, (state, elapsed, result, fin) in batch.updates.items():
             encoded = None if fin is None else encode_json(result)
             jobs[job_id][2:] = [state, elapsed, encoded, fin]
@@ -112,7 +125,7 @@ class MemoryBackend:
                 self.objects[kind, key] = body
         if batch.next_id:
             self.next_id = batch.next_id
-        events = {**self.events, **dict(batch.events)}
+        events = {**self.events, **dict(lines)}
         if batch.delivered:
             self.delivered = batch.delivered
             events = {seq: data for seq, data in events.items() if seq > batch.delivered}
@@ -122,3 +135,11 @@ class MemoryBackend:
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
         self.is_open = False
+
+
+def _lines(last: int, run: bytes) -> list[tuple[int, bytes]]:
+    """A run of consecutive events (``LoggedEvent``) as one (seq, line) each, unchecked (as a
+    file would store them: the checks are at open)."""
+    lines = run.splitlines(keepends=True)
+    first = last - len(lines) + 1
+    return [(first + i, line) for i, line in enumerate(lines)]

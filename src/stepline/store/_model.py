@@ -12,6 +12,7 @@ from typing import Any, Final, TypeAlias
 from attrs import define, field, frozen
 
 __all__ = [
+    "DONE_FIELDS",
     "FINAL",
     "UNFINISHED",
     "Batch",
@@ -65,8 +66,15 @@ class Snapshot:
 
 
 LoggedEvent: TypeAlias = tuple[int, bytes]
-"""One entry of the event log: (seq, the event as one encoded JSON line, newline included).
-Sequence numbers start at 1 and only grow, across restarts."""
+"""Entries of the event log: (seq, events as consecutive encoded JSON lines, each ending in a
+newline), ``seq`` the number of the last line (the ones before it are seq - 1, seq - 2, ...).
+A snapshot's are one line each; a batch's are one run per commit. Sequence numbers start at 1
+and only grow, across restarts."""
+
+DONE_FIELDS: Final = 5
+"""Items per job in :attr:`Batch.done`: id, name (0: none), request (JSON text), output (JSON
+text), fin. Flat, not a tuple per job: a trivial job is one of these, and every tuple kept until
+the commit counts towards the next cycle collection."""
 
 NewJob: TypeAlias = tuple[str, "str | None", bytes]
 """A job accepted in this batch: (id, name, request), the request as :func:`encode_request`
@@ -83,12 +91,14 @@ class Batch:
 
     Filled by the store on the trio thread; a backend only reads it. Within a batch a job's later
     state replaces an earlier one (started, then finished: one update), and a job inserted in
-    this batch may also be updated in it.
+    this batch may also be updated in it. A job in ``done`` is inserted final, never updated.
     """
 
     gen: int  # 1, 2, ...: batches commit in this order, one at a time
     dirty: bool = False  # anything to write at all
     inserts: list[NewJob] = field(factory=list)
+    # Jobs accepted and succeeded at once (bare values): final rows, :data:`DONE_FIELDS` each.
+    done: list[Any] = field(factory=list)
     updates: dict[str, JobUpdate] = field(factory=dict)  # job id -> its newest state
     templates: list[tuple[str, bytes]] = field(factory=list)  # (name, job as JSON), upserts
     objects: list[tuple[str, str, bytes | None]] = field(factory=list)  # (kind, key, body|None)

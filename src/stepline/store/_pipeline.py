@@ -17,6 +17,7 @@ of each chunk it read, before it waits for the next.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Final
 
@@ -25,9 +26,10 @@ import trio
 from .._errors import CommandError, StoreFailed
 from ..engine._executor import Executor
 from ..engine._jobs import Job
+from ..spec._validate import NOT_A_VALUE, value_job
 from ..wire._commands import Command, PlainSubmit, Submit
 from ..wire._events import RequestId, error
-from ._admit import StagedJob, settle, settle_now, stage, stage_nowait
+from ._admit import StagedJob, accept_staged, complete_values, stage, stage_nowait, stage_value
 from ._store import Store
 
 __all__ = ["MAX_STAGED", "SubmitPipeline"]
@@ -38,13 +40,28 @@ MAX_STAGED: Final = 4096
 """Submits staged at most before settling: bounds the latency of the first one's ``accepted``."""
 
 
+class ValueRun:
+    """Consecutive bare value jobs completed at once in one batch (:func:`stage_value`), whose
+    records join the table once it is committed. One per batch, not one per job."""
+
+    __slots__ = ("gen", "jobs")
+
+    def __init__(self, gen: int, job: Job) -> None:
+        self.gen = gen
+        self.jobs = [job]
+
+
+Staged = StagedJob | ValueRun
+
+
 class SubmitPipeline:
     """Stages consecutive ``submit`` commands and settles them in one commit."""
 
     def __init__(self, executor: Executor, store: Store) -> None:
         self._executor = executor
         self._store = store
-        self._staged: list[StagedJob] = []
+        self._staged: list[Staged] = []
+        self._count = 0  # jobs staged (a run counts its jobs)
 
     async def offer(self, command: Command, request_id: RequestId) -> bool:
         """Stage a submit (or answer its error); False: not a submit, the caller handles it."""
@@ -77,7 +94,8 @@ class SubmitPipeline:
             )
             return True
         self._staged.append(staged)
-        while len(self._staged) >= MAX_STAGED:
+        self._count += 1
+        while self._count >= MAX_STAGED:
             # As when the queue is full: wait for the oldest commit only, so that the next batch
             # fills while it is written (settling everything would idle the disk and us in turn).
             await self._settle_oldest()
@@ -86,33 +104,56 @@ class SubmitPipeline:
     def offer_nowait(self, submit: PlainSubmit) -> bool:
         """:meth:`offer` for a plain submit that needs no waiting, without a coroutine (the hot
         path). False, with nothing done, leaves it to :meth:`offer`: the queue is full, the
-        staged batch is, or the submit is refused (its error must follow a settle)."""
+        staged batch is, or the submit is refused (its error must follow a settle).
+
+        A bare value job that a worker would start now completes in one step, its final row
+        and its three events one entry of the open batch (:func:`stage_value`), as it does
+        without ``--state``; other submits are staged to be accepted after their commit.
+        """
         self._settle_committed()
-        if len(self._staged) + 1 >= MAX_STAGED:
+        if self._count + 1 >= MAX_STAGED:
             return False
+        executor, store = self._executor, self._store
+        if executor.takes_values_now() and not store.failure:
+            value = value_job(submit.job)
+            if value is not NOT_A_VALUE:
+                job = stage_value(
+                    executor, store, submit.job, value, name=submit.name,
+                    request_id=submit.request_id,
+                )  # fmt: skip
+                if job is not None:
+                    self._add_value(job)
+                    return True
         try:
             staged = stage_nowait(
-                self._executor,
-                self._store,
-                submit.job,
-                name=submit.name,
-                request_id=submit.request_id,
+                executor, store, submit.job, name=submit.name, request_id=submit.request_id
             )
         except Exception:  # WouldBlock, a refusal or a bug: offer() does it again and reports
             return False
         self._staged.append(staged)
+        self._count += 1
         return True
+
+    def _add_value(self, job: Job) -> None:
+        gen = self._store.open_gen
+        staged = self._staged
+        last = staged[-1] if staged else None
+        if type(last) is ValueRun and last.gen == gen:
+            last.jobs.append(job)
+        else:
+            staged.append(ValueRun(gen, job))
+        self._count += 1
 
     async def settle(self) -> None:
         """Accept everything staged (after its commit), in order; a no-op when nothing is."""
         if not self._staged:
             return
-        staged, self._staged = self._staged, []
         # Shielded: a record on disk must end as an `accepted` or an error, even when the reader
         # is being cancelled at the end of a shutdown.
-        with trio.CancelScope(shield=True):
-            outcomes = await settle(self._executor, self._store, staged)
-        self._report(staged, outcomes)
+        staged, self._staged = self._staged, []
+        with trio.CancelScope(shield=True), contextlib.suppress(StoreFailed):
+            await self._store.wait_admitted(staged[-1].gen)
+        self._accept(staged)
 
     async def _settle_oldest(self) -> None:
         try:
@@ -136,12 +177,26 @@ class SubmitPipeline:
             ready += 1
         if ready:
             done, self._staged = self._staged[:ready], self._staged[ready:]
-            self._report(done, settle_now(self._executor, store, done))
+            self._accept(done)
 
-    def _report(self, staged: list[StagedJob], outcomes: list[Job | StoreFailed]) -> None:
-        for item, outcome in zip(staged, outcomes, strict=True):
-            if isinstance(outcome, CommandError):  # refusals are a suffix: order is kept
-                self._executor.outbox.emit(error(outcome.code, outcome.message, item.request_id))
+    def _accept(self, staged: list[Staged]) -> None:
+        """Accept staged submits whose commit is decided, in order; answer those refused."""
+        executor, store = self._executor, self._store
+        for item in staged:
+            if isinstance(item, ValueRun):
+                self._count -= len(item.jobs)
+                for job in complete_values(store, executor.table, item.jobs, item.gen):
+                    refusal = StoreFailed(f"job not accepted: {store.failure}")
+                    self._refuse_now(refusal, job.request_id)
+                continue
+            self._count -= 1
+            outcome = accept_staged(executor, store, item)
+            if isinstance(outcome, StoreFailed):
+                self._refuse_now(outcome, item.request_id)
+
+    def _refuse_now(self, refusal: CommandError, request_id: RequestId) -> None:
+        """A submit whose record was not written (refusals are a suffix: order is kept)."""
+        self._executor.outbox.emit(error(refusal.code, refusal.message, request_id))
 
     async def _refuse(self, code: str, message: str, request_id: RequestId) -> None:
         await self.settle()  # the earlier submits' `accepted` come first

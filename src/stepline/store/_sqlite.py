@@ -39,7 +39,16 @@ from ._decode import (
     decode_template,
     encode_json,
 )
-from ._model import Batch, JobUpdate, LoggedEvent, NewJob, Snapshot, StoredJob, StoreError
+from ._model import (
+    DONE_FIELDS,
+    Batch,
+    JobUpdate,
+    LoggedEvent,
+    NewJob,
+    Snapshot,
+    StoredJob,
+    StoreError,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
@@ -240,6 +249,8 @@ def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
     the statement did (NOTES.md, "--state throughput")."""
     if batch.inserts:
         _insert_jobs(conn, batch.inserts)
+    if batch.done:
+        _insert_done(conn, batch.done)
     if batch.updates:
         _update_jobs(conn, batch.updates)
     if batch.prune_to is not None and batch.prune_to > 0:  # else no finish number is that low
@@ -261,12 +272,13 @@ def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
 def _append_events(conn: sqlite3.Connection, events: list[LoggedEvent]) -> None:
     """A commit's events as one row, keyed by the last ``seq``; they must follow every stored
     event and each other without a gap (the store numbers each commit's events so)."""
-    first, last = events[0][0], events[-1][0]
-    if last - first + 1 != len(events) or any(
-        seq != first + i for i, (seq, _) in enumerate(events)
-    ):
-        raise ValueError(f"the events {first}..{last} are not numbered one after another")
-    body = b"".join(line for _, line in events)
+    first = expected = events[0][0] - events[0][1].count(b"\n") + 1
+    for last, lines in events:
+        if last - lines.count(b"\n") + 1 != expected or not lines.endswith(b"\n"):
+            raise ValueError(f"the events {first}..{last} are not numbered one after another")
+        expected = last + 1
+    last = expected - 1
+    body = events[0][1] if len(events) == 1 else b"".join(lines for _, lines in events)
     if conn.execute(_APPEND_EVENTS, (last, body, first)).rowcount != 1:
         raise ValueError(f"event {first} is not after the stored events")
 
@@ -302,6 +314,34 @@ def _insert_jobs(conn: sqlite3.Connection, inserts: Sequence[NewJob]) -> None:
                 "INSERT INTO jobs (id, request, state) VALUES (?, ?, 'queued')",
                 [(job_id, request.decode()) for job_id, _, request in run],
             )
+
+
+_DONE_ROW: Final = "(?, nullif(?, 0), ?, 'succeeded', 0.0, ?, ?)"
+_DONE_CHUNKS: Final = tuple(2**k for k in range(7, -1, -1))
+_INSERT_DONE: Final = {
+    rows: "INSERT INTO jobs (id, name, request, state, elapsed, result, fin) VALUES "
+    + ", ".join([_DONE_ROW] * rows)
+    for rows in _DONE_CHUNKS
+}
+"""Statements inserting 128, 64, ..., 1 finished rows at once (640 parameters at most, below
+SQLite's oldest limit of 999)."""
+
+
+def _insert_done(conn: sqlite3.Connection, done: list[Any]) -> None:
+    """Jobs that succeeded at once, final from the start, as :data:`DONE_FIELDS` items each.
+
+    Many rows per statement: ``executemany`` steps once per row, and each step gives up the
+    GIL and must take it back from the event loop (NOTES.md, "--state throughput"). The
+    parameters are bound straight from the flat list: no object per row on this thread. A name
+    of 0 is none (``nullif``: a name is text, never the integer 0), since binding ``None``
+    looks it up in the adapter registry first.
+    """
+    rows, start = len(done) // DONE_FIELDS, 0
+    for chunk in _DONE_CHUNKS:
+        while rows >= chunk:
+            end = start + chunk * DONE_FIELDS
+            conn.execute(_INSERT_DONE[chunk], done[start:end] if start or end < len(done) else done)
+            start, rows = end, rows - chunk
 
 
 def _update_jobs(conn: sqlite3.Connection, updates: Mapping[str, JobUpdate]) -> None:

@@ -45,7 +45,7 @@ from ..engine._jobs import Job, JobState
 from ..wire._events import Event, RequestId
 from ._backend import Backend
 from ._eventlog import EventLog, Handover, Plain, SequencedOutbox, Sink
-from ._model import Batch, Snapshot
+from ._model import DONE_FIELDS, Batch, Snapshot
 
 if TYPE_CHECKING:
     from ..engine._executor import Executor
@@ -170,6 +170,27 @@ class Store:
         self._batch.inserts.append((job_id, name, request))
         self.events.log(accepted)
         return self._touch()
+
+    def add_completed(
+        self, job_id: str, name: str | None, request: str, output: str, lines: bytes
+    ) -> int:
+        """A new job that succeeded at once (a bare value, ``output`` its JSON): its final row
+        and its three events (``lines``: :meth:`EventLog.log_completed`'s form) written in one
+        commit, or neither. The caller checked :attr:`failure`."""
+        self._fin += 1
+        batch = self._batch
+        batch.done += (job_id, 0 if name is None else name, request, output, self._fin)
+        batch.prune_to = self._fin - self._keep
+        self.events.log_completed(lines)
+        if not batch.dirty:
+            batch.dirty = True
+            self._wake.unpark_all()
+        return batch.gen
+
+    @property
+    def open_gen(self) -> int:
+        """The batch that writes join now."""
+        return self._batch.gen
 
     def put_template(self, name: str, job: Any) -> int:
         self._batch.templates.append((name, orjson.dumps(job)))
@@ -316,7 +337,7 @@ class Store:
 
     def _take(self) -> tuple[Batch, Handover]:
         batch, handover = self._batch, self.events.take()
-        if batch.inserts:
+        if batch.inserts or batch.done:
             batch.next_id = self._next_number()
         self._batch = Batch(gen=batch.gen + 1)
         if self._retry is not None:
@@ -354,9 +375,10 @@ class Store:
         self._failing = f"the {self.description} cannot be written: {exc}"
         self._attempts += 1
         withdrawn = {job_id for job_id, _, _ in batch.inserts}
+        withdrawn.update(batch.done[::DONE_FIELDS])  # and every job completed at once
         self._refused |= withdrawn
         self._withdrawn_gen = batch.gen
-        batch.inserts, batch.events = [], []
+        batch.inserts, batch.done, batch.events = [], [], []
         self._retry = (batch, self.events.withdraw(handover, withdrawn))
         self._committed.unpark_all()
 
@@ -373,8 +395,8 @@ class Store:
         unwritten = sum(1 for ev in self._retry[1] if not isinstance(ev, Plain))
         self._stopped = f"{self._failing}; {unwritten} events were not written"
         log.error("%s: stopping; the next start recovers their jobs", self._stopped)
-        self._retry = None
-        self.events.abandoned()
+        handover, self._retry = self._retry[1], None
+        self.events.abandoned(handover)
 
     def _note_delivery(self) -> None:
         if self.events.delivered() > self.events.cursor:
@@ -419,6 +441,7 @@ def _merged(old: Batch, new: Batch) -> Batch:
     """A failed batch with the next one on top, committed as the next one (all or nothing)."""
     old.gen, old.dirty = new.gen, True
     old.inserts += new.inserts
+    old.done += new.done
     old.updates.update(new.updates)
     old.templates += new.templates
     old.objects += new.objects

@@ -33,6 +33,7 @@ __all__ = [
     "completed_lines",
     "error",
     "event",
+    "numbered_completed_lines",
     "reply",
 ]
 
@@ -77,5 +78,24 @@ def completed_lines(job_id: str, ts: float, output: bytes, request_id: RequestId
     else:
         last = b',"id":' + orjson.dumps(request_id) + b"}\n"
         end = b'"' + last
+    pieces = (_ACCEPTED, job, end, _STARTED, job, end, _FINISHED, job, _SUCCEEDED, output, last)
+    return b"".join(pieces)
+
+
+def numbered_completed_lines(job_id: str, ts: float, output: bytes, request_id: RequestId) -> bytes:
+    """:func:`completed_lines` as a ``%`` format that takes the three events' ``seq`` numbers
+    (``--state``'s event log numbers them only when their commit is made): each line ends in
+    ``,"seq":%d}``, as a ``seq`` added last to each event's dict encodes, and every ``%`` of
+    the output and the request id is doubled.
+
+    ``numbered_completed_lines(...) % (n, n + 1, n + 2)`` is the lines the event log commits.
+    """
+    job = orjson.dumps(ts) + b',"job":"' + job_id.encode()
+    if request_id is None:
+        end, last = b'","seq":%d}\n', b',"seq":%d}\n'
+    else:
+        last = b',"id":' + orjson.dumps(request_id).replace(b"%", b"%%") + b',"seq":%d}\n'
+        end = b'"' + last
+    output = output.replace(b"%", b"%%")
     pieces = (_ACCEPTED, job, end, _STARTED, job, end, _FINISHED, job, _SUCCEEDED, output, last)
     return b"".join(pieces)
