@@ -16,6 +16,7 @@ from ._signals import with_late_signals
 
 if TYPE_CHECKING:
     from ..cluster._node import ClusterNode
+    from ._settings import Subcommands
 
 __all__ = ["add_cluster_flags", "add_worker", "is_cluster_url", "open_node"]
 
@@ -61,7 +62,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_worker(commands: Subcommands) -> None:
     from ._main import DefaultsFormatter
 
     worker = commands.add_parser(

@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidJob
 from ..spec._graph import topological
@@ -46,6 +46,9 @@ from ..spec._model import (
 )
 from ..spec._validate import validate_job
 
+if TYPE_CHECKING:
+    from ._settings import Subcommands
+
 __all__ = [
     "SUMMARY_LINES",
     "SUMMARY_WIDTH",
@@ -61,7 +64,7 @@ SUMMARY_WIDTH = 48  # characters of a line of a step's label
 SUMMARY_LINES = 3  # lines of a step's label
 
 
-def add_graph_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_graph_commands(commands: Subcommands) -> None:
     """Register ``check`` and ``graph`` on the ``stepline`` command line."""
     check = commands.add_parser(
         "check",

@@ -22,6 +22,7 @@ from ._signals import restore_default_signals, with_late_signals
 if TYPE_CHECKING:
     from ..cluster._node import ClusterNode
     from ..store._store import Store
+    from ._settings import Subcommands
 
 __all__ = ["main"]
 
@@ -40,7 +41,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_serve(commands: Subcommands) -> None:
     serve = commands.add_parser(
         "serve",
         help="run jobs sent as JSON lines on stdin",
@@ -215,7 +216,7 @@ def collect_from_now() -> None:
         gc.enable()
 
 
-def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_run(commands: Subcommands) -> None:
     run = commands.add_parser(
         "run",
         help="run job files and report; exit 0 only if every job succeeded",
@@ -290,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
     return runfiles.main(args)
 
 
-def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_demo(commands: Subcommands) -> None:
     demo = commands.add_parser(
         "demo",
         help="a short narrated tour of stepline (a few seconds)",
@@ -353,13 +354,13 @@ class DefaultsFormatter(argparse.HelpFormatter):
         return text
 
 
-def _add_graph_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_graph_commands(commands: Subcommands) -> None:
     from ._graph import add_graph_commands  # start-up time: only `check` and `graph` need it
 
     add_graph_commands(commands)  # check, graph (cli/_graph.py)
 
 
-_ADDERS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
+_ADDERS: dict[str, Callable[[Subcommands], None]] = {
     "serve": _add_serve,
     "worker": add_worker,
     "run": _add_run,

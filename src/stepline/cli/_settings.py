@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
 from ..engine._config import Config, Flag, flag_of
 
 __all__ = ["add_config_flags", "config_from_args", "flag_name"]
+
+if TYPE_CHECKING:
+    # What ArgumentParser.add_subparsers() returns, to which each command adds its parser:
+    # argparse names the type only privately (hence the noqa; this is its one use), and
+    # typeshed makes it generic over the parser (hence for the type checker only).
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]  # noqa: SLF001
 
 
 def flag_name(attribute: attrs.Attribute[Any]) -> str:
