@@ -86,6 +86,14 @@ class Narrator:
     def problem(self, text: str) -> None:
         self._write(paint(f"   ✗ {text}", "red", self._color))
 
+    def verdict(self, outro: str, failed: list[str]) -> int:
+        """End a demo: ``outro``, then which scenes went wrong; the exit status (0, or 1)."""
+        self.text("\n" + outro)
+        if not failed:
+            return 0
+        self.problem(f"{len(failed)} scene(s) did not go as expected: {', '.join(failed)}")
+        return 1
+
     def wire(self, direction: str, message: Event) -> None:
         """The client's tap: one protocol line, as it crossed the pipe, after the seconds since
         the demo began; job events also go on the scene's timeline."""
@@ -284,8 +292,4 @@ def main(
             front.close()
         narrator.heading("Shutdown")
         narrator.say("Closing stdin drains: accepted jobs finish, then `bye`, then exit 0.")
-    narrator.text("\n" + _OUTRO)
-    if failed:
-        narrator.problem(f"{len(failed)} scene(s) did not go as expected: {', '.join(failed)}")
-        return 1
-    return 0
+    return narrator.verdict(_OUTRO, failed)

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeAlias
 
 from .. import steps as s
 from ..client._session import SERVE
@@ -39,6 +39,9 @@ _INTRO = """\
 stepline on PostgreSQL: several nodes, one queue.
    A `stepline serve` node (driven below: `>` commands, `<` events) and two `stepline worker`
    nodes share one database, each with a lease of {lease:g} seconds."""
+
+Scene: TypeAlias = tuple[str, Callable[[], None]]
+"""A scene's title, and the scene: it raises ``Mismatch`` or ``TimeoutError`` if it goes wrong."""
 
 _OUTRO = """\
 Every job ended exactly once, whichever node ran it. See docs/cluster.md for running nodes on
@@ -166,7 +169,6 @@ def main(state: str | None = None, out: TextIO | None = None, pause: float | Non
     pause = pause if pause is not None else (0.4 if is_tty(stream) else 0.0)
     narrator.text(_INTRO.format(lease=LEASE))
     nodes = _Nodes(narrator)
-    failed: list[str] = []
     try:
         with (
             _database(state, narrator) as url,
@@ -177,25 +179,28 @@ def main(state: str | None = None, out: TextIO | None = None, pause: float | Non
             with Client(args, command=SERVE, tap=nodes.tap) as client:
                 narrator.say(f"This serve node is node {client.ready['node']}; the workers "
                              f"are nodes {', '.join(map(str, sorted(workers)))}.")  # fmt: skip
-                scenes: list[tuple[str, Callable[[], None]]] = [
+                scenes: list[Scene] = [
                     ("Jobs run on every node", lambda: _spread(client, nodes, narrator)),
                     ("A node dies", lambda: _rescue(client, nodes, narrator, workers)),
                 ]
-                for number, (title, scene) in enumerate(scenes, 1):
-                    narrator.heading(f"{number}. {title}")
-                    try:
-                        scene()
-                    except (Mismatch, TimeoutError) as exc:
-                        narrator.problem(f"unexpected: {exc}")
-                        failed.append(title)
-                    time.sleep(pause)
+                failed = _play(scenes, narrator, pause)
                 narrator.heading("Shutdown")
                 narrator.say("Closing stdin drains this node; the worker left gets SIGTERM.")
     except PostgresMissing as exc:
         narrator.problem(f"{exc}: install PostgreSQL's server, or give --state postgresql://…")
         return 2
-    narrator.text("\n" + _OUTRO)
-    if failed:
-        narrator.problem(f"{len(failed)} scene(s) did not go as expected: {', '.join(failed)}")
-        return 1
-    return 0
+    return narrator.verdict(_OUTRO, failed)
+
+
+def _play(scenes: list[Scene], narrator: Narrator, pause: float) -> list[str]:
+    """Each scene in turn, numbered; returns the titles of those that went wrong."""
+    failed = []
+    for number, (title, scene) in enumerate(scenes, 1):
+        narrator.heading(f"{number}. {title}")
+        try:
+            scene()
+        except (Mismatch, TimeoutError) as exc:
+            narrator.problem(f"unexpected: {exc}")
+            failed.append(title)
+        time.sleep(pause)
+    return failed
