@@ -18,6 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 import psycopg
+import trio
 
 from ._db import Connection, DatabaseUnavailable
 from ._sql import query
@@ -33,6 +34,8 @@ BATCH: Final = 2000  # events taken per transaction
 
 
 async def deliver(node: ClusterNode) -> None:
+    """The node's delivery task: on each wake (a notification, or the poll interval) take
+    batches until one comes back short."""
     conn = Connection(node.url, f"deliver-{node.id}")
     try:
         while True:
@@ -40,8 +43,6 @@ async def deliver(node: ClusterNode) -> None:
             while await _deliver_batch(node, conn) == BATCH:
                 pass  # a full batch: there may be more
     finally:
-        import trio
-
         with trio.CancelScope(shield=True):
             await conn.aclose()
 

@@ -51,6 +51,8 @@ _CLEANUP_EVERY: Final = 10.0  # seconds between passes that forget dead nodes' l
 
 
 async def keep_lease(node: ClusterNode) -> None:
+    """The node's renewal task (see the module docstring); it makes the node lose its lease
+    when a renewal is refused or no answer came for ``LOST_AFTER`` of it."""
     conn = Connection(node.url, f"lease-{node.id}")
     renewed = trio.current_time()
     try:
@@ -78,6 +80,8 @@ async def keep_lease(node: ClusterNode) -> None:
 
 
 async def rescue(node: ClusterNode) -> None:
+    """The node's rescue task: a pass every ``min(1 s, lease / 4)``; a pass that fails (the
+    database away) is logged and the next one tries again."""
     conn = Connection(node.url, f"rescue-{node.id}")
     keep = node.executor.config.keep
     last_cleanup = -_CLEANUP_EVERY

@@ -41,6 +41,8 @@ async def prepare(
     request_id: RequestId,
     extra: dict[str, Any],
 ) -> Staged:
+    """Validate a submit as one process would (a template defined on another node is read
+    first) and encode the request a claiming node will run it from; nothing is written yet."""
     executor = node.executor
     executor.check_accepting()
     if template is not None and template not in executor.templates:

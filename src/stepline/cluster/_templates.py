@@ -30,6 +30,8 @@ log = logging.getLogger("stepline")
 
 
 async def follow_templates(node: ClusterNode) -> None:
+    """The node's template task: read new definitions on each notification, or every five
+    poll intervals, so a template defined on any node is soon usable here."""
     conn = Connection(node.url, f"templates-{node.id}")
     try:
         while True:
