@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._errors import CommandError
 from ..engine._executor import Executor
 from ._api import Api
-from ._auth import credentials_ok, token_ok
-from ._errors import ApiError, error_response, status_of
+from ._auth import token_ok
+from ._errors import ApiError, error_response
 from ._events import EventLog
 from ._hooks import Hooks
 from ._metrics import CONTENT_TYPE, Metrics
@@ -36,7 +36,7 @@ from ._openapi import openapi_document
 from ._share import LoopShare
 from ._stream import event_stream
 
-__all__ = ["Answer", "RawSubmit", "build_app", "build_events_app", "build_submit", "by_method"]
+__all__ = ["build_app", "build_events_app", "by_method"]
 
 JSON: Final = "application/json"
 WRITERS: Final = 8  # event streams writing at once in the front's process
@@ -107,47 +107,6 @@ def by_method(**handlers: Endpoint) -> Endpoint:
     return endpoint
 
 
-Answer = tuple[int, list[list[str]], bytes]  # status, headers, body: an answer as the link has it
-RawSubmit = Callable[[list[list[str]], bytes], Awaitable[Answer]]
-
-
-def build_submit(api: Api, token: str | None, metrics: Metrics, share: LoopShare) -> RawSubmit:
-    """``POST /jobs`` (exactly that target) answered without the framework: the token, the
-    front's turn, the count and the error bodies as the application gives them, at about half
-    the executor process's cost of a request routed through Starlette (NOTES, "HTTP front")."""
-
-    async def submit(headers: list[list[str]], body: bytes) -> Answer:
-        if token is not None and not credentials_ok(_header(headers, "authorization"), "", token):
-            refusal = _unauthorized()
-            metrics.answered(refusal.status_code)
-            return refusal.status_code, _text_headers(refusal), bytes(refusal.body)
-        await share.turn()
-        try:
-            status, payload = 202, {"job": await api.submit_body(body)}
-        except (ApiError, CommandError) as exc:
-            status, payload = status_of(exc.code), {"code": exc.code, "message": exc.message}
-        except Exception as exc:
-            log.exception("internal error answering POST /jobs", exc_info=exc)
-            status = 500
-            payload = {
-                "code": "internal",
-                "message": f"internal error: {type(exc).__name__}: {exc}",
-            }
-        metrics.answered(status)
-        data = orjson.dumps(payload)
-        return status, [["content-length", str(len(data))], ["content-type", JSON]], data
-
-    return submit
-
-
-def _header(headers: list[list[str]], name: str) -> str:
-    return next((value for key, value in headers if key == name), "")
-
-
-def _text_headers(response: Response) -> list[list[str]]:
-    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.raw_headers]
-
-
 def _unauthorized() -> Response:
     return error_response(
         "unauthorized",
@@ -180,8 +139,9 @@ def build_app(
     token: str | None,
     hook_secret: str | None,
     max_body: int,
-) -> tuple[ASGIApp, RawSubmit]:
-    """The application, and its shortcut for ``POST /jobs`` (:func:`build_submit`)."""
+) -> ASGIApp:
+    """The application for the requests the front's process forwards (``POST /jobs`` is
+    decoded there and admitted in batches: ``web/_submits.py``, ``web/_admit.py``)."""
     api = Api(executor, max_body, share)
     hooks = Hooks(executor, hook_secret, max_body, share)
     document = orjson.dumps(openapi_document(token=token is not None))
@@ -233,7 +193,7 @@ def build_app(
             Exception: _internal_error,
         },
     )
-    return _Guard(app, token, metrics, share), build_submit(api, token, metrics, share)
+    return _Guard(app, token, metrics, share)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

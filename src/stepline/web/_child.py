@@ -3,12 +3,14 @@
 Started by :class:`~stepline.web._front.HttpFront` with the listening socket (bound by the
 executor's process before ``ready``) and one end of a socket pair (:mod:`._link`). Here, on
 its own core and its own GIL, runs what HTTP costs per byte and per connection: parsing
-(h11, :mod:`._server`), every ``GET /events`` stream with its copy of the event log, and the
-writes to every client. A request for anything else is read whole (its body up to one byte
-past the limit, so the executor's process still refuses an oversized body itself) and
-forwarded over the link; its answer comes back whole and is written in one ``send``. So the
-executor's process spends on a request only what its handler does, and on an event one more
-line into a buffer, however many streams watch.
+(h11, :mod:`._server`), every ``GET /events`` stream with its copy of the event log, the
+writes to every client, and the decoding of ``POST /jobs``, whose submits go to the executor's
+process as protocol lines, in batches (:mod:`._submits`). A request for anything else is read
+whole (its body up to one byte past the limit, so the executor's process still refuses an
+oversized body itself) and forwarded over the link; its answer comes back whole and is
+written in one ``send``. So the executor's process spends on a submit about what a stdin line
+costs it, on another request only what its handler does, and on an event one more line into
+a buffer, however many streams watch.
 
     python -m stepline.web._child --listen-fd N --link-fd M --max-body BYTES
 
@@ -32,17 +34,19 @@ from ._app import build_events_app
 from ._errors import error_response
 from ._events import EventLog
 from ._link import (
+    ADMITTED,
     ANSWER,
     CLOSED,
     EVENTS,
     GAP,
     REQUEST,
     FrameReader,
-    frame,
+    LinkWriter,
     pack_message,
     unpack_message,
 )
 from ._server import serve_asgi
+from ._submits import Submits, read_limited
 
 __all__ = ["Forwarder", "main"]
 
@@ -56,17 +60,16 @@ _GAP: Final = struct.Struct("!Q")
 class Forwarder:
     """The ASGI application for every request but the event streams: over the link and back."""
 
-    def __init__(self, link: trio.abc.SendStream, max_body: int) -> None:
-        self._link = link
+    def __init__(self, writer: LinkWriter, max_body: int) -> None:
+        self._writer = writer
         self._max_body = max_body
-        self._sending = trio.Lock()
         self._next = 0
         self._waiting: dict[int, trio.Event] = {}
         self._answers: dict[int, tuple[int, list[list[str]], bytes]] = {}
         self.broken = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = await self._body(receive)
+        body = await read_limited(receive, self._max_body)
         if self.broken:
             status, headers, answer = _unavailable()
         else:
@@ -74,20 +77,6 @@ class Forwarder:
         raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": answer})
-
-    async def _body(self, receive: Any) -> bytes:
-        """The body, at most one byte past the limit (the rest is the server's to drop)."""
-        chunks: list[bytes] = []
-        size = 0
-        while size <= self._max_body:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message["body"])
-            size += len(message["body"])
-            if not message["more_body"]:
-                break
-        return b"".join(chunks)[: self._max_body + 1]
 
     async def _exchange(
         self, scope: dict[str, Any], body: bytes
@@ -107,8 +96,7 @@ class Forwarder:
         }
         arrived = self._waiting[number] = trio.Event()
         try:
-            async with self._sending:
-                await self._link.send_all(frame(REQUEST, pack_message(number, head, body)))
+            await self._writer.send(REQUEST, pack_message(number, head, body))
             await arrived.wait()
             return self._answers.pop(number)
         finally:
@@ -136,11 +124,16 @@ def _unavailable() -> tuple[int, list[list[str]], bytes]:
     return refusal.status_code, headers, bytes(refusal.body)
 
 
-def router(events: Any, forward: Any) -> Any:
-    """``GET /events`` (and ``HEAD``) to the streams here, anything else forwarded."""
+def router(events: Any, submits: Any, forward: Any) -> Any:
+    """``GET /events`` (and ``HEAD``) to the streams here, ``POST /jobs`` (exactly that
+    target: a query string may carry the token, which the application checks) to the submits'
+    batches, anything else forwarded."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["path"] == "/events" and scope["method"] in ("GET", "HEAD"):
+        method = scope["method"]
+        if method == "POST" and scope["raw_path"] == b"/jobs" and not scope["query_string"]:
+            await submits(scope, receive, send)
+        elif scope["path"] == "/events" and method in ("GET", "HEAD"):
             await events(scope, receive, send)
         else:
             await forward(scope, receive, send)
@@ -149,7 +142,11 @@ def router(events: Any, forward: Any) -> Any:
 
 
 async def follow(
-    link: trio.abc.ReceiveStream, log: EventLog, forwarder: Forwarder, stop: trio.Event
+    link: trio.abc.ReceiveStream,
+    log: EventLog,
+    forwarder: Forwarder,
+    submits: Submits,
+    stop: trio.Event,
 ) -> None:
     """What the executor's process sends: events into the log, answers to their requests."""
     reader = FrameReader(link)
@@ -159,6 +156,8 @@ async def follow(
             for entry in payload.split(b"\n")[:-1]:  # each ends with one; JSON has no raw \n
                 job, _, line = entry.partition(b"\t")
                 log.append_line(job.decode() or None, line)
+        elif kind == ADMITTED:
+            submits.admitted(payload)
         elif kind == ANSWER:
             forwarder.answered(payload)
         elif kind == GAP:
@@ -167,6 +166,7 @@ async def follow(
             break
     log.close()
     forwarder.break_off()
+    submits.break_off()
     stop.set()
 
 
@@ -175,11 +175,14 @@ async def serve(listen_fd: int, link_fd: int, max_body: int, token: str | None) 
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
     link = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=link_fd)))
     log = EventLog()
-    forwarder = Forwarder(link, max_body)
-    app = router(build_events_app(log, token), forwarder)
+    writer = LinkWriter(link)
+    forwarder = Forwarder(writer, max_body)
+    submits = Submits(writer, token, max_body)
+    app = router(build_events_app(log, token), submits, forwarder)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(follow, link, log, forwarder, stop)
+        nursery.start_soon(follow, link, log, forwarder, submits, stop)
+        nursery.start_soon(submits.run)
         await serve_asgi(app, listener, stop=stop, grace=GRACE)
         nursery.cancel_scope.cancel()
 

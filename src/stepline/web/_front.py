@@ -101,10 +101,11 @@ class HttpFront:
         return {"http": self.url}
 
     def open(self, executor: Executor) -> Attachment:
+        from ._admit import Admission
         from ._app import build_app
 
         self._metrics = Metrics(executor)
-        self._relay.app, self._relay.submit = build_app(
+        self._relay.app = build_app(
             executor,
             self._metrics,
             self._share,
@@ -112,6 +113,7 @@ class HttpFront:
             hook_secret=self.options.hook_secret,
             max_body=self.options.max_body,
         )
+        self._relay.admission = Admission(executor, self._share, self._metrics)
         return self
 
     # -- the attachment ----------------------------------------------------------------------

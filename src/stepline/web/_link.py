@@ -3,9 +3,13 @@
 One socket pair carries both directions. The executor's process sends the events (already
 encoded, as stdout got them, each prefixed with its job id so the front never parses them),
 the answers to forwarded requests, a notice when events had to be dropped, and the end of
-the events; the front's process sends the requests it forwards. A frame is one kind byte, a
-4-byte big-endian length, and the payload; requests and answers carry a request number and a
-JSON head (method, target, headers; or status and headers) before the raw body.
+the events; the front's process sends the requests it forwards. ``POST /jobs`` is not forwarded as a
+request: the front's process decodes it and sends the submit as a protocol line, many to a
+frame (``SUBMITS``), and the executor's process answers the whole batch in one frame
+(``ADMITTED``: a job id or an error for each line, in order). A frame is one kind byte, a
+4-byte big-endian length, and the payload; requests, answers and batches carry a number and a
+JSON head (method, target, headers; status and headers; the batch's counts or results) before
+the raw body (a batch's lines, each ending with ``\n``).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import orjson
 import trio
 
 __all__ = [
+    "ADMITTED",
     "ANSWER",
     "CLOSED",
     "EVENTS",
     "GAP",
     "REQUEST",
+    "SUBMITS",
     "FrameReader",
+    "LinkWriter",
     "frame",
     "pack_message",
     "unpack_message",
@@ -33,6 +40,8 @@ ANSWER: Final = b"A"  # an answer: number, head {status, headers}, body
 GAP: Final = b"G"  # events were dropped (the front fell too far behind): how many
 CLOSED: Final = b"C"  # the executor has stopped: no more events
 REQUEST: Final = b"Q"  # a request: number, head {method, target, headers, ...}, body
+SUBMITS: Final = b"S"  # submit lines: number, head {answered: the front's own refusals}, lines
+ADMITTED: Final = b"D"  # a batch admitted: number, head {results: an id or [code, message]}
 
 _HEADER: Final = struct.Struct("!cI")
 _MESSAGE: Final = struct.Struct("!II")
@@ -75,3 +84,15 @@ class FrameReader:
             if not data:
                 return None
             self._buffer += data
+
+
+class LinkWriter:
+    """The front's side of the link, written by several tasks: one frame at a time, whole."""
+
+    def __init__(self, stream: trio.abc.SendStream) -> None:
+        self._stream = stream
+        self._lock = trio.Lock()
+
+    async def send(self, kind: bytes, payload: bytes) -> None:
+        async with self._lock:
+            await self._stream.send_all(frame(kind, payload))

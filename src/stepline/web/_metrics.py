@@ -7,7 +7,7 @@ Job durations are a histogram fed from ``finished`` events as the front sees the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -92,6 +92,11 @@ class Metrics:
 
     def answered(self, status: int) -> None:
         self._http.labels(str(status)).inc()
+
+    def answered_many(self, statuses: Mapping[int, int]) -> None:
+        """A batch's answers, each status counted once per batch."""
+        for status, count in statuses.items():
+            self._http.labels(str(status)).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

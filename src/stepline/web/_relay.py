@@ -11,6 +11,9 @@ The forwarded requests are answered by the same ASGI application a server in thi
 would run (:func:`~stepline.web._app.build_app`: the token, the front's share of the loop,
 the endpoints, the errors), by a fixed set of :data:`HANDLERS` tasks fed through a bounded
 channel: no task per request, and a flood of requests waits in the front's process, not here.
+The batches of submits (``POST /jobs``) are admitted one after another by one more task
+(:class:`~stepline.web._admit.Admission`), so their jobs are admitted in the order the front
+sent them.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import trio
 
 from ..wire._events import Event
 from ._link import (
+    ADMITTED,
     ANSWER,
     CLOSED,
     EVENTS,
     GAP,
     REQUEST,
+    SUBMITS,
     FrameReader,
     frame,
     pack_message,
@@ -43,6 +48,7 @@ log = logging.getLogger("stepline")
 HANDLERS: Final = 32  # requests handled at once
 MAX_PENDING: Final = 32 << 20  # bytes of events waiting for the front's process, at most
 _QUEUED: Final = 64  # forwarded requests waiting for a handler
+_BATCHES: Final = 2  # batches of submits waiting to be admitted (the front sends one at a time)
 
 
 class Relay:
@@ -50,7 +56,7 @@ class Relay:
 
     def __init__(self) -> None:
         self.app: Any = None
-        self.submit: Any = None  # the application's shortcut for POST /jobs
+        self.admission: Any = None  # the batches of POST /jobs (web/_admit.py)
         self._events: list[bytes] = []
         self._event_bytes = 0
         self._dropped = 0
@@ -89,11 +95,13 @@ class Relay:
         that is paid whether anyone calls or not (the requests' tasks, spawned first, stay the
         front's)."""
         send, receive = trio.open_memory_channel[bytes](_QUEUED)
+        send_batch, receive_batch = trio.open_memory_channel[bytes](_BATCHES)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._take, link, send)
+            nursery.start_soon(self._take, link, send, send_batch)
             for _ in range(HANDLERS):
                 nursery.start_soon(self._handle, receive.clone())
             receive.close()
+            nursery.start_soon(self._admit, receive_batch)
             exempt(trio.lowlevel.current_task())
             try:
                 await self._feed(link)
@@ -125,22 +133,36 @@ class Relay:
         self._answers.clear()
         return b"".join(parts)
 
-    async def _take(self, link: trio.SocketStream, requests: trio.MemorySendChannel[bytes]) -> None:
+    async def _take(
+        self,
+        link: trio.SocketStream,
+        requests: trio.MemorySendChannel[bytes],
+        batches: trio.MemorySendChannel[bytes],
+    ) -> None:
         reader = FrameReader(link)
-        async with requests:
+        async with requests, batches:
             while (received := await reader.next()) is not None:
                 kind, payload = received
                 if kind == REQUEST:
                     await requests.send(payload)
+                elif kind == SUBMITS:
+                    await batches.send(payload)
+
+    async def _admit(self, batches: trio.MemoryReceiveChannel[bytes]) -> None:
+        async with batches:
+            async for payload in batches:
+                number, head, body = unpack_message(payload)
+                lines = body.split(b"\n")[:-1]  # each ends with one; JSON has no raw \n
+                results = await self.admission.admit(lines, head.get("answered", {}))
+                answer = pack_message(number, {"results": results}, b"")
+                self._answers.append(frame(ADMITTED, answer))
+                self._wake.unpark_all()
 
     async def _handle(self, requests: trio.MemoryReceiveChannel[bytes]) -> None:
         async with requests:
             async for payload in requests:
                 number, head, body = unpack_message(payload)
-                if head["method"] == "POST" and head["target"] == "/jobs":
-                    status, headers, answer = await self.submit(head["headers"], body)
-                else:
-                    status, headers, answer = await self._call(head, body)
+                status, headers, answer = await self._call(head, body)
                 self._answers.append(
                     frame(
                         ANSWER, pack_message(number, {"status": status, "headers": headers}, answer)
