@@ -3,10 +3,10 @@
 Two writer designs, chosen with ``--writer``; everything else is shared in spirit:
 
 ``--writer channel``
-    The baseline issue #7 specifies ("a reader that splits lines and parses JSON, a memory
-    channel, N worker tasks and one writer emitting the same three events per job"), written
-    the straightforward way, and the one the trivial scenario's throughput target is measured
-    against. See :func:`serve_channel` for exactly what it does.
+    The baseline the trivial scenario's throughput target is defined against ("a reader that
+    splits lines and parses JSON, a memory channel, N worker tasks and one writer emitting the
+    same three events per job"), written the straightforward way. See :func:`serve_channel` for
+    exactly what it does.
 
 ``--writer batched`` (the default, so existing callers keep the floor)
     The tuned floor: the same work with the per-event channel removed. It does the least that
@@ -164,13 +164,13 @@ async def serve(workers: int, queue: int, hold: bool) -> None:
         writer.close()
 
 
-# -- --writer channel: the issue's straightforward baseline ------------------------------------
+# -- --writer channel: the target's straightforward baseline -----------------------------------
 
 EVENT_BUFFER = 1024  # the event channel's bound: trio channels are bounded, as a rule
 
 
 async def serve_channel(workers: int, queue: int, hold: bool) -> None:
-    """The baseline issue #7 describes, built the straightforward way.
+    """The baseline the throughput target describes, built the straightforward way.
 
     * ``read_jobs_channel`` is the batched loop's reader: stdin in 64 KiB chunks, lines split by
       hand, each parsed with orjson, each job queued with :func:`put`. Per line it sends
@@ -182,10 +182,10 @@ async def serve_channel(workers: int, queue: int, hold: bool) -> None:
       each receive it also takes what is already waiting with ``receive_nowait`` and writes that
       batch with one ``send_all``, so it makes a system call per wake-up rather than per line.
 
-    That is the issue's design ("a reader that splits lines and parses JSON, a memory channel, N
+    That is the target's design ("a reader that splits lines and parses JSON, a memory channel, N
     worker tasks and one writer emitting the same three events per job"), and it differs from
     ``--writer batched`` only in how events reach the writer: every event costs a channel
-    ``send``, i.e. a checkpoint and a trip through the scheduler, which the issue names as "the
+    ``send``, i.e. a checkpoint and a trip through the scheduler, which the target names as "the
     cost to beat". Draining what is already waiting is what a single writer on a pipe naturally
     does with a trio channel; a ``send_all`` per line would add a system call and a second
     checkpoint per event and measure the pipe rather than the job loop.
@@ -195,8 +195,8 @@ async def serve_channel(workers: int, queue: int, hold: bool) -> None:
     scheduler pass, so two sends per line would hold the reader to one line per two passes
     whatever the other tasks do: on this machine that measured about 8,000 jobs/s at 100,000
     jobs (against about 36,000 for the floor in the same minute), far below the "about 21,000
-    jobs/s" the issue reports for its straightforward version. With ``put`` the per-event sends
-    are what is left to pay for, as the issue describes, and the rate lands in that range.
+    jobs/s" the target quotes for its straightforward version. With ``put`` the per-event sends
+    are what is left to pay for, as the target describes, and the rate lands in that range.
     ``ready`` is sent before any other task starts and ``bye`` after they have all finished, so
     they are the first and last lines.
     """
@@ -298,7 +298,7 @@ async def serve_nursery(workers: int, queue: int, hold: bool) -> None:
 
     What a Python program would write to run trivial jobs in-process with trio: the reader
     splits stdin and parses each line with orjson, and puts the job on a bounded channel
-    (``--queue``; the issue's floor uses 8 workers and 64); ``--workers`` tasks each take a job,
+    (``--queue``; the target's floor uses 8 workers and 64); ``--workers`` tasks each take a job,
     compute its result and put it on a second bounded channel (:data:`NURSERY_RESULTS`); one
     writer drains that channel and writes a ``finished`` line per job (whatever is already
     waiting goes in one ``send_all``). No ``accepted``/``started`` events, no job table, no

@@ -29,6 +29,7 @@ from typing import Any
 SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SRC))
 
+# Below the sys.path insert, so that the bench runs this tree's stepline.
 from stepline.cluster._throwaway import ThrowawayPostgres  # noqa: E402
 
 STEPLINE = [sys.executable, "-m", "stepline"]

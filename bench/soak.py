@@ -113,6 +113,7 @@ class Reader:
             pass
 
     def _read(self) -> bool:
+        # A Popen pipe is a BufferedReader, which has read1; its IO[bytes] type does not.
         chunk = self.stdout.read1(1 << 20)  # type: ignore[attr-defined]
         if not chunk:
             return False
