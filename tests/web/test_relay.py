@@ -15,6 +15,7 @@ from stepline.web import _relay
 from stepline.web._events import EventLog
 from stepline.web._link import CLOSED, EVENTS, GAP, FrameReader
 from stepline.web._relay import Relay
+from stepline.web._share import LoopShare
 
 from ..driver import serve
 
@@ -26,7 +27,7 @@ async def relayed(relay: Relay) -> list[tuple[bytes, bytes]]:
     link = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
     other = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
     async with link, other, trio.open_nursery() as nursery:
-        nursery.start_soon(relay.run, link, lambda task: None)
+        nursery.start_soon(relay.run, link, LoopShare())
         reader = FrameReader(other)
         while (received := await reader.next()) is not None:
             frames.append(received)
@@ -35,19 +36,20 @@ async def relayed(relay: Relay) -> list[tuple[bytes, bytes]]:
     return frames
 
 
-async def test_events_go_over_with_their_job_and_a_dropped_stretch_is_counted(
+async def test_events_go_over_as_stdout_got_them_and_a_dropped_stretch_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_relay, "MAX_PENDING", 100)
     relay = Relay()
-    relay.add({"event": "accepted", "job": "j1"}, b'{"event":"accepted","job":"j1"}\n')
+    relay.add(b'{"event":"accepted","job":"j1"}\n', 1)
     for _ in range(3):  # past the bound: everything waiting is dropped, and counted
-        relay.add({"event": "heartbeat"}, b'{"event":"heartbeat"}\n')
-    relay.add({"event": "finished", "job": "j2"}, b'{"event":"finished","job":"j2"}\n')
+        relay.add(b'{"event":"heartbeat"}\n{"event":"heartbeat"}\n', 2)
+    relay.add(b'{"event":"finished","job":"j2"}\n', 1)
     relay.close()
     frames = await relayed(relay)
-    assert frames[0] == (GAP, struct.pack("!Q", 4))
-    assert frames[1] == (EVENTS, b'j2\t{"event":"finished","job":"j2"}\n')
+    assert frames[0] == (GAP, struct.pack("!Q", 5))  # the first three, and the next two
+    heartbeats = b'{"event":"heartbeat"}\n{"event":"heartbeat"}\n'
+    assert frames[1] == (EVENTS, heartbeats + b'{"event":"finished","job":"j2"}\n')
     assert frames[-1] == (CLOSED, b"")
 
 

@@ -113,3 +113,26 @@ async def test_an_ended_wait_lets_the_requests_queued_behind_it_go_at_once(
     handlers = 0.001 * (BATCH - 1)  # the clock moves only by the batch's own handlers
     assert batch[-1] - batch[0] == pytest.approx(handlers)  # no wait each
     assert went[BATCH] - batch[-1] > 0.01  # the one after the batch waited for its debt
+
+
+async def test_the_share_times_and_watches_only_while_the_front_serves() -> None:
+    ticks = iter(range(1_000_000))
+    share = LoopShare(step_clock=lambda: float(next(ticks)))
+    share.enlist(trio.lowlevel.current_task())
+    assert not armed(share)
+    await trio.lowlevel.checkpoint()
+    assert share.front_time == 0  # no instrument: nothing is timed, nothing is paid per step
+    with share.serving():
+        with share.serving():  # two requests at once
+            assert armed(share)
+        assert armed(share)
+        await trio.lowlevel.checkpoint()
+        assert share.front_time > 0
+    assert not armed(share)
+    with pytest.raises(KeyError):  # the instrument was removed with the last request
+        trio.lowlevel.remove_instrument(share)
+
+
+def armed(share: LoopShare) -> bool:
+    """Read afresh each time (an attribute read would be narrowed by the asserts before it)."""
+    return share.armed

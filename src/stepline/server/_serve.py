@@ -58,7 +58,11 @@ class Front(Protocol):
     """Another way in to the executor (the HTTP front), wired in by :class:`Server`."""
 
     def observe(self, event: Event, line: bytes) -> None:
-        """Every event written to stdout, with its encoded line; synchronous, must not raise."""
+        """An event written to stdout, with its encoded line; synchronous, must not raise."""
+
+    def observe_lines(self, data: bytes, count: int) -> None:
+        """``count`` events written to stdout as lines already encoded (no dicts made for them);
+        synchronous, must not raise. With :meth:`observe`, every event once, in order."""
 
     def ready_fields(self) -> dict[str, Any]:
         """Fields added to the ``ready`` event (say, the URL it listens on)."""
@@ -86,7 +90,11 @@ class Server:
         cluster: ClusterNode | None = None,
         front: Front | None = None,
     ) -> None:
-        self.outbox = StreamOutbox(stdout) if front is None else TappedOutbox(stdout, front.observe)
+        self.outbox = (
+            StreamOutbox(stdout)
+            if front is None
+            else TappedOutbox(stdout, front.observe, front.observe_lines)
+        )
         # A cluster node (--state postgresql://...) routes the events of jobs submitted on
         # other nodes to them through the database (cluster/_writer.py). --state PATH: the
         # executor writes through the store's event log, which writes each lifecycle event

@@ -28,6 +28,7 @@ import socket
 import struct
 from typing import Any, Final
 
+import orjson
 import trio
 
 from ._app import build_events_app
@@ -45,6 +46,7 @@ from ._link import (
     pack_message,
     unpack_message,
 )
+from ._metrics import EventMetrics
 from ._server import serve_asgi
 from ._submits import Submits, read_limited
 
@@ -60,9 +62,10 @@ _GAP: Final = struct.Struct("!Q")
 class Forwarder:
     """The ASGI application for every request but the event streams: over the link and back."""
 
-    def __init__(self, writer: LinkWriter, max_body: int) -> None:
+    def __init__(self, writer: LinkWriter, max_body: int, metrics: EventMetrics) -> None:
         self._writer = writer
         self._max_body = max_body
+        self._metrics = metrics
         self._next = 0
         self._waiting: dict[int, trio.Event] = {}
         self._answers: dict[int, tuple[int, list[list[str]], bytes]] = {}
@@ -74,9 +77,21 @@ class Forwarder:
             status, headers, answer = _unavailable()
         else:
             status, headers, answer = await self._exchange(scope, body)
+            if status == 200 and scope["path"] == "/metrics":
+                headers, answer = self._with_event_metrics(headers, answer)
         raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": answer})
+
+    def _with_event_metrics(
+        self, headers: list[list[str]], answer: bytes
+    ) -> tuple[list[list[str]], bytes]:
+        """The executor's metrics and this process's (events, durations) in one answer."""
+        ours = self._metrics.render()
+        length = next((int(v) for k, v in headers if k == "content-length"), len(answer))
+        headers = [[k, v] for k, v in headers if k != "content-length"]
+        headers.append(["content-length", str(length + len(ours))])
+        return headers, answer + ours
 
     async def _exchange(
         self, scope: dict[str, Any], body: bytes
@@ -147,15 +162,18 @@ async def follow(
     forwarder: Forwarder,
     submits: Submits,
     stop: trio.Event,
+    metrics: EventMetrics,
 ) -> None:
     """What the executor's process sends: events into the log, answers to their requests."""
     reader = FrameReader(link)
     while (received := await reader.next()) is not None:
         kind, payload = received
         if kind == EVENTS:
-            for entry in payload.split(b"\n")[:-1]:  # each ends with one; JSON has no raw \n
-                job, _, line = entry.partition(b"\t")
-                log.append_line(job.decode() or None, line)
+            for line in payload.split(b"\n")[:-1]:  # each ends with one; JSON has no raw \n
+                event = orjson.loads(line)  # here, not in the executor's process
+                job = event.get("job")
+                log.append_line(job if isinstance(job, str) else None, line)
+                metrics.observe(event)
         elif kind == ADMITTED:
             submits.admitted(payload)
         elif kind == ANSWER:
@@ -176,12 +194,13 @@ async def serve(listen_fd: int, link_fd: int, max_body: int, token: str | None) 
     link = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=link_fd)))
     log = EventLog()
     writer = LinkWriter(link)
-    forwarder = Forwarder(writer, max_body)
+    metrics = EventMetrics()
+    forwarder = Forwarder(writer, max_body, metrics)
     submits = Submits(writer, token, max_body)
     app = router(build_events_app(log, token), submits, forwarder)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(follow, link, log, forwarder, submits, stop)
+        nursery.start_soon(follow, link, log, forwarder, submits, stop, metrics)
         nursery.start_soon(submits.run)
         await serve_asgi(app, listener, stop=stop, grace=GRACE)
         nursery.cancel_scope.cancel()

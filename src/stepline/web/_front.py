@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import orjson
 import trio
 
 from ..engine._attach import Attachment, ShutdownMode
@@ -91,11 +92,18 @@ class HttpFront:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    # -- the tap: every event stdout gets, at no more than a line into a buffer while idle ----
+
     def observe(self, event: Event, line: bytes) -> None:
-        self._relay.add(event, line)
-        self._share.observe(event)
-        if self._metrics is not None:
-            self._metrics.observe(event)
+        self._relay.add(line, 1)
+        if self._share.armed:  # only while a request is served: the share's view of the loop
+            self._share.observe(event)
+
+    def observe_lines(self, data: bytes, count: int) -> None:
+        self._relay.add(data, count)
+        if self._share.armed:
+            for line in data.splitlines():
+                self._share.observe(orjson.loads(line))
 
     def ready_fields(self) -> dict[str, Any]:
         return {"http": self.url}
@@ -121,8 +129,6 @@ class HttpFront:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start the front's process, then relay until the events have ended and it has
         exited (it is killed if it does not within the grace period, or if this is cancelled)."""
-        self._share.adopt(trio.lowlevel.current_task())  # the relay's tasks, spawned below
-        trio.lowlevel.add_instrument(self._share)
         process = None
         try:
             ours, theirs = socket.socketpair()
@@ -131,11 +137,10 @@ class HttpFront:
             self._socket.close()  # the front's process accepts; this one never does
             task_status.started()
             async with trio.SocketStream(trio.socket.from_stdlib_socket(ours)) as link:
-                await self._relay.run(link, self._share.exempt)
+                await self._relay.run(link, self._share)
             with trio.move_on_after(GRACE + 1):
                 await process.wait()
         finally:
-            trio.lowlevel.remove_instrument(self._share)
             if process is not None and process.returncode is None:
                 process.kill()
             self._stopped.set()

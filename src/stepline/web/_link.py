@@ -1,7 +1,7 @@
 """The link between the executor's process and the front's: typed, length-prefixed frames.
 
-One socket pair carries both directions. The executor's process sends the events (already
-encoded, as stdout got them, each prefixed with its job id so the front never parses them),
+One socket pair carries both directions. The executor's process sends the events (the lines
+stdout got, as they were encoded: the front's process reads what it needs of each),
 the answers to forwarded requests, a notice when events had to be dropped, and the end of
 the events; the front's process sends the requests it forwards. ``POST /jobs`` is not forwarded as a
 request: the front's process decodes it and sends the submit as a protocol line, many to a
@@ -35,7 +35,7 @@ __all__ = [
     "unpack_message",
 ]
 
-EVENTS: Final = b"E"  # events: ``job\tline\n`` each (job empty when the event names none)
+EVENTS: Final = b"E"  # events: the JSON lines stdout got, each ending with ``\n``
 ANSWER: Final = b"A"  # an answer: number, head {status, headers}, body
 GAP: Final = b"G"  # events were dropped (the front fell too far behind): how many
 CLOSED: Final = b"C"  # the executor has stopped: no more events

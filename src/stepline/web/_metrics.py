@@ -2,22 +2,33 @@
 
 Counts that the executor already keeps (jobs by state, queue depth, workers) are read at scrape
 time by a custom collector, so nothing is counted twice and nothing is paid between scrapes.
-Job durations are a histogram fed from ``finished`` events as the front sees them.
+The answers to HTTP requests are counted where they are answered. What is counted per event
+(events by kind, the durations of finished jobs) is counted in the front's own process
+(:class:`EventMetrics`), which reads every event line anyway: counted in the executor's, it
+cost each stdin job more than the job itself with nobody calling (NOTES, "HTTP front"). The
+front's process appends its families to the executor's answer.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ..engine._executor import Executor
-from ..wire._events import Event
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "EventMetrics", "Metrics"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -54,41 +65,18 @@ class _ExecutorCollector(Collector):
 
 
 class Metrics:
-    """One registry per front (never the global one: two executors in a process stay apart)."""
+    """The executor's side: one registry per front (never the global one: two executors in a
+    process stay apart)."""
 
     def __init__(self, executor: Executor) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_ExecutorCollector(executor))
-        self._durations = Histogram(
-            "stepline_job_duration_seconds",
-            "Wall time of finished jobs, by final state",
-            ["state"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self._events = Counter(
-            "stepline_events", "Events written, by kind", ["event"], registry=self.registry
-        )
-        self._by_kind: dict[str, Counter] = {}
-        self._http = Counter(
+        self._http = PromCounter(
             "stepline_http_requests",
             "HTTP requests answered, by status code",
             ["code"],
             registry=self.registry,
         )
-
-    def observe(self, event: Event) -> None:
-        kind = event["event"]
-        counter = self._by_kind.get(kind)
-        if (
-            counter is None
-        ):  # ``labels`` takes a lock and builds a key: once per kind, not per event
-            counter = self._by_kind[kind] = self._events.labels(kind)
-        counter.inc()
-        if kind == "finished":
-            elapsed = event.get("elapsed")
-            if isinstance(elapsed, int | float):
-                self._durations.labels(event["state"]).observe(elapsed)
 
     def answered(self, status: int) -> None:
         self._http.labels(str(status)).inc()
@@ -100,3 +88,54 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class EventMetrics(Collector):
+    """The front's process's side: events by kind and finished jobs' durations, counted in
+    plain dicts as the event lines arrive, rendered as Prometheus families at scrape time."""
+
+    def __init__(self) -> None:
+        self._events: Counter[str] = Counter()
+        self._durations: dict[str, list[int]] = {}  # state: a count per bucket (not cumulative)
+        self._sums: dict[str, float] = {}
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
+
+    def observe(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event")
+        if not isinstance(kind, str):
+            return
+        self._events[kind] += 1
+        if kind == "finished":
+            elapsed, state = event.get("elapsed"), event.get("state")
+            if isinstance(elapsed, int | float) and isinstance(state, str) and elapsed >= 0:
+                counts = self._durations.get(state)
+                if counts is None:
+                    counts = self._durations[state] = [0] * len(_BUCKETS)
+                counts[bisect_left(_BUCKETS, elapsed)] += 1
+                self._sums[state] = self._sums.get(state, 0.0) + elapsed
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily("stepline_events", "Events written, by kind", labels=["event"])
+        for kind, count in sorted(self._events.items()):
+            events.add_metric([kind], count)
+        durations = HistogramMetricFamily(
+            "stepline_job_duration_seconds",
+            "Wall time of finished jobs, by final state",
+            labels=["state"],
+        )
+        for state, counts in sorted(self._durations.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(_BUCKETS, counts, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            durations.add_metric([state], buckets, self._sums[state])
+        yield from (events, durations)
+
+    def render(self) -> bytes:
+        return generate_latest(self._registry)
+
+
+def _le(bound: float) -> str:
+    """A bucket's bound as prometheus_client writes it (``0.01``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))

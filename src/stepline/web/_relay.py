@@ -1,8 +1,9 @@
 """The executor's side of the link to the front's process: events out, requests answered.
 
 Every event stdout gets is added to an outgoing buffer as it is emitted (its line as already
-encoded, prefixed by its job id: the front's process never parses an event), and one task
-writes what has gathered, together with the answers, in one ``send`` whenever it can. The
+encoded, many lines at once when stdout gets them so: nothing is parsed or made per event
+here; the front's process reads the job and the kind of each), and one task writes what has
+gathered, together with the answers, in one ``send`` whenever it can. The
 buffer is bounded: if the front's process stops reading for so long that
 :data:`MAX_PENDING` bytes of events wait, they are dropped and it is told how many, so its
 streams report the gap instead of skipping silently.
@@ -20,12 +21,10 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
 from typing import Any, Final
 
 import trio
 
-from ..wire._events import Event
 from ._link import (
     ADMITTED,
     ANSWER,
@@ -40,6 +39,7 @@ from ._link import (
     unpack_message,
 )
 from ._server import scope_of
+from ._share import LoopShare
 
 __all__ = ["HANDLERS", "MAX_PENDING", "Relay"]
 
@@ -57,8 +57,10 @@ class Relay:
     def __init__(self) -> None:
         self.app: Any = None
         self.admission: Any = None  # the batches of POST /jobs (web/_admit.py)
+        self._share = LoopShare()  # run's own
         self._events: list[bytes] = []
         self._event_bytes = 0
+        self._event_count = 0  # events in _events
         self._dropped = 0
         self._answers: list[bytes] = []
         self._closing = False
@@ -66,16 +68,16 @@ class Relay:
 
     # -- synchronous, from the outbox's tap --------------------------------------------------
 
-    def add(self, event: Event, line: bytes) -> None:
-        job = event.get("job")
-        entry = b"%s\t%s" % (job.encode() if isinstance(job, str) else b"", line)
-        if self._event_bytes + len(entry) > MAX_PENDING:
-            self._dropped += len(self._events) + 1
+    def add(self, lines: bytes, count: int) -> None:
+        """``count`` events, as the JSON lines stdout got (each ending with ``\n``)."""
+        if self._event_bytes + len(lines) > MAX_PENDING:
+            self._dropped += self._event_count + count
             self._events.clear()
-            self._event_bytes = 0
+            self._event_bytes = self._event_count = 0
             return
-        self._events.append(entry)
-        self._event_bytes += len(entry)
+        self._events.append(lines)
+        self._event_bytes += len(lines)
+        self._event_count += count
         if self._wake:
             self._wake.unpark_all()
 
@@ -86,14 +88,12 @@ class Relay:
 
     # -- the tasks ---------------------------------------------------------------------------
 
-    async def run(
-        self, link: trio.SocketStream, exempt: Callable[[trio.lowlevel.Task], None]
-    ) -> None:
+    async def run(self, link: trio.SocketStream, share: LoopShare) -> None:
         """Until the events are closed and sent (or the front's process has gone). This task
-        feeds the link, and is then ``exempt`` from the front's share of the loop: what it
-        sends is every job's events, a stdin driver's too, a cost of having the front at all
-        that is paid whether anyone calls or not (the requests' tasks, spawned first, stay the
-        front's)."""
+        feeds the link and is not the front's in ``share``: what it sends is every job's
+        events, a stdin driver's too, a cost of having the front at all that is paid whether
+        anyone calls or not. The tasks that take and answer requests are the front's."""
+        self._share = share
         send, receive = trio.open_memory_channel[bytes](_QUEUED)
         send_batch, receive_batch = trio.open_memory_channel[bytes](_BATCHES)
         async with trio.open_nursery() as nursery:
@@ -102,7 +102,6 @@ class Relay:
                 nursery.start_soon(self._handle, receive.clone())
             receive.close()
             nursery.start_soon(self._admit, receive_batch)
-            exempt(trio.lowlevel.current_task())
             try:
                 await self._feed(link)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -128,7 +127,7 @@ class Relay:
         if self._events:
             parts.append(frame(EVENTS, b"".join(self._events)))
             self._events.clear()
-            self._event_bytes = 0
+            self._event_bytes = self._event_count = 0
         parts += self._answers
         self._answers.clear()
         return b"".join(parts)
@@ -139,6 +138,7 @@ class Relay:
         requests: trio.MemorySendChannel[bytes],
         batches: trio.MemorySendChannel[bytes],
     ) -> None:
+        self._share.enlist(trio.lowlevel.current_task())
         reader = FrameReader(link)
         async with requests, batches:
             while (received := await reader.next()) is not None:
@@ -149,20 +149,24 @@ class Relay:
                     await batches.send(payload)
 
     async def _admit(self, batches: trio.MemoryReceiveChannel[bytes]) -> None:
+        self._share.enlist(trio.lowlevel.current_task())
         async with batches:
             async for payload in batches:
                 number, head, body = unpack_message(payload)
                 lines = body.split(b"\n")[:-1]  # each ends with one; JSON has no raw \n
-                results = await self.admission.admit(lines, head.get("answered", {}))
+                with self._share.serving():
+                    results = await self.admission.admit(lines, head.get("answered", {}))
                 answer = pack_message(number, {"results": results}, b"")
                 self._answers.append(frame(ADMITTED, answer))
                 self._wake.unpark_all()
 
     async def _handle(self, requests: trio.MemoryReceiveChannel[bytes]) -> None:
+        self._share.enlist(trio.lowlevel.current_task())
         async with requests:
             async for payload in requests:
                 number, head, body = unpack_message(payload)
-                status, headers, answer = await self._call(head, body)
+                with self._share.serving():
+                    status, headers, answer = await self._call(head, body)
                 self._answers.append(
                     frame(
                         ANSWER, pack_message(number, {"status": status, "headers": headers}, answer)

@@ -14,10 +14,18 @@ stdin command, means someone else (a stdin driver, a schedule) is using the exec
 :data:`ACTIVE` seconds after such an event the front is held to its share. Its own jobs do not
 hold it back: an HTTP-only load runs as fast as the front can take it.
 
-How much it takes: a trio instrument times each step of the front's tasks (the task that runs
-the relay and every task spawned below it, but not the relay's feeder, :meth:`exempt`: it
-sends every job's events whether anyone calls or not) in CPU time of the loop's thread, and
-the share refills in the same time. The front's own code calls :meth:`LoopShare.turn` before
+How much it takes: a trio instrument times each step of the front's tasks (those that take
+and answer the forwarded requests, :meth:`enlist`, and every task spawned below them, but not
+the relay's feeder: it sends every job's events whether anyone calls or not) in CPU time of
+the loop's thread, and the share refills in the same time.
+
+Only while the front serves (:meth:`serving`, around each request and batch of submits) is
+the instrument added and are the events watched (:attr:`armed`: the front's tap calls
+:meth:`observe` only then): with nobody calling, a stdin job pays nothing for the share (an
+instrument's hooks run at every task step of every task, and the events are most of what a
+trivial job writes). So a request that comes after a quiet spell finds the others' last
+event old and goes at once; the next event of someone else's, moments later under a stdin
+driver, holds the front to its share again. The front's own code calls :meth:`LoopShare.turn` before
 each piece of work it can hold back (a forwarded request before its handler); ``turn`` waits,
 one caller at a time, while the front is over its share and someone else is using the
 executor. A request waiting its turn holds its connection, so a caller that waits for answers
@@ -42,6 +50,7 @@ __all__ = ["BATCH", "SHARE", "LoopShare"]
 SHARE: Final = 0.20  # the loop time the front may take while others use the executor
 BURST: Final = 0.02  # seconds of loop time the front may take at once, saved while it is idle
 BATCH: Final = 16  # requests one ended wait lets go
+MAX_OURS: Final = 10_000  # unfinished jobs of the front's remembered at most
 ACTIVE: Final = 0.25  # seconds an event of someone else's keeps the front held to its share
 _LONGEST_WAIT: Final = 0.01  # a wait is cut in pieces this long, to see the others go idle
 _SHORTEST_WAIT: Final = 0.001  # and none is shorter: a tiny debt must not spin the loop
@@ -77,8 +86,34 @@ class LoopShare(trio.abc.Instrument):
         self._queued = 0  # requests waiting their turn
         self._passes = 0  # of them, how many may go without a wait of their own
         self._streams = trio.Lock()  # and one stream write
+        self._serving = 0  # requests and batches being handled
+        self.armed = False  # whether the tap should call observe (while serving)
 
     # -- the instrument (synchronous, called by trio around every task step) ------------------
+
+    def enlist(self, task: trio.lowlevel.Task) -> None:
+        """``task`` (one of the relay's long-lived tasks) is the front's, and so is every task
+        spawned below it while the front serves."""
+        self._front.add(task)
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around a request's or a batch's handling: the instrument is added and the events are
+        watched (:attr:`armed`) while any is under way, and only then."""
+        if not self._serving:
+            self._step_started = self._step_clock()  # the step under way is timed from here
+            trio.lowlevel.add_instrument(self)
+            self.armed = True
+        self._serving += 1
+        try:
+            yield
+        finally:
+            self._serving -= 1
+            if not self._serving:
+                self.armed = False
+                trio.lowlevel.remove_instrument(self)
+                if len(self._ours) > MAX_OURS:  # their ends may come while nobody watches
+                    self._ours.clear()
 
     def adopt(self, task: trio.lowlevel.Task) -> None:
         """``task`` and every task spawned below it from now on are the front's. Called by
@@ -86,10 +121,6 @@ class LoopShare(trio.abc.Instrument):
         added is timed from here."""
         self._front.add(task)
         self._step_started = self._step_clock()
-
-    def exempt(self, task: trio.lowlevel.Task) -> None:
-        """``task``'s steps are no longer the front's (tasks it spawns from now on neither)."""
-        self._front.discard(task)
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         nursery = task.parent_nursery

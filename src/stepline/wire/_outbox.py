@@ -213,22 +213,27 @@ class StreamOutbox:
 
 
 class TappedOutbox(StreamOutbox):
-    """A :class:`StreamOutbox` that also hands each event, with its encoded line, to ``tap``.
+    """A :class:`StreamOutbox` that also hands what it writes to a tap: each event with its
+    encoded line (``tap``), and lines already encoded as they come, many at a time
+    (``tap_lines``: a job run at once, ``--state``'s event log).
 
     A subclass rather than a hook in :meth:`StreamOutbox.emit`, so the plain stdout path pays
-    nothing for a feature it does not use. The tap (the HTTP front's event log) sees exactly
-    what stdout gets, in the same order, with the line encoded once for both.
+    nothing for a feature it does not use. The tap (the HTTP front) sees exactly what stdout
+    gets, in the same order, with the line encoded once for both; lines are not parsed here
+    (what the front needs of them, it reads in its own process).
     """
 
     def __init__(
         self,
         stream: trio.abc.SendStream,
         tap: Callable[[Event, bytes], None],
+        tap_lines: Callable[[bytes, int], None],
         *,
         high_water: int = HIGH_WATER_BYTES,
     ) -> None:
         super().__init__(stream, high_water=high_water)
         self._tap = tap
+        self._tap_lines = tap_lines
 
     def emit(self, event: Event) -> None:
         if self._closing:
@@ -237,13 +242,8 @@ class TappedOutbox(StreamOutbox):
         super().emit_lines(data, 1)
         self._tap(event, data)
 
-    def emit_line(self, data: bytes) -> None:
+    def emit_lines(self, data: bytes, count: int) -> None:
         if self._closing:
             return
-        super().emit_lines(data, 1)
-        self._tap(orjson.loads(data), data)
-
-    def emit_lines(self, data: bytes, count: int) -> None:
-        """Each line tapped on its own, so the tap numbers every event as stdout has it."""
-        for line in data[:-1].split(b"\n"):  # JSON lines: no raw newline inside an event
-            self.emit_line(line + b"\n")
+        super().emit_lines(data, count)
+        self._tap_lines(data, count)
