@@ -34,7 +34,7 @@ async def test_with_a_token_every_endpoint_needs_it() -> None:
             wrong = await client.get("/jobs", headers={"Authorization": "Bearer s3cre"})
             assert wrong.status_code == 401
             ok = await client.get("/jobs", headers={"Authorization": "Bearer s3cret"})
-            assert (ok.status_code, ok.json()) == (200, {"jobs": []})
+            assert (ok.status_code, ok.json()) == (200, {"jobs": [], "next": None})
             by_query = await client.get("/stats", params={"access_token": "s3cret"})
             assert by_query.status_code == 200
             assert (await client.get("/static/app.js")).status_code == 200  # no data in it

@@ -231,3 +231,30 @@ def test_a_job_beyond_the_table_is_opened_by_its_id(page: Page, api: httpx.Clien
     expect(page.locator("#job-page")).to_be_visible(timeout=WAIT)
     expect(page.locator("#job-id")).to_have_text(job)
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=WAIT)
+
+
+def test_older_jobs_are_paged_below_the_table(page: Page, api: httpx.Client) -> None:
+    """Past the live table's newest 300 rows, older jobs load a page at a time (GET /jobs with
+    the cursor), each opening its job's page."""
+    from playwright.sync_api import expect
+
+    for i in range(410):  # more than the table and one older page, whatever ran before
+        submit(api, {"value": i}, name="bulk")
+    rows = page.locator("#jobs tbody tr")
+    expect(rows).to_have_count(300, timeout=WAIT)
+    newest = api.get("/jobs", params={"limit": 300}).json()
+    expect(rows.last).to_have_attribute("data-job", newest["jobs"][-1]["job"], timeout=WAIT)
+    first = api.get("/jobs", params={"limit": 100, "before": newest["next"]}).json()
+    second = api.get("/jobs", params={"limit": 100, "before": first["next"]}).json()
+    older = page.locator("#older-jobs tbody tr")
+    page.click("#older-more")
+    expect(older).to_have_count(100, timeout=WAIT)
+    assert older.first.get_attribute("data-job") == first["jobs"][0]["job"]
+    page.click("#older-more")
+    expect(older).to_have_count(100 + len(second["jobs"]), timeout=WAIT)
+    assert older.nth(100).get_attribute("data-job") == second["jobs"][0]["job"]
+    assert second["next"] is None  # fewer than 500 jobs in all: the second page is the last
+    expect(page.locator("#older-more")).to_be_hidden()
+    older.first.locator("a").click()
+    expect(page.locator("#job-id")).to_have_text(first["jobs"][0]["job"], timeout=WAIT)
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=WAIT)

@@ -84,6 +84,27 @@ async def test_jobs_are_listed_most_recent_first_and_filtered() -> None:
         problem(await client.get("/jobs", params={"limit": "x"}), 400, "bad_command")
 
 
+async def test_jobs_are_listed_a_page_at_a_time() -> None:
+    async with http_server() as (driver, client):
+        for i in range(5):
+            name = "odd" if i % 2 else "even"
+            await client.post("/jobs", json={"job": {"value": i}, "name": name})
+        await driver.wait_for("finished", job="j5")
+        pages = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 2, **({"before": cursor} if cursor else {})}
+            answer = (await client.get("/jobs", params=params)).json()
+            pages.append([record["job"] for record in answer["jobs"]])
+            if (cursor := answer["next"]) is None:
+                break
+            assert cursor == answer["jobs"][-1]["job"]
+        assert pages == [["j5", "j4"], ["j3", "j2"], ["j1"]]
+        evens = (await client.get("/jobs", params={"name": "even", "before": "j5"})).json()
+        assert ([r["job"] for r in evens["jobs"]], evens["next"]) == (["j3", "j1"], None)
+        problem(await client.get("/jobs", params={"before": "j99"}), 404, "unknown_job")
+
+
 async def test_refusals_carry_the_protocols_codes_and_fitting_statuses() -> None:
     async with http_server() as (_, client):
         problem(await client.post("/jobs", content=b"{nope"), 400, "bad_json")

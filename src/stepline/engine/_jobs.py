@@ -218,14 +218,21 @@ class Job:
 @frozen
 class StatusFilter:
     """``status`` filters: ``states`` (any of), ``name``, ``since`` (created at or after, Unix
-    seconds), ``limit`` (the most recent that match, most recent first)."""
+    seconds), ``limit`` (the most recent that match, most recent first), ``before`` (only jobs
+    accepted before this one: a page's cursor, ``GET /jobs?before=``)."""
 
     states: frozenset[JobState] | None = None
     name: str | None = None
     since: float | None = None
     limit: int | None = None
+    before: str | None = None
 
     def apply(self, jobs: list[Job]) -> list[Job]:
+        if self.before is not None:
+            cut = next((i for i, job in enumerate(jobs) if job.id == self.before), None)
+            if cut is None:
+                raise UnknownJob(f"unknown job {self.before!r}")
+            jobs = jobs[:cut]
         states, name, since = self.states, self.name, self.since
         picked = [
             job
@@ -245,12 +252,13 @@ class StatusFilter:
         name: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: str | None = None,
     ) -> StatusFilter | None:
         """The filter a ``status`` command asks for (None: none); ``state`` is a state's name
         or a list of them, anything else a ``BadCommand``."""
-        if state is None and name is None and since is None and limit is None:
+        if state is None and name is None and since is None and limit is None and before is None:
             return None
-        return cls(_states(state), name, since, limit)
+        return cls(_states(state), name, since, limit, before)
 
 
 def _states(state: Any) -> frozenset[JobState] | None:

@@ -95,15 +95,22 @@ class Api:
 
     async def list_jobs(self, request: Request) -> Response:
         """The engine's ``status`` filters (``state`` repeatable, ``name``, ``since``), always
-        with a limit (100 unless given), so records come most recent first."""
+        with a limit (100 unless given), so records come most recent first; a page at a time:
+        ``next`` is the cursor for the older ones (``before=``), null when there are none."""
         query = request.query_params
+        limit = _int_param(query.get("limit"), "limit", _DEFAULT_LIMIT)
         select = StatusFilter.of(
             query.getlist("state") or None,
             query.get("name"),
             _float_param(query.get("since"), "since"),
-            _int_param(query.get("limit"), "limit", _DEFAULT_LIMIT),
+            limit + 1,  # one more than asked: whether there is a next page
+            before=query.get("before"),
         )
-        return JSONResponse({"jobs": self.executor.table.records(None, select)})
+        records = self.executor.table.records(None, select)
+        more = len(records) > limit
+        del records[limit:]
+        cursor = records[-1]["job"] if more and records else None
+        return JSONResponse({"jobs": records, "next": cursor})
 
     async def get_job(self, request: Request) -> Response:
         (record,) = self.executor.table.records(request.path_params["job"])

@@ -95,19 +95,31 @@ _PATHS: Final[dict[str, Any]] = {
                 _query("name", {"type": "string"}, "only jobs of this name"),
                 _query("since", {"type": "number"}, "only jobs created at or after (Unix time)"),
                 _query("limit", {"type": "integer", "minimum": 0}, "at most this many (100)"),
+                _query(
+                    "before",
+                    {"type": "string"},
+                    "only jobs accepted before this one (the previous page's next)",
+                ),
             ],
             "responses": {
                 "200": _json(
                     {
                         "type": "object",
-                        "required": ["jobs"],
+                        "required": ["jobs", "next"],
                         "properties": {
-                            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}
+                            "jobs": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Job"},
+                            },
+                            "next": {
+                                "type": ["string", "null"],
+                                "description": "the cursor for the next, older page (before=)",
+                            },
                         },
                     },
                     "the records",
                 ),
-                **_errors("bad_command"),
+                **_errors("bad_command", "unknown_job"),
             },
         },
     },

@@ -525,7 +525,7 @@ function tick() {
     const job = jobs.get(row.dataset.job);
     if (job) row.querySelector(".elapsed").textContent = elapsed(job);
   }
-  for (const cell of document.querySelectorAll("#jobs td.when")) cell.textContent = ago(Number(cell.dataset.ts) || null);
+  for (const cell of document.querySelectorAll("td.when")) cell.textContent = ago(Number(cell.dataset.ts) || null);
   if (page && jobs.get(page.id)?.state === "running") { showJob(jobs.get(page.id)); loadLines(); }
 }
 
@@ -539,9 +539,37 @@ function setupFilters() {
   }
 }
 
-// The table keeps MAX_ROWS rows; an older job is opened by its id (its page needs no row).
+// Older jobs, a page at a time, below the live table (GET /jobs?before=ID: the first page
+// starts at the oldest row the table shows, each next one at the answer's cursor). They are the
+// records as they were when loaded, not live; each opens its job's page.
+const OLDER_PAGE = 100;
+let olderCursor; // undefined: no page loaded yet; null: no older job left
+
+async function loadOlder() {
+  const rows = document.querySelector("#jobs tbody").rows;
+  const from = olderCursor === undefined ? rows[rows.length - 1]?.dataset.job : olderCursor;
+  if (!from) return;
+  const query = `/jobs?limit=${OLDER_PAGE}&before=${encodeURIComponent(from)}`;
+  const { jobs: records, next } = await call("GET", query);
+  const body = document.querySelector("#older-jobs tbody");
+  for (const record of records) {
+    body.append(el("tr", { "data-job": record.job },
+      el("td", {}, el("a", { href: "#job=" + encodeURIComponent(record.job) }, record.job)),
+      el("td", { class: "name" }, record.name ?? ""),
+      el("td", {}, badge(record)),
+      el("td", { class: "muted when", "data-ts": record.created ?? "" }, ago(record.created)),
+    ));
+  }
+  olderCursor = next;
+  $("older").hidden = body.rows.length === 0;
+  $("older-more").hidden = next === null;
+}
+
+// The table keeps MAX_ROWS rows; an older job is opened by its id (its page needs no row), or
+// found in the older pages.
 function setupFind() {
-  $("rows-note").textContent = `The newest ${MAX_ROWS} jobs are listed (GET /jobs?limit=N for more).`;
+  $("rows-note").textContent = `The newest ${MAX_ROWS} jobs are listed live.`;
+  $("older-more").addEventListener("click", () => loadOlder().catch((err) => toast(err.message)));
   $("find-job").addEventListener("submit", (event) => {
     event.preventDefault();
     const id = $("find-job-id").value.trim();
