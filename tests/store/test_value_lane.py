@@ -10,14 +10,16 @@ turns the lane off), and require, times aside: the same events for every job, in
 order and with the same fields; the same replies (under ``--on-restart rerun``: with ``fail``
 the general path's value job waits for a worker, so a reply may find it queued); every logged
 event numbered 1, 2, ... in the order written; and, started again on each file, the same
-``status``, the same next job id and nothing recovered. A failed commit refuses the lane's
-submits as it refuses the others.
+``status``, the same next job id, nothing recovered and the same rows (requests included). A
+failed commit refuses the lane's submits as it refuses the others.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections import defaultdict
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Final
 
@@ -100,7 +102,7 @@ def _by_job(events: list[Event]) -> tuple[dict[str, list[Any]], list[Any]]:
 async def _lane_and_general(data: bytes, config: Config, on_restart: RestartPolicy) -> list[Event]:
     """Serve ``data`` on the lane and on the general path, then restart each on its file; the
     lane's events, once every comparison held."""
-    runs, restarts = [], []
+    runs, restarts, files = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for general in (False, True):
             path = Path(tmp, f"{general}.db")
@@ -113,6 +115,7 @@ async def _lane_and_general(data: bytes, config: Config, on_restart: RestartPoli
                 backend_for(path), _AFTER_RESTART, config, general=general, on_restart=on_restart
             )
             assert [e for e in again if e["event"] == "recovered"] == []
+            files.append(_rows(path))
             restarts.append([_timeless(_in_order(e)) for e in _unnumbered(again, first=logged + 1)])
     (lane_jobs, lane_replies), (jobs, replies) = _by_job(runs[0]), _by_job(runs[1])
     assert lane_jobs == jobs
@@ -122,7 +125,15 @@ async def _lane_and_general(data: bytes, config: Config, on_restart: RestartPoli
         # and two workers may finish (and so number) jobs in either order.
         assert lane_replies == replies
     assert restarts[0] == restarts[1]
+    assert files[0] == files[1]
     return runs[0]
+
+
+def _rows(path: Path) -> list[tuple[Any, ...]]:
+    """The file's jobs as stored, their elapsed times and finish numbers aside."""
+    with closing(sqlite3.connect(path)) as conn:
+        query = "SELECT id, name, request, state, CAST(result AS TEXT) FROM jobs ORDER BY rowid"
+        return sorted(conn.execute(query))
 
 
 @given(st.lists(_submits | _others, min_size=1, max_size=20), st.sampled_from(["rerun", "fail"]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -114,9 +114,11 @@ class Server:
         self._recovered: list[Recovered] = []
         self._pipeline: SubmitPipeline | ClusterCommands | None = None
         self._stage_nowait: Callable[[PlainSubmit], bool] | None = None  # --state's hot path
+        self._settle_reading: Callable[[], Awaitable[None]] | None = None
         if cluster is not None:
             cluster.attach(self.executor)
             self._pipeline = cluster.commands()
+            self._settle_reading = self._pipeline.settle
         if store is not None:
             from ..store._pipeline import SubmitPipeline  # start-up time: --state only
             from ..store._recovery import restore
@@ -125,6 +127,7 @@ class Server:
             self._recovered = restore(self.executor, store.snapshot, on_restart)
             self._pipeline = SubmitPipeline(self.executor, store)
             self._stage_nowait = self._pipeline.offer_nowait
+            self._settle_reading = self._pipeline.settle_before_reading
         if front is not None:  # after the store: a restored job is known before HTTP asks
             self.executor.attach(front.open(self.executor))
         self._stdin = stdin
@@ -199,7 +202,7 @@ class Server:
         stdin = self._stdin
         settle_each_chunk = self._pipeline is not None and not isinstance(stdin, FdStream)
         if self._pipeline is not None and isinstance(stdin, FdStream):
-            stdin = SettleBeforeWaiting(stdin, self._settle)
+            stdin = SettleBeforeWaiting(stdin, self._settle_before_reading)
         try:
             async with stdin:
                 handled = 0
@@ -219,7 +222,7 @@ class Server:
                         if not handled % _FAIRNESS:
                             await trio.lowlevel.checkpoint()
                     if settle_each_chunk:
-                        await self._settle()
+                        await self._settle_before_reading()
         finally:
             with trio.CancelScope(shield=True):  # staged records must end accepted, even now
                 await self._settle()
@@ -231,6 +234,11 @@ class Server:
         """Accept the staged submits (--state) before anything else is answered."""
         if self._pipeline is not None:
             await self._pipeline.settle()
+
+    async def _settle_before_reading(self) -> None:
+        """Before a read that may wait: accept what must not wait for more input (--state)."""
+        if self._settle_reading is not None:
+            await self._settle_reading()
 
     def _handle_line_nowait(self, line: bytes | TooLong) -> bool:
         """The hot path, without a coroutine: a plain submit that finds room in the queue.

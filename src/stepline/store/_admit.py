@@ -146,12 +146,23 @@ def stage_value(
     now = time.time()
     record = JobTable.completed_value(job_id, value, name=name, request_id=request_id, now=now)
     record.output_bytes = len(output)  # until complete_values gives it to the table
-    body: dict[str, Any] = {"job": job, "params": {}}
-    if request_id is not None:
-        body["id"] = request_id
     lines = numbered_completed_lines(job_id, now, output, request_id)
-    store.add_completed(job_id, name, orjson.dumps(body).decode(), output.decode(), lines)
+    request = _value_request(job, value, output, request_id)
+    store.add_completed(job_id, name, request, output.decode(), lines)
     return record
+
+
+def _value_request(job: Any, value: Any, output: bytes, request_id: RequestId) -> str:
+    """:func:`encode_request` of a bare value job (no templates, no params), as text: from
+    ``output`` when the checked value is the job's own (``value_job`` returns it unchanged
+    unless it substituted something), which is the same bytes as encoding the request."""
+    if value is not job["value"]:
+        body: dict[str, Any] = {"job": job, "params": {}}
+        if request_id is not None:
+            body["id"] = request_id
+        return orjson.dumps(body).decode()
+    end = b"}" if request_id is None else b',"id":' + orjson.dumps(request_id) + b"}"
+    return b"".join((b'{"job":{"value":', output, b'},"params":{}', end)).decode()
 
 
 def complete_values(store: Store, table: JobTable, jobs: list[Job], gen: int) -> list[Job]:

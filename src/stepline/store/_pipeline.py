@@ -62,6 +62,8 @@ class SubmitPipeline:
         self._store = store
         self._staged: list[Staged] = []
         self._count = 0  # jobs staged (a run counts its jobs)
+        self._waiting = 0  # staged submits that are not value runs: accepted only when settled
+        store.on_commit = self._complete_values
 
     async def offer(self, command: Command, request_id: RequestId) -> bool:
         """Stage a submit (or answer its error); False: not a submit, the caller handles it."""
@@ -95,6 +97,7 @@ class SubmitPipeline:
             return True
         self._staged.append(staged)
         self._count += 1
+        self._waiting += 1
         while self._count >= MAX_STAGED:
             # As when the queue is full: wait for the oldest commit only, so that the next batch
             # fills while it is written (settling everything would idle the disk and us in turn).
@@ -132,6 +135,7 @@ class SubmitPipeline:
             return False
         self._staged.append(staged)
         self._count += 1
+        self._waiting += 1
         return True
 
     def _add_value(self, job: Job) -> None:
@@ -154,6 +158,35 @@ class SubmitPipeline:
         with trio.CancelScope(shield=True), contextlib.suppress(StoreFailed):
             await self._store.wait_admitted(staged[-1].gen)
         self._accept(staged)
+
+    async def settle_before_reading(self) -> None:
+        """Before a read that may wait for input: settle, unless only value runs are staged.
+
+        A staged submit is accepted (and can run) only when settled, so none may wait for the
+        next line. A value job is complete already: its lines are written after its commit,
+        whoever waits, and its record joins the table then (:meth:`_complete_values`, called
+        by the store after each commit). So the reader goes on reading while that commit is
+        made, instead of waiting for it each time the input runs dry.
+        """
+        if self._waiting:
+            await self.settle()
+        else:
+            self._settle_committed()
+
+    def _complete_values(self) -> None:
+        """After a commit: the value runs it decided at the head of the staged submits join the
+        table (or are refused), as the reader would do at its next submit or command."""
+        staged, store = self._staged, self._store
+        ready = 0
+        while (
+            ready < len(staged)
+            and isinstance(staged[ready], ValueRun)
+            and store.is_decided(staged[ready].gen)
+        ):
+            ready += 1
+        if ready:
+            done, self._staged = staged[:ready], staged[ready:]
+            self._accept(done)
 
     async def _settle_oldest(self) -> None:
         try:
@@ -190,6 +223,7 @@ class SubmitPipeline:
                     self._refuse_now(refusal, job.request_id)
                 continue
             self._count -= 1
+            self._waiting -= 1
             outcome = accept_staged(executor, store, item)
             if isinstance(outcome, StoreFailed):
                 self._refuse_now(outcome, item.request_id)

@@ -121,6 +121,9 @@ class Store:
         self._refused: set[str] = set()  # their job ids, until settled
         self._stopped: str | None = None  # set once: nothing more is written
         self.closed = trio.Event()
+        # Called after each commit is decided (done, or failed and withdrawn), once its events
+        # were handed to stdout and its waiters woken: serve's pipeline completes value jobs.
+        self.on_commit: Callable[[], None] | None = None
 
     @classmethod
     async def open(
@@ -365,6 +368,8 @@ class Store:
             self.events.cursor = batch.delivered
         self.events.committed(handover, batch.events)  # before waking: see NOTES.md
         self._committed.unpark_all()
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _failed(self, batch: Batch, handover: Handover, exc: Exception) -> None:
         """Keep a failed batch to retry, without its submits: they are refused, so the driver
@@ -381,6 +386,8 @@ class Store:
         batch.inserts, batch.done, batch.events = [], [], []
         self._retry = (batch, self.events.withdraw(handover, withdrawn))
         self._committed.unpark_all()
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def _pause_before_retry(self) -> None:
         if self._closing and self._attempts >= CLOSE_ATTEMPTS:
