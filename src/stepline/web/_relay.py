@@ -52,12 +52,13 @@ _BATCHES: Final = 2  # batches of submits waiting to be admitted (the front send
 
 
 class Relay:
-    """Feeds the link and answers what comes over it; ``app`` is set before :meth:`run`."""
+    """Feeds the link and answers what comes over it; ``app`` and ``admission`` are set before
+    :meth:`run`."""
 
     def __init__(self) -> None:
         self.app: Any = None
         self.admission: Any = None  # the batches of POST /jobs (web/_admit.py)
-        self._share = LoopShare()  # run's own
+        self._share = LoopShare()  # the one :meth:`run` is given, which times its tasks
         self._events: list[bytes] = []
         self._event_bytes = 0
         self._event_count = 0  # events in _events
