@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from stepline import Config
 from stepline.server._serve import Server
 from stepline.store import Backend, MemoryBackend, Store, backend_for
+from stepline.store._pipeline import MAX_STAGED
 from stepline.store._recovery import RestartPolicy
 
 from ..hypothesis_profiles import note, scaled
@@ -187,3 +188,28 @@ async def test_a_failed_commit_refuses_the_lanes_submits(
         backend, _AFTER_RESTART, Config(heartbeat=0), general=False, on_restart="rerun"
     )
     assert [e["job"] for e in again if e["event"] == "accepted"] == ["j1"]
+
+
+class _SlowBackend(MemoryBackend):
+    """Commits take a second (on trio's clock): submits pile up while one is made."""
+
+    async def commit(self, batch: Any) -> None:
+        await trio.sleep(1)
+        await super().commit(batch)
+
+
+async def test_value_jobs_keep_their_lane_beyond_the_staged_bound(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """More value jobs than may be staged at once while a commit is slow: the reader waits for
+    the oldest commit and every job still completes in one step (three lines together), none
+    falls back to waiting for a slot and a worker."""
+    jobs = MAX_STAGED + 200
+    data = b"".join(b'{"op":"submit","job":{"value":%d}}\n' % i for i in range(jobs))
+    backend = _SlowBackend()
+    events = await _serve(backend, data, Config(heartbeat=0), general=False, on_restart="rerun")
+    lifecycle = [e for e in events if e["event"] in _LOGGED]
+    kinds = [e["event"] for e in lifecycle]
+    assert kinds == ["accepted", "started", "finished"] * jobs
+    assert [e["job"] for e in lifecycle[::3]] == [f"j{n}" for n in range(1, jobs + 1)]
+    assert {row[2] for row in backend.jobs.values()} == {"succeeded"}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -70,6 +70,14 @@ class SubmitPipeline:
         if not isinstance(command, Submit):
             return False
         self._settle_committed()
+        while self._count + 1 >= MAX_STAGED:
+            await self._settle_oldest()  # first, so that a value job still takes its lane
+        if (
+            command.template is None
+            and command.params is None
+            and self._stage_value(command.job, command.name, request_id)
+        ):
+            return True
         while self._staged and not self._executor.has_room():
             # Never wait for room while holding slots that settling frees: wait for the oldest
             # staged submit's commit only (the next batch may still be filling), accept what is
@@ -116,26 +124,36 @@ class SubmitPipeline:
         self._settle_committed()
         if self._count + 1 >= MAX_STAGED:
             return False
-        executor, store = self._executor, self._store
-        if executor.takes_values_now() and not store.failure:
-            value = value_job(submit.job)
-            if value is not NOT_A_VALUE:
-                job = stage_value(
-                    executor, store, submit.job, value, name=submit.name,
-                    request_id=submit.request_id,
-                )  # fmt: skip
-                if job is not None:
-                    self._add_value(job)
-                    return True
+        if self._stage_value(submit.job, submit.name, submit.request_id):
+            return True
         try:
             staged = stage_nowait(
-                executor, store, submit.job, name=submit.name, request_id=submit.request_id
+                self._executor,
+                self._store,
+                submit.job,
+                name=submit.name,
+                request_id=submit.request_id,
             )
         except Exception:  # WouldBlock, a refusal or a bug: offer() does it again and reports
             return False
         self._staged.append(staged)
         self._count += 1
         self._waiting += 1
+        return True
+
+    def _stage_value(self, job: Any, name: str | None, request_id: RequestId) -> bool:
+        """Complete a bare value job in one step if a worker would start it now (False:
+        nothing done, it is staged as any other submit)."""
+        executor, store = self._executor, self._store
+        if not executor.takes_values_now() or store.failure:
+            return False
+        value = value_job(job)
+        if value is NOT_A_VALUE:
+            return False
+        record = stage_value(executor, store, job, value, name=name, request_id=request_id)
+        if record is None:
+            return False
+        self._add_value(record)
         return True
 
     def _add_value(self, job: Job) -> None:

@@ -317,14 +317,14 @@ def _insert_jobs(conn: sqlite3.Connection, inserts: Sequence[NewJob]) -> None:
 
 
 _DONE_ROW: Final = "(?, nullif(?, 0), ?, 'succeeded', 0.0, ?, ?)"
-_DONE_CHUNKS: Final = tuple(2**k for k in range(7, -1, -1))
+_DONE_CHUNKS: Final = tuple(2**k for k in range(12, -1, -1))
 _INSERT_DONE: Final = {
     rows: "INSERT INTO jobs (id, name, request, state, elapsed, result, fin) VALUES "
     + ", ".join([_DONE_ROW] * rows)
     for rows in _DONE_CHUNKS
 }
-"""Statements inserting 128, 64, ..., 1 finished rows at once (640 parameters at most, below
-SQLite's oldest limit of 999)."""
+"""Statements inserting 4096, 2048, ..., 1 finished rows at once; those with more parameters
+than the SQLite library takes (32,766 since 3.32, 999 before) are not used."""
 
 
 def _insert_done(conn: sqlite3.Connection, done: list[Any]) -> None:
@@ -337,8 +337,9 @@ def _insert_done(conn: sqlite3.Connection, done: list[Any]) -> None:
     looks it up in the adapter registry first.
     """
     rows, start = len(done) // DONE_FIELDS, 0
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // DONE_FIELDS
     for chunk in _DONE_CHUNKS:
-        while rows >= chunk:
+        while chunk <= rows and chunk <= most:
             end = start + chunk * DONE_FIELDS
             conn.execute(_INSERT_DONE[chunk], done[start:end] if start or end < len(done) else done)
             start, rows = end, rows - chunk
