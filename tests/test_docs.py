@@ -410,3 +410,11 @@ def test_links_resolve(doc: Path) -> None:
 
 def test_the_link_check_sees_anchors() -> None:
     assert {"transport", "callbacks-on_finish", "shutdown-and-exit-status"} <= anchors(PROTOCOL)
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    """A page no one links to is a page no one reads: the README is where readers start."""
+    linked = {
+        target.partition("#")[0] for target in _LINK.findall((ROOT / "README.md").read_text())
+    }
+    assert [d.name for d in DOCS[1:] if f"docs/{d.name}" not in linked] == []
