@@ -7,6 +7,7 @@ changelog. The test fails on any addition or removal so none slips in unnoticed.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import re
 from typing import TypeVar
@@ -138,3 +139,21 @@ def test_every_command_error_has_its_own_wire_code() -> None:
 def test_errors_raised_to_users_are_stepline_errors() -> None:
     for error in (stepline.JobFailed, stepline.ClientError, stepline.StoreFailed):
         assert issubclass(error, stepline.SteplineError)
+
+
+def test_every_exported_class_and_function_says_what_it_is() -> None:
+    """``help(stepline.X)`` is where a user looks first: nothing public is left without a
+    docstring of its own (an inherited one says what the base class is, not this)."""
+    public = [(name, getattr(stepline, name)) for name in PUBLIC if not name.startswith("__")]
+    public += [(f"steps.{name}", getattr(steps, name)) for name in STEPS]
+
+    def own_doc(obj: object) -> str:
+        doc = vars(obj).get("__doc__") if inspect.isclass(obj) else obj.__doc__
+        return (doc or "").strip()
+
+    undocumented = [
+        name
+        for name, obj in public
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and not own_doc(obj)
+    ]
+    assert undocumented == []

@@ -79,14 +79,20 @@ class CommandError(SteplineError):
 
 
 class BadJson(CommandError):
+    """A line is not a JSON object (its error echoes no ``id``: none could be read)."""
+
     code = "bad_json"
 
 
 class LineTooLong(CommandError):
+    """A line is longer than ``--max-line`` bytes; it was discarded unread."""
+
     code = "line_too_long"
 
 
 class BadCommand(CommandError):
+    """An unknown op, an unknown or missing field, or a field of the wrong type."""
+
     code = "bad_command"
 
 
@@ -102,34 +108,50 @@ class InvalidJob(CommandError):
 
 
 class UnknownJob(CommandError):
+    """No job has this id, or its record is no longer kept (``--keep``)."""
+
     code = "unknown_job"
 
 
 class UnknownTemplate(CommandError):
+    """No template has this name."""
+
     code = "unknown_template"
 
 
 class AlreadyFinished(CommandError):
+    """The job to cancel has finished already."""
+
     code = "already_finished"
 
 
 class QueueFull(CommandError):
+    """The queue is full and ``on_full`` is ``reject``."""
+
     code = "queue_full"
 
 
 class ShuttingDown(CommandError):
+    """Shutdown has begun: no new jobs, templates or schedules are taken."""
+
     code = "shutting_down"
 
 
 class UnknownAlert(CommandError):
+    """No alert has this id."""
+
     code = "unknown_alert"
 
 
 class AlreadyAcked(CommandError):
+    """The alert was acked already."""
+
     code = "already_acked"
 
 
 class UnknownSchedule(CommandError):
+    """No schedule has this id."""
+
     code = "unknown_schedule"
 
 

@@ -72,6 +72,8 @@ _FAIRNESS = 32  # a worker yields to the scheduler at least once every this many
 
 
 class ExecutorState(enum.Enum):
+    """Whether the executor takes new jobs, and how it is ending."""
+
     RUNNING = "running"  # accepting jobs and running them
     DRAINING = "draining"  # no new jobs; queued and running jobs finish
     CANCELLING = "cancelling"  # no new jobs; every queued and running job is being cancelled

@@ -17,6 +17,8 @@ __all__ = ["ALLOWED_MOVES", "BY_NAME", "FINAL_STATES", "JobState"]
 
 
 class JobState(enum.Enum):
+    """Where a job is in its life: queued, running, then one of four final states."""
+
     QUEUED = "queued"  # accepted; waiting in the bounded queue for a worker
     RUNNING = "running"  # a worker is running its steps inside the job's cancel scope
     SUCCEEDED = "succeeded"  # final: the steps finished; ``output`` holds the result
