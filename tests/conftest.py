@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from stepline import Config, Executor
+from stepline.runners._leftovers import sweep_leftovers
 from stepline.triggers._attach import Triggers
 
 Event = dict[str, Any]
@@ -80,3 +81,16 @@ async def running_executor(**config: Any) -> AsyncIterator[tuple[Executor, Memor
 @pytest.fixture
 def memory_outbox() -> MemoryOutbox:
     return MemoryOutbox()
+
+
+@pytest.fixture
+def no_leftovers() -> None:
+    """Stop what earlier tests' SIGKILLed steplines left before this test starts its own.
+
+    A stepline stops every process a dead stepline left behind before its first step and says
+    so on stderr (``runners/_leftovers.py``). Tests that SIGKILL a stepline move on before its
+    guardian has killed that stepline's steps, so a test that requires an empty stderr could
+    find the warning about another test's leftovers: sweeping here first leaves its stepline
+    nothing to find.
+    """
+    sweep_leftovers()

@@ -102,6 +102,7 @@ def cases(junit: bytes) -> Counter[str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("no_leftovers")
 def test_the_pipeline_passes_a_good_project_and_keeps_its_junit(tmp_path: Path) -> None:
     src, kept = project(tmp_path, broken=False), tmp_path / "kept"
     status, events = run_pipeline(src, kept)
@@ -135,6 +136,7 @@ def test_the_pipeline_passes_a_good_project_and_keeps_its_junit(tmp_path: Path) 
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("no_leftovers")
 def test_the_pipeline_reports_a_broken_project_and_keeps_the_report(tmp_path: Path) -> None:
     src, kept = project(tmp_path, broken=True), tmp_path / "kept"
     status, events = run_pipeline(src, kept)

@@ -12,6 +12,7 @@ from ..terminal import STEPLINE, Terminal
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.usefixtures("no_leftovers")
 def test_one_job_per_argument_with_its_output_tagged() -> None:
     proc = stepline("run", "-j", "2", "--", "echo", "file={}", "n={#}", "::: ", ":::", "a", "b c")
     assert proc.returncode == 0, proc.stderr
