@@ -109,3 +109,50 @@ def test_a_forked_child_starts_its_own_spawner_threads() -> None:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+async def test_results_that_come_back_together_each_reach_their_own_caller() -> None:
+    """Results are handed back to the event loop in batches: a result put while a hand-over
+    is on its way rides along with it, and every caller still gets its own."""
+    from stepline.runners._threads import SPAWNERS, run_on_spawner
+
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def held(i: int) -> int:
+        started.release()
+        assert release.wait(HANG), "the calls were never released"
+        return i * i
+
+    got: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        got[i] = await run_on_spawner(lambda: held(i))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(SPAWNERS):
+            nursery.start_soon(call, i)
+        for _ in range(SPAWNERS):  # every spawner holds one call: their results come at once
+            await trio.to_thread.run_sync(started.acquire)
+        release.set()
+    assert got == {i: i * i for i in range(SPAWNERS)}
+
+
+def test_two_trio_runs_at_once_each_get_their_own_results() -> None:
+    """The spawners are shared by the process; each trio run's results go back to that run."""
+    from stepline.runners._threads import run_on_spawner
+
+    results: dict[str, list[int]] = {}
+
+    def run(name: str) -> None:
+        async def main() -> list[int]:
+            return [await run_on_spawner(lambda i=i: i) for i in range(20)]  # type: ignore[misc]
+
+        results[name] = trio.run(main)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG)
+    assert results == {"a": list(range(20)), "b": list(range(20))}

@@ -2,8 +2,11 @@
 
 Why not :func:`trio.to_thread.run_sync`: it was about 40 µs of the event loop's CPU per call on
 this VM (a limiter, a context copy, a thread-cache job and its bookkeeping on both sides), paid
-by every ``run`` step (NOTES.md, Performance). Here a call is one queue put, one park, and one
-``run_sync_soon`` from the thread that reschedules the task with the result.
+by every ``run`` step (NOTES.md, Performance). Here a call is one queue put and one park; the
+thread hands the result back through :class:`_Returns`, which reschedules the tasks of every
+result that arrived meanwhile from one ``run_sync_soon``: each of those wakes the event loop
+(a byte on trio's wake-up socket, a pass of its scheduler), and results that arrive while one
+is on its way ride along.
 
 Semantics are those of ``to_thread.run_sync`` without abandoning: a cancel waits for the call to
 end, the call's result is returned, and the cancel is delivered at the caller's next checkpoint.
@@ -20,6 +23,7 @@ import contextlib
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Final, TypeVar
 
@@ -32,7 +36,41 @@ SPAWNERS: Final = 4
 """Spawner threads at most: spawns that may overlap (each one a vfork and an exec)."""
 
 T = TypeVar("T")
-_Work = tuple[Callable[[], object], trio.lowlevel.Task, trio.lowlevel.TrioToken]
+
+
+class _Returns:
+    """Results of spawner calls on their way back to one trio run, handed over in batches.
+
+    A thread appends its result and asks for a hand-over only if none is pending; the
+    hand-over (on the event loop) clears that mark *before* taking what is there, so a result
+    appended meanwhile is either taken by it or asks for the next one. Both sides run under
+    the GIL, and a deque's append and popleft are atomic.
+    """
+
+    __slots__ = ("_pending", "_ready", "_token")
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
+        self._ready: deque[tuple[trio.lowlevel.Task, outcome.Outcome[object]]] = deque()
+        self._pending = False
+
+    def put(self, task: trio.lowlevel.Task, result: outcome.Outcome[object]) -> None:
+        """On a spawner thread: ``task`` gets ``result`` (soon, on its event loop)."""
+        self._ready.append((task, result))
+        if not self._pending:
+            self._pending = True
+            self._token.run_sync_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        self._pending = False
+        ready = self._ready
+        while ready:
+            task, result = ready.popleft()
+            trio.lowlevel.reschedule(task, result)
+
+
+_RETURNS: trio.lowlevel.RunVar[_Returns] = trio.lowlevel.RunVar("stepline_spawner_returns")
+_Work = tuple[Callable[[], object], trio.lowlevel.Task, _Returns]
 
 
 class Interrupt:
@@ -95,10 +133,14 @@ async def run_on_spawner(fn: Callable[[], T], interrupt: Interrupt | None = None
     """``fn()`` on a spawner thread; its result or exception. Never abandoned (module doc); a
     cancel meanwhile requests ``interrupt`` (which ``fn`` may watch)."""
     task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
+    try:
+        returns = _RETURNS.get()
+    except LookupError:
+        returns = _Returns(trio.lowlevel.current_trio_token())
+        _RETURNS.set(returns)
     if not _threads:
         _start_threads()
-    _queue.put((fn, task, token))
+    _queue.put((fn, task, returns))
 
     def abort(_: object) -> trio.lowlevel.Abort:
         if interrupt is not None:
@@ -137,7 +179,6 @@ os.register_at_fork(after_in_child=_forget_threads)
 
 def _serve() -> None:
     while True:
-        fn, task, token = _queue.get()
-        result = outcome.capture(fn)
-        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-        del fn, task, token, result  # hold nothing of a finished call while idle
+        fn, task, returns = _queue.get()
+        returns.put(task, outcome.capture(fn))
+        del fn, task, returns  # hold nothing of a finished call while idle
