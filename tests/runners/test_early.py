@@ -79,6 +79,39 @@ async def test_a_silent_step_that_exits_at_once_ends_on_the_thread(endings: list
     assert not os.path.exists(f"/proc/{result.pid}")  # reaped, not a zombie
 
 
+async def _silent_step(
+    monkeypatch: pytest.MonkeyPatch, script: str, *, early: bool
+) -> tuple[_base.ProcessResult, list[tuple[str, StreamName, bytes]]]:
+    """Run ``sh -c script`` ended on the thread (``early``: a wait long enough for any machine)
+    or captured on the loop (the wait refused); its result and what its sink was told."""
+    answers: list[bool] = []
+
+    def ended_soon(child: Any, interrupt: Interrupt, wait: float | None = None) -> bool:
+        answers.append(early and _early.ended_soon(child, interrupt, HANG))
+        return answers[-1]
+
+    monkeypatch.setattr(_local, "ended_soon", ended_soon)
+    sink = Sink()
+    result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", script], output=sink))
+    assert answers == [early]
+    return result, sorted(sink.told)
+
+
+@pytest.mark.parametrize("script", ["exit 0", "exit 3", "kill -TERM $$"])
+async def test_a_silent_end_gives_what_a_capture_of_the_same_step_gives(
+    monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    """The same silent steps through both ways: the same result, the same sink calls, and
+    either way the step's process group is gone when the result comes."""
+    on_thread = await _silent_step(monkeypatch, script, early=True)
+    on_loop = await _silent_step(monkeypatch, script, early=False)
+    assert on_thread == on_loop
+    for result, _told in (on_thread, on_loop):
+        assert result.group_gone
+        with pytest.raises(ProcessLookupError):
+            os.killpg(result.pid, 0)
+
+
 @pytest.mark.usefixtures("long_wait")
 async def test_a_step_that_writes_is_captured_on_the_loop(endings: list[bool]) -> None:
     sink = Sink()

@@ -472,3 +472,14 @@ async def test_a_child_that_never_stops_writing_can_be_cancelled() -> None:
     with trio.move_on_after(0.5) as scope:
         await run_process(["cat", "/dev/zero"], grace=0.5)
     assert scope.cancelled_caught
+
+
+@linux_only
+async def test_a_step_that_left_its_group_running_returns_with_the_group_gone() -> None:
+    """``group_gone`` lets the workspace skip its own look at the group: it must be true only
+    because the step's end ended what the step left behind, not because nobody looked."""
+    result = await sh("sleep 30 >/dev/null 2>&1 & exit 0", grace=0.0)
+    assert result.returncode == 0
+    assert result.group_gone
+    with pytest.raises(ProcessLookupError):  # no member, not even a zombie
+        os.killpg(result.pid, 0)

@@ -271,7 +271,7 @@ async def _run(step: Run, ctx: StepContext) -> Any:
         result = await run_process(ctx.services.runner, launch, job.stop_orders)
     except ProcessStartError as exc:
         raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
-    if workspace is not None and ctx.workspace is not None and result.pid:
+    if workspace is not None and ctx.workspace is not None and result.pid and not result.group_gone:
         ctx.workspace.ran_process(result.pid)  # checked before the directory is reused
     output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
     output["stderr"] = result.stderr

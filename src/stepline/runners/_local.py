@@ -44,8 +44,8 @@ from collections.abc import Iterator, Mapping
 import trio
 
 from ..spec._limits import NO_LIMITS
-from ._base import Launch, ProcessResult, ProcessStartError, StreamName
-from ._capture import Capture, communicate
+from ._base import Launch, ProcessResult, ProcessStartError
+from ._capture import communicate
 from ._early import ended_soon
 from ._spawn import Child, spawn
 from ._threads import Interrupt, run_on_spawner
@@ -201,24 +201,38 @@ class LocalProcess:
         child, ended = await self._spawn()
         launch = self._launch
         if ended:
-            out, err = _silent(launch, "stdout"), _silent(launch, "stderr")
-            child.stdout.close()
-            child.stderr.close()
-        else:
-            out, err = await communicate(
-                child.stdin,
-                child.stdout,
-                child.stderr,
-                launch.stdin,
-                launch.output_cap,
-                launch.output,
-            )
+            return await self._silent_end(child)
+        out, err = await communicate(
+            child.stdin,
+            child.stdout,
+            child.stderr,
+            launch.stdin,
+            launch.output_cap,
+            launch.output,
+        )
         returncode = await child.wait()
         await self._tree.end(0 if self._groups.killing else launch.grace)
         truncated = out.truncated or err.truncated
         stderr = err.text()
         limit = self._tree.limit(returncode, stderr, truncated)
-        return ProcessResult(returncode, out.text(), stderr, truncated, child.pid, limit)
+        return ProcessResult(returncode, out.text(), stderr, truncated, child.pid, limit, True)
+
+    async def _silent_end(self, child: Child) -> ProcessResult:
+        """:meth:`wait` for a child that ended silently on its spawner thread (:mod:`._early`):
+        what a capture of two empty pipes gives (both streams' ends told to the sink, empty
+        text, nothing cut), without making the captures. Most ``run`` steps of a busy server
+        end here (NOTES.md, Performance)."""
+        launch = self._launch
+        sink = launch.output
+        if sink is not None:
+            sink.eof("stdout")
+            sink.eof("stderr")
+        child.stdout.close()
+        child.stderr.close()
+        returncode = await child.wait()
+        await self._tree.end(0 if self._groups.killing else launch.grace)
+        limit = self._tree.limit(returncode, "", False)
+        return ProcessResult(returncode, "", "", False, child.pid, limit, True)
 
     async def stop(self, grace: float) -> None:
         """Stop the child's whole tree: SIGTERM, up to ``grace`` s, SIGKILL, reap.
@@ -279,13 +293,6 @@ def _spawn_in(
         return child, ended_soon(child, interrupt)
     except OSError:  # no descriptor for the wake-up pipe, say: the loop captures as ever
         return child, False
-
-
-def _silent(launch: Launch, stream: StreamName) -> Capture:
-    """The capture of a stream that ended with nothing in it (its sink told so)."""
-    capture = Capture(launch.output_cap, stream, launch.output)
-    capture.ended()
-    return capture
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
