@@ -50,7 +50,7 @@ from ._cgroup import Cgroups, StepGroup
 from ._leftovers import sweep_leftovers
 from ._proc import environments
 
-__all__ = ["Containment", "StepTree", "live_leaders", "shared_containment"]
+__all__ = ["Containment", "StepTree", "live_leaders", "own_children", "shared_containment"]
 
 log = logging.getLogger("stepline")
 
@@ -349,29 +349,62 @@ def _stop_guardian(guard: subprocess.Popen[bytes]) -> None:
 
 def _children(pid: int) -> list[int]:
     """The children of ``pid``'s main thread. Read with ``os.read``: a text ``open`` builds
-    three file objects and asks for the locale's encoding, and every step's end reads this
-    (NOTES.md, Performance). A ``/proc`` sequence file fills a read until it runs out of
-    records or its page-sized buffer is full, so a read that came back well short of a page
-    was the whole file: the common case, one read, no second one to see EOF."""
+    three file objects and asks for the locale's encoding (NOTES.md, Performance)."""
     try:
         fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
     try:
-        data = os.read(fd, 65536)
-        if len(data) >= _SURELY_WHOLE:
-            while chunk := os.read(fd, 65536):
-                data += chunk
-        return [int(p) for p in data.split()]
-    except (OSError, ValueError):
-        return []
+        return _read_pids(fd)
     finally:
         os.close(fd)
 
 
+_OWN: list[int] = []  # the kept-open children file of this process's main thread
+
+
+def own_children() -> list[int]:
+    """The children of this process's main thread, where orphans come back to a subreaper.
+
+    Every step's end asks (:func:`_adopted`), and opening the ``/proc`` file (a walk of its
+    path) cost about ten times reading it (NOTES.md, Performance), so the file is opened once
+    and read from its start each time: a ``/proc`` sequence file read at offset 0 is generated
+    afresh. A forked child drops it (it names the parent's thread) and opens its own.
+    """
+    if not _OWN:
+        pid = os.getpid()
+        try:
+            _OWN.append(os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            return []
+    return _read_pids(_OWN[0])
+
+
+def _forget_own_children() -> None:
+    if _OWN:
+        os.close(_OWN.pop())
+
+
+os.register_at_fork(after_in_child=_forget_own_children)
+
+
+def _read_pids(fd: int) -> list[int]:
+    """The pids in a ``/proc`` children file, read from its start. A sequence file fills a read
+    until it runs out of records or its page-sized buffer is full, so a read that came back
+    well short of a page was the whole file: the common case, one read, none to see EOF."""
+    try:
+        data = os.pread(fd, 65536, 0)
+        if len(data) >= _SURELY_WHOLE:
+            while chunk := os.pread(fd, 65536, len(data)):
+                data += chunk
+        return [int(p) for p in data.split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _adopted() -> bool:
     """Does stepline have a child it did not start (an orphan come back to the subreaper)?"""
-    return any(p not in _LEADERS and p not in _HELPERS for p in _children(os.getpid()))
+    return any(p not in _LEADERS and p not in _HELPERS for p in own_children())
 
 
 def _group_alive(pgid: int) -> bool:
@@ -404,7 +437,7 @@ def _marked(marker: str) -> list[int]:
 
 def _reap_zombies_of(pgid: int) -> None:
     """Reap our zombie children of group ``pgid`` (not its leader: its own ``wait`` reaps it)."""
-    for pid in _children(os.getpid()):
+    for pid in own_children():
         if pid in _LEADERS or pid in _HELPERS:
             continue
         try:
