@@ -279,12 +279,15 @@ def _spawn_in(
     the cgroup allows it (:meth:`StepTree.spawning`), so the child is born inside; then, given
     an ``interrupt``, a short wait for the child's silent end (:func:`._early.ended_soon`)."""
     piped_stdin = launch.stdin is not None
-    if tree.group is None:  # the common case, without the context manager's cost
+    if tree.group is None and launch.limits is NO_LIMITS:  # the common case: nothing to set
         child = spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)
     else:
+        launcher = tree.launcher()
         try:
             with tree.spawning():
-                child = spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)
+                child = spawn(
+                    launch.argv, env, launch.cwd, piped_stdin=piped_stdin, launcher=launcher
+                )
         except OSError as exc:  # stepping into the step's cgroup (spawn's errors are typed)
             raise ProcessStartError(f"cannot use the step's cgroup: {exc.strerror}") from exc
     if interrupt is None:

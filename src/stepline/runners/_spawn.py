@@ -139,9 +139,17 @@ class _Pipes:
 
 
 def spawn(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, *, piped_stdin: bool
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    *,
+    piped_stdin: bool,
+    launcher: Sequence[str] = (),
 ) -> Child:
     """Start the child in a new session with piped output; returns once it has exec'd.
+
+    A ``launcher`` (``prlimit ... --``, :mod:`._rlimits`) is put before the program, found
+    first, so a program that is missing is still reported here, as any other.
 
     Synchronous and free of trio calls, so that it can run on a spawner thread
     (:class:`~stepline.runners._local.LocalProcess`): ``Popen`` forks with ``vfork`` and returns
@@ -157,12 +165,31 @@ def spawn(
         raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
     path = env["PATH"] if env is not None and "PATH" in env else os.environ.get("PATH", os.defpath)
     try:
-        pid, popen = _start(argv, pipes, env, cwd, path)
+        pid, popen = _start(_launched(argv, launcher, path, cwd), pipes, env, cwd, path)
     except (OSError, ValueError) as exc:
         pipes.close_all()
         raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
     pipes.close_child_ends()
     return Child(pid, popen, pipes)
+
+
+def _launched(
+    argv: Sequence[str], launcher: Sequence[str], path: str, cwd: str | None
+) -> Sequence[str]:
+    """``argv`` behind ``launcher`` with its program's full path; ``argv`` itself when there
+    is no launcher or the program is not found here (its start then fails as usual, or, for a
+    search the child's cwd decides, the rlimits come right after the start)."""
+    found = _program_path(argv[0], path, cwd) if launcher else None
+    return argv if found is None else [*launcher, found, *argv[1:]]
+
+
+def _program_path(program: str, path: str, cwd: str | None) -> str | None:
+    if "/" in program:
+        full = os.path.join(cwd or os.getcwd(), program)
+        return full if os.access(full, os.X_OK) else None
+    if not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+        return None  # a relative PATH entry means the child's cwd
+    return shutil.which(program, path=path)
 
 
 def _child_environ(env: Mapping[str, str]) -> dict[bytes, bytes]:

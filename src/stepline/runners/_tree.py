@@ -35,7 +35,6 @@ import ctypes
 import itertools
 import logging
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from ..spec._limits import NO_LIMITS, Limits
 from ._cgroup import Cgroups, StepGroup
 from ._leftovers import sweep_leftovers
 from ._proc import environments
+from ._rlimits import apply_rlimits, needs_cgroup, prlimit_prefix, rlimit_hint
 
 __all__ = ["Containment", "StepTree", "live_leaders", "own_children", "shared_containment"]
 
@@ -106,7 +106,7 @@ class Containment:
     def tree(self, limits: Limits) -> StepTree:
         """A new step's tree, before its process starts (raises ``OSError``)."""
         cgroups, group = self.cgroups, None
-        if cgroups is not None and (self.every_step or _needs_cgroup(limits)):
+        if cgroups is not None and (self.every_step or needs_cgroup(limits)):
             group = cgroups.group(limits)
         return StepTree(self, limits, group, f"{self.marker}.{next(self._steps)}")
 
@@ -150,13 +150,19 @@ class StepTree:
             yield
         self._entered = True
 
+    def launcher(self) -> tuple[str, ...]:
+        """The command that starts the step's program with its rlimits already set (empty:
+        none to set, or no ``prlimit`` here): :func:`._rlimits.prlimit_prefix`."""
+        return prlimit_prefix(self.limits, self.group)
+
     def adopt(self, pid: int) -> None:
         """The step's process ``pid`` was just started: hold it, and anything it forked already.
 
-        It gets its rlimits (and joins the step's cgroup, if it was not born inside) a few
-        microseconds after it was started; whatever it forked before that is found through
-        ``/proc/PID/task/*/children`` and treated alike (NOTES.md, Containment: why not in the
-        child before exec).
+        It joins the step's cgroup, if it was not born inside, a few microseconds after it
+        was started; whatever it forked before that is found through
+        ``/proc/PID/task/*/children`` and treated alike. Its rlimits were set before its first
+        instruction by :meth:`launcher` where ``prlimit`` exists; they are set here again, which
+        is where they are set at all on a machine without it (:mod:`._rlimits`).
         """
         self.leader = pid
         _LEADERS.add(pid)
@@ -170,7 +176,7 @@ class StepTree:
             if join:
                 assert self.group is not None
                 self.group.join(current)
-            _apply_rlimits(current, self.limits, self.group)
+            apply_rlimits(current, self.limits, self.group)
             pending.extend(p for p in _children(current) if p not in seen)
 
     def members(self, *, thorough: bool) -> list[int]:
@@ -244,7 +250,7 @@ class StepTree:
             return "cpu"
         if group is not None and group.processes_maxed():
             return "processes"
-        return _rlimit_hint(limits, stderr, group)
+        return rlimit_hint(limits, stderr, group)
 
     def release(self) -> None:
         """The step is over: forget its leader, give its cgroup back."""
@@ -254,56 +260,6 @@ class StepTree:
             assert cgroups is not None
             cgroups.give_back(self.group)
             self.group = None
-
-
-# -- rlimits: the limits a cgroup does not carry ------------------------------------------------
-
-
-def _needs_cgroup(limits: Limits) -> bool:
-    """Limits of the whole tree, which rlimits (per process, or per user) cannot carry."""
-    return limits is not NO_LIMITS and (limits.memory is not None or limits.processes is not None)
-
-
-def _apply_rlimits(pid: int, limits: Limits, group: StepGroup | None) -> None:
-    """Per-process limits: cpu and files always; memory and processes without a cgroup."""
-    if limits is NO_LIMITS:
-        return
-    wanted = []
-    if limits.cpu is not None:
-        seconds = max(1, int(limits.cpu + 0.999))
-        wanted.append((resource.RLIMIT_CPU, (seconds, seconds + 1)))  # SIGXCPU, then SIGKILL
-    if limits.files is not None:
-        wanted.append((resource.RLIMIT_NOFILE, (limits.files, limits.files)))
-    if limits.memory is not None and (group is None or group.memory is None):
-        wanted.append((resource.RLIMIT_DATA, (limits.memory, limits.memory)))
-    if limits.processes is not None and (group is None or group.pids is None):
-        wanted.append((resource.RLIMIT_NPROC, (limits.processes, limits.processes)))
-    for which, value in wanted:
-        with contextlib.suppress(ProcessLookupError):
-            resource.prlimit(pid, which, value)
-
-
-_HINTS: Final = (
-    ("files", "files", ("Too many open files",)),
-    ("memory", "memory", ("MemoryError", "Cannot allocate memory", "out of memory")),
-    ("processes", "processes", ("Resource temporarily unavailable",)),
-)
-
-
-def _rlimit_hint(limits: Limits, stderr: str, group: StepGroup | None) -> str | None:
-    """An rlimit leaves no count behind: a failed step whose stderr says the matching error
-    (``EMFILE``, ``ENOMEM``, ``EAGAIN`` from fork) ran into it, as far as anyone can tell."""
-    tail = stderr[-4096:]
-    for name, attr, phrases in _HINTS:
-        if getattr(limits, attr) is None:
-            continue
-        if name == "memory" and group is not None and group.memory is not None:
-            continue
-        if name == "processes" and group is not None and group.pids is not None:
-            continue
-        if any(phrase in tail for phrase in phrases):
-            return name
-    return None
 
 
 # -- process-wide helpers -----------------------------------------------------------------------
