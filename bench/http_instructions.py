@@ -74,9 +74,11 @@ class Traced:
             if not self._changed.wait_for(lambda: self.finished >= count, 1200):
                 raise RuntimeError(f"only {self.finished} of {count} jobs finished")
 
-    def wait_change(self, timeout: float) -> None:
+    def wait_finished_past(self, seen: int, timeout: float) -> None:
+        """Until more than ``seen`` jobs have finished (or ``timeout`` s): checked and waited
+        under one lock, so a finish between the caller's look and the wait is not missed."""
         with self._changed:
-            self._changed.wait(timeout)
+            self._changed.wait_for(lambda: self.finished > seen, timeout)
 
     def instructions(self) -> int:
         """Stop the server; the instructions its process executed in all."""
@@ -115,13 +117,14 @@ def post_all(url: str, jobs: int, connections: int) -> None:
 def submit_stdin(server: Traced, jobs: int) -> None:
     sent = 0
     while sent < jobs:
-        room = min(WINDOW - (sent - server.finished), jobs - sent)
+        seen = server.finished
+        room = min(WINDOW - (sent - seen), jobs - sent)
         if room > 0:
             lines = (b'{"op":"submit","job":{"value":0}}\n' for _ in range(room))
             server.stdin.write(b"".join(lines))
             server.stdin.flush()
             sent += room
-        server.wait_change(0.05)
+        server.wait_finished_past(seen, 0.05)
     server.wait_finished(jobs)
 
 

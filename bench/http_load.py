@@ -91,9 +91,13 @@ class Server:
                 raise RuntimeError(f"only {self.finished} of {count} jobs finished")
             return self.finished_at
 
-    def wait_change(self, timeout: float) -> None:
+    def wait_driven_past(self, seen: int, timeout: float) -> None:
+        """Until more than ``seen`` of the driver's jobs have finished (or ``timeout`` s). The
+        check and the wait hold one lock: a bare ``wait`` after the driver looked could miss a
+        finish that came in between and sleep the whole timeout with the server idle (it cut
+        some idle rounds to a tenth of their rate)."""
         with self._changed:
-            self._changed.wait(timeout)
+            self._changed.wait_for(lambda: self.driven > seen, timeout)
 
     def stop(self) -> None:
         self.stdin.close()
@@ -174,12 +178,13 @@ def driver_rate(server: Server, duration: float) -> float:
     start = time.perf_counter()
     deadline = start + duration
     while time.perf_counter() < deadline:
-        room = WINDOW - (sent - (server.driven - base))
+        seen = server.driven
+        room = WINDOW - (sent - (seen - base))
         if room > 0:
             server.stdin.write(b"".join(submit_line(sent + i) for i in range(room)))
             server.stdin.flush()
             sent += room
-        server.wait_change(0.05)
+        server.wait_driven_past(seen, 0.05)
     done = server.driven - base
     return done / (time.perf_counter() - start)
 
