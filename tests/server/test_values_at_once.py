@@ -83,6 +83,17 @@ async def _serve(config: Config, data: bytes, *, general: bool) -> list[Event]:
     stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
     stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
     server = Server(config, stdin, stdout, handle_signals=False)
+    return await serve_through(server, (stdin_send, stdout, stdout_receive), data, general=general)
+
+
+Pipes = tuple[trio.abc.SendStream, trio.abc.SendStream, trio.abc.ReceiveStream]
+
+
+async def serve_through(server: Server, pipes: Pipes, data: bytes, *, general: bool) -> list[Event]:
+    """Run ``server`` fed ``data`` through ``pipes`` (our end of its stdin, its stdout and our
+    end of that) to its end; its events. ``general``: a finish hook keeps every job off the
+    one-step lane."""
+    stdin_send, stdout, stdout_receive = pipes
     if general:
         server.executor.on_finish(lambda job, finished: None)
     out = bytearray()

@@ -37,7 +37,7 @@ from stepline.store._pipeline import MAX_STAGED
 from stepline.store._recovery import RestartPolicy
 
 from ..hypothesis_profiles import note, scaled
-from ..server.test_values_at_once import _others, _submits, _timeless
+from ..server.test_values_at_once import _others, _submits, _timeless, serve_through
 
 Event = dict[str, Any]
 _LOGGED: Final = frozenset({"accepted", "started", "finished", "cancelling", "recovered"})
@@ -54,21 +54,7 @@ async def _serve(
     stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
     stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
     server = Server(config, stdin, stdout, handle_signals=False, store=store, on_restart=on_restart)
-    if general:
-        server.executor.on_finish(lambda job, finished: None)
-    out = bytearray()
-
-    async def read() -> None:
-        while chunk := await stdout_receive.receive_some():
-            out.extend(chunk)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
-        await stdin_send.send_all(data)
-        await stdin_send.aclose()
-        assert await server.run() == 0
-        await stdout.aclose()
-    return [orjson.loads(line) for line in bytes(out).splitlines()]
+    return await serve_through(server, (stdin_send, stdout, stdout_receive), data, general=general)
 
 
 def _unnumbered(events: list[Event], *, first: int = 1) -> list[Event]:
