@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from http_load import Finishes
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 WINDOW = 16  # stdin submits in flight
 BODY = b'{"job":{"value":0}}'
 
 
 class Traced:
-    """``stepline serve`` under callgrind; stdout's ``finished`` events counted by a thread."""
+    """``stepline serve`` under callgrind; stdout's finishes counted."""
 
     def __init__(self, src: Path, http: bool, out: Path) -> None:
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
@@ -56,35 +58,13 @@ class Traced:
         assert self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
         self.ready: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        self.finished = 0
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if b'"event":"finished"' in line:
-                with self._changed:
-                    self.finished += 1
-                    self._changed.notify_all()
-
-    def wait_finished(self, count: int) -> None:
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.finished >= count, 1200):
-                raise RuntimeError(f"only {self.finished} of {count} jobs finished")
-
-    def wait_finished_past(self, seen: int, timeout: float) -> None:
-        """Until more than ``seen`` jobs have finished (or ``timeout`` s): checked and waited
-        under one lock, so a finish between the caller's look and the wait is not missed."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.finished > seen, timeout)
+        self.finishes = Finishes(self.proc.stdout)
 
     def instructions(self) -> int:
         """Stop the server; the instructions its process executed in all."""
         self.stdin.close()
         self.proc.wait(timeout=600)
-        self._reader.join(timeout=10)
+        self.finishes.join(timeout=10)
         match = re.search(rb"^(?:summary|totals): (\d+)", self.out.read_bytes(), re.M)
         assert match is not None, "callgrind wrote no totals"
         return int(match.group(1))
@@ -115,17 +95,18 @@ def post_all(url: str, jobs: int, connections: int) -> None:
 
 
 def submit_stdin(server: Traced, jobs: int) -> None:
+    finishes = server.finishes
     sent = 0
     while sent < jobs:
-        seen = server.finished
+        seen = finishes.count
         room = min(WINDOW - (sent - seen), jobs - sent)
         if room > 0:
             lines = (b'{"op":"submit","job":{"value":0}}\n' for _ in range(room))
             server.stdin.write(b"".join(lines))
             server.stdin.flush()
             sent += room
-        server.wait_finished_past(seen, 0.05)
-    server.wait_finished(jobs)
+        finishes.wait_until(lambda: finishes.count > seen, 0.05)  # noqa: B023 (called here, in this pass)
+    finishes.wait(jobs, 1200)
 
 
 def count(src: Path, mode: str, http: bool, jobs: int, connections: int) -> int:
@@ -133,7 +114,7 @@ def count(src: Path, mode: str, http: bool, jobs: int, connections: int) -> int:
         server = Traced(src, http, Path(tmp) / "callgrind.out")
         if jobs and mode == "http":
             post_all(server.ready["http"], jobs, connections)
-            server.wait_finished(jobs)
+            server.finishes.wait(jobs, 1200)
         elif jobs:
             submit_stdin(server, jobs)
         return server.instructions()

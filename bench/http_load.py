@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -53,8 +54,50 @@ def child_env() -> dict[str, str]:
     return env
 
 
+class Finishes:
+    """A server's ``finished`` events, counted by a thread reading its stdout: every job's
+    (``count``, the last at ``last_at``) and the stdin driver's (``driven``: output ``"d"``, told
+    apart from HTTP load's).
+
+    Waits check and wait under one lock: a bare ``Condition.wait`` after the caller looked
+    could miss a finish that came in between and sleep its whole timeout with the server idle
+    (it cut some idle rounds to a tenth of their rate)."""
+
+    def __init__(self, stdout: IO[bytes]) -> None:
+        self.count = 0
+        self.driven = 0
+        self.last_at = 0.0
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        for line in stdout:
+            if b'"event":"finished"' in line:
+                with self._changed:
+                    self.count += 1
+                    self.driven += b'"output":"d"' in line
+                    self.last_at = time.perf_counter()
+                    self._changed.notify_all()
+
+    def wait(self, count: int, timeout: float) -> float:
+        """The moment the ``count``-th job finished."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.count >= count, timeout):
+                raise RuntimeError(f"only {self.count} of {count} jobs finished")
+            return self.last_at
+
+    def wait_until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Until ``done()`` (it reads the counts) or ``timeout`` s."""
+        with self._changed:
+            self._changed.wait_for(done, timeout)
+
+    def join(self, timeout: float) -> None:
+        self._reader.join(timeout)
+
+
 class Server:
-    """``stepline serve --http 0``: stdin for the driver, stdout counted by a reader thread."""
+    """``stepline serve --http 0``: stdin for the driver, stdout's finishes counted."""
 
     def __init__(self) -> None:
         argv = [sys.executable, "-m", "stepline", "serve", "--http", "0"]
@@ -67,42 +110,12 @@ class Server:
         self.stdin: IO[bytes] = self.proc.stdin
         ready = json.loads(self.proc.stdout.readline())
         self.url: str = ready["http"]
-        self.finished = 0  # every job
-        self.driven = 0  # the stdin driver's jobs (output "d"), told apart from HTTP load's
-        self.finished_at = 0.0
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if b'"event":"finished"' in line:
-                with self._changed:
-                    self.finished += 1
-                    self.driven += b'"output":"d"' in line
-                    self.finished_at = time.perf_counter()
-                    self._changed.notify_all()
-
-    def wait_finished(self, count: int, timeout: float = 300) -> float:
-        """The moment the ``count``-th job finished."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.finished >= count, timeout):
-                raise RuntimeError(f"only {self.finished} of {count} jobs finished")
-            return self.finished_at
-
-    def wait_driven_past(self, seen: int, timeout: float) -> None:
-        """Until more than ``seen`` of the driver's jobs have finished (or ``timeout`` s). The
-        check and the wait hold one lock: a bare ``wait`` after the driver looked could miss a
-        finish that came in between and sleep the whole timeout with the server idle (it cut
-        some idle rounds to a tenth of their rate)."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.driven > seen, timeout)
+        self.finishes = Finishes(self.proc.stdout)
 
     def stop(self) -> None:
         self.stdin.close()
         self.proc.wait(timeout=120)
-        self._reader.join(timeout=10)
+        self.finishes.join(timeout=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -122,7 +135,7 @@ def throughput_stdin(jobs: int) -> float:
         start = time.perf_counter()
         server.stdin.write(data)
         server.stdin.flush()
-        return jobs / (server.wait_finished(jobs) - start)
+        return jobs / (server.finishes.wait(jobs, 300) - start)
     finally:
         server.stop()
 
@@ -134,7 +147,7 @@ def throughput_http(jobs: int) -> float:
         start = time.perf_counter()
         load.stdin.write(b"go\n")  # type: ignore[union-attr]
         load.stdin.flush()  # type: ignore[union-attr]
-        finished = server.wait_finished(jobs)
+        finished = server.finishes.wait(jobs, 300)
         finish_load(load)
         return jobs / (finished - start)
     finally:
@@ -173,19 +186,20 @@ def finish_load(load: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 def driver_rate(server: Server, duration: float) -> float:
     """Jobs/s of a stdin driver keeping :data:`WINDOW` submits in flight for ``duration`` s."""
-    base = server.driven
+    finishes = server.finishes
+    base = finishes.driven
     sent = 0
     start = time.perf_counter()
     deadline = start + duration
     while time.perf_counter() < deadline:
-        seen = server.driven
+        seen = finishes.driven
         room = WINDOW - (sent - (seen - base))
         if room > 0:
             server.stdin.write(b"".join(submit_line(sent + i) for i in range(room)))
             server.stdin.flush()
             sent += room
-        server.wait_driven_past(seen, 0.05)
-    done = server.driven - base
+        finishes.wait_until(lambda: finishes.driven > seen, 0.05)  # noqa: B023 (called here, in this pass)
+    done = finishes.driven - base
     return done / (time.perf_counter() - start)
 
 
