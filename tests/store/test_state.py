@@ -9,7 +9,8 @@ from __future__ import annotations
 import signal
 import sqlite3
 from collections import Counter
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -310,21 +311,29 @@ async def test_sigterm_with_state_cancels_and_leaves_nothing_to_recover(tmp_path
 # -- in process: group commit ------------------------------------------------------------------
 
 
-async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state.db", keep=10)
+@asynccontextmanager
+async def attached(store: Store, config: Config) -> AsyncIterator[tuple[Executor, MemoryOutbox]]:
+    """An executor on ``config`` with ``store`` attached, both running; on leaving, drained,
+    then the store closed (which, failing, gives up after a few attempts)."""
     outbox = MemoryOutbox()
-    executor = Executor(Config(workers=2, queue_size=500, heartbeat=0), outbox)
+    executor = Executor(config, outbox)
     store.attach(executor)
-    jobs = 200
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         await nursery.start(executor.run)
-        async with trio.open_nursery() as submitters:
-            for i in range(jobs):
-                submitters.start_soon(executor.submit, {"value": i})
+        yield executor, outbox
         executor.shutdown("drain")
         await executor.closed.wait()
         await store.aclose()
+
+
+async def test_concurrent_submits_share_commits(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "state.db", keep=10)
+    jobs = 200
+    config = Config(workers=2, queue_size=500, heartbeat=0)
+    async with attached(store, config) as (executor, outbox), trio.open_nursery() as submitters:
+        for i in range(jobs):
+            submitters.start_soon(executor.submit, {"value": i})
     assert len(by_event(outbox.events, "finished")) == jobs
     assert store.commits < jobs / 4  # the accepts rode together, and so did the updates
     assert rows(tmp_path / "state.db", "SELECT count(*) FROM jobs") == [(10,)]
@@ -340,21 +349,13 @@ async def test_a_durable_job_that_completes_at_once_needs_no_worker(
     fail``, where steps wait for their start's commit (a worker does that)."""
     backend = MemoryBackend()
     store = await Store.open(backend, write_ahead_start=write_ahead_start)
-    outbox = MemoryOutbox()
-    executor = Executor(Config(workers=1, heartbeat=0), outbox)
-    store.attach(executor)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await nursery.start(executor.run)
+    async with attached(store, Config(workers=1, heartbeat=0)) as (executor, outbox):
         job = await executor.submit({"value": 7})
         assert job.state.value == ("queued" if write_ahead_start else "succeeded")
         assert by_event(outbox.events, "finished") == []  # its outcome is not durable yet
         assert backend.jobs[job.id][2] == "queued"
         await outbox.finished(job.id)
         assert backend.jobs[job.id][2] == "succeeded"
-        executor.shutdown("drain")
-        await executor.closed.wait()
-        await store.aclose()
     lifecycle_ok(outbox.events)
 
 
@@ -363,12 +364,7 @@ async def test_a_failing_store_refuses_submits_holds_outcomes_and_recovers(
 ) -> None:
     backend = MemoryBackend()
     store = await Store.open(backend)
-    outbox = MemoryOutbox()
-    executor = Executor(Config(workers=1, heartbeat=0), outbox)
-    store.attach(executor)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await nursery.start(executor.run)
+    async with attached(store, Config(workers=1, heartbeat=0)) as (executor, outbox):
         running = await executor.submit({"sleep": 0.2})
         await outbox.wait_for(lambda e: e["event"] == "started")
         backend.failing = OSError("disk full")
@@ -383,9 +379,6 @@ async def test_a_failing_store_refuses_submits_holds_outcomes_and_recovers(
         await outbox.finished(running.id)
         later = await executor.submit({"value": 3})  # and the store takes submits again
         await outbox.finished(later.id)
-        executor.shutdown("drain")
-        await executor.closed.wait()
-        await store.aclose()
     assert [e["job"] for e in by_event(outbox.events, "accepted")] == [running.id, later.id]
     assert {job[2] for job in backend.jobs.values()} == {"succeeded"}  # j2 was never stored
     lifecycle_ok(outbox.events)
@@ -396,18 +389,10 @@ async def test_a_store_still_failing_at_close_writes_nothing_it_could_not_record
 ) -> None:
     backend = MemoryBackend()
     store = await Store.open(backend)
-    outbox = MemoryOutbox()
-    executor = Executor(Config(workers=1, heartbeat=0), outbox)
-    store.attach(executor)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await nursery.start(executor.run)
+    async with attached(store, Config(workers=1, heartbeat=0)) as (executor, outbox):
         job = await executor.submit({"sleep": 0.2})
         await outbox.wait_for(lambda e: e["event"] == "started")
         backend.failing = OSError("disk full")
-        executor.shutdown("drain")
-        await executor.closed.wait()
-        await store.aclose()  # gives up after a few attempts
     assert by_event(outbox.events, "finished") == []  # not on disk: not said
     backend.failing = None
     again = await Store.open(backend)  # the next start recovers the job: one `finished` in all
