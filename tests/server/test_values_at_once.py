@@ -12,6 +12,7 @@ answers, times aside. The encoder is also held to orjson's own bytes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -23,10 +24,11 @@ from hypothesis import strategies as st
 
 from stepline import Config
 from stepline.engine._jobs import Job
+from stepline.engine._values import RUN_BYTES
 from stepline.server._serve import Server
 from stepline.spec._fields import MAX_JSON_DEPTH
 from stepline.spec._validate import NOT_A_VALUE, validate_job, value_job, value_spec
-from stepline.wire._events import completed_lines
+from stepline.wire._events import completed_lines, completed_run_lines
 
 from ..hypothesis_profiles import note, scaled
 
@@ -79,20 +81,26 @@ _VALUE_SUBMIT: Final = b'{"op":"submit","job":{"value"'
 _CLOSING: Final = b'{"op":"status"}\n{"op":"stats","id":"s"}\n'
 
 
-async def _serve(config: Config, data: bytes, *, general: bool) -> list[Event]:
+async def _serve(
+    config: Config, data: bytes, *, general: bool, cuts: Sequence[int] = ()
+) -> list[Event]:
     stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
     stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
     server = Server(config, stdin, stdout, handle_signals=False)
-    return await serve_through(server, (stdin_send, stdout, stdout_receive), data, general=general)
+    pipes = (stdin_send, stdout, stdout_receive)
+    return await serve_through(server, pipes, data, general=general, cuts=cuts)
 
 
 Pipes = tuple[trio.abc.SendStream, trio.abc.SendStream, trio.abc.ReceiveStream]
 
 
-async def serve_through(server: Server, pipes: Pipes, data: bytes, *, general: bool) -> list[Event]:
+async def serve_through(
+    server: Server, pipes: Pipes, data: bytes, *, general: bool, cuts: Sequence[int] = ()
+) -> list[Event]:
     """Run ``server`` fed ``data`` through ``pipes`` (our end of its stdin, its stdout and our
     end of that) to its end; its events. ``general``: a finish hook keeps every job off the
-    one-step lane."""
+    one-step lane. ``cuts``: offsets in ``data`` where it is cut into pieces written one at a
+    time, each once the server has handled the last and waits for more (its own read)."""
     stdin_send, stdout, stdout_receive = pipes
     if general:
         server.executor.on_finish(lambda job, finished: None)
@@ -104,11 +112,25 @@ async def serve_through(server: Server, pipes: Pipes, data: bytes, *, general: b
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read)
-        await stdin_send.send_all(data)
-        await stdin_send.aclose()
+        if cuts:
+            nursery.start_soon(_write, stdin_send, data, cuts)
+        else:
+            await stdin_send.send_all(data)
+            await stdin_send.aclose()
         assert await server.run() == 0
         await stdout.aclose()
     return [orjson.loads(line) for line in bytes(out).splitlines()]
+
+
+async def _write(stdin: trio.abc.SendStream, data: bytes, cuts: Sequence[int]) -> None:
+    """``data`` into ``stdin`` in the pieces ``cuts`` makes, each once everyone waits, so that
+    the reader gets each as one chunk; then EOF."""
+    start = 0
+    for end in [*sorted(cuts), len(data)]:
+        await trio.testing.wait_all_tasks_blocked()
+        await stdin.send_all(data[start:end])
+        start = end
+    await stdin.aclose()
 
 
 def _timeless(ev: Any) -> Any:
@@ -120,9 +142,9 @@ def _timeless(ev: Any) -> Any:
     return ev
 
 
-async def _same_answers(config: Config, data: bytes) -> list[Event]:
-    lane = await _serve(config, data, general=False)
-    general = await _serve(config, data, general=True)
+async def _same_answers(config: Config, data: bytes, cuts: Sequence[int] = ()) -> list[Event]:
+    lane = await _serve(config, data, general=False, cuts=cuts)
+    general = await _serve(config, data, general=True, cuts=cuts)
     assert [_timeless(e) for e in lane] == [_timeless(e) for e in general]
     return lane
 
@@ -135,6 +157,51 @@ def test_the_lane_answers_as_the_general_path(lines: list[bytes]) -> None:
     # keep 5 records and 2 KiB of outputs: retention drops records and outputs on both paths
     config = Config(workers=2, queue_size=16, heartbeat=0, keep=5, keep_bytes=2048)
     trio.run(_same_answers, config, data)
+
+
+# Outputs big enough that a few of them fill a run (RUN_BYTES), which then completes early.
+_big_submits = st.builds(
+    _submit, st.integers(8000, 30000).map(lambda n: "b" * n), _request_ids, st.none()
+)
+# Up to 130 value submits in a row: longer than the reader's 64 commands between yields.
+_value_runs = st.builds(
+    lambda count, rid: [_submit(i, rid, None) for i in range(count)],
+    st.integers(1, 130),
+    _request_ids,
+)
+
+
+@given(
+    st.lists(
+        _value_runs | (_submits | _big_submits | _others).map(lambda line: [line]), max_size=8
+    ),
+    st.lists(st.integers(min_value=0), max_size=5),
+)
+@scaled(40)
+def test_runs_of_values_answer_as_the_general_path(
+    blocks: list[list[bytes]], cuts: list[int]
+) -> None:
+    """Runs of value jobs (engine/_values.py): longer than the reader's fairness count, cut
+    short by refused values, other commands and full runs, and split across reads anywhere
+    (inside a line too)."""
+    lines = [line for block in blocks for line in block]
+    data = b"".join(lines) + _CLOSING
+    note(f"{len(lines) // 50 * 50}+ lines, {len(cuts)} cuts")
+    config = Config(workers=2, queue_size=16, heartbeat=0, keep=60, keep_bytes=96 << 10)
+    trio.run(_same_answers, config, data, [cut % len(data) for cut in cuts])
+
+
+async def test_a_long_run_with_commands_inside_answers_as_the_general_path() -> None:
+    values = [_submit(i, i if i % 3 else None, None) for i in range(300)]
+    values[100] = b'{"op":"submit","job":{"value":"${params.x}"},"id":"bad"}\n'
+    values[150] = b'{"op":"status","job":"j149","id":"st"}\n'
+    values[200] = _submit("b" * (RUN_BYTES + 1), "big", None)
+    events = await _same_answers(Config(heartbeat=0, keep=250), b"".join(values) + _CLOSING)
+    (refused,) = [e for e in events if e.get("id") == "bad"]
+    assert refused["event"] == "error"
+    (status,) = [e for e in events if e.get("id") == "st"]
+    assert status["jobs"][0]["state"] == "succeeded"  # the run before it was completed first
+    assert sum(e["event"] == "finished" for e in events) == 298
 
 
 async def test_a_value_job_is_three_lines_and_a_kept_record() -> None:
@@ -182,6 +249,23 @@ def test_completed_lines_are_orjsons_bytes(number: int, ts: float, output: Any, 
     ]
     expected = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
     assert completed_lines(job_id, ts, orjson.dumps(output), rid) == expected
+
+
+@given(
+    st.integers(min_value=1, max_value=10**12),
+    st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    st.lists(st.tuples(_values, _request_ids), max_size=5),
+)
+@scaled(200)
+def test_a_runs_lines_are_its_jobs_lines_joined(
+    first: int, ts: float, jobs: list[tuple[Any, Any]]
+) -> None:
+    job_ids = [f"j{first + i}" for i in range(len(jobs))]
+    outputs = [orjson.dumps(value) for value, _ in jobs]
+    request_ids = [rid for _, rid in jobs]
+    each = zip(job_ids, outputs, request_ids, strict=True)
+    expected = b"".join(completed_lines(job_id, ts, out, rid) for job_id, out, rid in each)
+    assert completed_run_lines(ts, job_ids, outputs, request_ids) == expected
 
 
 @given(_values)

@@ -62,6 +62,7 @@ from ._interpret import Services
 from ._jobs import FINAL_STATES, FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
 from ._tasks import Cleanups
+from ._values import ValueRun
 from ._workspace import WorkspacePool
 
 __all__ = ["Config", "Executor", "ExecutorState"]
@@ -300,6 +301,18 @@ class Executor:
             self._run_at_once(record)
             return record
         return self._enqueue(spec, name, request_id, extra)
+
+    def value_run(self) -> ValueRun | None:
+        """Value jobs to complete at once together (``engine/_values.py``), while a bare value
+        job submitted now would complete at once in :meth:`submit_nowait`; else None, and
+        :meth:`submit_nowait` says what becomes of each submit."""
+        if (
+            self.durable is not None
+            or self._queue_is_full()
+            or self.state is not ExecutorState.RUNNING
+        ):
+            return None
+        return ValueRun(self.table) if self._values_at_once() else None
 
     def _worker_would_start_now(self) -> bool:
         """Whether a job queued now would be the next one taken, by a worker free to take it."""

@@ -437,6 +437,19 @@ class JobTable:
         self._finished_counts[_SUCCEEDED] += 1
         self._retain(job, output_size)
 
+    def add_completed_run(self, jobs: list[Job], sizes: list[int], lines: bytes) -> None:
+        """Add records made as :meth:`completed_value` makes them, with ids from
+        :meth:`reserve_ids`, and write ``lines``, their three events each in order: a run of
+        value jobs completed at once together (``engine/_values.py``). Counted and kept as
+        :meth:`complete_value` counts and keeps each; ``sizes``: their outputs' encoded sizes.
+        Only while :meth:`completes_value`."""
+        assert self._emit_lines is not None
+        self._jobs.update({job.id: job for job in jobs})
+        self._finished_counts[_SUCCEEDED] += len(jobs)
+        self._emit_lines(lines, 3 * len(jobs))
+        for dropped in self._kept.add_run(jobs, sizes):
+            del self._jobs[dropped.id]
+
     def start(self, job: Job, scope: trio.CancelScope | None) -> None:
         """A worker took the job: queued → running in ``scope``; its deadline starts now.
 
@@ -520,6 +533,12 @@ class JobTable:
         job_id = f"j{self._next_id}"
         self._next_id += 1
         return job_id
+
+    def reserve_ids(self, count: int) -> int:
+        """Take the next ``count`` job ids at once; the number in the first (``j<n>``)."""
+        first = self._next_id
+        self._next_id += count
+        return first
 
     @property
     def next_number(self) -> int:

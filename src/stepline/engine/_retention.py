@@ -59,6 +59,25 @@ class Retention:
             self._kept_bytes -= old.output_bytes + old.log_bytes
         return old
 
+    def add_run(self, jobs: list[Job], sizes: list[int]) -> list[Job]:
+        """:meth:`add` each of ``jobs``, just finished in this order, without a log, their
+        outputs' encoded sizes ``sizes``; the records no longer kept, oldest first. When every
+        output is small nothing is weighed, so appending them all and then letting the oldest
+        go keeps and drops exactly what adding them one at a time does."""
+        if max(sizes, default=0) >= SMALL_OUTPUT:
+            dropped = [self.add(job, size) for job, size in zip(jobs, sizes, strict=True)]
+            return [old for old in dropped if old is not None]
+        finished = self._finished
+        finished.extend(jobs)
+        gone: list[Job] = []
+        while len(finished) > self._keep:
+            old = finished.popleft()
+            if self._weighty and self._weighty[0] is old:
+                self._weighty.popleft()
+                self._kept_bytes -= old.output_bytes + old.log_bytes
+            gone.append(old)
+        return gone
+
     def _weigh(self, job: Job, known_size: int | None) -> None:
         """Count a kept output and log against the byte budget; older ones give way to them."""
         size = 0

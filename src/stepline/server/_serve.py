@@ -41,6 +41,7 @@ from ._input import SettleBeforeWaiting
 if TYPE_CHECKING:
     from ..cluster._commands import ClusterCommands
     from ..cluster._node import ClusterNode
+    from ..engine._values import ValueRun
     from ..store._pipeline import SubmitPipeline
     from ..store._recovery import Recovered, RestartPolicy
     from ..store._store import Store
@@ -207,20 +208,7 @@ class Server:
             async with stdin:
                 handled = 0
                 async for lines in read_lines(stdin, self._max_line):
-                    for line in lines:
-                        # Only a congested outbox makes the reader wait. Yielding per line cost a
-                        # full scheduler pass per command (4x the passes of the bare trio loop);
-                        # receive_some, a full queue and every _FAIRNESS commands are the
-                        # reader's yield points instead (jobs run at once run in the reader:
-                        # without that last one, a chunk of them would hold the writer, the
-                        # workers and the heartbeats for as long as they all take).
-                        if self.outbox.congested:
-                            await self.outbox.wait_writable()
-                        if not self._handle_line_nowait(line):
-                            await self._handle_line(line)
-                        handled += 1
-                        if not handled % _FAIRNESS:
-                            await trio.lowlevel.checkpoint()
+                    handled = await self._handle_lines(lines, handled)
                     if settle_each_chunk:
                         await self._settle_before_reading()
         finally:
@@ -240,21 +228,57 @@ class Server:
         if self._settle_reading is not None:
             await self._settle_reading()
 
-    def _handle_line_nowait(self, line: bytes | TooLong) -> bool:
-        """The hot path, without a coroutine: a plain submit that finds room in the queue.
+    async def _handle_lines(self, lines: list[bytes | TooLong], handled: int) -> int:
+        """One chunk's commands, in order; ``handled``: how many came before (the count goes on).
 
-        False, with nothing done, leaves the line to :meth:`_handle_line`, which parses it
-        again: twice only for what is not a plain submit, or a submit that must wait for room
-        (rare, or waiting anyway, and about a microsecond).
+        Only a congested outbox makes the reader wait. Yielding per line cost a full scheduler
+        pass per command (4x the passes of the bare trio loop); receive_some, a full queue and
+        every _FAIRNESS commands are the reader's yield points instead (jobs run at once run in
+        the reader: without that last one, a chunk of them would hold the writer, the workers
+        and the heartbeats for as long as they all take).
+
+        Consecutive bare value jobs go into one ``ValueRun`` (engine/_values.py), which
+        completes them together; it is closed (its jobs completed) before every ``await`` and
+        before any other command is handled, so every command sees the jobs before it done.
         """
-        if type(line) is not bytes:
-            return False
-        plain = decode_plain_submit(line)
-        if plain is None:
-            return False
-        if self._stage_nowait is not None:  # --state: staged in order (store/_pipeline.py)
-            return self._stage_nowait(plain)
-        return self._pipeline is None and submit_nowait(self.executor, plain)
+        run: ValueRun | None = None
+        for line in lines:
+            if self.outbox.congested:
+                if run is not None:
+                    run.close()
+                    run = None
+                await self.outbox.wait_writable()
+            plain = decode_plain_submit(line) if type(line) is bytes else None
+            if plain is not None and self._pipeline is None:
+                if run is None:
+                    run = self.executor.value_run()
+                if run is None or not run.add(plain):
+                    if run is not None:
+                        run.close()
+                        run = None
+                    if not submit_nowait(self.executor, plain):
+                        await self._handle_line(line)
+            else:
+                if run is not None:
+                    run.close()
+                    run = None
+                if plain is None or not self._stage_now(plain):
+                    await self._handle_line(line)
+            handled += 1
+            if not handled % _FAIRNESS:
+                if run is not None:
+                    run.close()
+                    run = None
+                await trio.lowlevel.checkpoint()
+        if run is not None:
+            run.close()
+        return handled
+
+    def _stage_now(self, plain: PlainSubmit) -> bool:
+        """``--state``: a plain submit staged in order (store/_pipeline.py), if it needs no
+        waiting; False, with nothing done, leaves its line to :meth:`_handle_line`, which
+        parses it again: twice only for a submit that must wait (rare, or waiting anyway)."""
+        return self._stage_nowait is not None and self._stage_nowait(plain)
 
     async def _handle_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):

@@ -31,6 +31,7 @@ __all__ = [
     "Event",
     "RequestId",
     "completed_lines",
+    "completed_run_lines",
     "error",
     "event",
     "numbered_completed_lines",
@@ -79,6 +80,28 @@ def completed_lines(job_id: str, ts: float, output: bytes, request_id: RequestId
         last = b',"id":' + orjson.dumps(request_id) + b"}\n"
         end = b'"' + last
     pieces = (_ACCEPTED, job, end, _STARTED, job, end, _FINISHED, job, _SUCCEEDED, output, last)
+    return b"".join(pieces)
+
+
+def completed_run_lines(
+    ts: float, job_ids: list[str], outputs: list[bytes], request_ids: list[RequestId]
+) -> bytes:
+    """:func:`completed_lines` of a run of jobs that all succeeded at once at ``ts`` (the
+    ``i``-th with ``job_ids[i]``, ``outputs[i]``, ``request_ids[i]``), joined: byte for byte the
+    concatenation of their :func:`completed_lines`. The pieces every line shares up to its job
+    id are made once, and the whole run is one join (``engine/_values.py``).
+    """
+    head = orjson.dumps(ts) + b',"job":"'
+    accepted, started, finished = _ACCEPTED + head, _STARTED + head, _FINISHED + head
+    pieces: list[bytes] = []
+    for job_id, output, request_id in zip(job_ids, outputs, request_ids, strict=True):
+        job = job_id.encode()
+        if request_id is None:
+            end, last = b'"}\n', b"}\n"
+        else:
+            last = b',"id":' + orjson.dumps(request_id) + b"}\n"
+            end = b'"' + last
+        pieces += (accepted, job, end, started, job, end, finished, job, _SUCCEEDED, output, last)
     return b"".join(pieces)
 
 
