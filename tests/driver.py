@@ -137,13 +137,15 @@ class Driver:
 
 
 @asynccontextmanager
-async def serve(*args: str, deadline: float = 30) -> AsyncIterator[Driver]:
+async def serve(
+    *args: str, deadline: float = 30, env: dict[str, str] | None = None
+) -> AsyncIterator[Driver]:
     """Start `stepline serve ARGS`; the test fails if it is still running after ``deadline``."""
     proc = await trio.lowlevel.open_process(
         [*SERVE, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env=ENV,
+        env=env if env is not None else ENV,
     )
     driver = Driver(proc)
     try:

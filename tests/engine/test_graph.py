@@ -583,7 +583,9 @@ async def test_run_steps_share_the_workspace_and_it_is_removed() -> None:
     workspace = out["read"]
     assert out["write"]["stdout"] == workspace + "\n"
     assert os.path.basename(workspace).startswith("stepline-")
-    assert os.path.dirname(workspace) == tempfile.gettempdir()
+    parent = os.path.dirname(workspace)  # the executor's own, removed when it closes
+    assert os.path.basename(parent).startswith("stepline-server-")
+    assert os.path.dirname(parent) == tempfile.gettempdir()
     assert out["explicit"]["stdout"] == "/\n"  # an explicit cwd wins
     assert not os.path.exists(workspace)  # removed before `finished`
 
@@ -722,5 +724,5 @@ async def test_no_workspace_without_a_need(
     await run_job(graph(a=task({"sleep": 1}), b=task({"value": "${job.id}"}, needs="a")))
     assert made == []
     await run_job({"steps": [{"value": "${job.workspace}"}, {"value": "${job.workspace}"}]})
-    assert len(made) == 1  # created once, on first use
-    assert not os.path.exists(made[0])
+    assert len(made) == 2  # created once, on first use (with the executor's parent first)
+    assert not os.path.exists(made[1])

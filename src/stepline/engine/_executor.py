@@ -135,6 +135,7 @@ class Executor:
         try:
             async with trio.open_nursery() as service:
                 service.start_soon(self._heartbeat)
+                self.workspaces.remove_stale_soon()  # of servers SIGKILLed before (a thread)
                 await self._attached.start(service)
                 async with trio.open_nursery() as workers:
                     for _ in range(self.config.workers):

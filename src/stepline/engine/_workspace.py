@@ -31,6 +31,12 @@ before). A process that left its group with ``setsid`` is out of sight here, as 
 of a stop. Everything else — a file left behind, a kept workspace, a full pool — is removed as
 before. Names therefore carry no job id (``stepline-k2x9…``), and when ``finished`` is emitted the
 job's files are gone but its directory may live on, empty, for another job.
+
+Where: every workspace the pool makes lives in the executor's own locked parent directory
+(``$TMPDIR/stepline-server-…``, :mod:`._workspace_parent`), removed when the executor closes; if
+stepline is killed, the next one to start removes it (:meth:`WorkspacePool.remove_stale`), and a
+live server's is never touched. Kept workspaces are made in ``$TMPDIR`` itself: they outlive the
+server on purpose.
 """
 
 from __future__ import annotations
@@ -49,8 +55,11 @@ import trio
 from .._errors import StepFailed
 from ..spec._model import Fail, Log, Sleep, Step, Value
 from ..wire._events import EmitFn, event
+from ._workspace_parent import ParentDirectory, remove_stale_parents
 
 if TYPE_CHECKING:
+    import outcome  # trio's own dependency: the type of what a thread of trio's delivers
+
     from ..spec._model import Run
     from ._interpret import StepContext
 
@@ -85,6 +94,25 @@ class WorkspacePool:
         self._removals: set[trio.CancelScope] = set()  # removals under way
         self._hard_stop = False
         self.abandoned: list[str] = []  # left by a hard stop, for remove_abandoned()
+        self._parent = ParentDirectory(remove_tree)  # where make() puts workspaces
+
+    def make(self) -> str:
+        """A new workspace directory in this pool's parent (made on first use); from any
+        thread. Raises ``OSError`` when it cannot be made."""
+        return tempfile.mkdtemp(prefix="stepline-", dir=self._parent.path())
+
+    @staticmethod
+    def remove_stale_soon() -> None:
+        """Start removing, in a thread of its own, the workspaces of servers that died without
+        removing them (a SIGKILL, a crash): the parents in ``$TMPDIR`` no live process holds.
+
+        Not awaited, so neither the start nor the shutdown waits for a big tree, and trio's mock
+        clock does not jump ahead while it runs (a thread awaited through ``to_thread`` counts
+        as every task blocked). Should the process end first, the lock is free again and the
+        next start goes on with it."""
+        trio.lowlevel.start_thread_soon(
+            _remove_stale, _log_failure, name="stepline stale workspaces"
+        )
 
     def take(self) -> str | None:
         """A directory to use, or None when the pool is empty."""
@@ -98,13 +126,16 @@ class WorkspacePool:
         return True
 
     def clear(self) -> None:
-        """Remove every pooled directory (they are empty: one ``rmdir`` each)."""
+        """Remove every pooled directory (they are empty: one ``rmdir`` each), and the parent
+        unless a hard stop left removals to :meth:`remove_abandoned`."""
         free, self._free = self._free, []
         for path in free:
             try:
                 os.rmdir(path)
             except OSError as exc:
                 log.warning("could not remove pooled workspace %s: %s", path, exc.strerror)
+        if not self._hard_stop:
+            self._parent.remove()  # every job's workspace is gone: one rmdir
 
     async def remove(self, path: str) -> None:
         """``rm -rf path`` in a worker thread, shielded from cancellation but not from a hard
@@ -132,6 +163,20 @@ class WorkspacePool:
         abandoned, self.abandoned = self.abandoned, []
         for path in abandoned:
             remove_tree(path)
+        self._parent.remove()
+
+
+def _remove_stale() -> None:
+    removed = remove_stale_parents(remove_tree)
+    if removed:
+        log.info("removed the workspaces of %d stopped server(s): %s", len(removed), removed)
+
+
+def _log_failure(result: outcome.Outcome[None]) -> None:
+    try:
+        result.unwrap()
+    except Exception:  # a bug: say so, but a start-up chore never stops a server
+        log.warning("removing stale workspaces failed", exc_info=True)
 
 
 def _reusable(path: str, process_groups: Iterable[int], uid: int) -> bool:
@@ -192,7 +237,7 @@ class Workspace:
         Raises ``OSError`` when it cannot be created (no space, no temporary directory).
         """
         if self._path is None:
-            self._adopt(self._take() or _make_workspace())
+            self._adopt(self._take() or self._make())
         assert self._path is not None
         return self._path
 
@@ -207,7 +252,7 @@ class Workspace:
             return self._path
         path = self._take()
         if path is None:
-            path = await trio.to_thread.run_sync(_make_workspace)
+            path = await trio.to_thread.run_sync(self._make)
             if self.created:  # created meanwhile through path() (a reference resolved by a sibling)
                 await trio.to_thread.run_sync(os.rmdir, path)
                 return self.path()
@@ -220,6 +265,13 @@ class Workspace:
 
     def _take(self) -> str | None:
         return None if self._pool is None or self.keep else self._pool.take()
+
+    def _make(self) -> str:
+        """A new directory: in the pool's parent, or in ``$TMPDIR`` itself when kept (it must
+        outlive the server) or without a pool."""
+        if self._pool is None or self.keep:
+            return tempfile.mkdtemp(prefix="stepline-")
+        return self._pool.make()
 
     def _adopt(self, path: str) -> None:
         self._path = path
@@ -236,10 +288,6 @@ class Workspace:
                 await trio.to_thread.run_sync(remove_tree, path)
         elif not self._pool.give_back(path, self.process_groups):
             await self._pool.remove(path)
-
-
-def _make_workspace() -> str:
-    return tempfile.mkdtemp(prefix="stepline-")
 
 
 def remove_tree(path: str) -> None:
