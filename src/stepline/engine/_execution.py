@@ -39,6 +39,7 @@ __all__ = [
     "conclude",
     "execute",
     "execute_at_once",
+    "failure",
     "finish_interrupted",
     "may_be_interrupted",
     "runs_at_once",
@@ -73,7 +74,7 @@ async def execute(
             return JobState.SUCCEEDED, await run_step(spec.body, ctx), None
         return JobState.SUCCEEDED, await _retry_body(spec, ctx), None
     except Exception as exc:
-        return _failure(job, exc)
+        return failure(job, exc)
     finally:
         if spec.artifacts:  # copied out before the workspace goes (_artifacts.py)
             path = workspace.path() if workspace is not None and workspace.created else None
@@ -96,7 +97,7 @@ def execute_at_once(job: Job, services: Services) -> Outcome:
     try:
         output = run_at_once(spec.body, StepContext(job, services, None, spec.limits, spec.runner))
     except Exception as exc:
-        return _failure(job, exc)
+        return failure(job, exc)
     return JobState.SUCCEEDED, output, None
 
 
@@ -127,7 +128,7 @@ def may_be_interrupted(job: Job) -> bool:
     return job.cancel_reason is not None or job.spec.timeout is not None
 
 
-def _failure(job: Job, exc: Exception) -> Outcome:
+def failure(job: Job, exc: Exception) -> Outcome:
     """The outcome of steps that raised ``exc``."""
     if isinstance(exc, StepFailed):
         return JobState.FAILED, None, exc.to_wire()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -61,6 +62,8 @@ from ._http_client import HttpClient
 from ._interpret import Services
 from ._jobs import FINAL_STATES, FinishHook, Job, JobState, JobTable
 from ._queue import JobQueue
+from ._run_lane import RunLane
+from ._slots import Slots
 from ._tasks import Cleanups
 from ._values import ValueRun
 from ._workspace import WorkspacePool
@@ -115,6 +118,7 @@ class Executor:
         self._write_ahead: DurableState | None = None  # set when steps wait for their start
         self._reserved = 0  # queue slots held by durable submits not yet accepted
         self.http = HttpClient()  # `http` steps' pool, made on first use; attachments share it
+        self._slots = Slots(self.table, config.workers)  # the --workers bound, lane jobs too
         self._attached = Attachments()
         self._services = Services(
             outbox,
@@ -127,6 +131,14 @@ class Executor:
             limits=config.limits,
             runner_name=config.runner,
         )
+        # Plain `run` jobs without a task each (_run_lane.py): the default runner only, no
+        # --trace; STEPLINE_RUN_LANE=0 keeps them on the worker path (tests and benches compare).
+        self._lane: RunLane | None = None
+        if runner is None and not config.trace and os.environ.get("STEPLINE_RUN_LANE") != "0":
+            assert isinstance(self.runner, DeferredRunner)
+            self._lane = RunLane(
+                self.table, self._services, self.workspaces, self.runner, self._slots.released
+            )
 
     # -- the service -------------------------------------------------------------------------
 
@@ -136,12 +148,16 @@ class Executor:
             async with trio.open_nursery() as service:
                 service.start_soon(self._heartbeat)
                 self.workspaces.remove_stale_soon()  # of servers SIGKILLed before (a thread)
+                if self._lane is not None:
+                    await service.start(self._lane.serve)
                 await self._attached.start(service)
                 async with trio.open_nursery() as workers:
                     for _ in range(self.config.workers):
                         workers.start_soon(self._worker)
                     self._working = True
                     task_status.started()
+                if self._lane is not None:
+                    await self._lane.drained()  # lane jobs have no worker to wait for
                 await self._attached.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
         finally:
@@ -213,6 +229,8 @@ class Executor:
                 self._room.unpark_all()  # a submitter waits for the slot just freed
             if job.state is not JobState.QUEUED:
                 continue  # a tombstone: cancelled while queued
+            if self._lane is not None and await self._lane_took(job):
+                continue
             running.append(job)
             self.table.start(job, scope)
             if self._write_ahead is not None:
@@ -220,6 +238,7 @@ class Executor:
             outcome = await execute(job, self._services, self.workspaces, self.config.artifacts)
             running.clear()
             conclude(self.table, job, outcome)
+            self._slots.released()  # a worker waiting for a slot since lane jobs took them all
             if may_be_interrupted(job):
                 if scope.cancel_called:
                     return False  # cancelled too late to interrupt anything: it would hit the next
@@ -229,6 +248,24 @@ class Executor:
                 # A `finished` may carry megabytes of output: no new job until the reader has
                 # caught up, or an unread stdout would hold every job's output (_outbox.py).
                 await self.outbox.wait_writable()
+
+    async def _lane_took(self, job: Job) -> bool:
+        """With the run lane: wait for a slot (lane jobs hold slots, not workers:
+        ``_slots.py``), then start ``job`` on the lane if it takes it. False: the worker
+        runs it."""
+        lane = self._lane
+        assert lane is not None
+        if not self._slots.free():
+            await self._slots.wait(job)
+            if self._room:
+                self._room.unpark_all()  # the job held while waiting has left the queue
+            if job.state is not JobState.QUEUED:
+                return True  # cancelled while this worker waited: nothing to run
+        step = lane.takes(job.spec)
+        if step is None:
+            return False
+        lane.start(job, step)
+        return True
 
     async def _heartbeat(self) -> None:
         if self.config.heartbeat <= 0:
@@ -297,10 +334,15 @@ class Executor:
             if value is not NOT_A_VALUE:
                 return self.table.complete_value(value, name=name, request_id=request_id)
         spec = self.validate(job, template, params)
-        if self._worker_would_start_now() and runs_at_once(spec):
-            record = self.table.accept(spec, name=name, request_id=request_id, **extra)
-            self._run_at_once(record)
-            return record
+        if self._worker_would_start_now():
+            if runs_at_once(spec):
+                record = self.table.accept(spec, name=name, request_id=request_id, **extra)
+                self._run_at_once(record)
+                return record
+            if self._lane is not None and (step := self._lane.takes(spec)) is not None:
+                record = self.table.accept(spec, name=name, request_id=request_id, **extra)
+                self._lane.start(record, step)  # a slot is free: no worker would wait for one
+                return record
         return self._enqueue(spec, name, request_id, extra)
 
     def value_run(self) -> ValueRun | None:
@@ -438,6 +480,7 @@ class Executor:
         (see :mod:`stepline.engine._durable`). Called once, before :meth:`run`."""
         self.durable = durable
         self.table.observer = durable
+        self._lane = None  # its jobs' transitions are not written ahead: the worker path is
         self._write_ahead = durable if durable.write_ahead_start else None
 
     async def reserve_slot(self) -> None:
@@ -546,11 +589,14 @@ class Executor:
             self.check_accepting()
 
     def _queue_is_full(self) -> bool:
-        if len(self.queue) + self._reserved < self.queue.size:
+        # jobs held by workers waiting for a slot (_slots.py) are still queued: they count
+        held = self._slots.holding
+        if len(self.queue) + self._reserved + len(held) < self.queue.size:
             return False
         if len(self.queue) > self.table.queued_count:  # it holds tombstones: drop them
             self.queue.compact(lambda job: job.state is JobState.QUEUED)
-        return len(self.queue) + self._reserved >= self.queue.size
+        taken = len(self.queue) + self._reserved + (self._slots.held_queued() if held else 0)
+        return taken >= self.queue.size
 
 
 _NO_CALLBACKS = (

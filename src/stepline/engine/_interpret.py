@@ -26,7 +26,14 @@ from attrs import define, frozen
 from .._errors import StepFailed, Unavailable
 from .._lazy import loading
 from .._record import Record, ValueRecord
-from ..runners._base import OUTPUT_CAP, Launch, ProcessStartError, Runner, run_process
+from ..runners._base import (
+    OUTPUT_CAP,
+    Launch,
+    ProcessResult,
+    ProcessStartError,
+    Runner,
+    run_process,
+)
 from ..spec._limits import NO_LIMITS, Limits
 from ..spec._model import (
     Deferred,
@@ -65,9 +72,12 @@ __all__ = [
     "completes_at_once",
     "output_tails",
     "run_at_once",
+    "run_output",
     "run_step",
     "signal_name",
+    "start_failure",
     "step_loading",
+    "step_sink",
     "with_modifiers",
 ]
 
@@ -264,15 +274,31 @@ async def _run(step: Run, ctx: StepContext) -> Any:
         workspace = await workspace_cwd(ctx, step)
     cwd = step.cwd if step.cwd is not None else workspace
     job = ctx.job
-    live = ctx.services.outbox if _streams(step, ctx) else None
-    sink = StepOutput(job.id, step.path, job.output_log(), live, request_id=job.request_id)
+    sink = step_sink(step, job, ctx.services)
     launch = _launch(step, ctx, runner, (cwd, workspace), sink)
     try:
         result = await run_process(ctx.services.runner, launch, job.stop_orders)
     except ProcessStartError as exc:
-        raise StepFailed("startup_failure", str(exc), step.path, step.mods.name) from None
+        raise start_failure(step, exc) from None
     if workspace is not None and ctx.workspace is not None and result.pid and not result.group_gone:
         ctx.workspace.ran_process(result.pid)  # checked before the directory is reused
+    return run_output(step, result)
+
+
+def start_failure(step: Run, exc: ProcessStartError) -> StepFailed:
+    """The step's error when its process could not start."""
+    return StepFailed("startup_failure", str(exc), step.path, step.mods.name)
+
+
+def step_sink(step: Run, job: Job, services: Services) -> StepOutput:
+    """Where the step's output lines go: the job's log, and ``output`` events if streamed."""
+    live = services.outbox if _streams(step, job, services) else None
+    return StepOutput(job.id, step.path, job.output_log(), live, request_id=job.request_id)
+
+
+def run_output(step: Run, result: ProcessResult) -> Any:
+    """The output of a ``run`` step whose process ended with ``result``; raises its
+    ``StepFailed`` (a limit, a non-zero exit)."""
     output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
     output["stderr"] = result.stderr
     if result.truncated:
@@ -288,14 +314,14 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     return output
 
 
-def _streams(step: Run, ctx: StepContext) -> bool:
+def _streams(step: Run, job: Job, services: Services) -> bool:
     """Whether the step's lines are streamed: its own ``stream``, else its job's, else the
     executor's default (``serve --stream``)."""
     if step.stream is not None:
         return step.stream
-    if ctx.job.spec.stream is not None:
-        return ctx.job.spec.stream
-    return ctx.services.stream
+    if job.spec.stream is not None:
+        return job.spec.stream
+    return services.stream
 
 
 def _launch(

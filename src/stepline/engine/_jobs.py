@@ -41,6 +41,7 @@ __all__ = [
     "SMALL_OUTPUT",
     "FinishHook",
     "Job",
+    "JobScope",
     "JobState",
     "JobTable",
     "StatusFilter",
@@ -110,7 +111,7 @@ class Job:
         # The job's one cancel scope, given by its worker at start (see Executor._worker); its
         # deadline is the job-level timeout, set when the job starts. None for a job run at
         # once: nothing can interrupt it (engine/_execution.py).
-        self.scope: trio.CancelScope | None = None
+        self.scope: JobScope | None = None
         # Why the job is being cancelled; set once, by the first cancel. A job whose scope
         # fires with no reason set has hit its own deadline: it timed out.
         self.cancel_reason: str | None = None
@@ -282,6 +283,17 @@ if (
 ):
     raise ImportError("the lifecycle no longer allows queued -> running -> succeeded")
 
+
+class JobScope(Protocol):
+    """What the table asks of a running job's scope: a worker's ``trio.CancelScope``, or a run
+    lane job's (``engine/_run_lane.LaneScope``), which has no task until it needs one."""
+
+    def cancel(self) -> None: ...
+
+    @property
+    def cancel_called(self) -> bool: ...
+
+
 FinishHook = Callable[["Job", Event], None]
 """Called with a job and its ``finished`` event right after that event (``Executor.on_finish``)."""
 
@@ -450,7 +462,7 @@ class JobTable:
         for dropped in self._kept.add_run(jobs, sizes):
             del self._jobs[dropped.id]
 
-    def start(self, job: Job, scope: trio.CancelScope | None) -> None:
+    def start(self, job: Job, scope: JobScope | None) -> None:
         """A worker took the job: queued → running in ``scope``; its deadline starts now.
 
         ``scope`` None: the job is run at once, finished before any other task runs, so nothing
@@ -460,8 +472,8 @@ class JobTable:
         self._running[job.id] = job
         job.scope = scope
         job.started_at = trio.current_time()
-        if job.spec.timeout is not None and scope is not None:
-            scope.deadline = job.started_at + job.spec.timeout
+        if job.spec.timeout is not None and isinstance(scope, trio.CancelScope):
+            scope.deadline = job.started_at + job.spec.timeout  # (a lane job has no timeout)
         job.started = now = time.time()
         started = job.tag({"event": "started", "ts": now, "job": job.id})
         if self.observer is None:

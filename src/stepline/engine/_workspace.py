@@ -114,6 +114,10 @@ class WorkspacePool:
             _remove_stale, _log_failure, name="stepline stale workspaces"
         )
 
+    def has_free(self) -> bool:
+        """Whether :meth:`take` would give a directory now."""
+        return bool(self._free)
+
     def take(self) -> str | None:
         """A directory to use, or None when the pool is empty."""
         return self._free.pop() if self._free else None

@@ -45,6 +45,7 @@ __all__ = [
     "ProcessStartError",
     "Runner",
     "StreamName",
+    "drive_process",
     "run_process",
 ]
 
@@ -225,7 +226,13 @@ async def run_process(
     The stop waits ``launch.grace`` unless ``orders`` (the job's :class:`StopOrders`, which a
     ``cancel`` may set: ``force``, ``grace``) says otherwise when the stop begins or meanwhile.
     """
-    process = runner.start(launch)
+    return await drive_process(runner.start(launch), launch, orders)
+
+
+async def drive_process(
+    process: Process, launch: Launch, orders: StopOrders | None = None
+) -> ProcessResult:
+    """:func:`run_process` for a process already started (``runner.start(launch)``)."""
     try:
         return await process.wait()
     except BaseException:  # cancellation above all: stop the process, then let it propagate

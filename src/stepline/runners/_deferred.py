@@ -31,11 +31,15 @@ class DeferredRunner:
         return self._runner is not None
 
     def start(self, launch: Launch) -> Process:
+        return self.runner().start(launch)
+
+    def runner(self) -> Runner:
+        """The real runner, made now if need be."""
         if self._runner is None:
             self._runner = self._make()
             if self._killed:  # a hard stop came first: it holds for what starts from now on
                 self._runner.kill_all()
-        return self._runner.start(launch)
+        return self._runner
 
     def kill_all(self) -> None:
         self._killed = True

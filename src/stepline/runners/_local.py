@@ -48,7 +48,7 @@ from ._base import Launch, ProcessResult, ProcessStartError
 from ._capture import communicate
 from ._early import ended_soon
 from ._spawn import Child, spawn
-from ._threads import Interrupt, run_on_spawner
+from ._threads import Done, Interrupt, call_on_spawner, run_on_spawner
 from ._tree import Containment, StepTree, shared_containment
 
 __all__ = ["LocalProcess", "LocalRunner", "ProcessGroups"]
@@ -160,11 +160,15 @@ class LocalProcess:
 
     __slots__ = (
         "_child",
+        "_closed",
+        "_ended",
         "_env",
         "_grace",
         "_groups",
         "_hurried",
+        "_interrupt",
         "_launch",
+        "_returncode",
         "_tree",
     )
 
@@ -182,23 +186,73 @@ class LocalProcess:
         self._tree = tree
         self._grace: trio.CancelScope | None = None  # a stop's wait for SIGTERM to work
         self._hurried = False
+        # Set when the child was started without a task (spawn_soon): its end on the thread,
+        # how to cut that short, and its exit status once a silent end reaped it.
+        self._ended = False
+        self._interrupt: Interrupt | None = None
+        self._closed = False  # end_now told the sink, closed the pipes and tried to reap
+        self._returncode: int | None = None
+
+    @property
+    def brief(self) -> bool:
+        """Whether its spawner may wait for its end (:mod:`._early`): nothing to feed, no
+        limits to set and no cgroup to join right after the start."""
+        launch = self._launch
+        return launch.stdin is None and self._tree.group is None and launch.limits is NO_LIMITS
 
     async def _spawn(self) -> tuple[Child, bool]:
         """Start the child on a spawner thread; also whether it already ended there, silently
         (:mod:`._early`: only a step the loop need not attend to right after its start)."""
         launch, tree = self._launch, self._tree
-        brief = launch.stdin is None and tree.group is None and launch.limits is NO_LIMITS
-        interrupt = Interrupt() if brief else None
+        interrupt = Interrupt() if self.brief else None
         child, ended = await run_on_spawner(
             functools.partial(_spawn_in, tree, launch, self._env, interrupt), interrupt
         )
-        self._child = child
-        tree.adopt(child.pid)
-        self._groups.add(child.pid, tree)  # a new session: the group id is the leader's pid
+        self.spawned(child, ended)
         return child, ended
 
+    def spawn_soon(self, done: Done) -> None:
+        """Start the child on a spawner thread with no task waiting for it: ``done`` gets the
+        outcome on the event loop, ``(child, ended)`` or the ``ProcessStartError``, and hands
+        a child to :meth:`spawned` (the run lane, :mod:`stepline.engine._run_lane`). Only for
+        a launch with nothing to feed and no limits, which may wait for its end on the thread;
+        :meth:`interrupt` cuts that wait short."""
+        self._interrupt = interrupt = Interrupt()
+        call_on_spawner(
+            functools.partial(_spawn_in, self._tree, self._launch, self._env, interrupt), done
+        )
+
+    def interrupt(self) -> None:
+        """A cancel: end the thread's wait for the child's end (:meth:`spawn_soon`) now."""
+        if self._interrupt is not None:
+            self._interrupt.request()
+
+    def spawned(self, child: Child, ended: bool) -> None:
+        """Hold a child just started (its tree, the registry of groups); :meth:`wait` goes on
+        from here if it was started by :meth:`spawn_soon`."""
+        self._child, self._ended = child, ended
+        self._tree.adopt(child.pid)
+        self._groups.add(child.pid, self._tree)  # a new session: the group id is the leader's pid
+
+    def end_now(self) -> ProcessResult | None:
+        """For a child started by :meth:`spawn_soon` that ended silently on its thread: what
+        :meth:`wait` returns, synchronously, when nothing of its tree is left (the common
+        case). None: something is, and :meth:`wait` must end it."""
+        child = self._child
+        assert child is not None
+        assert self._ended
+        self._closed = True
+        self._returncode = returncode = self._close_silent(child)
+        if returncode is None or self._groups.killing or not self._tree.ended_quietly():
+            return None
+        limit = self._tree.limit(returncode, "", False)
+        return ProcessResult(returncode, "", "", False, child.pid, limit, True)
+
     async def wait(self) -> ProcessResult:
-        child, ended = await self._spawn()
+        if self._child is None:
+            child, ended = await self._spawn()
+        else:  # started by spawn_soon
+            child, ended = self._child, self._ended
         launch = self._launch
         if ended:
             return await self._silent_end(child)
@@ -223,16 +277,23 @@ class LocalProcess:
         text, nothing cut), without making the captures. Most ``run`` steps of a busy server
         end here (NOTES.md, Performance)."""
         launch = self._launch
-        sink = launch.output
+        returncode = self._returncode if self._closed else self._close_silent(child)
+        if returncode is None:
+            returncode = await child.wait()
+        await self._tree.end(0 if self._groups.killing else launch.grace)
+        limit = self._tree.limit(returncode, "", False)
+        return ProcessResult(returncode, "", "", False, child.pid, limit, True)
+
+    def _close_silent(self, child: Child) -> int | None:
+        """A silent end's first part: both streams' ends told to the sink, the pipes closed,
+        the child reaped (it exited: the thread saw it); its exit status (None: not yet)."""
+        sink = self._launch.output
         if sink is not None:
             sink.eof("stdout")
             sink.eof("stderr")
         child.stdout.close()
         child.stderr.close()
-        returncode = await child.wait()
-        await self._tree.end(0 if self._groups.killing else launch.grace)
-        limit = self._tree.limit(returncode, "", False)
-        return ProcessResult(returncode, "", "", False, child.pid, limit, True)
+        return child.poll()
 
     async def stop(self, grace: float) -> None:
         """Stop the child's whole tree: SIGTERM, up to ``grace`` s, SIGKILL, reap.

@@ -30,12 +30,15 @@ from typing import Final, TypeVar
 import outcome
 import trio
 
-__all__ = ["SPAWNERS", "Interrupt", "run_on_spawner"]
+__all__ = ["SPAWNERS", "Interrupt", "call_on_spawner", "run_on_spawner"]
 
 SPAWNERS: Final = 4
 """Spawner threads at most: spawns that may overlap (each one a vfork and an exec)."""
 
 T = TypeVar("T")
+
+Done = Callable[[outcome.Outcome[object]], None]
+"""What :func:`call_on_spawner` calls with a call's outcome, on the event loop."""
 
 
 class _Returns:
@@ -51,12 +54,13 @@ class _Returns:
 
     def __init__(self, token: trio.lowlevel.TrioToken) -> None:
         self._token = token
-        self._ready: deque[tuple[trio.lowlevel.Task, outcome.Outcome[object]]] = deque()
+        self._ready: deque[tuple[trio.lowlevel.Task | Done, outcome.Outcome[object]]] = deque()
         self._pending = False
 
-    def put(self, task: trio.lowlevel.Task, result: outcome.Outcome[object]) -> None:
-        """On a spawner thread: ``task`` gets ``result`` (soon, on its event loop)."""
-        self._ready.append((task, result))
+    def put(self, to: trio.lowlevel.Task | Done, result: outcome.Outcome[object]) -> None:
+        """On a spawner thread: ``to`` (a task, or a :data:`Done` callback) gets ``result``
+        (soon, on its event loop)."""
+        self._ready.append((to, result))
         if not self._pending:
             self._pending = True
             self._token.run_sync_soon(self._hand_over)
@@ -65,12 +69,15 @@ class _Returns:
         self._pending = False
         ready = self._ready
         while ready:
-            task, result = ready.popleft()
-            trio.lowlevel.reschedule(task, result)
+            to, result = ready.popleft()
+            if type(to) is trio.lowlevel.Task:
+                trio.lowlevel.reschedule(to, result)
+            else:
+                to(result)
 
 
 _RETURNS: trio.lowlevel.RunVar[_Returns] = trio.lowlevel.RunVar("stepline_spawner_returns")
-_Work = tuple[Callable[[], object], trio.lowlevel.Task, _Returns]
+_Work = tuple[Callable[[], object], "trio.lowlevel.Task | Done", _Returns]
 
 
 class Interrupt:
@@ -133,14 +140,7 @@ async def run_on_spawner(fn: Callable[[], T], interrupt: Interrupt | None = None
     """``fn()`` on a spawner thread; its result or exception. Never abandoned (module doc); a
     cancel meanwhile requests ``interrupt`` (which ``fn`` may watch)."""
     task = trio.lowlevel.current_task()
-    try:
-        returns = _RETURNS.get()
-    except LookupError:
-        returns = _Returns(trio.lowlevel.current_trio_token())
-        _RETURNS.set(returns)
-    if not _threads:
-        _start_threads()
-    _queue.put((fn, task, returns))
+    _queue.put((fn, task, _returns()))
 
     def abort(_: object) -> trio.lowlevel.Abort:
         if interrupt is not None:
@@ -149,6 +149,26 @@ async def run_on_spawner(fn: Callable[[], T], interrupt: Interrupt | None = None
 
     result: T = await trio.lowlevel.wait_task_rescheduled(abort)  # the outcome, unwrapped
     return result
+
+
+def call_on_spawner(fn: Callable[[], object], done: Done) -> None:
+    """``fn()`` on a spawner thread, then ``done(its outcome)`` on this event loop, from the
+    batched hand-over (:class:`_Returns`), with no task waiting for it: the run lane's way
+    (:mod:`stepline.engine._run_lane`). ``done`` runs inside trio's ``run_sync_soon``
+    callback, so it must not raise (trio would end the run) and must not block."""
+    _queue.put((fn, done, _returns()))
+
+
+def _returns() -> _Returns:
+    """This trio run's hand-over, made at its first spawner call."""
+    try:
+        returns = _RETURNS.get()
+    except LookupError:
+        returns = _Returns(trio.lowlevel.current_trio_token())
+        _RETURNS.set(returns)
+    if not _threads:
+        _start_threads()
+    return returns
 
 
 def _start_threads() -> None:
@@ -179,6 +199,6 @@ os.register_at_fork(after_in_child=_forget_threads)
 
 def _serve() -> None:
     while True:
-        fn, task, returns = _queue.get()
-        returns.put(task, outcome.capture(fn))
-        del fn, task, returns  # hold nothing of a finished call while idle
+        fn, to, returns = _queue.get()
+        returns.put(to, outcome.capture(fn))
+        del fn, to, returns  # hold nothing of a finished call while idle

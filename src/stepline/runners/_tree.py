@@ -207,11 +207,10 @@ class StepTree:
         stepline's children and one ``killpg`` (and a read of ``cgroup.procs`` with a cgroup).
         """
         if thorough:
-            left = bool(self.members(thorough=True)) or _group_alive(self.leader)
-        else:
-            left = self._maybe_left()
-        if not left:
-            _reap_orphans()
+            if not (self.members(thorough=True) or _group_alive(self.leader)):
+                _reap_orphans()
+                return
+        elif self.ended_quietly():
             return
         if grace > 0:
             self.signal(signal.SIGTERM)
@@ -223,6 +222,14 @@ class StepTree:
             await trio.sleep(delay)
             delay = min(2 * delay, 0.02)
         _reap_orphans()
+
+    def ended_quietly(self) -> bool:
+        """:meth:`end`'s common case, without awaiting: True when nothing of a normal end's
+        tree is left (orphans then reaped); False: :meth:`end` must stop what is."""
+        if self._maybe_left():
+            return False
+        _reap_orphans()
+        return True
 
     def _maybe_left(self) -> bool:
         """The cheap first look of a normal end, whose common case is that nothing is left:

@@ -1,0 +1,70 @@
+"""The ``--workers`` bound when jobs also run without a worker: the run lane's.
+
+A worker runs one job at a time, so with workers alone the bound holds by itself. A job of the
+run lane (:mod:`stepline.engine._run_lane`) runs on a spawner thread and in the spawners'
+hand-over instead, and holds a slot without holding a worker: the workers are then idle while
+their slots are taken. So before a worker starts a job it took from the queue, it asks
+:meth:`Slots.wait`, which parks it (holding that job, still queued) while every slot is taken.
+
+Order: a job taken from the queue earlier starts earlier. Waiting workers park in one FIFO
+:class:`trio.lowlevel.ParkingLot`; a slot freed while one waits is *promised* to the first
+(:meth:`Slots.released`), so that nobody else (another worker back from its job, a submit
+that would start a job at once) takes it before that worker wakes. A submit starts a job at
+once only when no job is queued, and a waiting worker's job still counts as queued in the job
+table, so a submit never overtakes it either.
+
+The queue's bound: a job held by a waiting worker has left the queue's channel but is still
+queued; :attr:`Slots.holding` lets the executor count it against ``--queue``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._states import JobState
+
+if TYPE_CHECKING:
+    from ._jobs import Job, JobTable
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    """The ``workers`` slots of ``table``'s running jobs, taken by workers and the run lane."""
+
+    __slots__ = ("_lot", "_promised", "_table", "_workers", "holding")
+
+    def __init__(self, table: JobTable, workers: int) -> None:
+        self._table = table
+        self._workers = workers
+        self._lot = trio.lowlevel.ParkingLot()  # workers waiting for a slot, first come first
+        self._promised = 0  # slots freed for waiting workers that have not woken yet
+        self.holding: set[Job] = set()  # the jobs those workers took from the queue
+
+    def free(self) -> bool:
+        """Whether a job may start now: a slot is free and no worker waits for one."""
+        return not self._lot and self._table.running_count + self._promised < self._workers
+
+    async def wait(self, job: Job) -> None:
+        """Until ``job``, taken from the queue by this worker, may start (a slot is this
+        worker's). ``job`` may have been cancelled meanwhile: the caller looks."""
+        if self.free():
+            return
+        self.holding.add(job)
+        try:
+            await self._lot.park()
+            self._promised -= 1  # the slot released() promised is this worker's now
+        finally:
+            self.holding.discard(job)
+
+    def released(self) -> None:
+        """A job ended: its slot goes to the first waiting worker, if one waits."""
+        if self._lot:
+            self._promised += 1
+            self._lot.unpark()
+
+    def held_queued(self) -> int:
+        """Queued jobs held by waiting workers (cancelled ones are not counted)."""
+        return sum(1 for job in self.holding if job.state is JobState.QUEUED)
