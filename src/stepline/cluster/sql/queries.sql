@@ -57,11 +57,18 @@ ORDER BY k;
 -- Fencing: an outcome counts only while the job is still running under the attempt that
 -- reports it. A node whose lease ran out (its job rescued, claimed again, or failed) finds no
 -- row here: its outcome and its `finished` event are dropped, never contradicting the one that
--- counts. Every event bound for one node goes into one row, in the order the node emitted them
+-- counts. Its events are dropped too, and so is all of its batch once its lease has expired,
+-- rescued yet or not: a node paused past its lease (SIGSTOP, a starved machine) wakes up
+-- believing it holds its jobs, and before its renewal tells it otherwise its worker may start
+-- one the rescue gave to another node; that `started` reached the submitter after the rerun's
+-- `finished` (tests/cluster/test_schedules.py, once in 19 runs at load 6-8). Every event bound for one node goes into one row, in the order the node emitted them
 -- (forwarded events first, then the `finished` of the outcomes that counted): one row per
 -- submitter per batch to write, deliver and delete, however many jobs. The rows returned: the
 -- jobs whose outcome counted, then one 0 per node notified (which makes the notify run).
-WITH outcome AS (
+WITH alive AS (
+    SELECT 1 FROM stepline_nodes WHERE id = %(node)s AND expires > now()
+),
+outcome AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(elapsed)s::float8[],
         %(results)s::bytea[], %(events)s::bytea[]
@@ -73,12 +80,13 @@ done AS (
         fin = nextval('stepline_fin')
     FROM outcome AS o
     WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
-      AND j.owner = %(node)s
+      AND j.owner = %(node)s AND EXISTS (SELECT 1 FROM alive)
     RETURNING j.id, j.submitter, o.event, o.k
 ),
 mail AS (
     SELECT s AS submitter, b AS body, k
     FROM unnest(%(submitters)s::bigint[], %(bodies)s::bytea[]) WITH ORDINALITY AS f(s, b, k)
+    WHERE EXISTS (SELECT 1 FROM alive)
     UNION ALL
     SELECT submitter, event, cardinality(%(bodies)s::bytea[]) + k
     FROM done WHERE submitter <> %(node)s
