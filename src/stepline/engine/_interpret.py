@@ -306,7 +306,10 @@ def run_output(step: Run, result: ProcessResult) -> Any:
     if result.limit is not None:
         raise _limit_failure(step, result.limit, result.returncode, output)
     if result.returncode != 0:
-        raise _exit_failure(step, result.returncode, output)
+        failure = _exit_failure(step, result.returncode, output)
+        if result.oom:  # the type stays (`killed`, most often): `oom` says why (protocol.md)
+            failure.extra["oom"] = True
+        raise failure
     if step.parse is not None:
         with step_loading(step, "output parsing"):
             from ._typed import parse_output  # start-up time: only steps that parse

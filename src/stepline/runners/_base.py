@@ -122,9 +122,11 @@ class ProcessResult(ValueRecord):
     exceeded the cap and was cut. ``pid`` is the id of the local process group the process led
     (the workspace checks it is empty before reusing a directory), or 0 when the runner started
     no local process group. ``limit`` names the limit the process ran into (``memory`` for an
-    OOM kill, also one without a memory limit of the step's own), or is None. ``group_gone``:
-    the runner saw that group empty before it returned (the local runner ends the step's whole
-    tree), so the workspace need not look again: an empty process group can never be joined.
+    OOM kill at the step's own memory limit), or is None. ``group_gone``: the runner saw that
+    group empty before it returned (the local runner ends the step's whole tree), so the
+    workspace need not look again: an empty process group can never be joined. ``oom``: the
+    kernel's OOM killer killed a process of the step for memory that ran out elsewhere (the
+    machine's, or a cgroup's above stepline's); a runner that cannot tell leaves it False.
     """
 
     returncode: int
@@ -134,6 +136,7 @@ class ProcessResult(ValueRecord):
     pid: int = attrs.field(default=0, eq=False)  # identifies, not part of the result's value
     limit: str | None = None
     group_gone: bool = attrs.field(default=False, eq=False)  # how it ended, not what it gave
+    oom: bool = False
 
 
 class ProcessStartError(Exception):

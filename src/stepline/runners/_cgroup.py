@@ -40,16 +40,22 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Literal
 
 import attrs
 
 from ..spec._limits import Limits
 
-__all__ = ["Cgroups", "Hierarchy", "StepGroup", "detect"]
+__all__ = ["Cgroups", "Hierarchy", "OomKill", "StepGroup", "detect"]
 
 log = logging.getLogger("stepline")
 
 _RUNNERS = itertools.count(1)
+_V1_COUNTERS = ("memory.", "memory.memsw.")  # memory, and memory with swap
+_LARGEST_CHARGE = 2 << 20  # a transparent huge page: usage stops at most this far below a limit
+
+OomKill = Literal["limit", "other"]
+"""Whose memory ran out when the OOM killer killed a step's process (:meth:`StepGroup.oom_kill`)."""
 _POOL = 16  # empty unlimited step groups kept for reuse
 
 
@@ -203,11 +209,13 @@ class Cgroups:
         track = _make(dirs.track, name, made)
         group = StepGroup(track, dirs.version, pooled=memory is None and processes is None)
         try:
-            if memory is not None:
-                assert dirs.memory is not None
+            if dirs.memory is not None:  # limited or not: the kernel counts its OOM kills there
                 same = dirs.memory == dirs.track
                 group.memory = track if same else _make(dirs.memory, name, made)
+            if memory is not None:
+                assert group.memory is not None
                 _limit_memory(group.memory, memory, dirs.version)
+                group.memory_limited = True
             if processes is not None:
                 assert dirs.pids is not None
                 same = dirs.pids == dirs.track
@@ -221,7 +229,8 @@ class Cgroups:
 
     def give_back(self, group: StepGroup) -> None:
         """Done with ``group`` (its processes are gone): pool it, or remove it."""
-        if group.pooled and len(self._free) < _POOL and group.empty():
+        # (an OOM kill stays counted in the group for good: such a group is not reused)
+        if group.pooled and len(self._free) < _POOL and group.empty() and not group.oom_kill():
             self._free.append(group)
             return
         group.remove()
@@ -239,13 +248,14 @@ class Cgroups:
 class StepGroup:
     """One step's cgroup: its tracking directory, and memory/pids directories when limited."""
 
-    __slots__ = ("memory", "pids", "pooled", "processes", "track", "version")
+    __slots__ = ("memory", "memory_limited", "pids", "pooled", "processes", "track", "version")
 
     def __init__(self, track: str, version: int, *, pooled: bool) -> None:
         self.track = track
         self.version = version
         self.pooled = pooled
-        self.memory: str | None = None
+        self.memory: str | None = None  # where its memory is counted (and limited, if set)
+        self.memory_limited = False  # the step's own `memory` limit is written there
         self.pids: str | None = None
         self.processes: int | None = None  # the pids limit, once written
 
@@ -324,12 +334,30 @@ class StepGroup:
                 os.kill(pid, sig)
         return pids
 
-    def oom_killed(self) -> bool:
-        """Did the kernel's OOM killer kill a process of this group (for its memory limit)?"""
+    def oom_kill(self) -> OomKill | None:
+        """Did the kernel's OOM killer kill a process of this group, and for whose memory?
+
+        ``"limit"``: the group had reached its own limit (the step's ``memory``); ``"other"``:
+        something else ran out (the machine, or a cgroup above stepline's, such as a container's
+        or a service's limit); None: no OOM kill. The kernel counts an OOM kill in the victim's
+        own memory cgroup whatever ran out (``oom_kill`` in v1's ``memory.oom_control``, v2's
+        ``memory.events``); whether the group's own limit was reached is v1's ``failcnt`` (a
+        charge refused at this group's limit) and v2's ``oom`` event (an OOM at this group's
+        limit; on v1 also its peak usage within one charge of the limit, as kernel 6.18 here
+        leaves ``failcnt`` at 0 after an OOM at the limit). A group that reached its limit once,
+        reclaimed, and later lost a process to an OOM elsewhere is reported as ``"limit"``.
+        """
         if self.memory is None:
-            return False
+            return None
         name = "memory.events" if self.version == 2 else "memory.oom_control"
-        return _counter(os.path.join(self.memory, name), "oom_kill") > 0
+        text = _read(os.path.join(self.memory, name))
+        if _counter_in(text, "oom_kill") == 0:
+            return None
+        if not self.memory_limited:
+            return "other"
+        if self.version == 2:
+            return "limit" if _counter_in(text, "oom") > 0 else "other"
+        return "limit" if any(_v1_reached(self.memory, c) for c in _V1_COUNTERS) else "other"
 
     def processes_maxed(self) -> bool:
         """Was a fork refused because the group was at its process limit?"""
@@ -377,8 +405,25 @@ def _limit_memory(path: str, limit: int, version: int) -> None:
         _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(limit))
 
 
+def _v1_reached(path: str, counter: str) -> bool:
+    """Did v1 group ``path`` reach its limit on ``counter`` (``memory.`` or ``memory.memsw.``):
+    a charge refused there (``failcnt``), or its peak usage within one charge of the limit?"""
+    numbers = [_read(os.path.join(path, counter + name)).strip() for name in _V1_LIMIT_FILES]
+    if not all(n.isdigit() for n in numbers):
+        return False  # not there (no swap accounting)
+    failcnt, peak, limit = map(int, numbers)
+    return failcnt > 0 or peak + _LARGEST_CHARGE >= limit
+
+
+_V1_LIMIT_FILES = ("failcnt", "max_usage_in_bytes", "limit_in_bytes")
+
+
 def _counter(path: str, key: str) -> int:
-    for line in _read(path).splitlines():
+    return _counter_in(_read(path), key)
+
+
+def _counter_in(text: str, key: str) -> int:
+    for line in text.splitlines():
         name, _, value = line.partition(" ")
         if name == key:
             return int(value)

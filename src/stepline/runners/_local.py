@@ -245,8 +245,8 @@ class LocalProcess:
         self._returncode = returncode = self._close_silent(child)
         if returncode is None or self._groups.killing or not self._tree.ended_quietly():
             return None
-        limit = self._tree.limit(returncode, "", False)
-        return ProcessResult(returncode, "", "", False, child.pid, limit, True)
+        limit, oom = self._tree.ending(returncode, "", False)
+        return ProcessResult(returncode, "", "", False, child.pid, limit, True, oom)
 
     async def wait(self) -> ProcessResult:
         if self._child is None:
@@ -268,8 +268,8 @@ class LocalProcess:
         await self._tree.end(0 if self._groups.killing else launch.grace)
         truncated = out.truncated or err.truncated
         stderr = err.text()
-        limit = self._tree.limit(returncode, stderr, truncated)
-        return ProcessResult(returncode, out.text(), stderr, truncated, child.pid, limit, True)
+        limit, oom = self._tree.ending(returncode, stderr, truncated)
+        return ProcessResult(returncode, out.text(), stderr, truncated, child.pid, limit, True, oom)
 
     async def _silent_end(self, child: Child) -> ProcessResult:
         """:meth:`wait` for a child that ended silently on its spawner thread (:mod:`._early`):
@@ -281,8 +281,8 @@ class LocalProcess:
         if returncode is None:
             returncode = await child.wait()
         await self._tree.end(0 if self._groups.killing else launch.grace)
-        limit = self._tree.limit(returncode, "", False)
-        return ProcessResult(returncode, "", "", False, child.pid, limit, True)
+        limit, oom = self._tree.ending(returncode, "", False)
+        return ProcessResult(returncode, "", "", False, child.pid, limit, True, oom)
 
     def _close_silent(self, child: Child) -> int | None:
         """A silent end's first part: both streams' ends told to the sink, the pipes closed,

@@ -244,11 +244,19 @@ class StepTree:
             await trio.sleep(delay)
             delay = min(2 * delay, 0.05)
 
-    def limit(self, returncode: int, stderr: str, output_exceeded: bool) -> str | None:
-        """The limit the step ran into, if any (None: it ended on its own terms)."""
+    def ending(
+        self, returncode: int, stderr: str, output_exceeded: bool
+    ) -> tuple[str | None, bool]:
+        """The limit the step ran into, if any (None: it ended on its own terms), and whether the
+        OOM killer killed a process of it for memory that ran out elsewhere (the machine, a
+        cgroup above stepline's): known only for a step with a memory cgroup of its own."""
+        oom = self.group.oom_kill() if self.group is not None else None
+        if oom == "limit":
+            return "memory", False
+        return self._limit(returncode, stderr, output_exceeded), oom == "other"
+
+    def _limit(self, returncode: int, stderr: str, output_exceeded: bool) -> str | None:
         limits, group = self.limits, self.group
-        if group is not None and group.oom_killed():
-            return "memory"
         if output_exceeded and limits.output is not None:
             return "output"
         if limits is NO_LIMITS or returncode == 0:
