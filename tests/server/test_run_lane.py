@@ -119,13 +119,26 @@ async def test_the_lane_answers_as_the_worker_path() -> None:
 
 @pytest.mark.parametrize("env", [ENV, _OFF], ids=["lane", "worker-path"])
 async def test_lane_jobs_keep_the_workers_bound_and_start_in_order(env: dict[str, str]) -> None:
-    jobs = 12
+    # lane jobs (a silent end on the thread, or a task) and worker-path jobs (limits), mixed:
+    # a lane job's end starts the queue's next job in the hand-over, or hands it to a worker
+    mix = [_run(["true"]), _run(["sleep", "0.05"]), _run(["true"], limits={"files": 64})]
     async with _serve("--workers", "2", "--queue", "4", env=env) as driver:
-        for _ in range(jobs):  # more than workers plus queue: some are refused, in order
-            await driver.send({"op": "submit", "job": _run(["sleep", "0.05"])})
+        for n in range(24):  # more than workers plus queue: some are refused
+            await driver.send({"op": "submit", "job": mix[n % 3]})
         await driver.close_stdin()
         events = [*driver.events, *(await driver.rest())]
     lifecycle_ok(events)
+    assert _most_running(events) <= 2
+    accepted = [e["job"] for e in events if e["event"] == "accepted"]
+    started = [e["job"] for e in events if e["event"] == "started"]
+    assert sorted(started) == sorted(accepted)  # every accepted job ran
+    # in queue order: only jobs handed to workers woken together may start in another order
+    # (trio runs woken tasks in any order), so none is more than a worker's place off
+    assert all(abs(started.index(job) - n) < 2 for n, job in enumerate(accepted))
+    assert all(e["state"] == "succeeded" for e in events if e["event"] == "finished")
+
+
+def _most_running(events: list[Event]) -> int:
     running: set[str] = set()
     most = 0
     for ev in events:
@@ -134,13 +147,21 @@ async def test_lane_jobs_keep_the_workers_bound_and_start_in_order(env: dict[str
             most = max(most, len(running))
         elif ev["event"] == "finished":
             running.discard(ev["job"])
-    assert most <= 2
-    accepted = [e["job"] for e in events if e["event"] == "accepted"]
-    started = [e["job"] for e in events if e["event"] == "started"]
-    assert sorted(started) == sorted(accepted)  # every accepted job ran
-    # in queue order: only jobs handed to workers woken together may start in another order
-    # (trio runs woken tasks in any order), so none is more than a worker's place off
-    assert all(abs(started.index(job) - n) < 2 for n, job in enumerate(accepted))
+    return most
+
+
+async def test_idle_workers_wait_while_lane_jobs_hold_every_slot() -> None:
+    """Workers idle on an empty queue, two lane jobs started at their submit take both slots:
+    the third job, handed to an idle worker by the queue, waits for a slot."""
+    async with _serve("--workers", "2") as driver:
+        await driver.send(*({"op": "submit", "job": _run(["true"])} for _ in range(2)))
+        for _ in range(2):  # their workspaces go back to the pool: the next jobs take the lane
+            await driver.wait_for("finished")
+        await driver.send(*({"op": "submit", "job": _run(["sleep", "0.3"])} for _ in range(3)))
+        await driver.close_stdin()
+        events = [*driver.events, *(await driver.rest())]
+    lifecycle_ok(events)
+    assert _most_running(events) == 2
     assert all(e["state"] == "succeeded" for e in events if e["event"] == "finished")
 
 

@@ -137,8 +137,9 @@ class Executor:
         if runner is None and not config.trace and os.environ.get("STEPLINE_RUN_LANE") != "0":
             assert isinstance(self.runner, DeferredRunner)
             self._lane = RunLane(
-                self.table, self._services, self.workspaces, self.runner, self._slots.released
+                self.table, self._services, self.workspaces, self.runner, self._lane_slot_freed
             )
+        self._dispatching = False
 
     # -- the service -------------------------------------------------------------------------
 
@@ -221,15 +222,20 @@ class Executor:
             # A job already waiting is taken without a scheduler pass (``receive`` always yields):
             # for trivial jobs that pass was a fifth of the cost. A checkpoint every _FAIRNESS
             # jobs keeps the reader, the writer and cancels flowing meanwhile.
-            job = self.queue.take_nowait() if taken % _FAIRNESS else None
-            if job is None and (job := await self.queue.take()) is None:
-                return True  # the queue is closed and empty
+            slotted = self._lane is not None and await self._slot_first()
+            job = self._slots.handed.popleft() if self._slots.handed else None
+            if job is None and taken % _FAIRNESS:
+                job = self.queue.take_nowait()
+            if job is None:
+                if (job := await self.queue.take()) is None:
+                    return True  # the queue is closed and empty
+                slotted = False  # (lane jobs may have taken every slot while it waited)
             taken += 1
             if self._room:
                 self._room.unpark_all()  # a submitter waits for the slot just freed
             if job.state is not JobState.QUEUED:
                 continue  # a tombstone: cancelled while queued
-            if self._lane is not None and await self._lane_took(job):
+            if self._lane is not None and await self._lane_took(job, slotted):
                 continue
             running.append(job)
             self.table.start(job, scope)
@@ -249,13 +255,45 @@ class Executor:
                 # caught up, or an unread stdout would hold every job's output (_outbox.py).
                 await self.outbox.wait_writable()
 
-    async def _lane_took(self, job: Job) -> bool:
-        """With the run lane: wait for a slot (lane jobs hold slots, not workers:
-        ``_slots.py``), then start ``job`` on the lane if it takes it. False: the worker
-        runs it."""
+    async def _slot_first(self) -> bool:
+        """With the run lane, before taking a job: while lane jobs hold every slot, wait for
+        one (``_slots.py``), so that meanwhile the spawners' hand-over starts the queue's next
+        lane jobs itself (:meth:`_lane_slot_freed`). True: this worker was given a slot."""
+        if self._slots.free():
+            return False
+        await self._slots.wait(None)
+        return True
+
+    def _lane_slot_freed(self) -> None:
+        """A lane job ended (in the spawners' hand-over, with no task woken): its slot goes to
+        the queue's next job, started here if the lane takes it, else handed to a worker.
+        Jobs held by workers, or handed to them, are older: they go first."""
+        slots, lane = self._slots, self._lane
+        if lane is not None and not (slots.holding or slots.handed or self._dispatching):
+            self._dispatching = True  # a lane start that ends at once must not recurse here
+            try:
+                while (job := self.queue.take_nowait()) is not None:
+                    if self._room:
+                        self._room.unpark_all()
+                    if job.state is not JobState.QUEUED:
+                        continue  # a tombstone
+                    step = lane.takes(job.spec)
+                    if step is None:
+                        slots.handed.append(job)  # for the worker the slot is given to
+                        break
+                    lane.start(job, step)
+                    return
+            finally:
+                self._dispatching = False
+        slots.released()
+
+    async def _lane_took(self, job: Job, slotted: bool) -> bool:
+        """With the run lane: unless ``slotted`` (given a slot), wait for one (lane jobs hold
+        slots, not workers: ``_slots.py``), then start ``job`` on the lane if it takes it.
+        False: the worker runs it."""
         lane = self._lane
         assert lane is not None
-        if not self._slots.free():
+        if not slotted and not self._slots.free():
             await self._slots.wait(job)
             if self._room:
                 self._room.unpark_all()  # the job held while waiting has left the queue
@@ -590,8 +628,8 @@ class Executor:
 
     def _queue_is_full(self) -> bool:
         # jobs held by workers waiting for a slot (_slots.py) are still queued: they count
-        held = self._slots.holding
-        if len(self.queue) + self._reserved + len(held) < self.queue.size:
+        held = self._slots.held()
+        if len(self.queue) + self._reserved + held < self.queue.size:
             return False
         if len(self.queue) > self.table.queued_count:  # it holds tombstones: drop them
             self.queue.compact(lambda job: job.state is JobState.QUEUED)
