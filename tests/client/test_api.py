@@ -250,7 +250,7 @@ async def test_the_keywords_are_exactly_history_and_configs_fields(
 ) -> None:
     parameters = inspect.signature(stepline.open_executor).parameters
     fields = attrs.fields(Config)
-    assert list(parameters) == ["history", *(field.name for field in fields)]
+    assert list(parameters) == ["history", "state", "on_restart", *(f.name for f in fields)]
     for field in fields:
         assert parameters[field.name].default == field.default, field.name
         assert parameters[field.name].kind is inspect.Parameter.KEYWORD_ONLY
@@ -264,6 +264,8 @@ async def test_the_keywords_are_exactly_history_and_configs_fields(
 
 
 async def test_a_misspelt_keyword_is_refused_naming_the_real_ones() -> None:
-    with pytest.raises(TypeError, match=r"unknown keyword 'wrokers'.*history.*workers"):
+    with pytest.raises(
+        TypeError, match=r"unknown keyword .wrokers.*history, state, on_restart.*workers"
+    ):
         async with stepline.open_executor(wrokers=2):
             pass  # pragma: no cover

@@ -36,20 +36,18 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-import orjson
-import trio
-
 from ..client._api import EmbeddedExecutor, FanOutOutbox, JobHandle
+from ..client._durable import FanOutSink, run_durable
 from ..client._feeds import Feed
 from ..engine._executor import Config, Executor
 from ..engine._jobs import Job, JobState
-from ..store._recovery import Recovered, restore, resume
+from ..store._recovery import Recovered, restore
 from ..store._store import Store
 from ..triggers._attach import Triggers
 from ..wire._events import Event
 from ._jobfiles import Entry
 
-__all__ = ["Batch", "BatchFile", "job_key", "open_batch"]
+__all__ = ["Batch", "job_key", "open_batch"]
 
 OBJECT_KIND: Final = "run"
 """The kind of the store objects that map a job's key to its job id."""
@@ -63,48 +61,6 @@ def job_key(entry: Entry, extra: Mapping[str, Any]) -> str:
     """The key that finds ``entry`` in a later run of the same batch (see the module doc)."""
     body = json.dumps({"job": entry.job, **extra}, sort_keys=True, separators=(",", ":"))
     return f"{entry.label}#{hashlib.sha256(body.encode()).hexdigest()[:16]}"
-
-
-class BatchFile:
-    """A :class:`Store`'s sink that hands every event to the run's fan-out outbox.
-
-    The store's event log writes committed lifecycle events as encoded lines; in-process
-    there is no stdout to write them to, so they are decoded and routed like the others, and
-    count as written at once (a repeat after a restart goes to nobody: nothing is at stake).
-    """
-
-    def __init__(self, fanout: FanOutOutbox) -> None:
-        self._fanout = fanout
-        self.emitted = 0
-
-    @property
-    def written(self) -> int:
-        return self.emitted
-
-    @property
-    def congested(self) -> bool:
-        return self._fanout.congested
-
-    async def wait_writable(self) -> None:
-        await self._fanout.wait_writable()
-
-    async def wait_written(self, count: int) -> None:
-        await trio.lowlevel.checkpoint()
-
-    def emit(self, event: Event) -> None:
-        self.emitted += 1
-        self._fanout.emit(event)
-
-    def emit_line(self, line: bytes) -> None:
-        event = orjson.loads(line)
-        if "event" in event:  # a line the last run had not written has its seq only
-            self.emit(event)
-        else:
-            self.emitted += 1
-
-    def emit_lines(self, data: bytes, count: int) -> None:
-        for line in data.split(b"\n")[:count]:
-            self.emit_line(line)
 
 
 class Batch:
@@ -190,29 +146,10 @@ async def open_batch(
     ``StoreError`` when it cannot be used), with the :class:`Batch` it holds for ``keys``."""
     store = await Store.open(path, keep=max(MIN_KEEP, 2 * len(keys)))
     fanout = FanOutOutbox()
-    executor = Executor(Config(**settings), store.sequence(BatchFile(fanout)))
+    executor = Executor(Config(**settings), store.sequence(FanOutSink(fanout)))
     Triggers.attach(executor)
     store.attach(executor)
     batch = Batch(store, executor, fanout)
     plan = batch.adopt(restore(executor, store.snapshot, "rerun"), set(keys))
-    failure: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        async with trio.open_nursery() as inner:
-            await inner.start(executor.run)
-            store.redeliver()
-            await resume(executor, store, plan)
-            try:
-                yield EmbeddedExecutor(executor, fanout), batch
-            except BaseException as exc:
-                # Raised below, outside the nurseries: the caller sees its own exception (a
-                # Cancelled included), not a group, once every job is cancelled and stored.
-                failure = exc
-                executor.shutdown("cancel")
-            else:
-                executor.shutdown("drain")
-        with trio.CancelScope(shield=True):
-            await store.aclose()  # every outcome durable before the run reports its end
-    executor.workspaces.remove_abandoned()
-    if failure is not None:
-        raise failure
+    async with run_durable(store, executor, plan):
+        yield EmbeddedExecutor(executor, fanout), batch

@@ -22,7 +22,8 @@ between an embedded executor and a ``stepline serve`` child by changing one line
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Mapping
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -50,16 +51,21 @@ def _config(settings: dict[str, Any]) -> Config:
     if unknown:
         raise TypeError(
             f"open_executor() got unknown keyword {', '.join(map(repr, unknown))}; "
-            f"it takes history and Config's fields: {', '.join(_SETTINGS)}"
+            f"it takes history, state, on_restart and Config's fields: {', '.join(_SETTINGS)}"
         )
     return Config(**settings)
 
 
 def _signature() -> inspect.Signature:
-    """What ``help()`` and ``inspect`` show for :func:`open_executor`: ``history`` and every
-    :class:`Config` field, keyword-only, with its default, as if each were written out."""
+    """What ``help()`` and ``inspect`` show for :func:`open_executor`: ``history``, ``state``,
+    ``on_restart`` and every :class:`Config` field, keyword-only, with its default, as if each
+    were written out."""
     keyword = inspect.Parameter.KEYWORD_ONLY
-    parameters = [inspect.Parameter("history", keyword, default=DEFAULT_HISTORY, annotation=int)]
+    parameters = [
+        inspect.Parameter("history", keyword, default=DEFAULT_HISTORY, annotation=int),
+        inspect.Parameter("state", keyword, default=None, annotation="str | os.PathLike | None"),
+        inspect.Parameter("on_restart", keyword, default="rerun", annotation=str),
+    ]
     for attribute in attrs.fields(Config):
         parameters.append(
             inspect.Parameter(
@@ -170,11 +176,16 @@ class JobHandle:
 
 
 class EmbeddedExecutor:
-    """The executor as :func:`open_executor` hands it out. ``executor`` is the engine itself."""
+    """The executor as :func:`open_executor` hands it out. ``executor`` is the engine itself;
+    ``recovered``: with ``state=``, handles of the jobs the last run left queued or running (run
+    again, or failed with ``on_restart="fail"``), in id order."""
 
-    def __init__(self, executor: Executor, outbox: FanOutOutbox) -> None:
+    def __init__(
+        self, executor: Executor, outbox: FanOutOutbox, recovered: Sequence[JobHandle] = ()
+    ) -> None:
         self.executor = executor
         self._outbox = outbox
+        self.recovered = list(recovered)
 
     async def submit(
         self,
@@ -227,7 +238,11 @@ class EmbeddedExecutor:
 
 @asynccontextmanager
 async def open_executor(
-    *, history: int = DEFAULT_HISTORY, **settings: Any
+    *,
+    history: int = DEFAULT_HISTORY,
+    state: str | os.PathLike[str] | None = None,
+    on_restart: str = "rerun",
+    **settings: Any,
 ) -> AsyncIterator[EmbeddedExecutor]:
     """Run an executor for the duration of the block.
 
@@ -236,9 +251,20 @@ async def open_executor(
     the events kept per job for :meth:`JobHandle.events`. Leaving the block normally drains (no
     new jobs; every accepted job runs to its end); leaving it with an exception cancels every
     queued and running job first, then re-raises that exception unwrapped.
+
+    ``state``: an SQLite file that keeps the jobs, as ``stepline serve --state`` does (the same
+    file format): opened again, the jobs of earlier blocks are known to ``status``, and those
+    left queued or running by a process that died are run again (``on_restart="fail"``: they
+    finish ``failed``) and handed out as :attr:`EmbeddedExecutor.recovered`.
     """
     config = _config(settings)
     outbox = FanOutOutbox(history)
+    if state is not None:
+        from ._durable import open_durable  # start-up time: only with state
+
+        async with open_durable(state, config, outbox, on_restart) as durable:
+            yield durable
+        return
     executor = Executor(config, outbox)
     Triggers.attach(executor)
     failure: BaseException | None = None
