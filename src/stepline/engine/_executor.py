@@ -383,17 +383,16 @@ class Executor:
                 return record
         return self._enqueue(spec, name, request_id, extra)
 
-    def value_run(self) -> ValueRun | None:
-        """Value jobs to complete at once together (``engine/_values.py``), while a bare value
-        job submitted now would complete at once in :meth:`submit_nowait`; else None, and
-        :meth:`submit_nowait` says what becomes of each submit."""
-        if (
-            self.durable is not None
-            or self._queue_is_full()
-            or self.state is not ExecutorState.RUNNING
-        ):
-            return None
-        return ValueRun(self.table) if self._values_at_once() else None
+    def value_run(self) -> ValueRun:
+        """A run of value jobs, completed at once together (``engine/_values.py``), for one
+        reader to use run after run; it takes jobs while one would complete at once in
+        :meth:`submit_nowait`."""
+        return ValueRun(self.table, self._values_open)
+
+    def _values_open(self) -> bool:
+        if self.durable is not None or self.state is not ExecutorState.RUNNING:
+            return False
+        return not self._queue_is_full() and self._values_at_once()
 
     def _worker_would_start_now(self) -> bool:
         """Whether a job queued now would be the next one taken, by a worker free to take it."""

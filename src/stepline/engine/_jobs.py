@@ -92,7 +92,6 @@ class Job:
         spec: JobSpec | None,
         name: str | None,
         state: JobState = JobState.QUEUED,
-        *,
         extra: dict[str, Any] | None = None,
         request_id: RequestId = None,
         value: Any = None,
@@ -449,14 +448,16 @@ class JobTable:
         self._finished_counts[_SUCCEEDED] += 1
         self._retain(job, output_size)
 
-    def add_completed_run(self, jobs: list[Job], sizes: list[int], lines: bytes) -> None:
+    def add_completed_run(
+        self, job_ids: list[str], jobs: list[Job], sizes: list[int], lines: bytes
+    ) -> None:
         """Add records made as :meth:`completed_value` makes them, with ids from
         :meth:`reserve_ids`, and write ``lines``, their three events each in order: a run of
         value jobs completed at once together (``engine/_values.py``). Counted and kept as
         :meth:`complete_value` counts and keeps each; ``sizes``: their outputs' encoded sizes.
         Only while :meth:`completes_value`."""
         assert self._emit_lines is not None
-        self._jobs.update({job.id: job for job in jobs})
+        self._jobs.update(zip(job_ids, jobs, strict=True))
         self._finished_counts[_SUCCEEDED] += len(jobs)
         self._emit_lines(lines, 3 * len(jobs))
         for dropped in self._kept.add_run(jobs, sizes):

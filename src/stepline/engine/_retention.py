@@ -12,6 +12,7 @@ size in encoded bytes). Its ``finished`` event had carried it whole. Outputs und
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat, starmap
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -69,8 +70,13 @@ class Retention:
             return [old for old in dropped if old is not None]
         finished = self._finished
         finished.extend(jobs)
+        excess = len(finished) - self._keep
+        if excess <= 0:
+            return []
+        if not self._weighty:  # nothing kept is weighed: let the oldest go, in C
+            return list(starmap(finished.popleft, repeat((), excess)))
         gone: list[Job] = []
-        while len(finished) > self._keep:
+        for _ in range(excess):
             old = finished.popleft()
             if self._weighty and self._weighty[0] is old:
                 self._weighty.popleft()

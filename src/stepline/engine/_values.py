@@ -26,6 +26,8 @@ job's lines over it), as a reader checking before each command would.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -45,19 +47,24 @@ RUN_BYTES: Final = 64 << 10
 """A run completes what it holds once their encoded outputs reach this many bytes."""
 
 _SUCCEEDED: Final = JobState.SUCCEEDED
+_JOB_ID: Final = "j%d"  # the table's ids (JobTable.reserve_id)
+_REQUEST_ID: Final = itemgetter(2)  # a PlainSubmit's request_id
 
 
 class ValueRun:
     """Value jobs taken in order by :meth:`add`, completed together by :meth:`close`.
 
-    Made by ``Executor.value_run`` only while a value job submitted then would complete at once;
-    used until the next ``await`` or the next command that is not one of its jobs.
+    One per reader (``Executor.value_run``), used again run after run; its owner closes it
+    before every ``await`` and every other command, so it holds jobs only while nothing else
+    can run. ``lane_open`` says whether a bare value job submitted now would complete at once;
+    it is asked when the run takes its first job, and holds for the rest (see above).
     """
 
-    __slots__ = ("_outputs", "_size", "_submits", "_table", "_values")
+    __slots__ = ("_lane_open", "_outputs", "_size", "_submits", "_table", "_values")
 
-    def __init__(self, table: JobTable) -> None:
+    def __init__(self, table: JobTable, lane_open: Callable[[], bool]) -> None:
         self._table = table
+        self._lane_open = lane_open
         self._values: list[object] = []  # checked by value_job
         self._outputs: list[bytes] = []  # each value encoded: its `finished`'s output
         self._submits: list[PlainSubmit] = []  # for the name and the request id
@@ -66,9 +73,10 @@ class ValueRun:
     def add(self, submit: PlainSubmit) -> bool:
         """Take ``submit`` if its job is a bare value that ``value_job`` passes; False, with
         nothing done, for any other (the caller closes the run and submits it the general way,
-        which says why it is refused, defers it or queues it)."""
+        which says why it is refused, defers it or queues it), and for any while a value job
+        would not complete at once now."""
         value = value_job(submit[0])
-        if value is NOT_A_VALUE:
+        if value is NOT_A_VALUE or (not self._values and not self._lane_open()):
             return False
         try:
             output = orjson.dumps(value)
@@ -94,15 +102,17 @@ class ValueRun:
         now = time.time()
         clock = trio.current_time()
         first = table.reserve_ids(count)
-        job_ids = [f"j{number}" for number in range(first, first + count)]
-        request_ids: list[RequestId] = [submit[2] for submit in submits]
+        job_ids = list(map(_JOB_ID.__mod__, range(first, first + count)))
+        request_ids: list[RequestId] = list(map(_REQUEST_ID, submits))
         jobs: list[Job] = []
         for job_id, value, submit in zip(job_ids, values, submits, strict=True):
-            job = Job(job_id, None, submit[1], _SUCCEEDED, request_id=submit[2], value=value)
+            # Job(id, spec, name, state, extra, request_id, value), positionally: keyword
+            # arguments cost a fifth of making the record.
+            job = Job(job_id, None, submit[1], _SUCCEEDED, None, submit[2], value)
             job.output = value
             job.started_at = job.finished_at = clock
             job.created = job.started = job.ended = now
             jobs.append(job)
         lines = completed_run_lines(now, job_ids, outputs, request_ids)
-        table.add_completed_run(jobs, [len(output) for output in outputs], lines)
+        table.add_completed_run(job_ids, jobs, list(map(len, outputs)), lines)
         self._values, self._outputs, self._submits, self._size = [], [], [], 0

@@ -41,7 +41,6 @@ from ._input import SettleBeforeWaiting
 if TYPE_CHECKING:
     from ..cluster._commands import ClusterCommands
     from ..cluster._node import ClusterNode
-    from ..engine._values import ValueRun
     from ..store._pipeline import SubmitPipeline
     from ..store._recovery import Recovered, RestartPolicy
     from ..store._store import Store
@@ -129,6 +128,9 @@ class Server:
             self._pipeline = SubmitPipeline(self.executor, store)
             self._stage_nowait = self._pipeline.offer_nowait
             self._settle_reading = self._pipeline.settle_before_reading
+        # Consecutive value jobs complete together (engine/_values.py); --state and a cluster
+        # stage every submit instead.
+        self._values = self.executor.value_run() if self._pipeline is None else None
         if front is not None:  # after the store: a restored job is known before HTTP asks
             self.executor.attach(front.open(self.executor))
         self._stdin = stdin
@@ -237,38 +239,32 @@ class Server:
         the reader: without that last one, a chunk of them would hold the writer, the workers
         and the heartbeats for as long as they all take).
 
-        Consecutive bare value jobs go into one ``ValueRun`` (engine/_values.py), which
+        Consecutive bare value jobs go into the ``ValueRun`` (engine/_values.py), which
         completes them together; it is closed (its jobs completed) before every ``await`` and
         before any other command is handled, so every command sees the jobs before it done.
         """
-        run: ValueRun | None = None
+        run = self._values
         for line in lines:
             if self.outbox.congested:
                 if run is not None:
                     run.close()
-                    run = None
                 await self.outbox.wait_writable()
             plain = decode_plain_submit(line) if type(line) is bytes else None
-            if plain is not None and self._pipeline is None:
-                if run is None:
-                    run = self.executor.value_run()
-                if run is None or not run.add(plain):
-                    if run is not None:
-                        run.close()
-                        run = None
-                    if not submit_nowait(self.executor, plain):
-                        await self._handle_line(line)
-            else:
+            if plain is None:
                 if run is not None:
                     run.close()
-                    run = None
-                if plain is None or not self._stage_now(plain):
-                    await self._handle_line(line)
+                await self._handle_line(line)
+            elif run is not None:
+                if not run.add(plain):
+                    run.close()
+                    if not submit_nowait(self.executor, plain):
+                        await self._handle_line(line)
+            elif not self._stage_now(plain):
+                await self._handle_line(line)
             handled += 1
             if not handled % _FAIRNESS:
                 if run is not None:
                     run.close()
-                    run = None
                 await trio.lowlevel.checkpoint()
         if run is not None:
             run.close()

@@ -39,7 +39,11 @@ def decode_plain_submit(line: bytes) -> PlainSubmit | None:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    return plain_submit(obj) if type(obj) is dict else None
+    if type(obj) is not dict:
+        return None
+    if len(obj) == 2 and obj.get("op") == "submit" and "job" in obj:  # plain_submit's first
+        return _make(PlainSubmit, (obj["job"], None, None))  # case, without a second call
+    return plain_submit(obj)
 
 
 def plain_submit(obj: dict[Any, Any]) -> PlainSubmit | None:
