@@ -279,8 +279,9 @@ def _templates_used(node: object) -> set[str]:
         item = stack.pop()
         if isinstance(item, Use):
             found.add(item.template)
-        if attrs.has(type(item)):
-            stack.extend(getattr(item, f.name) for f in attrs.fields(type(item)))  # type: ignore[arg-type]
+        kind = type(item)
+        if attrs.has(kind):  # a TypeGuard: ``kind`` is an attrs class below
+            stack.extend(getattr(item, f.name) for f in attrs.fields(kind))
         elif isinstance(item, tuple):
             stack.extend(item)
         elif isinstance(item, Mapping):
