@@ -213,6 +213,22 @@ async def test_events_not_numbered_one_after_another_fail_the_commit(
     assert (await backends.reopen()).undelivered == [(1, line(1)), (2, line(2))]
 
 
+async def test_a_commit_s_run_of_events_is_numbered_by_its_lines(backends: Backends) -> None:
+    """One run per commit, as the store hands them over: its first number is its last minus
+    its lines (counted as lines, whatever the bytes: the SQLite backend counts them in SQL),
+    and it must come after every stored event."""
+    wide = orjson.dumps({"event": "finished", "output": "é ✓ \U0001f600", "seq": 2}) + b"\n"
+    backend = backends.make()
+    await backend.open(100)
+    await backend.commit(batch(1, events=[(2, line(1) + wide)]))
+    with pytest.raises((sqlite3.IntegrityError, ValueError)):
+        await backend.commit(batch(2, events=[(4, line(2) + line(3) + line(4))]))  # 2 again
+    await backend.commit(batch(3, events=[(4, line(3) + line(4))]))
+    await backend.aclose()
+    snapshot = await backends.reopen()
+    assert snapshot.undelivered == [(1, line(1)), (2, wide), (3, line(3)), (4, line(4))]
+
+
 async def test_a_cursor_inside_a_commit_s_events_keeps_the_rest(backends: Backends) -> None:
     events = [(seq, line(seq)) for seq in range(1, 6)]
     await write(backends, batch(1, events=events[:3]), batch(2, events=events[3:], delivered=2))

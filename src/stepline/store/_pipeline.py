@@ -121,7 +121,8 @@ class SubmitPipeline:
         and its three events one entry of the open batch (:func:`stage_value`), as it does
         without ``--state``; other submits are staged to be accepted after their commit.
         """
-        self._settle_committed()
+        if self._waiting:  # else only value runs are staged: the store's on_commit settles them
+            self._settle_committed()
         if self._count + 1 >= MAX_STAGED:
             return False
         if self._stage_value(submit.job, submit.name, submit.request_id):

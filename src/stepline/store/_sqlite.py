@@ -271,10 +271,16 @@ def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
 
 def _append_events(conn: sqlite3.Connection, events: list[LoggedEvent]) -> None:
     """A commit's events as one row, keyed by the last ``seq``; they must follow every stored
-    event and each other without a gap (the store numbers each commit's events so)."""
-    first = expected = events[0][0] - events[0][1].count(b"\n") + 1
-    for last, lines in events:
-        if last - lines.count(b"\n") + 1 != expected or not lines.endswith(b"\n"):
+    event and each other without a gap (the store numbers each commit's events so).
+
+    Each run's lines are counted once (its first ``seq`` is its last minus its lines, plus
+    one): the count is a pass over every byte of every event, made with the GIL held, which
+    the event loop then waits for (NOTES.md, "--state throughput", Session 8).
+    """
+    starts = [last - lines.count(b"\n") + 1 for last, lines in events]
+    first = expected = starts[0]
+    for start, (last, lines) in zip(starts, events, strict=True):
+        if start != expected or not lines.endswith(b"\n"):
             raise ValueError(f"the events {first}..{last} are not numbered one after another")
         expected = last + 1
     last = expected - 1

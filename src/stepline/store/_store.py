@@ -272,6 +272,10 @@ class Store:
             return False
         return gen <= self._durable
 
+    def all_admitted(self, gen: int) -> bool:
+        """Whether every submit staged in batch ``gen`` was committed (none was withdrawn)."""
+        return gen <= self._durable and not self._refused
+
     @property
     def failure(self) -> str:
         """Why nothing can be written now ("" while writes work)."""
