@@ -175,6 +175,24 @@ async def test_a_damaged_finished_job_is_refused(backends: Backends) -> None:
         await backends.reopen()
 
 
+@pytest.mark.parametrize("count", [1, 3, 4096 + 5])
+async def test_jobs_completed_at_once_are_stored_final_once_each(
+    backends: Backends, count: int
+) -> None:
+    """``Batch.done`` rows, however many (SQLite inserts them in chunks, the last one padded),
+    each stored once, final, with its name (0: none), request, output and finish number."""
+    done: list[Any] = []
+    for i in range(1, count + 1):
+        done += [f"j{i}", f"n{i}" if i % 2 else 0, request_of(i).decode(), str(i), i]
+    await write(backends, batch(1, done=done, next_id=count + 1))
+    assert backends.count_jobs() == count
+    snapshot = await backends.reopen(keep=count)
+    assert (snapshot.next_id, snapshot.last_fin, snapshot.unfinished) == (count + 1, count, [])
+    assert [(job.id, job.name, job.state, job.result) for job in snapshot.finished] == [
+        (f"j{i}", f"n{i}" if i % 2 else None, "succeeded", i) for i in range(1, count + 1)
+    ]
+
+
 def line(seq: int, kind: str = "finished") -> bytes:
     return orjson.dumps({"event": kind, "ts": 1.0, "job": f"j{seq}", "seq": seq}) + b"\n"
 

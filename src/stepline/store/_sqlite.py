@@ -322,33 +322,42 @@ def _insert_jobs(conn: sqlite3.Connection, inserts: Sequence[NewJob]) -> None:
             )
 
 
-_DONE_ROW: Final = "(?, nullif(?, 0), ?, 'succeeded', 0.0, ?, ?)"
 _DONE_CHUNKS: Final = tuple(2**k for k in range(12, -1, -1))
 _INSERT_DONE: Final = {
-    rows: "INSERT INTO jobs (id, name, request, state, elapsed, result, fin) VALUES "
-    + ", ".join([_DONE_ROW] * rows)
+    rows: "INSERT INTO jobs (id, name, request, state, elapsed, result, fin)"
+    " SELECT column1, nullif(column2, 0), column3, 'succeeded', 0.0, column4, column5"
+    " FROM (VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * rows) + ") WHERE column5 > 0"
     for rows in _DONE_CHUNKS
 }
-"""Statements inserting 4096, 2048, ..., 1 finished rows at once; those with more parameters
-than the SQLite library takes (32,766 since 3.32, 999 before) are not used."""
+"""Statements inserting up to 4096, 2048, ..., 1 finished rows at once: a row whose finish
+number (the fifth value) is 0 is padding and not inserted. Those with more parameters than
+the SQLite library takes (32,766 since 3.32, 999 before) are not used."""
 
 
 def _insert_done(conn: sqlite3.Connection, done: list[Any]) -> None:
     """Jobs that succeeded at once, final from the start, as :data:`DONE_FIELDS` items each.
 
-    Many rows per statement: ``executemany`` steps once per row, and each step gives up the
-    GIL and must take it back from the event loop (NOTES.md, "--state throughput"). The
-    parameters are bound straight from the flat list: no object per row on this thread. A name
-    of 0 is none (``nullif``: a name is text, never the integer 0), since binding ``None``
-    looks it up in the adapter registry first.
+    Many rows per statement, and few statements per commit: every statement gives up the GIL
+    (around each ``sqlite3_step``) and must take it back from the event loop, which costs up to
+    the switch interval (5 ms) whenever the loop is busy (NOTES.md, "--state throughput",
+    Session 8). So the rows go in chunks of the largest statement, and what is left in one
+    statement of the next power of two, padded with rows of zeros that its ``WHERE`` skips
+    (zeros bind as cheaply as any integer; one statement per commit, not one per bit of the
+    row count). The parameters are bound straight from the flat list: no object per row on
+    this thread. A name of 0 is none (``nullif``: a name is text, never the integer 0), since
+    binding ``None`` looks it up in the adapter registry first.
     """
     rows, start = len(done) // DONE_FIELDS, 0
     most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // DONE_FIELDS
-    for chunk in _DONE_CHUNKS:
-        while chunk <= rows and chunk <= most:
-            end = start + chunk * DONE_FIELDS
-            conn.execute(_INSERT_DONE[chunk], done[start:end] if start or end < len(done) else done)
-            start, rows = end, rows - chunk
+    largest = next(chunk for chunk in _DONE_CHUNKS if chunk <= most)
+    while rows >= largest:
+        end = start + largest * DONE_FIELDS
+        conn.execute(_INSERT_DONE[largest], done[start:end] if start or end < len(done) else done)
+        start, rows = end, rows - largest
+    if rows:
+        chunk = 1 << (rows - 1).bit_length()  # the smallest statement that takes them all
+        padding = [0] * ((chunk - rows) * DONE_FIELDS)
+        conn.execute(_INSERT_DONE[chunk], (done[start:] if start else done) + padding)
 
 
 def _update_jobs(conn: sqlite3.Connection, updates: Mapping[str, JobUpdate]) -> None:
