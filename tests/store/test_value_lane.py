@@ -33,11 +33,21 @@ from hypothesis import strategies as st
 from stepline import Config
 from stepline.server._serve import Server
 from stepline.store import Backend, MemoryBackend, Store, backend_for
-from stepline.store._pipeline import MAX_STAGED
+from stepline.store._pipeline import MAX_STAGED_VALUES
 from stepline.store._recovery import RestartPolicy
+from stepline.wire._events import numbered_completed_lines, numbered_completed_run_lines
 
 from ..hypothesis_profiles import note, scaled
-from ..server.test_values_at_once import _others, _submits, _timeless, serve_through
+from ..server.test_values_at_once import (
+    _big_submits,
+    _others,
+    _request_ids,
+    _submits,
+    _timeless,
+    _value_runs,
+    _values,
+    serve_through,
+)
 
 Event = dict[str, Any]
 _LOGGED: Final = frozenset({"accepted", "started", "finished", "cancelling", "recovered"})
@@ -137,6 +147,47 @@ def test_the_lane_answers_as_the_general_path_with_state(
     trio.run(_lane_and_general, data, config, on_restart)
 
 
+@given(
+    st.lists(
+        _value_runs | (_submits | _big_submits | _others).map(lambda line: [line]), max_size=6
+    ),
+    st.sampled_from(["rerun", "fail"]),
+)
+@scaled(15)
+def test_runs_of_values_answer_as_the_general_path_with_state(
+    blocks: list[list[bytes]], on_restart: RestartPolicy
+) -> None:
+    """Runs of value jobs staged together (store/_values.py): longer than the reader's
+    fairness count, cut short by refused values, other commands and full runs (RUN_BYTES)."""
+    lines = [line for block in blocks for line in block]
+    note(f"{len(lines) // 50 * 50}+ lines")
+    keep = 60 if on_restart == "rerun" else 1000
+    config = Config(workers=2, queue_size=16, heartbeat=0, keep=keep, keep_bytes=96 << 10)
+    trio.run(_lane_and_general, b"".join(lines) + _CLOSING, config, on_restart)
+
+
+@given(
+    st.integers(min_value=1, max_value=10**12),
+    st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    st.lists(st.tuples(_values, _request_ids), max_size=5),
+    st.integers(min_value=0, max_value=10**12),
+)
+@scaled(200)
+def test_a_runs_numbered_lines_are_its_jobs_numbered_lines_joined(
+    first: int, ts: float, jobs: list[tuple[Any, Any]], seq: int
+) -> None:
+    job_ids = [f"j{first + i}" for i in range(len(jobs))]
+    outputs = [orjson.dumps(value) for value, _ in jobs]
+    request_ids = [rid for _, rid in jobs]
+    each = zip(job_ids, outputs, request_ids, strict=True)
+    expected = b"".join(
+        numbered_completed_lines(job_id, ts, out, rid) % (n, n + 1, n + 2)
+        for n, (job_id, out, rid) in zip(range(seq, seq + 3 * len(jobs), 3), each, strict=True)
+    )
+    run = numbered_completed_run_lines(ts, job_ids, outputs, request_ids)
+    assert run % tuple(range(seq, seq + 3 * len(jobs))) == expected
+
+
 @pytest.mark.parametrize("on_restart", ["rerun", "fail"])
 async def test_value_jobs_are_three_numbered_lines_and_one_final_row(
     on_restart: RestartPolicy,
@@ -190,7 +241,7 @@ async def test_value_jobs_keep_their_lane_beyond_the_staged_bound(
     """More value jobs than may be staged at once while a commit is slow: the reader waits for
     the oldest commit and every job still completes in one step (three lines together), none
     falls back to waiting for a slot and a worker."""
-    jobs = MAX_STAGED + 200
+    jobs = MAX_STAGED_VALUES + 200
     data = b"".join(b'{"op":"submit","job":{"value":%d}}\n' % i for i in range(jobs))
     backend = _SlowBackend()
     events = await _serve(backend, data, Config(heartbeat=0), general=False, on_restart="rerun")

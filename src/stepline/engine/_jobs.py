@@ -457,9 +457,16 @@ class JobTable:
         :meth:`complete_value` counts and keeps each; ``sizes``: their outputs' encoded sizes.
         Only while :meth:`completes_value`."""
         assert self._emit_lines is not None
+        self._emit_lines(lines, 3 * len(jobs))
+        self.add_completed_records(job_ids, jobs, sizes)
+
+    def add_completed_records(self, job_ids: list[str], jobs: list[Job], sizes: list[int]) -> None:
+        """Add records made as :meth:`completed_value` makes them, with ids ``job_ids``, of jobs
+        that succeeded in this order and whose events were written elsewhere (``--state`` writes
+        them after their commit); ``sizes``: their outputs' encoded sizes. Counted and kept as
+        :meth:`add_completed` counts and keeps each."""
         self._jobs.update(zip(job_ids, jobs, strict=True))
         self._finished_counts[_SUCCEEDED] += len(jobs)
-        self._emit_lines(lines, 3 * len(jobs))
         for dropped in self._kept.add_run(jobs, sizes):
             del self._jobs[dropped.id]
 

@@ -54,6 +54,15 @@ HARD_STOP_FLUSH = 1.0  # seconds a hard stop waits for the last events to be wri
 _FAIRNESS = 64  # the reader yields to the scheduler at least once every this many commands
 
 
+class ValueRun(Protocol):
+    """Consecutive bare value jobs of one chunk, completed (with ``--state``, staged) together:
+    ``engine/_values.py``'s ``ValueRun``, ``store/_values.py``'s ``StagedValueRun``."""
+
+    def add(self, submit: PlainSubmit) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class Front(Protocol):
     """Another way in to the executor (the HTTP front), wired in by :class:`Server`."""
 
@@ -115,6 +124,9 @@ class Server:
         self._pipeline: SubmitPipeline | ClusterCommands | None = None
         self._stage_nowait: Callable[[PlainSubmit], bool] | None = None  # --state's hot path
         self._settle_reading: Callable[[], Awaitable[None]] | None = None
+        # Consecutive value jobs complete together (engine/_values.py), or with --state are
+        # staged together (store/_values.py); a cluster stages every submit instead.
+        self._values: ValueRun | None = None
         if cluster is not None:
             cluster.attach(self.executor)
             self._pipeline = cluster.commands()
@@ -128,9 +140,9 @@ class Server:
             self._pipeline = SubmitPipeline(self.executor, store)
             self._stage_nowait = self._pipeline.offer_nowait
             self._settle_reading = self._pipeline.settle_before_reading
-        # Consecutive value jobs complete together (engine/_values.py); --state and a cluster
-        # stage every submit instead.
-        self._values = self.executor.value_run() if self._pipeline is None else None
+            self._values = self._pipeline.value_run()
+        if self._pipeline is None:
+            self._values = self.executor.value_run()
         if front is not None:  # after the store: a restored job is known before HTTP asks
             self.executor.attach(front.open(self.executor))
         self._stdin = stdin
@@ -239,9 +251,10 @@ class Server:
         the reader: without that last one, a chunk of them would hold the writer, the workers
         and the heartbeats for as long as they all take).
 
-        Consecutive bare value jobs go into the ``ValueRun`` (engine/_values.py), which
-        completes them together; it is closed (its jobs completed) before every ``await`` and
-        before any other command is handled, so every command sees the jobs before it done.
+        Consecutive bare value jobs go into the ``ValueRun`` (engine/_values.py; with
+        ``--state``, store/_values.py), which completes them together; it is closed (its jobs
+        completed) before every ``await`` and before any other command is handled, so every
+        command sees the jobs before it done.
         """
         run = self._values
         for line in lines:
@@ -257,7 +270,7 @@ class Server:
             elif run is not None:
                 if not run.add(plain):
                     run.close()
-                    if not submit_nowait(self.executor, plain):
+                    if not self._submit_now(plain):
                         await self._handle_line(line)
             elif not self._stage_now(plain):
                 await self._handle_line(line)
@@ -269,6 +282,13 @@ class Server:
         if run is not None:
             run.close()
         return handled
+
+    def _submit_now(self, plain: PlainSubmit) -> bool:
+        """A plain submit accepted now (staged, with ``--state``), if it needs no waiting;
+        False, with nothing done, leaves its line to :meth:`_handle_line`."""
+        if self._stage_nowait is not None:
+            return self._stage_nowait(plain)
+        return submit_nowait(self.executor, plain)
 
     def _stage_now(self, plain: PlainSubmit) -> bool:
         """``--state``: a plain submit staged in order (store/_pipeline.py), if it needs no

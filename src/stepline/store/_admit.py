@@ -31,6 +31,7 @@ from ..spec._model import JobSpec, Use
 from ..wire._events import RequestId, numbered_completed_lines
 
 if TYPE_CHECKING:
+    from ._pipeline import ValueBatch
     from ._store import Store
 
 __all__ = [
@@ -131,12 +132,13 @@ def stage_value(
     *,
     name: str | None,
     request_id: RequestId,
-) -> Job | None:
+) -> tuple[Job, int] | None:
     """A bare ``value`` job (``value``: what ``value_job`` made of ``job``) that a worker would
     start now (``Executor.takes_values_now``), completed in one step, as without ``--state``:
     its final row and its three events join the open batch; its record, returned, is added to
     the table once that batch is committed (:func:`complete_values`). No queue slot is held:
-    the job never waits for a worker. None (nothing done): its output cannot be encoded.
+    the job never waits for a worker. Returns it with its output's encoded size; None (nothing
+    done): its output cannot be encoded.
     """
     try:
         output = orjson.dumps(value)
@@ -145,11 +147,10 @@ def stage_value(
     job_id = executor.table.reserve_id()
     now = time.time()
     record = JobTable.completed_value(job_id, value, name=name, request_id=request_id, now=now)
-    record.output_bytes = len(output)  # until complete_values gives it to the table
     lines = numbered_completed_lines(job_id, now, output, request_id)
     request = _value_request(job, value, output, request_id)
     store.add_completed(job_id, name, request, output.decode(), lines)
-    return record
+    return record, len(output)
 
 
 def _value_request(job: Any, value: Any, output: bytes, request_id: RequestId) -> str:
@@ -165,15 +166,16 @@ def _value_request(job: Any, value: Any, output: bytes, request_id: RequestId) -
     return b"".join((b'{"job":{"value":', output, b'},"params":{}', end)).decode()
 
 
-def complete_values(store: Store, table: JobTable, jobs: list[Job], gen: int) -> list[Job]:
-    """Add the records of value jobs staged in batch ``gen`` (:func:`stage_value`), once that
-    batch is decided: their events were written after its commit. Returns those refused (the
-    commit failed: nothing of them was written)."""
-    everyone = store.all_admitted(gen)  # the common case: no question per job
+def complete_values(store: Store, table: JobTable, staged: ValueBatch) -> list[Job]:
+    """Add the records of value jobs staged in one batch (:func:`stage_value`, or a run of
+    them), once that batch is decided: their events were written after its commit. Returns
+    those refused (the commit failed: nothing of them was written)."""
+    if store.all_admitted(staged.gen):  # the common case: no question per job
+        table.add_completed_records(staged.ids, staged.jobs, staged.sizes)
+        return []
     refused = []
-    for job in jobs:
-        if everyone or store.admitted(job.id, gen):
-            size, job.output_bytes = job.output_bytes, 0
+    for job, size in zip(staged.jobs, staged.sizes, strict=True):
+        if store.admitted(job.id, staged.gen):
             table.add_completed(job, size)
         else:
             refused.append(job)

@@ -30,7 +30,7 @@ from ..wire._events import Event
 from ..wire._outbox import encode_event
 from ._model import LoggedEvent
 
-__all__ = ["EventLog", "Handover", "Plain", "SequencedOutbox", "Sink"]
+__all__ = ["EventLog", "Handover", "NumberedRun", "Plain", "SequencedOutbox", "Sink"]
 
 
 class Sink(Protocol):
@@ -75,10 +75,23 @@ class Plain:
         self.event = event
 
 
-Handover = list["Event | bytes | Plain"]
+class NumberedRun:
+    """Logged events encoded together as one ``%`` format that takes their ``count`` ``seq``
+    numbers in order: a run of value jobs completed at once, three events each
+    (:func:`~stepline.wire._events.numbered_completed_run_lines`). One object per run."""
+
+    __slots__ = ("count", "lines")
+
+    def __init__(self, lines: bytes, count: int) -> None:
+        self.lines = lines
+        self.count = count
+
+
+Handover = list["Event | bytes | NumberedRun | Plain"]
 """A batch's events in order: logged ones as the event itself, a job completed at once as its
 three lines still to be numbered (``bytes``: a ``%`` format taking three ``seq``,
-:func:`~stepline.wire._events.numbered_completed_lines`), plain ones wrapped in :class:`Plain`.
+:func:`~stepline.wire._events.numbered_completed_lines`), a run of them as a
+:class:`NumberedRun`, plain ones wrapped in :class:`Plain`.
 No tuple per event: a trivial job logs three events, and every tuple made counts towards the
 next cycle collection, which walks the young objects each time (NOTES.md, "--state
 throughput")."""
@@ -109,6 +122,11 @@ class EventLog:
         """A job's three logged events at once, as a ``%`` format taking their ``seq``
         (:func:`~stepline.wire._events.numbered_completed_lines`)."""
         self._pending.append(lines)
+
+    def log_completed_run(self, lines: bytes, count: int) -> None:
+        """``count`` logged events at once, as a ``%`` format taking their ``seq`` in order
+        (:func:`~stepline.wire._events.numbered_completed_run_lines`)."""
+        self._pending.append(NumberedRun(lines, count))
 
     def emit(self, event: Event) -> None:
         """A plain event: written now, or after the logged events that wait before it."""
@@ -152,6 +170,9 @@ class EventLog:
             if isinstance(ev, bytes):  # a job completed at once: its three events
                 lines.append(ev % (seq + 1, seq + 2, seq + 3))
                 seq += 3
+            elif isinstance(ev, NumberedRun):  # a run of them
+                lines.append(ev.lines % tuple(range(seq + 1, seq + 1 + ev.count)))
+                seq += ev.count
             elif isinstance(ev, dict):
                 seq += 1
                 ev["seq"] = seq
@@ -206,6 +227,8 @@ class EventLog:
                 sink.emit(ev.event)
             elif isinstance(ev, bytes):
                 sink.emit_lines(next(logged), 3)
+            elif isinstance(ev, NumberedRun):
+                sink.emit_lines(next(logged), ev.count)
             else:
                 sink.emit_line(next(logged))
         if lines:

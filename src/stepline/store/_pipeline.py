@@ -31,27 +31,39 @@ from ..wire._commands import Command, PlainSubmit, Submit
 from ..wire._events import RequestId, error
 from ._admit import StagedJob, accept_staged, complete_values, stage, stage_nowait, stage_value
 from ._store import Store
+from ._values import StagedValueRun
 
-__all__ = ["MAX_STAGED", "SubmitPipeline"]
+__all__ = ["MAX_STAGED", "MAX_STAGED_VALUES", "SubmitPipeline"]
 
 log = logging.getLogger("stepline")
 
 MAX_STAGED: Final = 4096
 """Submits staged at most before settling: bounds the latency of the first one's ``accepted``."""
 
+MAX_STAGED_VALUES: Final = 4 * MAX_STAGED
+"""Jobs staged at most while all of them are value jobs, whose lines are written after their
+commit whoever waits: no ``accepted`` waits on a settle. It bounds the memory they hold (a
+record, a row and three lines each), and lets the reader read on through a slow commit (a
+loaded machine starves the writer thread: a commit of a few thousand rows took 100-200 ms,
+and with a bound of 4,096 the reader waited for it five or six times in a run of 20,000 jobs,
+NOTES.md, "--state throughput", Session 8)."""
 
-class ValueRun:
-    """Consecutive bare value jobs completed at once in one batch (:func:`stage_value`), whose
-    records join the table once it is committed. One per batch, not one per job."""
 
-    __slots__ = ("gen", "jobs")
+class ValueBatch:
+    """Consecutive bare value jobs completed at once in one batch (:func:`stage_value`, or a
+    run of them: ``store/_values.py``), whose records join the table once it is committed. One
+    per batch, not one per job."""
 
-    def __init__(self, gen: int, job: Job) -> None:
+    __slots__ = ("gen", "ids", "jobs", "sizes")
+
+    def __init__(self, gen: int) -> None:
         self.gen = gen
-        self.jobs = [job]
+        self.ids: list[str] = []  # their ids
+        self.jobs: list[Job] = []
+        self.sizes: list[int] = []  # their outputs' encoded sizes
 
 
-Staged = StagedJob | ValueRun
+Staged = StagedJob | ValueBatch
 
 
 class SubmitPipeline:
@@ -62,7 +74,7 @@ class SubmitPipeline:
         self._store = store
         self._staged: list[Staged] = []
         self._count = 0  # jobs staged (a run counts its jobs)
-        self._waiting = 0  # staged submits that are not value runs: accepted only when settled
+        self._waiting = 0  # staged submits that are not value batches: accepted only when settled
         store.on_commit = self._complete_values
 
     async def offer(self, command: Command, request_id: RequestId) -> bool:
@@ -70,7 +82,7 @@ class SubmitPipeline:
         if not isinstance(command, Submit):
             return False
         self._settle_committed()
-        while self._count + 1 >= MAX_STAGED:
+        while self._count + 1 >= self._bound():
             await self._settle_oldest()  # first, so that a value job still takes its lane
         if (
             command.template is None
@@ -121,9 +133,9 @@ class SubmitPipeline:
         and its three events one entry of the open batch (:func:`stage_value`), as it does
         without ``--state``; other submits are staged to be accepted after their commit.
         """
-        if self._waiting:  # else only value runs are staged: the store's on_commit settles them
+        if self._waiting:  # else only value batches are staged: the store's on_commit settles them
             self._settle_committed()
-        if self._count + 1 >= MAX_STAGED:
+        if self._count + 1 >= self._bound():
             return False
         if self._stage_value(submit.job, submit.name, submit.request_id):
             return True
@@ -151,21 +163,41 @@ class SubmitPipeline:
         value = value_job(job)
         if value is NOT_A_VALUE:
             return False
-        record = stage_value(executor, store, job, value, name=name, request_id=request_id)
-        if record is None:
+        staged = stage_value(executor, store, job, value, name=name, request_id=request_id)
+        if staged is None:
             return False
-        self._add_value(record)
+        record, size = staged
+        self._add_values([record.id], [record], [size], store.open_gen)
         return True
 
-    def _add_value(self, job: Job) -> None:
-        gen = self._store.open_gen
+    def value_run(self) -> StagedValueRun:
+        """A run of value jobs staged together (``store/_values.py``), for the reader to use
+        run after run; it takes jobs while one submitted now would take the lane."""
+        return StagedValueRun(self._executor, self._store, self._add_values, self._values_room)
+
+    def _values_room(self) -> int:
+        """How many value jobs a run may stage now: 0 unless one submitted now would take
+        the lane (:meth:`offer_nowait` then says what becomes of it)."""
+        if not self._executor.takes_values_now() or self._store.failure:
+            return 0
+        return max(MAX_STAGED_VALUES - 1 - self._count, 0)  # none waits: the lane is open
+
+    def _bound(self) -> int:
+        """How many jobs may be staged now: more while none waits for a settle."""
+        return MAX_STAGED if self._waiting else MAX_STAGED_VALUES
+
+    def _add_values(self, job_ids: list[str], jobs: list[Job], sizes: list[int], gen: int) -> None:
+        """Records of value jobs staged in batch ``gen``, to join the table once it is
+        committed (:meth:`_complete_values`)."""
         staged = self._staged
         last = staged[-1] if staged else None
-        if type(last) is ValueRun and last.gen == gen:
-            last.jobs.append(job)
-        else:
-            staged.append(ValueRun(gen, job))
-        self._count += 1
+        if type(last) is not ValueBatch or last.gen != gen:
+            last = ValueBatch(gen)
+            staged.append(last)
+        last.ids += job_ids
+        last.jobs += jobs
+        last.sizes += sizes
+        self._count += len(jobs)
 
     async def settle(self) -> None:
         """Accept everything staged (after its commit), in order; a no-op when nothing is."""
@@ -179,7 +211,7 @@ class SubmitPipeline:
         self._accept(staged)
 
     async def settle_before_reading(self) -> None:
-        """Before a read that may wait for input: settle, unless only value runs are staged.
+        """Before a read that may wait for input: settle, unless only value batches are staged.
 
         A staged submit is accepted (and can run) only when settled, so none may wait for the
         next line. A value job is complete already: its lines are written after its commit,
@@ -193,13 +225,13 @@ class SubmitPipeline:
             self._settle_committed()
 
     def _complete_values(self) -> None:
-        """After a commit: the value runs it decided at the head of the staged submits join the
+        """After a commit: the value batches it decided at the head of the staged submits join the
         table (or are refused), as the reader would do at its next submit or command."""
         staged, store = self._staged, self._store
         ready = 0
         while (
             ready < len(staged)
-            and isinstance(staged[ready], ValueRun)
+            and isinstance(staged[ready], ValueBatch)
             and store.is_decided(staged[ready].gen)
         ):
             ready += 1
@@ -235,9 +267,9 @@ class SubmitPipeline:
         """Accept staged submits whose commit is decided, in order; answer those refused."""
         executor, store = self._executor, self._store
         for item in staged:
-            if isinstance(item, ValueRun):
+            if isinstance(item, ValueBatch):
                 self._count -= len(item.jobs)
-                for job in complete_values(store, executor.table, item.jobs, item.gen):
+                for job in complete_values(store, executor.table, item):
                     refusal = StoreFailed(f"job not accepted: {store.failure}")
                     self._refuse_now(refusal, job.request_id)
                 continue

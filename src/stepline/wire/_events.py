@@ -35,6 +35,7 @@ __all__ = [
     "error",
     "event",
     "numbered_completed_lines",
+    "numbered_completed_run_lines",
     "reply",
 ]
 
@@ -121,4 +122,27 @@ def numbered_completed_lines(job_id: str, ts: float, output: bytes, request_id: 
         end = b'"' + last
     output = output.replace(b"%", b"%%")
     pieces = (_ACCEPTED, job, end, _STARTED, job, end, _FINISHED, job, _SUCCEEDED, output, last)
+    return b"".join(pieces)
+
+
+def numbered_completed_run_lines(
+    ts: float, job_ids: list[str], outputs: list[bytes], request_ids: list[RequestId]
+) -> bytes:
+    """:func:`numbered_completed_lines` of a run of jobs that all succeeded at once at ``ts``,
+    joined: one ``%`` format taking the run's ``3 * len(job_ids)`` ``seq`` numbers in order
+    (``--state``'s value runs, ``store/_values.py``). The pieces every line shares up to its
+    job id are made once, as :func:`completed_run_lines` makes them.
+    """
+    head = orjson.dumps(ts) + b',"job":"'
+    accepted, started, finished = _ACCEPTED + head, _STARTED + head, _FINISHED + head
+    pieces: list[bytes] = []
+    for job_id, output, request_id in zip(job_ids, outputs, request_ids, strict=True):
+        job = job_id.encode()
+        if request_id is None:
+            end, last = b'","seq":%d}\n', b',"seq":%d}\n'
+        else:
+            last = b',"id":' + orjson.dumps(request_id).replace(b"%", b"%%") + b',"seq":%d}\n'
+            end = b'"' + last
+        output = output.replace(b"%", b"%%")
+        pieces += (accepted, job, end, started, job, end, finished, job, _SUCCEEDED, output, last)
     return b"".join(pieces)
