@@ -322,16 +322,19 @@ def _insert_jobs(conn: sqlite3.Connection, inserts: Sequence[NewJob]) -> None:
             )
 
 
-_DONE_CHUNKS: Final = tuple(2**k for k in range(12, -1, -1))
+_DONE_CHUNKS: Final = tuple(2**k for k in range(10, -1, -1))
 _INSERT_DONE: Final = {
     rows: "INSERT INTO jobs (id, name, request, state, elapsed, result, fin)"
     " SELECT column1, nullif(column2, 0), column3, 'succeeded', 0.0, column4, column5"
     " FROM (VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * rows) + ") WHERE column5 > 0"
     for rows in _DONE_CHUNKS
 }
-"""Statements inserting up to 4096, 2048, ..., 1 finished rows at once: a row whose finish
+"""Statements inserting up to 1024, 512, ..., 1 finished rows at once: a row whose finish
 number (the fifth value) is 0 is padding and not inserted. Those with more parameters than
-the SQLite library takes (32,766 since 3.32, 999 before) are not used."""
+the SQLite library takes (32,766 since 3.32, 999 before) are not used. Each is prepared once
+per process, at its first use, for about 3.3k instructions a row (SQLite parses every
+``(?, ?, ?, ?, ?)``): the statements up to 4,096 rows cost 27M instructions on the writer
+thread, a third of its work in a run of 20,000 jobs; those up to 1,024, 6.7M."""
 
 
 def _insert_done(conn: sqlite3.Connection, done: list[Any]) -> None:
