@@ -356,7 +356,8 @@ class Store:
                     # it is committed alone, so that a crash repeats as little as possible.
                     with trio.move_on_after(CURSOR_DELAY):
                         await self._wake.park()
-                    self._note_delivery()
+                    if not self._closing:  # else committed once, when all is written (below)
+                        self._note_delivery()
                 else:
                     await self._wake.park()
         finally:
