@@ -262,3 +262,54 @@ async def test_plain_run_jobs_finish_outside_every_worker_task() -> None:
                 await batch.wait()
         await stdin_send.aclose()
     assert any("_worker" not in name for name in finished_in), finished_in[:5]
+
+
+async def test_a_bug_in_a_lane_start_fails_that_job_and_the_server_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stepline.runners import _local
+
+    real_start = _local.LocalRunner.start
+    starts: list[str] = []
+
+    def broken_third(runner: _local.LocalRunner, launch: Any) -> _local.LocalProcess:
+        starts.append(launch.argv[0])
+        if len(starts) == 3:
+            raise RuntimeError("boom")
+        return real_start(runner, launch)
+
+    monkeypatch.setattr(_local.LocalRunner, "start", broken_third)
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
+    server = Server(Config(workers=2, heartbeat=0), stdin, stdout, handle_signals=False)
+    finished: dict[str, Event] = {}
+    two = trio.Event()
+
+    def note(job: Job, event: Event) -> None:
+        finished[job.id] = event
+        if len(finished) == 2:
+            two.set()
+
+    server.executor.on_finish(note)
+    line = b'{"op":"submit","job":{"run":["true"]}}\n'
+
+    async def run_server() -> None:
+        assert await server.run() == 0
+        await stdout.aclose()
+
+    async def drain_stdout() -> None:
+        while await stdout_receive.receive_some():
+            pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_stdout)
+            nursery.start_soon(run_server)
+            await stdin_send.send_all(line * 2)  # the worker path: their directories pooled
+            await two.wait()
+            await stdin_send.send_all(line * 2)  # the lane: the first start fails
+            await stdin_send.aclose()
+    assert starts == ["true"] * 4
+    assert finished["j3"]["state"] == "failed"
+    assert finished["j3"]["error"]["type"] == "internal"
+    assert [finished[j]["state"] for j in ("j1", "j2", "j4")] == ["succeeded"] * 3

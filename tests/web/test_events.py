@@ -26,6 +26,27 @@ async def test_events_stream_live_and_match_stdout() -> None:
         assert [ev for _, ev in messages] == stdout  # the very events stdout got
 
 
+async def test_run_jobs_stream_with_their_ids() -> None:
+    """Plain ``run`` jobs, finished in the spawners' hand-over by the run lane, reach
+    ``/events`` as stdout has them, each event with the next id."""
+    async with http_server() as (driver, client):
+        for n in range(2):  # the first two make workspaces for the pool: the next take the lane
+            await client.post("/jobs", json={"job": {"run": ["true"]}})
+            await driver.wait_for("finished", job=f"j{n + 1}")
+        async with EventStream(str(client.base_url)) as stream:
+            for _ in range(3):
+                await client.post("/jobs", json={"job": {"run": ["true"]}})
+            messages = await stream.read(9)
+        ids = [event_id for event_id, _ in messages]
+        assert ids == list(range(ids[0], ids[0] + 9))
+        await driver.wait_for("finished", job="j5")
+        while len([ev for ev in driver.events if ev["event"] == "finished"]) < 5:
+            await driver.next_event()
+        stdout = [ev for ev in driver.events if ev.get("job") in ("j3", "j4", "j5")]
+        assert [ev for _, ev in messages] == stdout  # the very events stdout got
+        assert [ev["state"] for _, ev in messages if ev["event"] == "finished"] == ["succeeded"] * 3
+
+
 async def test_a_client_resumes_with_last_event_id_and_misses_nothing() -> None:
     async with http_server() as (driver, client):
         for n in range(3):

@@ -186,6 +186,12 @@ class RunLane:
         self._table.start(job, scope)
         self._running += 1
         job.step = step.path
+        try:
+            self._launch(job, step, scope)
+        except Exception as exc:  # a bug (the runner's set-up, say): the job fails as `internal`
+            self._bug(job, exc)
+
+    def _launch(self, job: Job, step: Run, scope: LaneScope) -> None:
         path = None if step.cwd is not None else self._workspaces.take()
         sink = step_sink(step, job, self._services)
         launch = Launch(step.argv, step.env, step.cwd or path, None, step.grace, output=sink)
@@ -252,6 +258,8 @@ class RunLane:
                 except ProcessStartError as exc:  # the spawn itself happened in this task
                     job.step = ""
                     done = failure(job, start_failure(step, exc))
+                except Exception as exc:  # a bug: `internal`, as execute() reports it
+                    done = failure(job, exc)
                 else:
                     done = self._outcome(job, step, result)
         except BaseException:  # cancelled from outside: ended as the workers end theirs
