@@ -42,12 +42,19 @@ import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 LIFECYCLE = {"accepted", "started", "cancelling", "recovered", "finished"}
 Event = dict[str, Any]
+
+
+def _piped(stream: IO[bytes] | None) -> IO[bytes]:
+    """A pipe of a process started with ``PIPE`` for it: typeshed types every ``Popen`` pipe as
+    optional, and a missing one here is a bug of this script."""
+    assert stream is not None
+    return stream
 
 
 class Campaign:
@@ -69,8 +76,9 @@ class Campaign:
         proc = self._start()
         out = Reader(proc)
         with contextlib.suppress(BrokenPipeError):  # died on its own: stderr tells why
-            proc.stdin.write(self._commands())  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
+            stdin = _piped(proc.stdin)
+            stdin.write(self._commands())
+            stdin.flush()
         time.sleep(self.rng.uniform(0, self.max_delay))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -80,7 +88,7 @@ class Campaign:
         """A last run with no input: it drains everything left. Returns its exit status."""
         proc = self._start()
         out = Reader(proc)
-        proc.stdin.close()  # type: ignore[union-attr]
+        _piped(proc.stdin).close()
         rc = proc.wait(timeout=120)
         self._collect(proc, out)
         return rc
@@ -119,7 +127,7 @@ class Campaign:
         out.join()
         events = parse(out.data)
         self.runs.append(events)
-        self.stderr.append(proc.stderr.read().decode(errors="replace"))  # type: ignore[union-attr]
+        self.stderr.append(_piped(proc.stderr).read().decode(errors="replace"))
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 with contextlib.suppress(BrokenPipeError):  # input it never read

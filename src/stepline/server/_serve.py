@@ -128,19 +128,9 @@ class Server:
         # staged together (store/_values.py); a cluster stages every submit instead.
         self._values: ValueRun | None = None
         if cluster is not None:
-            cluster.attach(self.executor)
-            self._pipeline = cluster.commands()
-            self._settle_reading = self._pipeline.settle
+            self._attach_cluster(cluster)
         if store is not None:
-            from ..store._pipeline import SubmitPipeline  # start-up time: --state only
-            from ..store._recovery import restore
-
-            store.attach(self.executor)
-            self._recovered = restore(self.executor, store.snapshot, on_restart)
-            self._pipeline = SubmitPipeline(self.executor, store)
-            self._stage_nowait = self._pipeline.offer_nowait
-            self._settle_reading = self._pipeline.settle_before_reading
-            self._values = self._pipeline.value_run()
+            self._attach_store(store, on_restart)
         if self._pipeline is None:
             self._values = self.executor.value_run()
         if front is not None:  # after the store: a restored job is known before HTTP asks
@@ -150,6 +140,25 @@ class Server:
         self._handle_signals = handle_signals
         self._exit_status = 0
         self._signals_seen = 0
+
+    def _attach_cluster(self, cluster: ClusterNode) -> None:
+        """A node of a cluster: its commands go through the database (cluster/_commands.py)."""
+        cluster.attach(self.executor)
+        self._pipeline = commands = cluster.commands()
+        self._settle_reading = commands.settle
+
+    def _attach_store(self, store: Store, on_restart: RestartPolicy) -> None:
+        """--state FILE: the last run's jobs restored (announced after `ready`), and submits
+        staged through the pipeline that makes them share commits."""
+        from ..store._pipeline import SubmitPipeline  # start-up time: --state only
+        from ..store._recovery import restore
+
+        store.attach(self.executor)
+        self._recovered = restore(self.executor, store.snapshot, on_restart)
+        self._pipeline = pipeline = SubmitPipeline(self.executor, store)
+        self._stage_nowait = pipeline.offer_nowait
+        self._settle_reading = pipeline.settle_before_reading
+        self._values = pipeline.value_run()
 
     async def run(self) -> int:
         with ExitStack() as stack:

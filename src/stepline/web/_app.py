@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import trio
@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -144,7 +144,21 @@ def build_app(
     decoded there and admitted in batches: ``web/_submits.py``, ``web/_admit.py``)."""
     api = Api(executor, max_body, share)
     hooks = Hooks(executor, hook_secret, max_body, share)
-    document = orjson.dumps(openapi_document(token=token is not None))
+    app = Starlette(
+        routes=_routes(api, hooks, metrics, openapi_document(token=token is not None)),
+        exception_handlers={
+            ApiError: _api_error,
+            CommandError: _command_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    return _Guard(app, token, metrics, share)
+
+
+def _routes(api: Api, hooks: Hooks, metrics: Metrics, openapi: dict[str, Any]) -> list[BaseRoute]:
+    """Every route of :func:`build_app`: the API's, the hooks', and the server's own pages."""
+    document = orjson.dumps(openapi)
 
     async def events(request: Request) -> Response:
         """Not reached: the front's process serves ``GET /events`` itself (the route is here
@@ -154,13 +168,13 @@ def build_app(
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    async def openapi(request: Request) -> Response:
+    async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
     async def dashboard(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    routes = [
+    return [
         Route("/", dashboard),
         Route("/jobs", by_method(POST=api.submit, GET=api.list_jobs), methods=["GET", "POST"]),
         Route("/jobs/{job}", api.get_job, methods=["GET"]),
@@ -179,21 +193,11 @@ def build_app(
         Route("/stats", api.stats, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", metrics_text, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/events", events, methods=["GET"]),
         Route("/hooks/{name}", hooks.trigger, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={
-            ApiError: _api_error,
-            CommandError: _command_error,
-            HTTPException: _http_error,
-            Exception: _internal_error,
-        },
-    )
-    return _Guard(app, token, metrics, share)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -297,17 +297,18 @@ class _Exchange:
             self.complete = True
         elif self.watcher is None:
             self.watcher = trio.CancelScope()
-            self.nursery.start_soon(self._watch)
+            self.nursery.start_soon(self._watch, self.watcher)
         try:
             await self.connection.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.gone = True
             raise ClientGone("the client has closed the connection") from None
 
-    async def _watch(self) -> None:
-        """While a streaming answer is sent: end it as soon as the client closes."""
+    async def _watch(self, watcher: trio.CancelScope) -> None:
+        """While a streaming answer is sent: end it as soon as the client closes (``watcher``:
+        the scope that stops this watch, kept as ``self.watcher``)."""
         try:
-            with self.watcher:  # type: ignore[union-attr]
+            with watcher:
                 try:
                     await self._read_until_gone()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
