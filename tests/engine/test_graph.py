@@ -680,6 +680,21 @@ async def test_a_workspace_with_files_left_is_removed_not_reused() -> None:
     assert not os.path.exists(paths[0])
 
 
+@pytest.mark.parametrize(
+    "change",
+    ["touch left-behind", "mkdir sub", "chmod 755 .", "ln -s /etc link"],
+    ids=["file", "dir", "mode", "symlink"],
+)
+async def test_a_reused_workspace_is_checked_again_after_a_change(change: str) -> None:
+    # The first job leaves its directory fit (its inotify watch then spares later checks,
+    # engine/_dir_watch.py); the second changes that same directory: it is not reused.
+    paths, _ = await run_in_turn([PWD, {"steps": [{"run": f"{change} && pwd"}]}, PWD, PWD])
+    assert paths[0] == paths[1]
+    assert paths[2] != paths[1]
+    assert not os.path.exists(paths[1])
+    assert paths[3] == paths[2]  # the new one, fit, is reused
+
+
 async def test_a_background_process_dies_with_its_step_before_the_workspace_is_reused() -> None:
     # the shell exits at once; its `sleep` is stopped when the step ends, so the directory is free
     lingering = {"steps": [{"run": "sleep 30 >/dev/null 2>&1 & echo $!; pwd"}]}

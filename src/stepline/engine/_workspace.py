@@ -24,10 +24,11 @@ Why a pool: a ``mkdir`` and an ``rmdir`` per job, and the thread hops that keep 
 loop, cost as much CPU as the rest of a ``{"run": ["true"]}`` job (NOTES.md, "The workspace"). So
 the executor keeps a :class:`WorkspacePool` of empty directories (at most one per worker). A
 finished job's directory is handed to a later job instead of being removed only if it is as good as
-new, which :func:`_reusable` checks: it is still a directory of ours with mode 0700, it is empty,
-and no process the job started is alive in its process group (a background process left behind could
-otherwise write into the next job's directory; the directory is removed under it instead, as
-before). A process that left its group with ``setsid`` is out of sight here, as it is out of reach
+new: no process the job started is alive in its process group (a background process left behind
+could otherwise write into the next job's directory; the directory is removed under it instead, as
+before), and :func:`_reusable` finds it still a directory of ours with mode 0700, and empty. That
+read is spared while the directory's inotify watch has reported nothing since it last passed
+(:mod:`._dir_watch`: most jobs never touch their directory). A process that left its group with ``setsid`` is out of sight here, as it is out of reach
 of a stop. Everything else — a file left behind, a kept workspace, a full pool — is removed as
 before. Names therefore carry no job id (``stepline-k2x9…``), and when ``finished`` is emitted the
 job's files are gone but its directory may live on, empty, for another job.
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     import outcome  # trio's own dependency: the type of what a thread of trio's delivers
 
     from ..spec._model import Run
+    from ._dir_watch import DirWatch
     from ._interpret import StepContext
 
 __all__ = [
@@ -95,6 +97,7 @@ class WorkspacePool:
         self._hard_stop = False
         self.abandoned: list[str] = []  # left by a hard stop, for remove_abandoned()
         self._parent = ParentDirectory(remove_tree)  # where make() puts workspaces
+        self._watch: DirWatch | None = None  # made on the first give_back
 
     def make(self) -> str:
         """A new workspace directory in this pool's parent (made on first use); from any
@@ -123,9 +126,24 @@ class WorkspacePool:
         return self._free.pop() if self._free else None
 
     def give_back(self, path: str, process_groups: Iterable[int]) -> bool:
-        """Keep ``path`` for a later job if it is fit; False: the caller must remove it."""
-        if len(self._free) >= self._size or not _reusable(path, process_groups, self._uid):
+        """Keep ``path`` for a later job if it is fit; False: the caller must remove it.
+
+        Fit is what :func:`_reusable` checks; a directory that passed that check before and
+        whose inotify watch has reported nothing since is as fit as it was, and is not read
+        again (:mod:`._dir_watch`: the ``lstat`` and ``scandir`` were most of a give-back)."""
+        if len(self._free) >= self._size or any(map(_group_alive, process_groups)):
             return False
+        watch = self._watch
+        if watch is None:
+            from ._dir_watch import DirWatch  # start-up time: ctypes, on the first give-back
+
+            watch = self._watch = DirWatch()
+        if not watch.unchanged(path):
+            armed = watch.arm(path)  # before the check: nothing after it goes unseen
+            if not _reusable(path, self._uid):
+                return False
+            if armed:
+                watch.passed(path)
         self._free.append(path)
         return True
 
@@ -133,6 +151,9 @@ class WorkspacePool:
         """Remove every pooled directory (they are empty: one ``rmdir`` each), and the parent
         unless a hard stop left removals to :meth:`remove_abandoned`."""
         free, self._free = self._free, []
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         for path in free:
             try:
                 os.rmdir(path)
@@ -183,11 +204,9 @@ def _log_failure(result: outcome.Outcome[None]) -> None:
         log.warning("removing stale workspaces failed", exc_info=True)
 
 
-def _reusable(path: str, process_groups: Iterable[int], uid: int) -> bool:
-    """Is ``path`` as good as new: ours, a directory, mode 0700, empty, and nothing of the job
-    still running in it (no member left in a process group the job started)?"""
-    if any(_group_alive(pgid) for pgid in process_groups):
-        return False
+def _reusable(path: str, uid: int) -> bool:
+    """Is ``path`` as good as new: ours, a directory, mode 0700, empty? (Nothing of the job
+    may still run in it: the caller checked its process groups first.)"""
     try:
         info = os.lstat(path)
         if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700:
