@@ -6,6 +6,10 @@ Flow of a job::
                                                                 │ receive
                          JobTable.finish ◀── run_step ◀── worker: JobTable.start
 
+This module accepts jobs and queues them; the workers that take them off the queue, and the run
+lane's dispatch from it, are :class:`~stepline.engine._dispatch.Dispatcher`'s
+(``engine/_dispatch.py``), which the executor builds over the table, queue and slots they share.
+
 A job that a worker would start at once (no job is waiting, a worker is free) and whose steps can
 never await (:func:`~stepline.engine._interpret.completes_at_once`: a bare ``value``, say) skips
 the queue: :meth:`Executor.submit_nowait` runs it where it was read, through the same transitions
@@ -30,7 +34,6 @@ it directly (:func:`stepline.open_executor`).
 from __future__ import annotations
 
 import enum
-import math
 import os
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -48,16 +51,9 @@ from ..wire._events import RequestId, event
 from ..wire._outbox import Outbox, StreamOutbox
 from ._attach import Attachment, Attachments, ShutdownMode
 from ._config import Config
+from ._dispatch import Dispatcher
 from ._durable import DurableState
-from ._execution import (
-    INTERRUPTED,
-    conclude,
-    execute,
-    execute_at_once,
-    finish_interrupted,
-    may_be_interrupted,
-    runs_at_once,
-)
+from ._execution import execute_at_once, runs_at_once
 from ._http_client import HttpClient
 from ._interpret import Services
 from ._jobs import FINAL_STATES, FinishHook, Job, JobState, JobTable
@@ -71,8 +67,6 @@ from ._workspace import WorkspacePool
 __all__ = ["Config", "Executor", "ExecutorState"]
 
 _A = TypeVar("_A")
-
-_FAIRNESS = 32  # a worker yields to the scheduler at least once every this many jobs
 
 
 class ExecutorState(enum.Enum):
@@ -115,7 +109,6 @@ class Executor:
         self._working = False  # the workers are taking jobs (between run's start and its end)
         # --state (engine/_durable.py): None keeps every path in memory, and fast.
         self.durable: DurableState | None = None
-        self._write_ahead: DurableState | None = None  # set when steps wait for their start
         self._reserved = 0  # queue slots held by durable submits not yet accepted
         self.http = HttpClient()  # `http` steps' pool, made on first use; attachments share it
         self._slots = Slots(self.table, config.workers)  # the --workers bound, lane jobs too
@@ -131,15 +124,28 @@ class Executor:
             limits=config.limits,
             runner_name=config.runner,
         )
+        # the workers, and the run lane's dispatch from the queue (_dispatch.py)
+        self._dispatcher = Dispatcher(
+            self.table,
+            self.queue,
+            self._slots,
+            self._room,
+            self._services,
+            self.workspaces,
+            outbox,
+            artifacts=config.artifacts,
+        )
         # Plain `run` jobs without a task each (_run_lane.py): the default runner only, no
         # --trace; STEPLINE_RUN_LANE=0 keeps them on the worker path (tests and benches compare).
-        self._lane: RunLane | None = None
         if runner is None and not config.trace and os.environ.get("STEPLINE_RUN_LANE") != "0":
             assert isinstance(self.runner, DeferredRunner)
-            self._lane = RunLane(
-                self.table, self._services, self.workspaces, self.runner, self._lane_slot_freed
+            self._dispatcher.lane = RunLane(
+                self.table,
+                self._services,
+                self.workspaces,
+                self.runner,
+                self._dispatcher.lane_slot_freed,
             )
-        self._dispatching = False
 
     # -- the service -------------------------------------------------------------------------
 
@@ -149,16 +155,16 @@ class Executor:
             async with trio.open_nursery() as service:
                 service.start_soon(self._heartbeat)
                 self.workspaces.remove_stale_soon()  # of servers SIGKILLed before (a thread)
-                if self._lane is not None:
-                    await service.start(self._lane.serve)
+                lane = self._dispatcher.lane
+                if lane is not None:
+                    await service.start(lane.serve)
                 await self._attached.start(service)
                 async with trio.open_nursery() as workers:
-                    for _ in range(self.config.workers):
-                        workers.start_soon(self._worker)
+                    self._dispatcher.start_workers(workers, self.config.workers)
                     self._working = True
                     task_status.started()
-                if self._lane is not None:
-                    await self._lane.drained()  # lane jobs have no worker to wait for
+                if lane is not None:
+                    await lane.drained()  # lane jobs have no worker to wait for
                 await self._attached.drain()  # every job has finished: callbacks may still run
                 service.cancel_scope.cancel()  # workers are done: stop the heartbeat
         finally:
@@ -191,120 +197,6 @@ class Executor:
         hooks = self.table.callback_hooks if callbacks_only else self.table.finish_hooks
         hooks.append(hook)
 
-    async def _worker(self) -> None:
-        """Run jobs until the queue is closed and empty, inside one cancel scope at a time.
-
-        Entering a fresh ``CancelScope`` per job was a sixth of a trivial job's cost, and a scope
-        can be entered only once. So consecutive jobs share the worker's scope — one job runs in
-        it at a time, so it is still that job's one scope, cancelled by its ``cancel`` and bounded
-        by its deadline — and the worker opens a new scope only after one has been cancelled.
-        """
-        ended = False
-        while not ended:
-            running: list[Job] = []  # the job inside the current scope, if any
-            try:
-                with trio.CancelScope() as scope:
-                    ended = await self._run_jobs(scope, running)
-            except BaseException:
-                # Cancelled from outside (an embedding program's nursery): the job still gets
-                # its one `finished` before the cancellation goes on.
-                message = "executor was cancelled"
-                for job in running:
-                    finish_interrupted(self.table, job, JobState.CANCELLED, message)
-                raise
-            for job in running:  # the scope caught this job's cancel or deadline
-                conclude(self.table, job, INTERRUPTED)
-
-    async def _run_jobs(self, scope: trio.CancelScope, running: list[Job]) -> bool:
-        """Run jobs in ``scope``: True once the queue has ended, False when the scope is spent."""
-        taken = 0
-        while True:
-            # A job already waiting is taken without a scheduler pass (``receive`` always yields):
-            # for trivial jobs that pass was a fifth of the cost. A checkpoint every _FAIRNESS
-            # jobs keeps the reader, the writer and cancels flowing meanwhile.
-            slotted = self._lane is not None and await self._slot_first()
-            job = self._slots.handed.popleft() if self._slots.handed else None
-            if job is None and taken % _FAIRNESS:
-                job = self.queue.take_nowait()
-            if job is None:
-                if (job := await self.queue.take()) is None:
-                    return True  # the queue is closed and empty
-                slotted = False  # (lane jobs may have taken every slot while it waited)
-            taken += 1
-            if self._room:
-                self._room.unpark_all()  # a submitter waits for the slot just freed
-            if job.state is not JobState.QUEUED:
-                continue  # a tombstone: cancelled while queued
-            if self._lane is not None and await self._lane_took(job, slotted):
-                continue
-            running.append(job)
-            self.table.start(job, scope)
-            if self._write_ahead is not None:
-                await self._write_ahead.wait_recorded()  # --on-restart fail
-            outcome = await execute(job, self._services, self.workspaces, self.config.artifacts)
-            running.clear()
-            conclude(self.table, job, outcome)
-            self._slots.released()  # a worker waiting for a slot since lane jobs took them all
-            if may_be_interrupted(job):
-                if scope.cancel_called:
-                    return False  # cancelled too late to interrupt anything: it would hit the next
-                if job.spec.timeout is not None:
-                    scope.deadline = math.inf  # (trio's deadline setter is not free: only if set)
-            if self.outbox.congested:
-                # A `finished` may carry megabytes of output: no new job until the reader has
-                # caught up, or an unread stdout would hold every job's output (_outbox.py).
-                await self.outbox.wait_writable()
-
-    async def _slot_first(self) -> bool:
-        """With the run lane, before taking a job: while lane jobs hold every slot, wait for
-        one (``_slots.py``), so that meanwhile the spawners' hand-over starts the queue's next
-        lane jobs itself (:meth:`_lane_slot_freed`). True: this worker was given a slot."""
-        if self._slots.free():
-            return False
-        await self._slots.wait(None)
-        return True
-
-    def _lane_slot_freed(self) -> None:
-        """A lane job ended (in the spawners' hand-over, with no task woken): its slot goes to
-        the queue's next job, started here if the lane takes it, else handed to a worker.
-        Jobs held by workers, or handed to them, are older: they go first."""
-        slots, lane = self._slots, self._lane
-        if lane is not None and not (slots.holding or slots.handed or self._dispatching):
-            self._dispatching = True  # a lane start that ends at once must not recurse here
-            try:
-                while (job := self.queue.take_nowait()) is not None:
-                    if self._room:
-                        self._room.unpark_all()
-                    if job.state is not JobState.QUEUED:
-                        continue  # a tombstone
-                    step = lane.takes(job.spec)
-                    if step is None:
-                        slots.handed.append(job)  # for the worker the slot is given to
-                        break
-                    lane.start(job, step)
-                    return
-            finally:
-                self._dispatching = False
-        slots.released()
-
-    async def _lane_took(self, job: Job, slotted: bool) -> bool:
-        """With the run lane: unless ``slotted`` (given a slot), wait for one (lane jobs hold
-        slots, not workers: ``_slots.py``), then start ``job`` on the lane if it takes it.
-        False: the worker runs it."""
-        lane = self._lane
-        assert lane is not None
-        if not slotted and not self._slots.free():
-            await self._slots.wait(job)
-            if self._room:
-                self._room.unpark_all()  # the job held while waiting has left the queue
-            if job.state is not JobState.QUEUED:
-                return True  # cancelled while this worker waited: nothing to run
-        step = lane.takes(job.spec)
-        if step is None:
-            return False
-        lane.start(job, step)
-        return True
-
     async def _heartbeat(self) -> None:
         if self.config.heartbeat <= 0:
             return
@@ -315,8 +207,6 @@ class Executor:
             for job in self.table.running():
                 ev = event("progress", job=job.id, elapsed=job.elapsed, step=job.step)
                 self.outbox.emit(job.tag(ev))
-
-    # -- running one job ---------------------------------------------------------------------
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -377,9 +267,10 @@ class Executor:
                 record = self.table.accept(spec, name=name, request_id=request_id, **extra)
                 self._run_at_once(record)
                 return record
-            if self._lane is not None and (step := self._lane.takes(spec)) is not None:
+            lane = self._dispatcher.lane
+            if lane is not None and (step := lane.takes(spec)) is not None:
                 record = self.table.accept(spec, name=name, request_id=request_id, **extra)
-                self._lane.start(record, step)  # a slot is free: no worker would wait for one
+                lane.start(record, step)  # a slot is free: no worker would wait for one
                 return record
         return self._enqueue(spec, name, request_id, extra)
 
@@ -517,8 +408,7 @@ class Executor:
         (see :mod:`stepline.engine._durable`). Called once, before :meth:`run`."""
         self.durable = durable
         self.table.observer = durable
-        self._lane = None  # its jobs' transitions are not written ahead: the worker path is
-        self._write_ahead = durable if durable.write_ahead_start else None
+        self._dispatcher.use_durable(durable)  # no run lane; steps may wait for their start
 
     async def reserve_slot(self) -> None:
         """Wait for room in the queue, then hold one slot for a job about to be accepted.
@@ -565,7 +455,8 @@ class Executor:
         steps must wait for the start's commit.
         """
         self._reserved -= 1
-        at_once = self._write_ahead is None and self._worker_would_start_now()  # before accept
+        write_ahead = self._dispatcher.write_ahead
+        at_once = write_ahead is None and self._worker_would_start_now()  # before accept
         record = self.table.accept(
             spec, name=name, request_id=request_id, job_id=job_id, announce=False, **extra
         )

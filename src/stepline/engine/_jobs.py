@@ -107,7 +107,7 @@ class Job:
         self.finished_at: float | None = None
         self.output: Any = None
         self.error: dict[str, Any] | None = None
-        # The job's one cancel scope, given by its worker at start (see Executor._worker); its
+        # The job's one cancel scope, given by its worker at start (see Dispatcher._worker); its
         # deadline is the job-level timeout, set when the job starts. None for a job run at
         # once: nothing can interrupt it (engine/_execution.py).
         self.scope: JobScope | None = None

@@ -11,7 +11,7 @@ the same work in two synchronous stretches, :meth:`RunLane.start` (on the submit
 worker that took the job from the queue) and the spawner's hand-over, where
 :meth:`RunLane._spawned` reaps the child, checks its tree is gone, gives the workspace back
 and writes ``finished``; the slot it frees starts the queue's next lane job right there
-(``Executor._lane_slot_freed``). The hand-over already batches every result that arrives
+(``Dispatcher.lane_slot_freed``). The hand-over already batches every result that arrives
 together (:mod:`stepline.runners._threads`), so no task is woken per job.
 
 Which jobs (:func:`plain_run`): one ``run`` step as the job's body, local, with nothing to

@@ -9,7 +9,7 @@ it waited on an empty queue, again after (holding the job it took, still queued)
 
 While workers wait, the queue's next jobs are started by the spawners' hand-over itself: a
 lane job that ends there starts the next queued job on the lane if the lane takes it, with no
-task woken (``Executor._lane_slot_freed``); a job the lane does not take is *handed* to the
+task woken (``Dispatcher.lane_slot_freed``); a job the lane does not take is *handed* to the
 worker the slot is given to (:attr:`Slots.handed`, taken before the queue).
 
 Order: a job taken from the queue earlier starts earlier. Waiting workers park in one FIFO
