@@ -28,10 +28,11 @@ new: no process the job started is alive in its process group (a background proc
 could otherwise write into the next job's directory; the directory is removed under it instead, as
 before), and :func:`_reusable` finds it still a directory of ours with mode 0700, and empty. That
 read is spared while the directory's inotify watch has reported nothing since it last passed
-(:mod:`._dir_watch`: most jobs never touch their directory). A process that left its group with ``setsid`` is out of sight here, as it is out of reach
-of a stop. Everything else — a file left behind, a kept workspace, a full pool — is removed as
-before. Names therefore carry no job id (``stepline-k2x9…``), and when ``finished`` is emitted the
-job's files are gone but its directory may live on, empty, for another job.
+(:mod:`._dir_watch`: most jobs never touch their directory). A process that left its group with
+``setsid`` is out of sight here, as it is out of reach of a stop. Everything else — a file left
+behind, a kept workspace, a full pool — is removed as before. Names therefore carry no job id
+(``stepline-k2x9…``), and when ``finished`` is emitted the job's files are gone but its directory
+may live on, empty, for another job.
 
 Where: every workspace the pool makes lives in the executor's own locked parent directory
 (``$TMPDIR/stepline-server-…``, :mod:`._workspace_parent`), removed when the executor closes; if
