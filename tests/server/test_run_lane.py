@@ -138,6 +138,33 @@ async def test_lane_jobs_keep_the_workers_bound_and_start_in_order(env: dict[str
     assert all(e["state"] == "succeeded" for e in events if e["event"] == "finished")
 
 
+# A lane job that changes its workspace (pooled, found fit before, and then spared the read
+# while its inotify watch reports nothing: engine/_dir_watch.py), in each way the fitness check
+# looks for; and a check, as a shell line (validate_job's short way), of the directory a job gets.
+_CHECK: Final = {"run": "ls -A | wc -l; stat -c %a ."}
+_CHANGES: Final = ["touch f", "mkdir d", "chmod 755 .", "ln -s / l", "mkdir d; rmdir d"]
+
+
+@pytest.mark.parametrize("env", [ENV, _OFF], ids=["lane", "worker-path"])
+async def test_every_job_gets_an_empty_private_workspace(env: dict[str, str]) -> None:
+    async with _serve("--workers", "2", env=env) as driver:
+        for _ in range(3):  # the first jobs make the directories; the later ones reuse them
+            for change in _CHANGES:
+                await driver.send(*({"op": "submit", "job": _CHECK} for _ in range(2)))
+                await driver.send({"op": "submit", "job": _run(["sh", "-c", change])})
+                for _ in range(3):
+                    await driver.wait_for("finished")
+        await driver.close_stdin()
+        events = [*driver.events, *(await driver.rest())]
+    lifecycle_ok(events)
+    finished = [e for e in events if e["event"] == "finished"]
+    assert all(e["state"] == "succeeded" for e in finished)
+    rounds = 3 * len(_CHANGES)  # the changes print nothing; every check, an empty 0700 dir
+    assert sorted(e["output"]["stdout"] for e in finished) == [""] * rounds + ["0\n700\n"] * (
+        2 * rounds
+    )
+
+
 def _most_running(events: list[Event]) -> int:
     running: set[str] = set()
     most = 0
