@@ -38,28 +38,32 @@ millisecond here; a longer one then costs this much of a spawner's time, not of 
 def ended_soon(child: Child, interrupt: Interrupt, wait: float | None = None) -> bool:
     """On the spawner thread, right after the start: did ``child`` exit within ``wait``
     seconds (None: :data:`WAIT`), having written nothing and left no one holding its output
-    pipes?"""
+    pipes?
+
+    Written flat (no helper calls per ``poll``, no set of pending pipes): it runs on every
+    short step, and each Python call on a thread just woken costs a microsecond or more here."""
     deadline = time.monotonic() + (WAIT if wait is None else wait)
     wake = interrupt.arm()
     try:
         if interrupt.requested:
             return False
         poller = select.poll()
-        pending = {child.stdout.fd, child.stderr.fd}
-        for fd in (*pending, wake):
-            poller.register(fd, select.POLLIN)
-        while pending:
-            events = _poll(poller, deadline)
-            if not events:
+        poller.register(child.stdout.fd, select.POLLIN)
+        poller.register(child.stderr.fd, select.POLLIN)
+        poller.register(wake, select.POLLIN)
+        open_pipes = 2
+        while open_pipes:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            for fd, flags in events:
+            for fd, flags in poller.poll(int(min(left, 1.0) * 1000) + 1):
                 if fd == wake:
                     drain_wake_pipe(wake)
                     return False
                 if flags & select.POLLIN:
                     return False  # output to read: the caller reads it (module docstring)
-                pending.discard(fd)  # hung up, empty: every writer closed it
-                poller.unregister(fd)
+                poller.unregister(fd)  # hung up, empty: every writer closed it
+                open_pipes -= 1
         return _exits(child, poller, wake, deadline)
     finally:
         interrupt.disarm()

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["AVAILABLE", "fork_exec"]
+__all__ = ["AVAILABLE", "candidates", "fork_exec"]
 
 try:
     import _posixsubprocess
@@ -38,28 +38,27 @@ _ERROR_LIMIT: Final = 50_000  # what Popen reads of the error pipe at most
 
 def fork_exec(
     argv: Sequence[str],
-    executable: str | None,
-    path: str,
+    program: str,
+    candidates: tuple[bytes, ...],
     cwd: str | None,
     env: list[bytes] | None,
     fds: tuple[int, int, int],
 ) -> int:
     """Start ``argv`` in a new session and return its pid once it has exec'd.
 
-    ``executable`` is the program's path (None: ``argv[0]``, searched on ``path`` when it has no
-    slash, as ``Popen`` does); ``env`` the child's whole environment as ``b"NAME=value"``
-    (None: ours); ``fds`` its stdin, stdout and stderr. Raises what ``Popen`` raises: the
-    ``OSError`` of a failed exec or ``chdir`` (with ``filename`` set as ``Popen`` sets it), a
-    ``ValueError`` for an embedded NUL byte.
+    ``candidates`` are the paths to try in turn (:func:`candidates`), ``program`` what to name
+    in an error (the program's path, or ``argv[0]``); ``env`` the child's whole environment
+    as ``b"NAME=value"`` (None: ours); ``fds`` its stdin, stdout and stderr. Raises what
+    ``Popen`` raises: the ``OSError`` of a failed exec or ``chdir`` (with ``filename`` set as
+    ``Popen`` sets it), a ``ValueError`` for an embedded NUL byte.
     """
-    program = executable if executable is not None else argv[0]
     sys.audit("subprocess.Popen", program, argv, cwd, env)
     error_read, error_write = os.pipe()
     try:
         try:
             pid: int = _FORK_EXEC(
                 list(argv),
-                _candidates(program, path),
+                candidates,
                 True,  # close_fds
                 (error_write,),
                 cwd,
@@ -84,7 +83,11 @@ def fork_exec(
             )
         finally:
             os.close(error_write)
-        report = _read_report(error_read)
+        # The child's exec error, if any; EOF (b"") once the exec closed the pipe
+        # (close-on-exec): the common case is one read.
+        report = os.read(error_read, _ERROR_LIMIT)
+        if report:
+            report = _read_rest(error_read, report)
     finally:
         os.close(error_read)
     if report:
@@ -93,7 +96,7 @@ def fork_exec(
     return pid
 
 
-def _candidates(program: str, path: str) -> tuple[bytes, ...]:
+def candidates(program: str, path: str) -> tuple[bytes, ...]:
     """Where to look for ``program``: itself if it names a directory, else each ``path`` entry
     (``Popen``'s ``executable_list``)."""
     encoded = os.fsencode(program)
@@ -102,14 +105,12 @@ def _candidates(program: str, path: str) -> tuple[bytes, ...]:
     return tuple(os.path.join(os.fsencode(d), encoded) for d in path.split(os.pathsep))
 
 
-def _read_report(fd: int) -> bytes:
-    """The child's exec error, if any: empty once the exec closed the pipe (close-on-exec)."""
-    report = bytearray()
-    while part := os.read(fd, _ERROR_LIMIT):
-        report += part
-        if len(report) > _ERROR_LIMIT:
-            break
-    return bytes(report)
+def _read_rest(fd: int, report: bytes) -> bytes:
+    """The rest of a child's error report, up to what ``Popen`` reads of it."""
+    whole = bytearray(report)
+    while len(whole) <= _ERROR_LIMIT and (part := os.read(fd, _ERROR_LIMIT)):
+        whole += part
+    return bytes(whole)
 
 
 def _reap(pid: int) -> None:

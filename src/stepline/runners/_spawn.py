@@ -11,7 +11,9 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 import attrs
 import trio
@@ -163,9 +165,14 @@ def spawn(
         pipes = _Pipes.open(piped_stdin)
     except OSError as exc:
         raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
-    path = env["PATH"] if env is not None and "PATH" in env else os.environ.get("PATH", os.defpath)
+    _ENVIRONMENT.refresh()
+    path = env.get("PATH") if env is not None else None
+    if path is None:
+        path = _ENVIRONMENT.path
+    if launcher:
+        argv = _launched(argv, launcher, path, cwd)
     try:
-        pid, popen = _start(_launched(argv, launcher, path, cwd), pipes, env, cwd, path)
+        pid, popen = _start(argv, pipes, env, cwd, path)
     except (OSError, ValueError) as exc:
         pipes.close_all()
         raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
@@ -176,10 +183,10 @@ def spawn(
 def _launched(
     argv: Sequence[str], launcher: Sequence[str], path: str, cwd: str | None
 ) -> Sequence[str]:
-    """``argv`` behind ``launcher`` with its program's full path; ``argv`` itself when there
-    is no launcher or the program is not found here (its start then fails as usual, or, for a
-    search the child's cwd decides, the rlimits come right after the start)."""
-    found = _program_path(argv[0], path, cwd) if launcher else None
+    """``argv`` behind ``launcher`` with its program's full path; ``argv`` itself when the
+    program is not found here (its start then fails as usual, or, for a search the child's cwd
+    decides, the rlimits come right after the start)."""
+    found = _program_path(argv[0], path, cwd)
     return argv if found is None else [*launcher, found, *argv[1:]]
 
 
@@ -214,82 +221,109 @@ def _start(
     """Start the child with the program found on ``path`` through :data:`_PROGRAMS` (once more
     without, if the remembered path fails: the program may have moved); by
     :func:`._forkexec.fork_exec` where it is available, else by ``Popen`` (which is returned
-    too: it reaps the child)."""
-    executable = _PROGRAMS.find(argv[0], path)
+    too: it reaps the child). ``env``: the step's variables over stepline's own (None: none),
+    :data:`_ENVIRONMENT` refreshed by the caller."""
+    program = argv[0]
     stdin = _devnull() if pipes.stdin is None else pipes.child_ends[2]
     fds = (stdin, pipes.child_ends[0], pipes.child_ends[1])
+    if not _forkexec.AVAILABLE:
+        return _popen(argv, _PROGRAMS.find(program, path), env, cwd, fds)
+    env_list = None if env is None else _ENVIRONMENT.entries(env)
+    found = _PROGRAMS.candidates(program, path)
+    if found is not None:
+        try:
+            return _forkexec.fork_exec(argv, found[0], found[1], cwd, env_list, fds), None
+        except OSError:
+            _PROGRAMS.forget(program)
+    candidates = _forkexec.candidates(program, path)
+    return _forkexec.fork_exec(argv, program, candidates, cwd, env_list, fds), None
+
+
+def _popen(
+    argv: Sequence[str],
+    executable: str | None,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    fds: tuple[int, int, int],
+) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """The start where :mod:`._forkexec` is not available: ``Popen`` (once more searching
+    ``PATH`` itself if the remembered path fails)."""
     while True:
         try:
-            return _start_once(argv, executable, env, cwd, path, fds)
+            popen = subprocess.Popen(
+                list(argv),
+                executable=executable,
+                stdin=fds[0],
+                stdout=fds[1],
+                stderr=fds[2],
+                env=None if env is None else _child_environ(env),
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError:
             if executable is None:
                 raise
             _PROGRAMS.forget(argv[0])
             executable = None
-
-
-def _start_once(
-    argv: Sequence[str],
-    executable: str | None,
-    env: Mapping[str, str] | None,
-    cwd: str | None,
-    path: str,
-    fds: tuple[int, int, int],
-) -> tuple[int, subprocess.Popen[bytes] | None]:
-    """One start, with ``env`` (the step's variables, None: none) over stepline's own."""
-    if _forkexec.AVAILABLE:
-        env_list = None if env is None else _ENVIRONMENT.entries(env)
-        return _forkexec.fork_exec(argv, executable, path, cwd, env_list, fds), None
-    popen = subprocess.Popen(
-        list(argv),
-        executable=executable,
-        stdin=fds[0],
-        stdout=fds[1],
-        stderr=fds[2],
-        env=None if env is None else _child_environ(env),
-        cwd=cwd,
-        start_new_session=True,
-        close_fds=True,
-    )
-    return popen.pid, popen
+        else:
+            return popen.pid, popen
 
 
 class _Environment:
-    """stepline's environment as ``execve`` takes it (``b"NAME=value"``), built once and again
-    only when it changed.
+    """stepline's environment as ``execve`` takes it (``b"NAME=value"``), and its ``PATH``,
+    built once and again only when it changed.
 
     Encoding every variable for every start was a fifth of a spawner thread's work per
-    ``{"run": ["true"]}`` step (NOTES.md, Performance). A start checks the environment is still
-    the one the entries were built from with one dict comparison (C, about a microsecond), so a
-    program embedding stepline that changes ``os.environ`` is seen at the next start.
+    ``{"run": ["true"]}`` step (NOTES.md, Performance). Each start calls :meth:`refresh`, which
+    checks the environment is still the one the entries were built from with one dict
+    comparison (C, about a microsecond), so a program embedding stepline that changes
+    ``os.environ`` is seen at the next start.
     """
 
     _LIMIT = 16  # sets of overridden names kept; then it starts over
 
     def __init__(self) -> None:
         self._snapshot: dict[bytes, bytes] | None = None
-        self._kept: dict[frozenset[bytes], list[bytes]] = {}
+        self._kept: dict[frozenset[str], list[bytes]] = {}
+        self.path = os.defpath
+        """stepline's ``PATH`` (``os.defpath`` without one), as of the last :meth:`refresh`."""
 
-    def entries(self, env: Mapping[str, str]) -> list[bytes]:
-        """stepline's environment with ``env`` over it; a name with ``=`` is refused, as
-        ``Popen`` refuses it."""
-        over = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
-        if any(b"=" in name for name in over):
-            raise ValueError("illegal environment variable name")
+    def refresh(self) -> None:
+        """Catch up with ``os.environ`` if it changed since the last start."""
         base = _encoded_environ()
         if base != self._snapshot:
             self._snapshot, self._kept = dict(base), {}
-        names = frozenset(over)
+            path = base.get(b"PATH")
+            self.path = os.defpath if path is None else os.fsdecode(path)
+
+    def entries(self, env: Mapping[str, str]) -> list[bytes]:
+        """stepline's environment (as of the last :meth:`refresh`) with ``env`` over it; a name
+        with ``=`` is refused, as ``Popen`` refuses it.
+
+        Why not ``os.fsencode`` name and value apart: two Python calls each, paid per start on
+        the spawner thread; ``str.encode`` of ``NAME=value`` with the file-system codec gives
+        the same bytes (UTF-8 and ``surrogateescape`` encode character by character)."""
+        names = frozenset(env)
         kept = self._kept.get(names)
         if kept is None:
+            if any("=" in name for name in names):
+                raise ValueError("illegal environment variable name")
+            assert self._snapshot is not None
             if len(self._kept) >= self._LIMIT:
                 self._kept.clear()
-            kept = [k + b"=" + v for k, v in base.items() if k not in names]
+            over = {os.fsencode(name) for name in names}
+            kept = [k + b"=" + v for k, v in self._snapshot.items() if k not in over]
             self._kept[names] = kept
-        return [*kept, *(k + b"=" + v for k, v in over.items())]
+        entries = kept.copy()
+        for name, value in env.items():
+            entries.append(f"{name}={value}".encode(_FS_ENCODING, _FS_ERRORS))
+        return entries
 
 
 _ENVIRONMENT = _Environment()
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 
 
 def _encoded_environ() -> Mapping[bytes, bytes]:
@@ -312,6 +346,7 @@ class _ProgramPaths:
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str], str] = {}
+        self._encoded: dict[tuple[str, str], tuple[str, tuple[bytes]]] = {}
 
     def find(self, program: str, path: str) -> str | None:
         """The program's path on ``path`` (a PATH value), or None to let ``Popen`` search (or
@@ -330,9 +365,25 @@ class _ProgramPaths:
             self._found[program, path] = found
         return found
 
+    def candidates(self, program: str, path: str) -> tuple[str, tuple[bytes]] | None:
+        """:meth:`find`'s answer with its encoding for :func:`._forkexec.fork_exec`, kept
+        beside it (encoding it is two Python calls per start); None: not found here."""
+        found = self._encoded.get((program, path))
+        if found is None:
+            executable = self.find(program, path)
+            if executable is None:
+                return None
+            found = executable, (os.fsencode(executable),)
+            if len(self._encoded) >= self._LIMIT:
+                self._encoded.clear()
+            self._encoded[program, path] = found
+        return found
+
     def forget(self, program: str) -> None:
         for key in [key for key in self._found if key[0] == program]:
             del self._found[key]
+        for key in [key for key in self._encoded if key[0] == program]:
+            del self._encoded[key]
 
 
 _PROGRAMS = _ProgramPaths()
