@@ -3,6 +3,7 @@ a directory is unchanged only while nothing at all happened to it since it passe
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -87,3 +88,15 @@ def test_after_close_nothing_is_unchanged(watch: DirWatch, tmp_path: Path) -> No
     watch.close()
     assert not watch.unchanged(path)
     assert not watch.arm(path)
+
+
+def test_a_watch_never_closed_gives_its_descriptor_back_when_collected(tmp_path: Path) -> None:
+    # (inotify instances are few per user: an executor that never ran to its end must not keep one)
+    before = len(os.listdir("/proc/self/fd"))
+    w = DirWatch()
+    if not w.arm(str(tmp_path)):
+        pytest.skip("no inotify here")
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    del w
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import select
 import struct
+import weakref
 from collections.abc import Callable
 from typing import Final
 
@@ -63,10 +64,11 @@ class DirWatch:
     """Directories found fit and unchanged since (module docstring). :meth:`arm` before a
     full check, :meth:`passed` after one that passed, :meth:`unchanged` instead of the next."""
 
-    __slots__ = ("_add_watch", "_clean", "_fd", "_paths", "_poll")
+    __slots__ = ("__weakref__", "_add_watch", "_clean", "_closing", "_fd", "_paths", "_poll")
 
     def __init__(self) -> None:
         self._fd = -1
+        self._closing: weakref.finalize[[int], DirWatch] | None = None
         self._paths: dict[int, str] = {}  # watch descriptor -> the directory it watches
         self._clean: set[str] = set()  # found fit, and no event about them read since
         self._poll: select.poll | None = None
@@ -81,6 +83,9 @@ class DirWatch:
         if fd < 0:
             return
         self._fd = fd
+        # An inotify instance counts against the user's few (128 by default): a watch never
+        # closed (an executor that never ran to its end) gives its own back when collected.
+        self._closing = weakref.finalize(self, os.close, fd)
         self._add_watch = libc.inotify_add_watch
         self._poll = poll = select.poll()
         poll.register(fd, select.POLLIN)
@@ -110,8 +115,8 @@ class DirWatch:
         self._clean.add(path)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
+        if self._closing is not None:
+            self._closing()  # os.close, once
             self._fd = -1
             self._add_watch = None
             self._clean.clear()
