@@ -97,15 +97,18 @@ async def _answers(env: dict[str, str]) -> tuple[dict[str, list[Any]], list[Any]
             for _ in _JOBS:
                 await driver.wait_for("finished")
             del round_
+        # every job's log as `logs` pages it (a lane job's log is made at its first line)
+        await driver.send(*({"op": "logs", "job": f"j{n}"} for n in range(1, 3 * len(_JOBS) + 1)))
+        await driver.send({"op": "logs", "job": "j1", "after": 5})
         await driver.send({"op": "status"}, {"op": "stats", "id": "s"})
         await driver.close_stdin()
         events = [*driver.events, *(await driver.rest())]
-    lifecycle_ok(events)
+    lifecycle_ok([e for e in events if e["event"] != "logs"])
     per_job: dict[str, list[Any]] = {}
     for ev in events:
-        if "job" in ev and ev["event"] not in ("status",):
+        if "job" in ev and ev["event"] not in ("status", "logs"):
             per_job.setdefault(ev["job"], []).append(_timeless(ev))
-    closing = [_timeless(e) for e in events if e["event"] in ("status", "stats")]
+    closing = [_timeless(e) for e in events if e["event"] in ("logs", "status", "stats")]
     return per_job, closing
 
 

@@ -60,8 +60,10 @@ from ._workspace import WorkspacePool
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..runners._base import StreamName
     from ..runners._deferred import DeferredRunner
     from ..runners._local import LocalProcess, LocalRunner
+    from ._output import StepOutput
 
 __all__ = ["LaneScope", "RunLane", "plain_run"]
 
@@ -193,7 +195,7 @@ class RunLane:
 
     def _launch(self, job: Job, step: Run, scope: LaneScope) -> None:
         path = None if step.cwd is not None else self._workspaces.take()
-        sink = step_sink(step, job, self._services)
+        sink = _SinkOnFirstUse(step, job, self._services)
         launch = Launch(step.argv, step.env, step.cwd or path, None, step.grace, output=sink)
         try:
             process = self._local_runner().start(launch)
@@ -335,6 +337,46 @@ class RunLane:
             assert isinstance(host, LocalRunner)
             local = self._local = host
         return local
+
+
+class _SinkOnFirstUse:
+    """A lane job's output sink (``step_sink``: the job's log, and ``output`` events if
+    streamed), made when the runner first uses it for more than the streams' ends.
+
+    Why: most lane jobs' processes end silently on their spawner thread, and their sink is only
+    told that both streams ended, which for a sink nothing was written to is nothing; making it
+    (a ``StepOutput`` and the job's ``JobLog``) cost each such job a few µs of the loop's
+    (NOTES.md, Performance, "Session 9"). A job without a log answers ``logs`` as one with an
+    empty log does (no lines, ``next`` as asked), and its retention weighs the same.
+    """
+
+    __slots__ = ("_job", "_services", "_sink", "_step")
+
+    def __init__(self, step: Run, job: Job, services: Services) -> None:
+        self._step = step
+        self._job = job
+        self._services = services
+        self._sink: StepOutput | None = None
+
+    def _made(self) -> StepOutput:
+        sink = self._sink
+        if sink is None:
+            sink = self._sink = step_sink(self._step, self._job, self._services)
+        return sink
+
+    def write(self, stream: StreamName, data: bytes) -> None:
+        self._made().write(stream, data)
+
+    def eof(self, stream: StreamName) -> None:
+        if self._sink is not None:  # else nothing was written: no partial line to complete
+            self._sink.eof(stream)
+
+    @property
+    def congested(self) -> bool:
+        return self._made().congested
+
+    async def wait_writable(self) -> None:
+        await self._made().wait_writable()
 
 
 def _groups(result: ProcessResult | None) -> tuple[int, ...]:
