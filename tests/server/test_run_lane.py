@@ -12,6 +12,7 @@ jobs finish outside every worker task.
 
 from __future__ import annotations
 
+import gc
 import signal
 import subprocess
 import sys
@@ -292,6 +293,46 @@ async def test_plain_run_jobs_finish_outside_every_worker_task() -> None:
                 await batch.wait()
         await stdin_send.aclose()
     assert any("_worker" not in name for name in finished_in), finished_in[:5]
+
+
+async def test_an_ended_lane_job_leaves_no_cycle_for_the_collector() -> None:
+    """With ``--keep 0`` a finished job's record (and its output) is freed at once: nothing of
+    a lane job (its scope, process, launch and sink) may hold it in a reference cycle, which
+    only a collection frees (``test_memory_bounds.py`` saw 577 MiB pile up that way)."""
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
+    server = Server(Config(workers=2, heartbeat=0, keep=0), stdin, stdout, handle_signals=False)
+    lines = [
+        b'{"op":"submit","job":{"run":["true"]}}\n',
+        b'{"op":"submit","job":{"run":"echo x"}}\n',
+    ]
+
+    async def drain_stdout() -> None:
+        while await stdout_receive.receive_some():
+            pass
+
+    async def run_server() -> None:
+        assert await server.run() == 0
+        await stdout.aclose()
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_stdout)
+            nursery.start_soon(run_server)
+            with trio.fail_after(60):
+                await stdin_send.send_all(b"".join(lines) * 20)
+                await stdin_send.aclose()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, Job)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert server.executor.stats()["finished"]["succeeded"] == 40
+    assert not cyclic, f"{len(cyclic)} job records were freed only by the collector"
 
 
 async def test_a_bug_in_a_lane_start_fails_that_job_and_the_server_goes_on(

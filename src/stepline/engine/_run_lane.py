@@ -268,7 +268,7 @@ class RunLane:
             with trio.CancelScope(shield=True):
                 await self._give_back(path, result)
             finish_interrupted(self._table, job, JobState.CANCELLED, "executor was cancelled")
-            self._ended()
+            self._ended(job)
             raise
         await self._give_back(path, result)
         self._conclude(job, done)
@@ -304,9 +304,15 @@ class RunLane:
 
     def _conclude(self, job: Job, done: Outcome) -> None:
         conclude(self._table, job, done)
-        self._ended()
+        self._ended(job)
 
-    def _ended(self) -> None:
+    def _ended(self, job: Job) -> None:
+        scope = job.scope
+        if isinstance(scope, LaneScope):
+            # The process's launch holds the job's sink, which holds the job, which holds this
+            # scope: let go of the process, so an ended job leaves no cycle for the collector
+            # (with `--keep 0` every record, its output too, would wait for a collection).
+            scope.process = None
         self._running -= 1
         if not self._running and self._idle is not None:
             self._idle.set()
