@@ -100,3 +100,18 @@ def test_a_watch_never_closed_gives_its_descriptor_back_when_collected(tmp_path:
     del w
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_removed_directories_are_let_go_of_without_a_clean_one(
+    watch: DirWatch, tmp_path: Path
+) -> None:
+    # Every job leaves something behind: its directory is removed and a new one made. The
+    # watches of the removed ones must not pile up though no directory ever passes.
+    for i in range(200):
+        d = tmp_path / str(i)
+        d.mkdir()
+        assert watch.arm(str(d))
+        (d / "left").touch()
+        (d / "left").unlink()
+        d.rmdir()
+    assert watch.watched <= 2  # "/" of the fixture, and the last one

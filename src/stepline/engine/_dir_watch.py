@@ -103,12 +103,20 @@ class DirWatch:
         """Watch ``path`` (before its full check); False: it cannot be watched."""
         if self._add_watch is None:
             return False
+        assert self._poll is not None
+        if self._poll.poll(0):  # (so that the removed directories' watches are let go of)
+            self._read_events()
         self._clean.discard(path)
         wd = self._add_watch(self._fd, os.fsencode(path), _MASK)
         if wd < 0:  # ENOSPC (the user's watches are used up), ENOENT, ENOTDIR: check in full
             return False
         self._paths[wd] = path
         return True
+
+    @property
+    def watched(self) -> int:
+        """How many watches are known (removed directories' are let go of as events are read)."""
+        return len(self._paths)
 
     def passed(self, path: str) -> None:
         """``path``, watched by :meth:`arm` before, passed its full check."""
@@ -140,8 +148,9 @@ class DirWatch:
         while offset < len(data):
             wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
             offset += _EVENT.size + length
-            if mask & _IN_Q_OVERFLOW:  # events were lost: nothing is known clean
-                clean.clear()
+            if mask & _IN_Q_OVERFLOW:  # events were lost: nothing is known clean, and the
+                clean.clear()  # watches of removed directories may never say they are gone
+                paths.clear()  # (a directory watched still is mapped again when next armed)
                 continue
             path = paths.get(wd)
             if path is not None:
