@@ -176,9 +176,14 @@ class Server:
                     self._store.redeliver()  # what the last run committed but had not written
                 await self._serve(signals)
                 if self._store is not None:
-                    await self._store.aclose()  # the last outcomes are durable before `bye`
+                    await self._store.flush()  # the last outcomes are durable before `bye`
                 self.outbox.emit(event("bye"))
                 self.outbox.close()
+                if self._store is not None:
+                    # Housekeeping, after `bye`: the delivery cursor once stdout has every line,
+                    # and the file closed (SQLite's checkpoint); the exit waits for it, and a
+                    # server started on the file meanwhile waits for the lock (store/_sqlite.py).
+                    await self._store.aclose()
         self.executor.workspaces.remove_abandoned()  # by a hard stop: after the last event
         if self.outbox.broken:
             return 1

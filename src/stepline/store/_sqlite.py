@@ -54,6 +54,12 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
 SCHEMA_VERSION: Final = 3
 
+LOCK_WAIT: Final = 2.0
+"""Seconds an opening server waits for the file's lock before refusing it as in use: a
+``serve`` that wrote ``bye`` still records its events' delivery and closes the file (SQLite
+checkpoints its log then, 10-130 ms measured), so a driver that starts the next server as soon
+as it reads ``bye`` must not be refused meanwhile (NOTES.md, "--state throughput", Session 9)."""
+
 # The event log (transactional outbox): every event the driver must get, committed with the
 # change it reports; rows up to meta's 'delivered' cursor are deleted as the cursor moves.
 # One row per commit: body holds that commit's events as consecutive JSON lines, and seq is the
@@ -122,7 +128,9 @@ class SqliteBackend:
 def _open(path: str, keep: int) -> tuple[sqlite3.Connection, Snapshot]:
     """Open (or create) the file, check its format and every row, and load it."""
     try:
-        conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open state file {path}: {exc}{_os_reason(path)}") from None
     try:

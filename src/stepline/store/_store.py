@@ -120,6 +120,9 @@ class Store:
         self._withdrawn_gen = 0  # submits staged up to this batch and not committed: refused
         self._refused: set[str] = set()  # their job ids, until settled
         self._stopped: str | None = None  # set once: nothing more is written
+        # Closing: set once the last batch is committed (or given up) and its events handed to
+        # the sink; what follows is housekeeping (the delivery cursor, closing the backend).
+        self.flushed = trio.Event()
         self.closed = trio.Event()
         # Called after each commit is decided (done, or failed and withdrawn), once its events
         # were handed to stdout and its waiters woken: serve's pipeline completes value jobs.
@@ -349,6 +352,7 @@ class Store:
                 if self._batch.dirty or self._retry is not None:
                     await self._write(*self._take())
                 elif self._closing:
+                    self.flushed.set()
                     await self._commit_final_cursor()
                     break
                 elif self.events.lagging:
@@ -363,14 +367,27 @@ class Store:
         finally:
             log.debug("%s: %d commits", self.description, self.commits)
             self._stop()
+            self.flushed.set()
             with trio.CancelScope(shield=True):
                 await self.backend.aclose()
             self.closed.set()
 
-    async def aclose(self) -> None:
-        """Commit what is pending, write the events it logged, and close the backend."""
+    async def flush(self) -> None:
+        """Begin closing: return once what is pending is committed (or, on a disk that keeps
+        failing, given up after :data:`CLOSE_ATTEMPTS`) and the events it logged are handed to
+        the sink. Every outcome reported is durable then; what the writer does next is
+        housekeeping: it records the events' delivery once the sink has written them (so a
+        restart repeats none) and closes the backend (SQLite checkpoints its log into the file
+        then), which :meth:`aclose` waits for. ``serve`` writes ``bye`` in between (NOTES.md,
+        "--state throughput", Session 9)."""
         self._closing = True
         self._wake.unpark_all()
+        await self.flushed.wait()
+
+    async def aclose(self) -> None:
+        """Commit what is pending, write the events it logged, record their delivery, and
+        close the backend."""
+        await self.flush()
         await self.closed.wait()
 
     def _take(self) -> tuple[Batch, Handover]:
