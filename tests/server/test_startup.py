@@ -75,7 +75,7 @@ def test_the_serve_path_imports_no_feature_module() -> None:
     assert sorted(loaded & NOT_AT_START) == []
 
 
-GENERATED_AT_START = {"stepline.engine._jobs.StatusFilter"}  # the job table's, reworked apart
+GENERATED_AT_START = {"stepline.engine._status_filter.StatusFilter"}  # a status query, apart
 
 LIST_GENERATED = """
 import attrs, sys

@@ -7,9 +7,12 @@ against the lifecycle, writes the new state and emits the event announcing it, a
 every other task, the way an STM transaction is, without locks. Any move the lifecycle forbids
 raises :class:`~stepline._errors.IllegalTransition`, which is always a bug in stepline.
 
-The lifecycle itself (states and allowed moves) is :mod:`stepline.engine._states`. The table
-also owns retention: finished records are kept for ``status`` up to ``keep`` most recent ones,
-their outputs within a byte budget (:mod:`stepline.engine._retention`).
+The lifecycle itself (states and allowed moves) is :mod:`stepline.engine._states`, the record
+each transition writes :mod:`stepline.engine._job_record`, and the ``status`` query over the
+records :mod:`stepline.engine._status_filter` (this module exports their names too, as the
+table's vocabulary). The table also owns retention: finished records are kept for ``status`` up
+to ``keep`` most recent ones, their outputs within a byte budget
+(:mod:`stepline.engine._retention`).
 
 The three events every job gets (``accepted``, ``started``, ``finished``) are written here as
 dict literals, not through :func:`~stepline.wire._events.event`: its keyword arguments cost twice
@@ -24,16 +27,14 @@ from typing import Any, Protocol
 
 import orjson
 import trio
-from attrs import frozen
 
-from .._errors import AlreadyFinished, BadCommand, IllegalTransition, UnknownJob
-from ..runners._base import StopOrders
+from .._errors import AlreadyFinished, IllegalTransition, UnknownJob
 from ..spec._model import JobSpec
-from ..spec._validate import value_spec
 from ..wire._events import EmitFn, EmitLinesFn, Event, RequestId, completed_lines, reply
-from ._logs import JobLog
+from ._job_record import Job, JobScope
 from ._retention import KEEP_BYTES, SMALL_OUTPUT, Retention, output_size
-from ._states import ALLOWED_MOVES, BY_NAME, FINAL_STATES, JobState
+from ._states import ALLOWED_MOVES, FINAL_STATES, JobState
+from ._status_filter import StatusFilter
 
 __all__ = [
     "FINAL_STATES",
@@ -50,230 +51,6 @@ __all__ = [
 ]
 
 
-class Job:
-    """One job's record. Mutated only by :class:`JobTable` (and ``step``, see below).
-
-    A plain class with ``__slots__``, not an attrs class: it is mutable state, made once per
-    job on the hot path, and attrs' generated ``__init__`` (25 fields, two factories) cost about
-    three times this one (NOTES.md, Performance). Fields a job may never need (its stop orders)
-    are made on first use.
-    """
-
-    __slots__ = (
-        "_spec",
-        "_stop_orders",
-        "_value",
-        "artifacts",
-        "cancel_reason",
-        "created",
-        "ended",
-        "error",
-        "extra",
-        "finished_at",
-        "id",
-        "log",
-        "log_bytes",
-        "name",
-        "output",
-        "output_bytes",
-        "output_dropped",
-        "partial",
-        "request_id",
-        "scope",
-        "started",
-        "started_at",
-        "state",
-        "step",
-    )
-
-    def __init__(
-        self,
-        id: str,
-        spec: JobSpec | None,
-        name: str | None,
-        state: JobState = JobState.QUEUED,
-        extra: dict[str, Any] | None = None,
-        request_id: RequestId = None,
-        value: Any = None,
-    ) -> None:
-        self.id = id
-        # spec None: a job that is one bare `value` step (spec/_validate.py, value_job), whose
-        # spec is made from ``value`` when first asked for (see `spec`).
-        self._spec = spec
-        self._value = value
-        self.name = name
-        self.state = state
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.output: Any = None
-        self.error: dict[str, Any] | None = None
-        # The job's one cancel scope, given by its worker at start (see Dispatcher._worker); its
-        # deadline is the job-level timeout, set when the job starts. None for a job run at
-        # once: nothing can interrupt it (engine/_execution.py).
-        self.scope: JobScope | None = None
-        # Why the job is being cancelled; set once, by the first cancel. A job whose scope
-        # fires with no reason set has hit its own deadline: it timed out.
-        self.cancel_reason: str | None = None
-        # Path of the innermost running step, written by the interpreters as steps start and
-        # end; read by heartbeats and to name the step a cancel or timeout interrupted.
-        self.step = ""
-        # Additional fields for the `accepted` event.
-        self.extra: dict[str, Any] = extra if extra is not None else {}
-        # Encoded size of an output counted against the table's byte budget (0: not counted);
-        # once the budget took the output away, ``output_dropped`` holds that size instead.
-        self.output_bytes = 0
-        self.output_dropped: int | None = None
-        # The files copied out of the workspace (job-level `artifacts`: _artifacts.py), or None.
-        self.artifacts: list[dict[str, Any]] | None = None
-        # The job's output lines (engine/_logs.py), made when its first `run` step starts.
-        self.log: JobLog | None = None
-        self.log_bytes = 0  # the log's size counted against the byte budget once finished
-        # Unix times of acceptance, start and end (None: not yet, or unknown after a restart).
-        self.created: float | None = None
-        self.started: float | None = None
-        self.ended: float | None = None
-        # What a graph job's succeeded tasks output so far: `partial` if it does not succeed.
-        self.partial: dict[str, Any] | None = None
-        self._stop_orders: StopOrders | None = None
-        # The `id` of the submit that made the job, echoed on every event of the job.
-        self.request_id = request_id
-
-    def __repr__(self) -> str:
-        return f"Job(id={self.id!r}, name={self.name!r}, state={self.state.value})"
-
-    @property
-    def spec(self) -> JobSpec:
-        """The job's validated spec. A bare `value` job's is made on first use: nothing on its
-        path reads it, and its frozen objects were a fifth of such a job's cost."""
-        spec = self._spec
-        if spec is None:
-            spec = self._spec = value_spec(self._value)
-        return spec
-
-    @property
-    def stop_orders(self) -> StopOrders:
-        """How its processes are stopped when it is cancelled: a `cancel`'s `grace`, or `force`
-        (SIGKILL now, also for processes already being stopped); by default each step's
-        `grace`. Made on first use: only jobs with processes, or a cancel, need one."""
-        if self._stop_orders is None:
-            self._stop_orders = StopOrders()
-        return self._stop_orders
-
-    def tag(self, ev: Event) -> Event:
-        """``ev`` (one of this job's events) with its submit's ``id``, so that a driver can tie
-        every event to its submit without mapping job ids first."""
-        if self.request_id is not None:
-            ev["id"] = self.request_id
-        return ev
-
-    def output_log(self) -> JobLog:
-        """The job's log, made on first use (jobs without `run` steps never need one)."""
-        if self.log is None:
-            self.log = JobLog()
-        return self.log
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds the job has run: 0 until it starts, frozen once it finishes."""
-        if self.started_at is None:
-            return 0.0
-        end = self.finished_at if self.finished_at is not None else trio.current_time()
-        return round((end - self.started_at) * 1e6) / 1e6  # to the µs; round(x, 6) is dearer
-
-    @property
-    def stopping(self) -> bool:
-        """Running, but cancelled or past its deadline: its processes are being stopped."""
-        if self.state is not JobState.RUNNING:
-            return False
-        return self.cancel_reason is not None or (
-            self.spec.timeout is not None and self.scope is not None and self.scope.cancel_called
-        )
-
-    def record(self) -> dict[str, Any]:
-        """The job's entry in a ``status`` reply."""
-        rec: dict[str, Any] = {
-            "job": self.id,
-            "state": self.state.value,
-            "name": self.name,
-            "elapsed": self.elapsed,
-            "created": self.created,
-            "started": self.started,
-            "ended": self.ended,
-        }
-        if self.stopping:
-            rec["stopping"] = True
-        if self.state is JobState.SUCCEEDED:
-            rec["output"] = self.output
-            if self.output_dropped is not None:
-                rec["output_dropped"] = self.output_dropped
-        elif self.state in FINAL_STATES:
-            rec["error"] = self.error
-            if self.partial is not None:
-                rec["partial"] = self.partial
-        if self.artifacts is not None:
-            rec["artifacts"] = self.artifacts
-        return rec
-
-
-@frozen
-class StatusFilter:
-    """``status`` filters: ``states`` (any of), ``name``, ``since`` (created at or after, Unix
-    seconds), ``limit`` (the most recent that match, most recent first), ``before`` (only jobs
-    accepted before this one: a page's cursor, ``GET /jobs?before=``)."""
-
-    states: frozenset[JobState] | None = None
-    name: str | None = None
-    since: float | None = None
-    limit: int | None = None
-    before: str | None = None
-
-    def apply(self, jobs: list[Job]) -> list[Job]:
-        if self.before is not None:
-            cut = next((i for i, job in enumerate(jobs) if job.id == self.before), None)
-            if cut is None:
-                raise UnknownJob(f"unknown job {self.before!r}")
-            jobs = jobs[:cut]
-        states, name, since = self.states, self.name, self.since
-        picked = [
-            job
-            for job in jobs
-            if (states is None or job.state in states)
-            and (name is None or job.name == name)
-            and (since is None or (job.created is not None and job.created >= since))
-        ]
-        if self.limit is None:
-            return picked
-        return picked[::-1][: self.limit]
-
-    @classmethod
-    def of(
-        cls,
-        state: Any = None,
-        name: str | None = None,
-        since: float | None = None,
-        limit: int | None = None,
-        before: str | None = None,
-    ) -> StatusFilter | None:
-        """The filter a ``status`` command asks for (None: none); ``state`` is a state's name
-        or a list of them, anything else a ``BadCommand``."""
-        if state is None and name is None and since is None and limit is None and before is None:
-            return None
-        return cls(_states(state), name, since, limit, before)
-
-
-def _states(state: Any) -> frozenset[JobState] | None:
-    if state is None:
-        return None
-    names = [state] if isinstance(state, str) else state
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BadCommand("status: 'state' must be a state or a list of states")
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown:
-        known = ", ".join(BY_NAME)
-        raise BadCommand(f"status: unknown state {unknown[0]!r}; expected one of {known}")
-    return frozenset(BY_NAME[n] for n in names)
-
-
 _SUCCEEDED = JobState.SUCCEEDED
 # JobTable.complete_value makes these two moves without asking ALLOWED_MOVES each time.
 if (
@@ -281,16 +58,6 @@ if (
     or _SUCCEEDED not in ALLOWED_MOVES[JobState.RUNNING]
 ):
     raise ImportError("the lifecycle no longer allows queued -> running -> succeeded")
-
-
-class JobScope(Protocol):
-    """What the table asks of a running job's scope: a worker's ``trio.CancelScope``, or a run
-    lane job's (``engine/_run_lane.LaneScope``), which has no task until it needs one."""
-
-    def cancel(self) -> None: ...
-
-    @property
-    def cancel_called(self) -> bool: ...
 
 
 FinishHook = Callable[["Job", Event], None]
