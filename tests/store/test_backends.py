@@ -219,6 +219,22 @@ async def test_events_of_a_failed_commit_are_not_logged(backends: Backends) -> N
     assert snapshot.undelivered == [(1, line(1))]
 
 
+async def test_events_numbered_at_or_below_the_cursor_fail_the_commit(backends: Backends) -> None:
+    """Even once every stored event was delivered and deleted: the numbers never repeat."""
+    backend = backends.make()
+    await backend.open(100)
+    await backend.commit(batch(1, events=[(2, line(1) + line(2))]))
+    await backend.commit(batch(2, delivered=2))  # no event left stored
+    with pytest.raises((sqlite3.IntegrityError, ValueError)):
+        await backend.commit(batch(3, events=[(2, line(2))]))
+    with pytest.raises((sqlite3.IntegrityError, ValueError)):  # nor in the cursor's own batch
+        await backend.commit(batch(4, events=[(4, line(3) + line(4))], delivered=3))
+    await backend.commit(batch(5, events=[(3, line(3))]))
+    await backend.aclose()
+    snapshot = await backends.reopen()
+    assert (snapshot.undelivered, snapshot.last_seq) == ([(3, line(3))], 3)
+
+
 async def test_events_not_numbered_one_after_another_fail_the_commit(
     backends: Backends,
 ) -> None:

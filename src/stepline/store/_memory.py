@@ -91,6 +91,8 @@ class MemoryBackend:
         lines = [line for run in batch.events for line in _lines(*run)]
         if any(seq in self.events for seq, _ in lines):
             raise ValueError("an event with this sequence number exists already")
+        if lines and lines[0][0] <= max(self.delivered or 0, batch.delivered):
+            raise ValueError("an event with this sequence number was delivered already")
         numbers = [seq for seq, _ in lines]
         if numbers and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
             raise ValueError("a commit's events are not numbered one after another")

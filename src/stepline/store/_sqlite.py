@@ -236,8 +236,40 @@ def _load(conn: sqlite3.Connection, keep: int, version: int) -> Snapshot:
 
 
 def _commit(conn: sqlite3.Connection, batch: Batch) -> None:
-    """Write one batch in one transaction (an all-or-nothing group commit)."""
-    _transaction(conn, lambda: _apply(conn, batch))
+    """Write one batch in one transaction (an all-or-nothing group commit).
+
+    It begins with one ``executescript`` (:func:`_opening`): the ``BEGIN``, the counters and
+    the delete of delivered events, which take no parameter but integers. CPython's sqlite3
+    gives up the GIL and takes it back five times for each ``execute`` (statement, step, last
+    row id, reset) and once per statement of a script; each taking back waits for the event
+    loop to let go of the GIL, up to the switch interval (5 ms) while it runs (NOTES.md,
+    "--state throughput", Session 9). A script must not run inside our transaction: it commits
+    a pending one first, hence only at the start.
+    """
+    try:
+        conn.executescript(_opening(batch))
+        _apply(conn, batch)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _opening(batch: Batch) -> str:
+    """``BEGIN IMMEDIATE``, then the batch's statements whose values are only integers, written
+    into the script with ``:d`` (integers only: no text from outside, nothing to quote): the
+    counters that moved, and the delete of the events up to the delivery cursor (written
+    before this batch, so before its own events are appended; :data:`_APPEND_EVENTS` also
+    checks them against the cursor)."""
+    statements = ["BEGIN IMMEDIATE"]
+    counters = [("next_id", batch.next_id), ("delivered", batch.delivered)]
+    rows = ", ".join(f"('{key}', {value:d})" for key, value in counters if value)
+    if rows:
+        statements.append("INSERT OR REPLACE INTO meta VALUES " + rows)
+    if batch.delivered:
+        statements.append(f"DELETE FROM events WHERE seq <= {batch.delivered:d}")
+    return ";".join(statements)
 
 
 def _transaction(conn: sqlite3.Connection, body: Any) -> None:
@@ -265,9 +297,6 @@ def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
         conn.execute("DELETE FROM jobs WHERE fin <= ?", (batch.prune_to,))
     if batch.events:
         _append_events(conn, batch.events)
-    _set_meta(conn, next_id=batch.next_id, delivered=batch.delivered)
-    if batch.delivered:
-        conn.execute("DELETE FROM events WHERE seq <= ?", (batch.delivered,))
     if batch.templates:
         conn.executemany("INSERT OR REPLACE INTO templates VALUES (?, ?)", batch.templates)
     for kind, key, body in batch.objects:
@@ -298,16 +327,13 @@ def _append_events(conn: sqlite3.Connection, events: list[LoggedEvent]) -> None:
 
 
 _APPEND_EVENTS: Final = """
-    INSERT INTO events SELECT ?1, ?2 WHERE ?3 > (SELECT coalesce(max(seq), 0) FROM events)
+    INSERT INTO events SELECT ?1, ?2 WHERE ?3 > max(
+        (SELECT coalesce(max(seq), 0) FROM events),
+        (SELECT coalesce(max(value), 0) FROM meta WHERE key = 'delivered')
+    )
 """
-
-
-def _set_meta(conn: sqlite3.Connection, **values: int) -> None:
-    """The counters that moved (0: did not), in one statement."""
-    moved = [item for pair in values.items() if pair[1] for item in pair]
-    if moved:
-        rows = ", ".join(["(?, ?)"] * (len(moved) // 2))
-        conn.execute(f"INSERT OR REPLACE INTO meta VALUES {rows}", moved)
+"""A commit's events row, if its first event follows every stored one and the delivery cursor
+(the events up to the cursor were deleted already, at the transaction's start)."""
 
 
 # Rows are bound without None and with JSON as text: Python's sqlite3 binds int, float and str
