@@ -113,17 +113,7 @@ class Executor:
         self.http = HttpClient()  # `http` steps' pool, made on first use; attachments share it
         self._slots = Slots(self.table, config.workers)  # the --workers bound, lane jobs too
         self._attached = Attachments()
-        self._services = Services(
-            outbox,
-            self.runner,
-            trace=config.trace,
-            http=self.http,
-            cleanups=self.cleanups,
-            allow_run=config.allow_run,
-            stream=config.stream,
-            limits=config.limits,
-            runner_name=config.runner,
-        )
+        self._services = _step_services(config, outbox, self.runner, self.http, self.cleanups)
         # the workers, and the run lane's dispatch from the queue (_dispatch.py)
         self._dispatcher = Dispatcher(
             self.table,
@@ -135,17 +125,17 @@ class Executor:
             outbox,
             artifacts=config.artifacts,
         )
-        # Plain `run` jobs without a task each (_run_lane.py): the default runner only, no
-        # --trace; STEPLINE_RUN_LANE=0 keeps them on the worker path (tests and benches compare).
-        if runner is None and not config.trace and os.environ.get("STEPLINE_RUN_LANE") != "0":
-            assert isinstance(self.runner, DeferredRunner)
-            self._dispatcher.lane = RunLane(
-                self.table,
-                self._services,
-                self.workspaces,
-                self.runner,
-                self._dispatcher.lane_slot_freed,
-            )
+        self._dispatcher.lane = self._plain_run_lane(custom_runner=runner is not None)
+
+    def _plain_run_lane(self, *, custom_runner: bool) -> RunLane | None:
+        """The run lane for plain `run` jobs, without a task each (_run_lane.py): with the
+        default runner only, and no --trace; STEPLINE_RUN_LANE=0 keeps them on the worker path
+        (tests and benches compare the two)."""
+        if custom_runner or self.config.trace or os.environ.get("STEPLINE_RUN_LANE") == "0":
+            return None
+        assert isinstance(self.runner, DeferredRunner)
+        freed = self._dispatcher.lane_slot_freed
+        return RunLane(self.table, self._services, self.workspaces, self.runner, freed)
 
     # -- the service -------------------------------------------------------------------------
 
@@ -525,6 +515,23 @@ class Executor:
             self.queue.compact(lambda job: job.state is JobState.QUEUED)
         taken = len(self.queue) + self._reserved + (self._slots.held_queued() if held else 0)
         return taken >= self.queue.size
+
+
+def _step_services(
+    config: Config, outbox: Outbox, runner: Runner, http: HttpClient, cleanups: Cleanups
+) -> Services:
+    """What the steps of every job share (``engine/_interpret.Services``), from the settings."""
+    return Services(
+        outbox,
+        runner,
+        trace=config.trace,
+        http=http,
+        cleanups=cleanups,
+        allow_run=config.allow_run,
+        stream=config.stream,
+        limits=config.limits,
+        runner_name=config.runner,
+    )
 
 
 _NO_CALLBACKS = (
