@@ -14,7 +14,6 @@ of exception groups; anything else escaping a nursery is a bug and becomes an ``
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -58,6 +57,7 @@ from ..wire._events import event
 from ..wire._outbox import Outbox
 from ._jobs import Job
 from ._output import StepOutput
+from ._run_result import output_tails, process_output, start_failure
 from ._tasks import Cleanups, run_deferred, run_graph
 from ._workspace import Workspace, workspace_cwd
 
@@ -66,16 +66,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTERPRETERS",
-    "TAIL_CHARS",
     "Services",
     "StepContext",
     "completes_at_once",
-    "output_tails",
     "run_at_once",
     "run_output",
     "run_step",
-    "signal_name",
-    "start_failure",
+    "start_failure",  # _run_result.py's, for the run lane beside run_output and step_sink
     "step_loading",
     "step_sink",
     "with_modifiers",
@@ -285,11 +282,6 @@ async def _run(step: Run, ctx: StepContext) -> Any:
     return run_output(step, result)
 
 
-def start_failure(step: Run, exc: ProcessStartError) -> StepFailed:
-    """The step's error when its process could not start."""
-    return StepFailed("startup_failure", str(exc), step.path, step.mods.name)
-
-
 def step_sink(step: Run, job: Job, services: Services) -> StepOutput:
     """Where the step's output lines go: the job's log, and ``output`` events if streamed."""
     live = services.outbox if _streams(step, job, services) else None
@@ -297,19 +289,9 @@ def step_sink(step: Run, job: Job, services: Services) -> StepOutput:
 
 
 def run_output(step: Run, result: ProcessResult) -> Any:
-    """The output of a ``run`` step whose process ended with ``result``; raises its
-    ``StepFailed`` (a limit, a non-zero exit)."""
-    output: dict[str, Any] = {"exit": result.returncode, "stdout": result.stdout}
-    output["stderr"] = result.stderr
-    if result.truncated:
-        output["truncated"] = True
-    if result.limit is not None:
-        raise _limit_failure(step, result.limit, result.returncode, output)
-    if result.returncode != 0:
-        failure = _exit_failure(step, result.returncode, output)
-        if result.oom:  # the type stays (`killed`, most often): `oom` says why (protocol.md)
-            failure.extra["oom"] = True
-        raise failure
+    """The output of a ``run`` step whose process ended with ``result`` (``process_output``),
+    parsed if the step asks; raises its ``StepFailed`` (a limit, a non-zero exit)."""
+    output = process_output(step, result)
     if step.parse is not None:
         with step_loading(step, "output parsing"):
             from ._typed import parse_output  # start-up time: only steps that parse
@@ -352,39 +334,6 @@ def _launch(
     )
 
 
-def _limit_failure(step: Run, limit: str, returncode: int, output: dict[str, Any]) -> StepFailed:
-    """A ``resource_failure``: the step's processes ran into ``limit``."""
-    extra = {"limit": limit, "exit": returncode, "stdout": output["stdout"][-TAIL_CHARS:]}
-    extra["stderr"] = output["stderr"][-TAIL_CHARS:]
-    message = f"{step.argv[0]} exceeded its {limit} limit"
-    if limit == "memory" and returncode == -signal.SIGKILL:
-        message = f"{step.argv[0]} was killed for memory (out of memory in its limit)"
-    return StepFailed("resource_failure", message, step.path, step.mods.name, extra)
-
-
-_SIGNAL_ERRORS: dict[int, str] = {
-    signal.SIGTERM: "terminated",
-    signal.SIGKILL: "killed",
-    signal.SIGXCPU: "resource_failure",
-    signal.SIGXFSZ: "resource_failure",
-}
-
-TAIL_CHARS: Final = 4096
-"""How much of each stream a failed ``run`` step's error carries: the last 4 KiB."""
-
-
-def _exit_failure(step: Run, returncode: int, output: dict[str, Any]) -> StepFailed:
-    """Map a non-zero exit to the protocol's error types (signal deaths are negative codes)."""
-    extra = {"exit": returncode, "stdout": output["stdout"][-TAIL_CHARS:]}
-    extra["stderr"] = output["stderr"][-TAIL_CHARS:]
-    if returncode > 0:
-        message = f"{step.argv[0]} exited with status {returncode}"
-        return StepFailed("failure", message, step.path, step.mods.name, extra)
-    kind = _SIGNAL_ERRORS.get(-returncode, "failure")
-    message = f"{step.argv[0]} was ended by {signal_name(-returncode)}"
-    return StepFailed(kind, message, step.path, step.mods.name, extra)
-
-
 @contextmanager
 def step_loading(step: Step, feature: str) -> Iterator[None]:
     """:func:`~stepline._lazy.loading` inside a running step: a failure to load is the step's
@@ -394,27 +343,6 @@ def step_loading(step: Step, feature: str) -> Iterator[None]:
             yield
     except Unavailable as exc:
         raise StepFailed(Unavailable.code, exc.message, step.path, step.mods.name) from None
-
-
-def signal_name(signum: int) -> str:
-    """``SIGTERM``, ``SIGRTMIN+2``, or ``signal 99``: any number a child can die of (real-time
-    signals have no :class:`signal.Signals` member, and looking one up raises)."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        pass
-    if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
-        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
-    return f"signal {signum}"
-
-
-def output_tails(job: Job, path: str) -> dict[str, str]:
-    """The last :data:`TAIL_CHARS` of what the step at ``path`` wrote to each stream, from the
-    job's log (for a process that was stopped, whose capture never completed)."""
-    log = job.log
-    if log is None:
-        return {"stdout": "", "stderr": ""}
-    return {stream: log.tail(path, stream, TAIL_CHARS) for stream in ("stdout", "stderr")}
 
 
 # -- composite steps ---------------------------------------------------------------------------
