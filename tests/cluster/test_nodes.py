@@ -14,6 +14,10 @@ from tests.driver import Event
 
 pytestmark = pytest.mark.e2e
 
+SURVIVOR_LEASE = 6.0
+"""The lease of a node a test needs alive to the end: long enough that a loaded machine (no
+renewal answered within three quarters of it) does not make it stop its jobs mid-test."""
+
 
 def _job(i: int, sleep: float = 0.02) -> dict[str, Any]:
     return {"steps": [{"log": f"job {i}"}, {"sleep": sleep}, {"value": i}]}
@@ -116,9 +120,11 @@ async def test_cancel_from_another_node_stops_the_job_wherever_it_runs(cluster_u
 
 
 async def test_a_killed_node_s_jobs_are_rescued_after_the_lease(cluster_url):
-    lease = 2.0
+    lease = 2.0  # the victim's: how soon its jobs are rescued
+    # The survivor's lease is longer: under a loaded machine a 2 s lease can lapse for the
+    # survivor too (no renewal answered within 1.5 s), and then it stops its own jobs.
     async with (
-        serve_node(cluster_url, "--workers", "1", "--lease", str(lease)) as a,
+        serve_node(cluster_url, "--workers", "1", "--lease", str(SURVIVOR_LEASE)) as a,
         worker_node(cluster_url, "--workers", "4", "--lease", str(lease)) as b,
     ):
         await live_nodes(cluster_url, 2)
@@ -154,7 +160,7 @@ def _finished(events: list[Event]) -> set[str]:
 
 
 async def test_a_dead_listen_connection_is_replaced_and_the_poll_covers_the_gap(cluster_url):
-    async with serve_node(cluster_url, "--lease", "2", "--poll", "0.3") as a:
+    async with serve_node(cluster_url, "--lease", str(SURVIVOR_LEASE), "--poll", "0.3") as a:
         me = a.events[0]["node"]
         await live_nodes(cluster_url, 1)
         name = f"stepline-listen-{me}"
