@@ -8,7 +8,8 @@ Each round runs, taking turns: this checkout's ``stepline serve --workers 8`` (a
 floor (``floor_pool.py``) and ``xargs -P8``. For stepline it reports the wall time from the first
 submit written to the last ``finished`` read, and CPU per job read from ``/proc`` at that moment
 (start-up excluded by a reading at ``ready``): the event loop's thread, stepline's other threads
-(spawners), and the children it reaped. Ratios are paired (each round's own ratio, then the
+(spawners), and the children it reaped; and each side's context switches per job (a thread
+switches out for the GIL, a ``vfork``, a wait). Ratios are paired (each round's own ratio, then the
 median), beside the load average, as in ``bench/run.py``.
 """
 
@@ -47,6 +48,21 @@ def _cpu(pid: int) -> tuple[float, float, float]:
     return loop, every, children
 
 
+def _switches(pid: int) -> dict[int, int]:
+    """Context switches (voluntary and not) of each of ``pid``'s threads, from ``/proc``. A
+    thread waiting for the GIL, a ``vfork`` or a ``poll`` switches out: per job, the steady count
+    of the threads' hand-offs (NOTES.md, Performance, "Session 9: process jobs, the spawners")."""
+    counts: dict[int, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                lines = [line for line in f if "ctxt_switches:" in line]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        counts[int(tid)] = sum(int(line.split()[1]) for line in lines)
+    return counts
+
+
 def run_stepline(src: Path, jobs: int, env_extra: dict[str, str]) -> dict[str, float]:
     argv = [sys.executable, "-m", "stepline", "serve", "--workers", "8", "--heartbeat", "0"]
     argv += ["--queue", str(jobs)]
@@ -59,7 +75,7 @@ def run_stepline(src: Path, jobs: int, env_extra: dict[str, str]) -> dict[str, f
     assert stdout is not None
     if b'"ready"' not in stdout.readline():
         raise SystemExit("no ready line")
-    before = _cpu(proc.pid)
+    before, switched = _cpu(proc.pid), _switches(proc.pid)
     start = time.perf_counter()
     threading.Thread(target=_feed, args=(stdin, data), daemon=True).start()
     done = 0
@@ -72,12 +88,22 @@ def run_stepline(src: Path, jobs: int, env_extra: dict[str, str]) -> dict[str, f
                 raise SystemExit(f"a job did not succeed: {line!r}")
             done += 1
     elapsed = time.perf_counter() - start
-    after = _cpu(proc.pid)
+    after, switches = _cpu(proc.pid), _switches(proc.pid)
+    for tid, count in switched.items():
+        switches[tid] = switches.get(tid, count) - count
     stdin.close()
     stdout.read()
     proc.wait()
     loop, every, children = (1e6 * (a - b) / jobs for a, b in zip(after, before, strict=True))
-    return {"s": elapsed, "loop_us": loop, "threads_us": every - loop, "children_us": children}
+    loop_switches = switches.pop(proc.pid, 0) / jobs
+    return {
+        "s": elapsed,
+        "loop_us": loop,
+        "threads_us": every - loop,
+        "children_us": children,
+        "loop_switches": loop_switches,
+        "threads_switches": sum(switches.values()) / jobs,
+    }
 
 
 def _feed(stdin: IO[bytes], data: bytes) -> None:
@@ -137,9 +163,12 @@ def main() -> None:
     print(f"{args.jobs} x true, 8 workers, {args.rounds} rounds, load {load[0]:.1f}-{load[1]:.1f}")
     for name, figures in rows.items():
         rate = med(args.jobs / f["s"] for f in figures)
-        cpu = {k: med(f[k] for f in figures) for k in ("loop_us", "threads_us", "children_us")}
+        keys = ("loop_us", "threads_us", "children_us", "loop_switches", "threads_switches")
+        cpu = {k: med(f[k] for f in figures) for k in keys}
         line = f"{name:>10}: {rate:7.0f}/s  loop {cpu['loop_us']:5.0f} us/job"
         line += f"  other threads {cpu['threads_us']:5.0f}  children {cpu['children_us']:5.0f}"
+        line += f"  switches/job loop {cpu['loop_switches']:.1f}"
+        line += f" threads {cpu['threads_switches']:.1f}"
         if pool:
             vs_pool = med(p / f["s"] for p, f in zip(pool, figures, strict=True))
             vs_xargs = med(x / f["s"] for x, f in zip(xargs, figures, strict=True))

@@ -190,6 +190,15 @@ async def test_a_change_to_our_environment_reaches_the_next_child(
     assert (await sh(show)).stdout == "[]\n"
 
 
+async def test_a_variable_reaches_the_child_as_os_fsencode_encodes_it() -> None:
+    """The step's variables are encoded as one ``NAME=value`` string (NOTES.md, Performance,
+    "Session 9: process jobs, the spawners"): an undecodable byte kept as a surrogate escape
+    reaches the child as that byte, as ``os.fsencode`` would give it."""
+    value = "a\udcffé"
+    result = await sh('printf %s "$STEPLINE_T_RAW" | od -An -tx1', env={"STEPLINE_T_RAW": value})
+    assert bytes.fromhex(result.stdout) == os.fsencode(value)
+
+
 async def test_a_steps_variable_replaces_ours_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STEPLINE_T_TWICE", "ours")
     for value in ("a", "b"):  # the second start reuses what the first built
@@ -426,6 +435,18 @@ async def test_a_program_is_found_on_the_steps_path(tmp_path: Path) -> None:
     for _ in range(2):  # the second start uses the remembered path
         result = await run_process(["stepline-hello"], env=env)
         assert result.stdout == f"hello {tmp_path / 'stepline-hello'}\n"
+
+
+async def test_a_change_to_our_path_is_seen_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stepline's own ``PATH`` is kept with its encoded environment and read again when the
+    environment changed, as ``os.environ.get`` would read it at each start."""
+    _script(tmp_path, "stepline-later", "later")
+    with pytest.raises(ProcessStartError, match=r"no such program: 'stepline-later'"):
+        await run_process(["stepline-later"])
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert (await run_process(["stepline-later"])).stdout.startswith("later")
 
 
 async def test_a_remembered_program_that_is_gone_is_searched_for_again(tmp_path: Path) -> None:
