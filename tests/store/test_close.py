@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from stepline import Config
 from stepline.server._serve import Server
 from stepline.store import Batch, MemoryBackend, Store, _sqlite
 from stepline.store._sqlite import SqliteBackend
+from stepline.store._store import WRITER_SWITCH_INTERVAL
 
 from ..driver import ENV, SERVE
 
@@ -140,3 +142,41 @@ async def test_opening_waits_for_a_file_whose_server_is_closing_it(
     finally:
         release.join()  # a thread of its own: it needs nothing of this one
     assert snapshot.next_id == 5
+
+
+class Timed(MemoryBackend):
+    """A memory backend that notes the process's switch interval at each commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intervals: list[float] = []
+
+    async def commit(self, batch: Batch) -> None:
+        self.intervals.append(sys.getswitchinterval())
+        await super().commit(batch)
+
+
+async def test_serve_with_state_hands_the_gil_over_quickly_and_restores_it() -> None:
+    """While ``serve --state`` runs, the writer thread waits at most WRITER_SWITCH_INTERVAL for
+    the GIL (NOTES.md, "--state throughput", Session 9); the interval is set back after."""
+    before = sys.getswitchinterval()
+    backend = Timed()
+    store = await Store.open(backend)
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
+    server = Server(Config(heartbeat=0), stdin, stdout, handle_signals=False, store=store)
+
+    async def read() -> None:
+        while await stdout_receive.receive_some():
+            pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await stdin_send.send_all(_SUBMITS)
+        await stdin_send.aclose()
+        assert await server.run() == 0
+        await stdout.aclose()
+    assert backend.intervals
+    assert backend.intervals == pytest.approx([WRITER_SWITCH_INTERVAL] * len(backend.intervals))
+    assert before > WRITER_SWITCH_INTERVAL
+    assert sys.getswitchinterval() == pytest.approx(before)

@@ -166,6 +166,10 @@ class Server:
             if self._handle_signals:
                 receiver = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
                 signals = stack.enter_context(receiver)
+            if self._store is not None:  # the writer thread gets the GIL back quickly
+                from ..store._store import quick_gil_handoffs
+
+                stack.enter_context(quick_gil_handoffs())
             async with trio.open_nursery() as outer:
                 self._outer = outer.cancel_scope
                 outer.start_soon(self.outbox.run)
