@@ -26,6 +26,7 @@ STOPS = [
     "broken_stdout",
     "sigkill",
 ]
+ESCAPE_TIME = 3  # seconds for the shell to start its four escapers, kept clear of any load
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -35,10 +36,12 @@ async def test_no_escaper_outlives_its_step(tmp_path: Path, mode: str, stop: str
     tail = "exit 0" if stop == "end" else "sleep 300"
     step: dict[str, Any] = {"run": ["sh", "-c", ESCAPES.format(p=pidfile) + tail], "grace": 1}
     job: dict[str, Any] = {"steps": [step]}
+    # A timeout long enough for the four escapers to start and write their pids first: at 1 s
+    # a loaded machine let it fire before the last one had, and the wait for it never ended.
     if stop == "step_timeout":
-        step["timeout"] = 1
+        step["timeout"] = ESCAPE_TIME
     if stop == "job_timeout":
-        job["timeout"] = 1
+        job["timeout"] = ESCAPE_TIME
     async with served(mode) as (driver, tag):
         await driver.send({"op": "submit", "job": job, "id": "x"})
         pids = await wait_for_pids(pidfile, 4)
