@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import trio
@@ -41,7 +41,7 @@ from ._jobs import Job, JobState
 if TYPE_CHECKING:
     from ._jobs import JobTable
 
-__all__ = ["RUN_BYTES", "ValueRun"]
+__all__ = ["RUN_BYTES", "ValueBatch", "ValueRun"]
 
 RUN_BYTES: Final = 64 << 10
 """A run completes what it holds once their encoded outputs reach this many bytes."""
@@ -49,6 +49,61 @@ RUN_BYTES: Final = 64 << 10
 _SUCCEEDED: Final = JobState.SUCCEEDED
 _JOB_ID: Final = "j%d"  # the table's ids (JobTable.reserve_id)
 _REQUEST_ID: Final = itemgetter(2)  # a PlainSubmit's request_id
+
+
+class ValueBatch:
+    """The value jobs a run has taken, in input order, and the records completing them makes.
+
+    What a run completed in memory (:class:`ValueRun`) and a run staged with ``--state``
+    (``store/_values.py``) share: each decides when it may take a job and what closing does;
+    this keeps the jobs and makes their records the one way both need.
+    """
+
+    __slots__ = ("outputs", "size", "submits", "values")
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []  # checked by value_job
+        self.outputs: list[bytes] = []  # each value encoded: its `finished`'s output
+        self.submits: list[PlainSubmit] = []  # for the name and the request id
+        self.size = 0  # the outputs' bytes
+
+    def keep(self, value: object, submit: PlainSubmit) -> bool:
+        """Keep ``value`` (as ``value_job`` returned it for ``submit``); False, with nothing
+        kept, when it does not encode (not from JSON input: the general path repairs it)."""
+        try:
+            output = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return False
+        self.values.append(value)
+        self.outputs.append(output)
+        self.submits.append(submit)
+        self.size += len(output)
+        return True
+
+    def records(self, table: JobTable) -> tuple[float, list[str], list[Job]]:
+        """The kept jobs' records, succeeded now: ids reserved as a block, one clock reading
+        (the jobs arrived in one read). Returns (the wall time, their ids, the records)."""
+        now = time.time()
+        clock = trio.current_time()
+        first = table.reserve_ids(len(self.values))
+        job_ids = list(map(_JOB_ID.__mod__, range(first, first + len(self.values))))
+        jobs: list[Job] = []
+        for job_id, value, submit in zip(job_ids, self.values, self.submits, strict=True):
+            # Job(id, spec, name, state, extra, request_id, value), positionally: keyword
+            # arguments cost a fifth of making the record.
+            job = Job(job_id, None, submit[1], _SUCCEEDED, None, submit[2], value)
+            job.output = value
+            job.started_at = job.finished_at = clock
+            job.created = job.started = job.ended = now
+            jobs.append(job)
+        return now, job_ids, jobs
+
+    def request_ids(self) -> list[RequestId]:
+        return list(map(_REQUEST_ID, self.submits))
+
+    def clear(self) -> None:
+        """Forget the kept jobs (new lists: the closed run's may still be referenced)."""
+        self.values, self.outputs, self.submits, self.size = [], [], [], 0
 
 
 class ValueRun:
@@ -60,15 +115,12 @@ class ValueRun:
     it is asked when the run takes its first job, and holds for the rest (see above).
     """
 
-    __slots__ = ("_lane_open", "_outputs", "_size", "_submits", "_table", "_values")
+    __slots__ = ("_batch", "_lane_open", "_table")
 
     def __init__(self, table: JobTable, lane_open: Callable[[], bool]) -> None:
         self._table = table
         self._lane_open = lane_open
-        self._values: list[object] = []  # checked by value_job
-        self._outputs: list[bytes] = []  # each value encoded: its `finished`'s output
-        self._submits: list[PlainSubmit] = []  # for the name and the request id
-        self._size = 0
+        self._batch = ValueBatch()
 
     def add(self, submit: PlainSubmit) -> bool:
         """Take ``submit`` if its job is a bare value that ``value_job`` passes; False, with
@@ -76,17 +128,12 @@ class ValueRun:
         which says why it is refused, defers it or queues it), and for any while a value job
         would not complete at once now."""
         value = value_job(submit[0])
-        if value is NOT_A_VALUE or (not self._values and not self._lane_open()):
+        batch = self._batch
+        if value is NOT_A_VALUE or (not batch.values and not self._lane_open()):
             return False
-        try:
-            output = orjson.dumps(value)
-        except orjson.JSONEncodeError:  # not from JSON input: complete_value repairs it alone
+        if not batch.keep(value, submit):
             return False
-        self._values.append(value)
-        self._outputs.append(output)
-        self._submits.append(submit)
-        self._size += len(output)
-        if self._size >= RUN_BYTES:
+        if batch.size >= RUN_BYTES:
             self.close()
         return True
 
@@ -94,25 +141,10 @@ class ValueRun:
         """Complete the jobs taken so far, as ``complete_value`` completes each, in order:
         ids taken as a block, one clock reading, their lines joined and written at once,
         retention told once. The run may take more jobs afterwards."""
-        values, outputs, submits = self._values, self._outputs, self._submits
-        count = len(values)
-        if not count:
+        batch = self._batch
+        if not batch.values:
             return
-        table = self._table
-        now = time.time()
-        clock = trio.current_time()
-        first = table.reserve_ids(count)
-        job_ids = list(map(_JOB_ID.__mod__, range(first, first + count)))
-        request_ids: list[RequestId] = list(map(_REQUEST_ID, submits))
-        jobs: list[Job] = []
-        for job_id, value, submit in zip(job_ids, values, submits, strict=True):
-            # Job(id, spec, name, state, extra, request_id, value), positionally: keyword
-            # arguments cost a fifth of making the record.
-            job = Job(job_id, None, submit[1], _SUCCEEDED, None, submit[2], value)
-            job.output = value
-            job.started_at = job.finished_at = clock
-            job.created = job.started = job.ended = now
-            jobs.append(job)
-        lines = completed_run_lines(now, job_ids, outputs, request_ids)
-        table.add_completed_run(job_ids, jobs, list(map(len, outputs)), lines)
-        self._values, self._outputs, self._submits, self._size = [], [], [], 0
+        now, job_ids, jobs = batch.records(self._table)
+        lines = completed_run_lines(now, job_ids, batch.outputs, batch.request_ids())
+        self._table.add_completed_run(job_ids, jobs, list(map(len, batch.outputs)), lines)
+        batch.clear()

@@ -19,19 +19,16 @@ makes the caller close the run first, so ids and events keep the input's order.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from operator import itemgetter
-from typing import Any, Final
+from typing import Any
 
 import orjson
-import trio
 
 from ..engine._executor import Executor
-from ..engine._jobs import Job, JobState
-from ..engine._values import RUN_BYTES
+from ..engine._jobs import Job
+from ..engine._values import RUN_BYTES, ValueBatch
 from ..spec._validate import NOT_A_VALUE, value_job
-from ..wire._events import RequestId, numbered_completed_run_lines
+from ..wire._events import numbered_completed_run_lines
 from ..wire._plain import PlainSubmit
 from ._store import Store
 
@@ -40,10 +37,6 @@ __all__ = ["StagedValueRun", "Staging"]
 Staging = Callable[[list[str], list[Job], list[int], int], None]
 """Where a closed run's records go, to join the table once batch ``gen`` is committed:
 (their ids, the records, their outputs' encoded sizes, gen)."""
-
-_SUCCEEDED: Final = JobState.SUCCEEDED
-_JOB_ID: Final = "j%d"  # the table's ids (JobTable.reserve_id)
-_REQUEST_ID: Final = itemgetter(2)  # a PlainSubmit's request_id
 
 
 class StagedValueRun:
@@ -56,10 +49,7 @@ class StagedValueRun:
     (see above), less what each close staged.
     """
 
-    __slots__ = (
-        "_ask_room", "_executor", "_outputs", "_room", "_size", "_staging", "_store", "_submits",
-        "_values",
-    )  # fmt: skip
+    __slots__ = ("_ask_room", "_batch", "_executor", "_room", "_staging", "_store")
 
     def __init__(
         self, executor: Executor, store: Store, staging: Staging, room: Callable[[], int]
@@ -69,66 +59,43 @@ class StagedValueRun:
         self._staging = staging
         self._ask_room = room
         self._room = 0  # jobs this run may still take (asked at its first)
-        self._values: list[Any] = []  # checked by value_job
-        self._outputs: list[bytes] = []  # each value encoded: its `finished`'s output
-        self._submits: list[PlainSubmit] = []  # for the job, its name and its request id
-        self._size = 0
+        self._batch = ValueBatch()
 
     def add(self, submit: PlainSubmit) -> bool:
         """Take ``submit`` if its job is a bare value that ``value_job`` passes and the lane
         and the staged bound have room; False, with nothing done, for any other (the caller
         closes the run and submits it the general way)."""
-        if not self._values:
+        batch = self._batch
+        if not batch.values:
             self._room = self._ask_room()
-        if len(self._values) >= self._room:
+        if len(batch.values) >= self._room:
             return False
         value = value_job(submit[0])
-        if value is NOT_A_VALUE:
+        if value is NOT_A_VALUE or not batch.keep(value, submit):
             return False
-        try:
-            output = orjson.dumps(value)
-        except orjson.JSONEncodeError:  # not from JSON input: staged the general way
-            return False
-        self._values.append(value)
-        self._outputs.append(output)
-        self._submits.append(submit)
-        self._size += len(output)
-        if self._size >= RUN_BYTES:
+        if batch.size >= RUN_BYTES:
             self.close()
         return True
 
     def close(self) -> None:
         """Stage the jobs taken so far: their rows and events join the open batch, their
         records wait for its commit. The run may take more jobs afterwards."""
-        values, outputs, submits = self._values, self._outputs, self._submits
-        count = len(values)
-        if not count:
+        batch = self._batch
+        if not batch.values:
             return
-        now = time.time()
-        clock = trio.current_time()
-        first = self._executor.table.reserve_ids(count)
-        job_ids = list(map(_JOB_ID.__mod__, range(first, first + count)))
-        request_ids: list[RequestId] = list(map(_REQUEST_ID, submits))
-        jobs: list[Job] = []
-        for job_id, value, submit in zip(job_ids, values, submits, strict=True):
-            # Job(id, spec, name, state, extra, request_id, value), positionally, as
-            # engine/_values.py makes them (keyword arguments cost a fifth of a record).
-            job = Job(job_id, None, submit[1], _SUCCEEDED, None, submit[2], value)
-            job.output = value
-            job.started_at = job.finished_at = clock
-            job.created = job.started = job.ended = now
-            jobs.append(job)
+        now, job_ids, jobs = batch.records(self._executor.table)
+        outputs, submits = batch.outputs, batch.submits
         texts = [output.decode() for output in outputs]
         gen = self._store.add_completed_run(
             job_ids,
             [0 if submit[1] is None else submit[1] for submit in submits],
-            _requests(values, texts, submits),
+            _requests(batch.values, texts, submits),
             texts,
-            numbered_completed_run_lines(now, job_ids, outputs, request_ids),
+            numbered_completed_run_lines(now, job_ids, outputs, batch.request_ids()),
         )
         self._staging(job_ids, jobs, list(map(len, outputs)), gen)
-        self._room -= count
-        self._values, self._outputs, self._submits, self._size = [], [], [], 0
+        self._room -= len(jobs)
+        batch.clear()
 
 
 def _requests(values: list[Any], outputs: list[str], submits: list[PlainSubmit]) -> list[str]:
