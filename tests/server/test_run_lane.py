@@ -56,6 +56,32 @@ async def _serve(*args: str, env: dict[str, str] = ENV) -> AsyncIterator[Driver]
         await proc.wait()
 
 
+class InProcess:
+    """A real :class:`Server` on memory streams, for tests that look inside the process."""
+
+    def __init__(self, config: Config) -> None:
+        self._stdin, stdin = trio.testing.memory_stream_one_way_pair()
+        self._stdout, self._stdout_receive = trio.testing.memory_stream_one_way_pair()
+        self.server = Server(config, stdin, self._stdout, handle_signals=False)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[trio.abc.SendStream]:
+        """The server runs (its stdout drained) while the body feeds its stdin; the body
+        closes stdin, and on leaving the server has ended with exit status 0."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._drain)
+            nursery.start_soon(self._run)
+            yield self._stdin
+
+    async def _run(self) -> None:
+        assert await self.server.run() == 0
+        await self._stdout.aclose()
+
+    async def _drain(self) -> None:
+        while await self._stdout_receive.receive_some():
+            pass
+
+
 def _timeless(ev: Any) -> Any:
     """``ev`` with every time replaced, keeping the key order (a list of pairs)."""
     if isinstance(ev, dict):
@@ -260,9 +286,8 @@ async def test_a_drain_waits_for_lane_jobs_and_a_cancelling_shutdown_stops_them(
 async def test_plain_run_jobs_finish_outside_every_worker_task() -> None:
     """The lane is taken: a silent job finishes in the spawners' hand-over, not in a worker
     (on the worker path every job finishes in a worker's task)."""
-    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
-    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
-    server = Server(Config(workers=2, heartbeat=0), stdin, stdout, handle_signals=False)
+    served = InProcess(Config(workers=2, heartbeat=0))
+    server = served.server
     finished_in: list[str] = []
     batch = trio.Event()
 
@@ -273,17 +298,7 @@ async def test_plain_run_jobs_finish_outside_every_worker_task() -> None:
 
     server.executor.on_finish(where)
 
-    async def drain_stdout() -> None:
-        while await stdout_receive.receive_some():
-            pass
-
-    async def run_server() -> None:
-        assert await server.run() == 0
-        await stdout.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain_stdout)
-        nursery.start_soon(run_server)
+    async with served.running() as stdin_send:
         line = b'{"op":"submit","job":{"run":["true"]}}\n'
         with trio.fail_after(60):
             # under heavy load a `true` may outlast the spawner's wait: try until one did not
@@ -299,28 +314,17 @@ async def test_an_ended_lane_job_leaves_no_cycle_for_the_collector() -> None:
     """With ``--keep 0`` a finished job's record (and its output) is freed at once: nothing of
     a lane job (its scope, process, launch and sink) may hold it in a reference cycle, which
     only a collection frees (``test_memory_bounds.py`` saw 577 MiB pile up that way)."""
-    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
-    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
-    server = Server(Config(workers=2, heartbeat=0, keep=0), stdin, stdout, handle_signals=False)
+    served = InProcess(Config(workers=2, heartbeat=0, keep=0))
+    server = served.server
     lines = [
         b'{"op":"submit","job":{"run":["true"]}}\n',
         b'{"op":"submit","job":{"run":"echo x"}}\n',
     ]
 
-    async def drain_stdout() -> None:
-        while await stdout_receive.receive_some():
-            pass
-
-    async def run_server() -> None:
-        assert await server.run() == 0
-        await stdout.aclose()
-
     gc.collect()
     gc.disable()
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain_stdout)
-            nursery.start_soon(run_server)
+        async with served.running() as stdin_send:
             with trio.fail_after(60):
                 await stdin_send.send_all(b"".join(lines) * 20)
                 await stdin_send.aclose()
@@ -350,9 +354,8 @@ async def test_a_bug_in_a_lane_start_fails_that_job_and_the_server_goes_on(
         return real_start(runner, launch)
 
     monkeypatch.setattr(_local.LocalRunner, "start", broken_third)
-    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
-    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
-    server = Server(Config(workers=2, heartbeat=0), stdin, stdout, handle_signals=False)
+    served = InProcess(Config(workers=2, heartbeat=0))
+    server = served.server
     finished: dict[str, Event] = {}
     two = trio.Event()
 
@@ -364,18 +367,8 @@ async def test_a_bug_in_a_lane_start_fails_that_job_and_the_server_goes_on(
     server.executor.on_finish(note)
     line = b'{"op":"submit","job":{"run":["true"]}}\n'
 
-    async def run_server() -> None:
-        assert await server.run() == 0
-        await stdout.aclose()
-
-    async def drain_stdout() -> None:
-        while await stdout_receive.receive_some():
-            pass
-
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain_stdout)
-            nursery.start_soon(run_server)
+        async with served.running() as stdin_send:
             await stdin_send.send_all(line * 2)  # the worker path: their directories pooled
             await two.wait()
             await stdin_send.send_all(line * 2)  # the lane: the first start fails
