@@ -345,45 +345,34 @@ class _ProgramPaths:
     _LIMIT = 256  # distinct (program, PATH) pairs kept; then it starts over
 
     def __init__(self) -> None:
-        self._found: dict[tuple[str, str], str] = {}
-        self._encoded: dict[tuple[str, str], tuple[str, tuple[bytes]]] = {}
+        # (program, PATH) -> the program's path, and that path encoded for fork_exec (encoding
+        # it is two Python calls per start)
+        self._found: dict[tuple[str, str], tuple[str, tuple[bytes]]] = {}
 
     def find(self, program: str, path: str) -> str | None:
         """The program's path on ``path`` (a PATH value), or None to let ``Popen`` search (or
         report it missing)."""
-        if "/" in program:
-            return None
+        found = self.candidates(program, path)
+        return None if found is None else found[0]
+
+    def candidates(self, program: str, path: str) -> tuple[str, tuple[bytes]] | None:
+        """:meth:`find`'s answer with its encoding, as :func:`._forkexec.fork_exec` takes it
+        (what to name in an error, the paths to try); None: not found here."""
         found = self._found.get((program, path))
         if found is None:
-            if not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+            if "/" in program or not all(os.path.isabs(d) for d in path.split(os.pathsep)):
                 return None
-            found = shutil.which(program, path=path)
-            if found is None:
+            executable = shutil.which(program, path=path)
+            if executable is None:
                 return None
             if len(self._found) >= self._LIMIT:
                 self._found.clear()
-            self._found[program, path] = found
-        return found
-
-    def candidates(self, program: str, path: str) -> tuple[str, tuple[bytes]] | None:
-        """:meth:`find`'s answer with its encoding for :func:`._forkexec.fork_exec`, kept
-        beside it (encoding it is two Python calls per start); None: not found here."""
-        found = self._encoded.get((program, path))
-        if found is None:
-            executable = self.find(program, path)
-            if executable is None:
-                return None
-            found = executable, (os.fsencode(executable),)
-            if len(self._encoded) >= self._LIMIT:
-                self._encoded.clear()
-            self._encoded[program, path] = found
+            found = self._found[program, path] = executable, (os.fsencode(executable),)
         return found
 
     def forget(self, program: str) -> None:
         for key in [key for key in self._found if key[0] == program]:
             del self._found[key]
-        for key in [key for key in self._encoded if key[0] == program]:
-            del self._encoded[key]
 
 
 _PROGRAMS = _ProgramPaths()
