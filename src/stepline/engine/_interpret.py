@@ -72,7 +72,6 @@ __all__ = [
     "run_at_once",
     "run_output",
     "run_step",
-    "start_failure",  # _run_result.py's, for the run lane beside run_output and step_sink
     "step_loading",
     "step_sink",
     "with_modifiers",

@@ -53,8 +53,9 @@ from ..spec._limits import NO_LIMITS
 from ..spec._model import JobSpec, Run
 from ..spec._policy import refusal
 from ._execution import INTERRUPTED, Outcome, conclude, failure, finish_interrupted
-from ._interpret import Services, run_output, start_failure, step_sink
+from ._interpret import Services, run_output, step_sink
 from ._jobs import Job, JobState, JobTable
+from ._run_result import start_failure
 from ._workspace import WorkspacePool
 
 if TYPE_CHECKING:
