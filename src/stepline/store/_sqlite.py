@@ -246,14 +246,7 @@ def _commit(conn: sqlite3.Connection, batch: Batch) -> None:
     "--state throughput", Session 9). A script must not run inside our transaction: it commits
     a pending one first, hence only at the start.
     """
-    try:
-        conn.executescript(_opening(batch))
-        _apply(conn, batch)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    _transaction(conn, lambda: _apply(conn, batch), _opening(batch))
 
 
 def _opening(batch: Batch) -> str:
@@ -272,9 +265,11 @@ def _opening(batch: Batch) -> str:
     return ";".join(statements)
 
 
-def _transaction(conn: sqlite3.Connection, body: Any) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+def _transaction(conn: sqlite3.Connection, body: Any, opening: str = "BEGIN IMMEDIATE") -> None:
+    """Run ``body`` in one transaction, begun by the script ``opening`` (``BEGIN IMMEDIATE``,
+    then any statements to run first: see :func:`_commit`); rolled back on any error."""
     try:
+        conn.executescript(opening)
         body()
         conn.execute("COMMIT")
     except BaseException:
