@@ -37,6 +37,25 @@ _SUBMITS = b"".join(
 )
 
 
+async def _serve_submits(store: Store, config: Config, out: bytearray) -> None:
+    """A server on ``store`` given :data:`_SUBMITS` and the end of its input; it exits 0, its
+    stdout collected into ``out`` as it is written."""
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
+    server = Server(config, stdin, stdout, handle_signals=False, store=store)
+
+    async def read() -> None:
+        while chunk := await stdout_receive.receive_some():
+            out.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await stdin_send.send_all(_SUBMITS)
+        await stdin_send.aclose()
+        assert await server.run() == 0
+        await stdout.aclose()
+
+
 class Watched(MemoryBackend):
     """A memory backend that notes, at each commit and at its close, whether the server's
     stdout had ``bye`` by then (once every task had its turn: the bytes emitted so far are
@@ -61,22 +80,7 @@ class Watched(MemoryBackend):
 async def test_bye_follows_every_outcome_and_precedes_the_housekeeping() -> None:
     out = bytearray()
     backend = Watched(out)
-    store = await Store.open(backend)
-    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
-    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
-    config = Config(workers=2, heartbeat=0)
-    server = Server(config, stdin, stdout, handle_signals=False, store=store)
-
-    async def read() -> None:
-        while chunk := await stdout_receive.receive_some():
-            out.extend(chunk)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
-        await stdin_send.send_all(_SUBMITS)
-        await stdin_send.aclose()
-        assert await server.run() == 0
-        await stdout.aclose()
+    await _serve_submits(await Store.open(backend), Config(workers=2, heartbeat=0), out)
     events = [orjson.loads(line) for line in bytes(out).splitlines()]
     assert events[-1]["event"] == "bye"
     last_seq = max(e.get("seq", 0) for e in events)
@@ -161,21 +165,7 @@ async def test_serve_with_state_hands_the_gil_over_quickly_and_restores_it() -> 
     the GIL (NOTES.md, "--state throughput", Session 9); the interval is set back after."""
     before = sys.getswitchinterval()
     backend = Timed()
-    store = await Store.open(backend)
-    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
-    stdout, stdout_receive = trio.testing.memory_stream_one_way_pair()
-    server = Server(Config(heartbeat=0), stdin, stdout, handle_signals=False, store=store)
-
-    async def read() -> None:
-        while await stdout_receive.receive_some():
-            pass
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
-        await stdin_send.send_all(_SUBMITS)
-        await stdin_send.aclose()
-        assert await server.run() == 0
-        await stdout.aclose()
+    await _serve_submits(await Store.open(backend), Config(heartbeat=0), bytearray())
     assert backend.intervals
     assert backend.intervals == pytest.approx([WRITER_SWITCH_INTERVAL] * len(backend.intervals))
     assert before > WRITER_SWITCH_INTERVAL
