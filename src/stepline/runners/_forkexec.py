@@ -5,7 +5,19 @@
 more than the ``vfork`` and ``exec`` they wrap (NOTES.md, Performance). Here the same C
 function ``Popen`` ends in, ``_posixsubprocess.fork_exec``, is called directly with the same
 arguments ``Popen`` gives it for a ``run`` step (close every other fd, new session, signals
-restored, vfork), and the child's exec error comes back through the same error pipe.
+restored, vfork), and the child's exec error comes back the same way, through an error pipe.
+
+Which pipe: ``Popen`` makes one per start and reads it to its EOF (the exec closes the child's
+end). That is three system calls more per start than reading a pipe the thread keeps, and on a
+spawner thread each system call gives up the interpreter lock, which the event loop then often
+holds for a while: per ``{"run": ["true"]}`` job the kept pipe saved about a tenth of the
+spawners' context switches and 1.04x the wall time (NOTES.md, Performance, "Session 10"). A kept
+pipe has no EOF to wait for, so it is read as it is when ``fork_exec`` returns, which holds only
+where the start is a ``vfork``: the parent resumes once the child has exec'd (nothing written)
+or written its report and exited. Where that is not known (another kernel, a build without
+``vfork``, valgrind's ``vfork``, which is a ``fork``), a report could arrive after the read and
+be taken for the next start's; so a probe (:func:`_probe_vfork`) decides once per process, and
+without its yes every start makes its own pipe, as ``Popen`` does.
 
 ``fork_exec`` is CPython's private function; its arguments are the same from 3.11 to 3.13 (the
 versions checked). Elsewhere :data:`AVAILABLE` is False and the caller uses ``Popen``.
@@ -18,6 +30,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -34,6 +47,27 @@ AVAILABLE: Final = _FORK_EXEC is not None and (3, 11) <= sys.version_info[:2] <=
 """Whether :func:`fork_exec` may be used (a CPython whose ``fork_exec`` arguments are known)."""
 
 _ERROR_LIMIT: Final = 50_000  # what Popen reads of the error pipe at most
+_PROBE_PATHS: Final = 500  # the vfork probe's missing paths (_probe_vfork)
+
+_THREAD = threading.local()  # .pipe: this thread's kept error pipe (_kept_pipe)
+_KEPT: list[tuple[int, int]] = []  # every thread's kept pipe, closed in a forked child
+_VFORK: list[bool | None] = [None]  # _vfork_holds' answer, once probed
+_PROBING = threading.Lock()
+
+
+def _forget_kept_pipes() -> None:
+    """In a forked child: the kept pipes are shared with the parent, whose spawns read them;
+    close them, so the child's spawns make their own."""
+    global _THREAD
+    _THREAD = threading.local()
+    for pipe in _KEPT:
+        for fd in pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _KEPT.clear()
+
+
+os.register_at_fork(after_in_child=_forget_kept_pipes)
 
 
 def fork_exec(
@@ -53,47 +87,133 @@ def fork_exec(
     ``Popen`` sets it), a ``ValueError`` for an embedded NUL byte.
     """
     sys.audit("subprocess.Popen", program, argv, cwd, env)
-    error_read, error_write = os.pipe()
-    try:
-        try:
-            pid: int = _FORK_EXEC(
-                list(argv),
-                candidates,
-                True,  # close_fds
-                (error_write,),
-                cwd,
-                env,
-                fds[0],  # p2cread
-                -1,  # p2cwrite
-                -1,  # c2pread
-                fds[1],  # c2pwrite
-                -1,  # errread
-                fds[2],  # errwrite
-                error_read,
-                error_write,
-                True,  # restore_signals
-                True,  # call_setsid
-                -1,  # pgid_to_set
-                None,  # gid
-                None,  # extra_groups
-                None,  # uid
-                -1,  # child_umask
-                None,  # preexec_fn
-                True,  # allow_vfork
-            )
-        finally:
-            os.close(error_write)
-        # The child's exec error, if any; EOF (b"") once the exec closed the pipe
-        # (close-on-exec): the common case is one read.
-        report = os.read(error_read, _ERROR_LIMIT)
-        if report:
-            report = _read_rest(error_read, report)
-    finally:
-        os.close(error_read)
+    kept = _kept_pipe()
+    if kept is None:
+        pid, report = _with_own_pipe(argv, candidates, cwd, env, fds)
+    else:
+        pid = _call(argv, candidates, cwd, env, fds, kept)
+        report = _drain(kept[0])
     if report:
         _reap(pid)
         raise _child_error(report, program, cwd)
     return pid
+
+
+def _call(
+    argv: Sequence[str],
+    candidates: tuple[bytes, ...],
+    cwd: str | None,
+    env: list[bytes] | None,
+    fds: tuple[int, int, int],
+    error_pipe: tuple[int, int],
+) -> int:
+    """``_posixsubprocess.fork_exec`` with the arguments ``Popen`` gives it for a ``run`` step."""
+    error_read, error_write = error_pipe
+    pid: int = _FORK_EXEC(
+        list(argv),
+        candidates,
+        True,  # close_fds
+        (error_write,),
+        cwd,
+        env,
+        fds[0],  # p2cread
+        -1,  # p2cwrite
+        -1,  # c2pread
+        fds[1],  # c2pwrite
+        -1,  # errread
+        fds[2],  # errwrite
+        error_read,
+        error_write,
+        True,  # restore_signals
+        True,  # call_setsid
+        -1,  # pgid_to_set
+        None,  # gid
+        None,  # extra_groups
+        None,  # uid
+        -1,  # child_umask
+        None,  # preexec_fn
+        True,  # allow_vfork
+    )
+    return pid
+
+
+def _with_own_pipe(
+    argv: Sequence[str],
+    candidates: tuple[bytes, ...],
+    cwd: str | None,
+    env: list[bytes] | None,
+    fds: tuple[int, int, int],
+) -> tuple[int, bytes]:
+    """The start as ``Popen`` makes it: a new error pipe, read to its EOF (the exec closed the
+    child's end, close-on-exec), which holds the child's report if the exec failed."""
+    error_read, error_write = os.pipe()
+    try:
+        try:
+            pid = _call(argv, candidates, cwd, env, fds, (error_read, error_write))
+        finally:
+            os.close(error_write)
+        report = os.read(error_read, _ERROR_LIMIT)  # the common case: EOF, one read
+        if report:
+            report = _read_rest(error_read, report)
+    finally:
+        os.close(error_read)
+    return pid, report
+
+
+def _kept_pipe() -> tuple[int, int] | None:
+    """This thread's kept error pipe (non-blocking, close-on-exec), or None where the start
+    must make one of its own (:func:`_vfork_holds`: module docstring)."""
+    pipe: tuple[int, int] | None = getattr(_THREAD, "pipe", None)
+    if pipe is None and _vfork_holds():
+        pipe = _THREAD.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        _KEPT.append(pipe)
+    return pipe
+
+
+def _drain(fd: int) -> bytes:
+    """Everything in the non-blocking pipe ``fd`` now (b"": nothing)."""
+    whole = b""
+    with contextlib.suppress(BlockingIOError):
+        while part := os.read(fd, _ERROR_LIMIT):
+            whole += part
+    return whole
+
+
+def _vfork_holds() -> bool:
+    """Whether a start here returns only once its child has exec'd or exited (``vfork``), so
+    that a failed exec's report is in the error pipe when ``fork_exec`` returns: probed once per
+    process (:func:`_probe_vfork`). Never under valgrind, whose ``vfork`` is a ``fork``."""
+    with _PROBING:
+        holds = _VFORK[0]
+        if holds is None:
+            holds = _VFORK[0] = not _under_valgrind() and _probe_vfork()
+        return holds
+
+
+def _probe_vfork() -> bool:
+    """Start a child whose exec fails only after :data:`_PROBE_PATHS` missing paths (about half
+    a millisecond of the child's time), and look at once for its report. With ``vfork`` the
+    report is there on return; with a plain ``fork`` (a kernel refusing ``vfork``, a build
+    without it) the parent is back some hundred times sooner than the child could have
+    written it. The probe's child is reaped and its report read either way."""
+    probe = tuple(b"/nonexistent-stepline-vfork-probe/%d" % i for i in range(_PROBE_PATHS))
+    error_read, error_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        pid = _call([probe[0].decode()], probe, None, None, (-1, -1, -1), (error_read, error_write))
+        report = _drain(error_read)
+        _reap(pid)
+    finally:
+        os.close(error_read)
+        os.close(error_write)
+    return report.startswith(b"OSError:")
+
+
+def _under_valgrind() -> bool:
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return b"vgpreload" in maps.read()
+    except OSError:
+        return False
 
 
 def candidates(program: str, path: str) -> tuple[bytes, ...]:
