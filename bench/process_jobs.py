@@ -8,9 +8,10 @@ Each round runs, taking turns: this checkout's ``stepline serve --workers 8`` (a
 floor (``floor_pool.py``) and ``xargs -P8``. For stepline it reports the wall time from the first
 submit written to the last ``finished`` read, and CPU per job read from ``/proc`` at that moment
 (start-up excluded by a reading at ``ready``): the event loop's thread, stepline's other threads
-(spawners), and the children it reaped; and each side's context switches per job (a thread
-switches out for the GIL, a ``vfork``, a wait). Ratios are paired (each round's own ratio, then the
-median), beside the load average, as in ``bench/run.py``.
+(spawners), and the children it reaped; each side's context switches per job (a thread
+switches out for the GIL, a ``vfork``, a wait) and its time runnable but waiting for a CPU.
+Ratios are paired (each round's own ratio, then the median), beside the load average, as in
+``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -48,18 +49,22 @@ def _cpu(pid: int) -> tuple[float, float, float]:
     return loop, every, children
 
 
-def _switches(pid: int) -> dict[int, int]:
-    """Context switches (voluntary and not) of each of ``pid``'s threads, from ``/proc``. A
-    thread waiting for the GIL, a ``vfork`` or a ``poll`` switches out: per job, the steady count
-    of the threads' hand-offs (NOTES.md, Performance, "Session 9: process jobs, the spawners")."""
-    counts: dict[int, int] = {}
+def _switches(pid: int) -> dict[int, tuple[int, int]]:
+    """Per thread of ``pid``, from ``/proc``: context switches (voluntary and not), and the
+    nanoseconds it waited, runnable, for a CPU (``schedstat``). A thread waiting for the GIL, a
+    ``vfork`` or a ``poll`` switches out: per job, the steady count of the threads' hand-offs
+    (NOTES.md, Performance, "Session 9: process jobs, the spawners"); the wait for a CPU is
+    what the children's share of the two cores costs each thread ("Session 10")."""
+    counts: dict[int, tuple[int, int]] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 lines = [line for line in f if "ctxt_switches:" in line]
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                waited = int(f.read().split()[1])
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        counts[int(tid)] = sum(int(line.split()[1]) for line in lines)
+        counts[int(tid)] = (sum(int(line.split()[1]) for line in lines), waited)
     return counts
 
 
@@ -89,20 +94,23 @@ def run_stepline(src: Path, jobs: int, env_extra: dict[str, str]) -> dict[str, f
             done += 1
     elapsed = time.perf_counter() - start
     after, switches = _cpu(proc.pid), _switches(proc.pid)
-    for tid, count in switched.items():
-        switches[tid] = switches.get(tid, count) - count
+    for tid, (count, waited) in switched.items():
+        now = switches.get(tid, (count, waited))
+        switches[tid] = (now[0] - count, now[1] - waited)
     stdin.close()
     stdout.read()
     proc.wait()
     loop, every, children = (1e6 * (a - b) / jobs for a, b in zip(after, before, strict=True))
-    loop_switches = switches.pop(proc.pid, 0) / jobs
+    loop_switches, loop_waited = switches.pop(proc.pid, (0, 0))
     return {
         "s": elapsed,
         "loop_us": loop,
         "threads_us": every - loop,
         "children_us": children,
-        "loop_switches": loop_switches,
-        "threads_switches": sum(switches.values()) / jobs,
+        "loop_switches": loop_switches / jobs,
+        "threads_switches": sum(c for c, _ in switches.values()) / jobs,
+        "loop_cpu_wait_us": loop_waited / 1e3 / jobs,
+        "threads_cpu_wait_us": sum(w for _, w in switches.values()) / 1e3 / jobs,
     }
 
 
@@ -164,11 +172,14 @@ def main() -> None:
     for name, figures in rows.items():
         rate = med(args.jobs / f["s"] for f in figures)
         keys = ("loop_us", "threads_us", "children_us", "loop_switches", "threads_switches")
+        keys += ("loop_cpu_wait_us", "threads_cpu_wait_us")
         cpu = {k: med(f[k] for f in figures) for k in keys}
         line = f"{name:>10}: {rate:7.0f}/s  loop {cpu['loop_us']:5.0f} us/job"
         line += f"  other threads {cpu['threads_us']:5.0f}  children {cpu['children_us']:5.0f}"
         line += f"  switches/job loop {cpu['loop_switches']:.1f}"
         line += f" threads {cpu['threads_switches']:.1f}"
+        line += f"  waiting for a CPU us/job loop {cpu['loop_cpu_wait_us']:.0f}"
+        line += f" threads {cpu['threads_cpu_wait_us']:.0f}"
         if pool:
             vs_pool = med(p / f["s"] for p, f in zip(pool, figures, strict=True))
             vs_xargs = med(x / f["s"] for x, f in zip(xargs, figures, strict=True))

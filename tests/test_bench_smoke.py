@@ -122,5 +122,6 @@ def test_process_jobs_splits_the_cpu_by_thread_against_a_revision() -> None:
     assert "loop" in proc.stdout
     assert "other threads" in proc.stdout
     assert "switches/job loop" in proc.stdout
+    assert "waiting for a CPU us/job loop" in proc.stdout
     assert "this against HEAD:" in proc.stdout
     assert "vs pool" in proc.stdout
