@@ -114,3 +114,18 @@ def _closed(fd: int) -> bool:
     except OSError:
         return True
     return False
+
+
+def test_a_probe_that_cannot_start_says_no_for_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start when the probe itself fails (no process to spare, say) makes its own pipe and
+    succeeds; the probe is tried again at the next start."""
+
+    def no_process() -> bool:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(_forkexec, "_VFORK", [None])
+    monkeypatch.setattr(_forkexec, "_THREAD", type(_forkexec._THREAD)())  # noqa: SLF001
+    monkeypatch.setattr(_forkexec, "_probe_vfork", no_process)
+    assert exit_status(start([TRUE])) == 0
+    assert _forkexec._VFORK == [None]  # noqa: SLF001
+    assert getattr(_forkexec._THREAD, "pipe", None) is None  # noqa: SLF001

@@ -57,9 +57,11 @@ _PROBING = threading.Lock()
 
 def _forget_kept_pipes() -> None:
     """In a forked child: the kept pipes are shared with the parent, whose spawns read them;
-    close them, so the child's spawns make their own."""
-    global _THREAD
+    close them, so the child's spawns make their own (and the probe's lock may have been held
+    by a thread the child does not have)."""
+    global _THREAD, _PROBING
     _THREAD = threading.local()
+    _PROBING = threading.Lock()
     for pipe in _KEPT:
         for fd in pipe:
             with contextlib.suppress(OSError):
@@ -182,11 +184,15 @@ def _drain(fd: int) -> bytes:
 def _vfork_holds() -> bool:
     """Whether a start here returns only once its child has exec'd or exited (``vfork``), so
     that a failed exec's report is in the error pipe when ``fork_exec`` returns: probed once per
-    process (:func:`_probe_vfork`). Never under valgrind, whose ``vfork`` is a ``fork``."""
+    process (:func:`_probe_vfork`). Never under valgrind, whose ``vfork`` is a ``fork``. A probe
+    that could not start (no process or descriptor to spare) says no for this start only."""
     with _PROBING:
         holds = _VFORK[0]
         if holds is None:
-            holds = _VFORK[0] = not _under_valgrind() and _probe_vfork()
+            try:
+                holds = _VFORK[0] = not _under_valgrind() and _probe_vfork()
+            except OSError:
+                return False
         return holds
 
 
