@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stepline.engine._workspace import remove_tree
+from stepline.engine._workspace import WorkspacePool, remove_tree
 from stepline.engine._workspace_parent import PREFIX, ParentDirectory, remove_stale_parents
 
 
@@ -65,3 +67,29 @@ def test_a_parent_removed_at_the_end_is_made_anew_on_a_later_use(
     finally:
         parent.remove()
     assert os.listdir(tmp_path) == []  # no staging directory left either
+
+
+def test_the_sweep_thread_is_given_tmpdir_resolved_on_the_calling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's first ``gettempdir`` writes and removes a probe file in ``$TMPDIR``: done on the
+    sweep's thread, a process ending meanwhile (a server given no work) left the file behind.
+    The start resolves it itself and hands the thread the directory."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # as at a process's start
+    started: list[Any] = []
+    monkeypatch.setattr(
+        "trio.lowlevel.start_thread_soon", lambda fn, deliver, name=None: started.append(fn)
+    )
+    WorkspacePool.remove_stale_soon()
+    assert tempfile.tempdir == str(tmp_path)  # resolved here, before any thread ran
+    (stale := tmp_path / f"{PREFIX}stale").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", None)  # the thread must not need it
+    monkeypatch.setattr("tempfile.gettempdir", _no_probe)
+    [sweep] = started
+    sweep()
+    assert not stale.exists()
+
+
+def _no_probe() -> str:
+    raise AssertionError("the sweep's thread looked for $TMPDIR itself")

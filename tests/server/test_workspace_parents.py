@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import trio
 
-from ..driver import ENV, Driver, serve
+from ..driver import ENV, SERVE, Driver, serve
 
 PREFIX = "stepline-server-"
 
@@ -66,3 +67,21 @@ async def test_a_killed_servers_workspaces_go_at_the_next_start_and_a_live_ones_
     assert parents(tmp) == set()  # the live server removed its own at its end
     assert sorted(os.listdir(tmp)) == sorted([f"{PREFIX}link", kept.name])
     assert (elsewhere / "precious").read_text() == "not stepline's"
+
+
+def test_servers_that_end_at_once_leave_nothing_in_tmpdir(tmp_path: Path) -> None:
+    """A server given no work ends while its start-up sweep may still be under way; Python's
+    first look for ``$TMPDIR`` writes a probe file there, and when that look was the sweep
+    thread's, about every other such server left the file behind."""
+    env = {**ENV, "TMPDIR": str(tmp_path)}
+    for _ in range(10):
+        done = subprocess.run(
+            [*SERVE, "--heartbeat", "0"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        assert done.stdout.splitlines()[-1].startswith(b'{"event":"bye"')
+    assert sorted(os.listdir(tmp_path)) == []

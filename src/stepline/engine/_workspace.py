@@ -43,6 +43,7 @@ server on purpose.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -113,9 +114,16 @@ class WorkspacePool:
         Not awaited, so neither the start nor the shutdown waits for a big tree, and trio's mock
         clock does not jump ahead while it runs (a thread awaited through ``to_thread`` counts
         as every task blocked). Should the process end first, the lock is free again and the
-        next start goes on with it."""
+        next start goes on with it.
+
+        ``$TMPDIR`` is resolved here, on the calling thread: Python's first ``gettempdir`` writes
+        and removes a probe file there, and a process that ended while the thread was between
+        the two (a server given no work, say) left that file behind."""
+        directory = tempfile.gettempdir()
         trio.lowlevel.start_thread_soon(
-            _remove_stale, _log_failure, name="stepline stale workspaces"
+            functools.partial(_remove_stale, directory),
+            _log_failure,
+            name="stepline stale workspaces",
         )
 
     def has_free(self) -> bool:
@@ -192,8 +200,8 @@ class WorkspacePool:
         self._parent.remove()
 
 
-def _remove_stale() -> None:
-    removed = remove_stale_parents(remove_tree)
+def _remove_stale(directory: str) -> None:
+    removed = remove_stale_parents(remove_tree, directory)
     if removed:
         log.info("removed the workspaces of %d stopped server(s): %s", len(removed), removed)
 
