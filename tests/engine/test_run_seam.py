@@ -143,6 +143,7 @@ async def test_kill_stops_every_process_at_once(autojump_clock: trio.abc.Clock) 
         assert trio.current_time() == 1  # no grace waited out
     assert runner.killing
     assert runner.live == []
+    ex.workspaces.remove_abandoned()  # as `serve` does after its last event: $TMPDIR left clean
 
 
 async def test_run_callbacks_go_through_the_executors_runner(
