@@ -49,7 +49,7 @@ def _cpu(pid: int) -> tuple[float, float, float]:
     return loop, every, children
 
 
-def _switches(pid: int) -> dict[int, tuple[int, int]]:
+def _thread_counts(pid: int) -> dict[int, tuple[int, int]]:
     """Per thread of ``pid``, from ``/proc``: context switches (voluntary and not), and the
     nanoseconds it waited, runnable, for a CPU (``schedstat``). A thread waiting for the GIL, a
     ``vfork`` or a ``poll`` switches out: per job, the steady count of the threads' hand-offs
@@ -80,7 +80,7 @@ def run_stepline(src: Path, jobs: int, env_extra: dict[str, str]) -> dict[str, f
     assert stdout is not None
     if b'"ready"' not in stdout.readline():
         raise SystemExit("no ready line")
-    before, switched = _cpu(proc.pid), _switches(proc.pid)
+    before, switched = _cpu(proc.pid), _thread_counts(proc.pid)
     start = time.perf_counter()
     threading.Thread(target=_feed, args=(stdin, data), daemon=True).start()
     done = 0
@@ -93,7 +93,7 @@ def run_stepline(src: Path, jobs: int, env_extra: dict[str, str]) -> dict[str, f
                 raise SystemExit(f"a job did not succeed: {line!r}")
             done += 1
     elapsed = time.perf_counter() - start
-    after, switches = _cpu(proc.pid), _switches(proc.pid)
+    after, switches = _cpu(proc.pid), _thread_counts(proc.pid)
     for tid, (count, waited) in switched.items():
         now = switches.get(tid, (count, waited))
         switches[tid] = (now[0] - count, now[1] - waited)

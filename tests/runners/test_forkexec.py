@@ -23,7 +23,7 @@ def pipe_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     kept = request.param == "kept pipe"
     if kept and not _forkexec._vfork_holds():  # noqa: SLF001 (the probe this module tests)
         pytest.skip("starts here do not wait for the exec (no vfork): no kept pipe")
-    monkeypatch.setattr(_forkexec, "_VFORK", [kept])
+    monkeypatch.setattr(_forkexec, "_VFORK", kept)
     monkeypatch.setattr(_forkexec, "_THREAD", type(_forkexec._THREAD)())  # noqa: SLF001
     return str(request.param)
 
@@ -123,9 +123,9 @@ def test_a_probe_that_cannot_start_says_no_for_now(monkeypatch: pytest.MonkeyPat
     def no_process() -> bool:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(_forkexec, "_VFORK", [None])
+    monkeypatch.setattr(_forkexec, "_VFORK", None)
     monkeypatch.setattr(_forkexec, "_THREAD", type(_forkexec._THREAD)())  # noqa: SLF001
     monkeypatch.setattr(_forkexec, "_probe_vfork", no_process)
     assert exit_status(start([TRUE])) == 0
-    assert _forkexec._VFORK == [None]  # noqa: SLF001
+    assert _forkexec._VFORK is None  # noqa: SLF001
     assert getattr(_forkexec._THREAD, "pipe", None) is None  # noqa: SLF001

@@ -51,7 +51,7 @@ _PROBE_PATHS: Final = 500  # the vfork probe's missing paths (_probe_vfork)
 
 _THREAD = threading.local()  # .pipe: this thread's kept error pipe (_kept_pipe)
 _KEPT: list[tuple[int, int]] = []  # every thread's kept pipe, closed in a forked child
-_VFORK: list[bool | None] = [None]  # _vfork_holds' answer, once probed
+_VFORK: bool | None = None  # _vfork_holds' answer, once probed
 _PROBING = threading.Lock()
 
 
@@ -186,14 +186,14 @@ def _vfork_holds() -> bool:
     that a failed exec's report is in the error pipe when ``fork_exec`` returns: probed once per
     process (:func:`_probe_vfork`). Never under valgrind, whose ``vfork`` is a ``fork``. A probe
     that could not start (no process or descriptor to spare) says no for this start only."""
+    global _VFORK
     with _PROBING:
-        holds = _VFORK[0]
-        if holds is None:
+        if _VFORK is None:
             try:
-                holds = _VFORK[0] = not _under_valgrind() and _probe_vfork()
+                _VFORK = not _under_valgrind() and _probe_vfork()
             except OSError:
                 return False
-        return holds
+        return _VFORK
 
 
 def _probe_vfork() -> bool:
