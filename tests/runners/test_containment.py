@@ -209,8 +209,13 @@ async def test_a_reused_workspace_gets_no_writes_from_the_job_before(
     """The pool hands the next job the same directory only once nothing of the previous job
     can write there: an escaper set to write a second after its step ended never does."""
     pidfile = tmp_path / "pid"
-    escaper = "setsid sh -c 'sleep 1; echo late > late' >/dev/null 2>&1 </dev/null"
-    late = f"{escaper} & echo $! > {pidfile}; pwd"
+    # The escaper writes its pid once it has its own session, and the step waits for that: a
+    # step that ended before the escaper's setsid would leave it in the step's group, killed by
+    # the step's end, and until that zombie is reaped the pool refuses the directory (the run
+    # then tests nothing, as the first assertion says).
+    written = f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}"
+    escaper = f"setsid sh -c '{written}; sleep 1; echo late > late' >/dev/null 2>&1 </dev/null"
+    late = f"{escaper} & while [ ! -e {pidfile} ]; do sleep 0.01; done; pwd"
     async with served(mode, "--workers", "1") as (driver, _tag):
         await driver.send(
             {"op": "submit", "job": {"run": ["sh", "-c", late]}},
