@@ -1,5 +1,9 @@
 """A short silent step ends on its spawner thread (``runners/_early.py``); anything else does not.
 
+The step-level tests run with the C start (``_briefc.c``, which waits in the same call) and with
+the Python one (the ``start`` fixture); the tests of the Python wait itself call it directly,
+and ``test_briefc.py`` tests the C call's own.
+
 What must hold: a step that writes nothing and exits at once is reported exactly as one captured
 on the loop (exit status, empty streams, its sink told both streams ended); a step that writes
 is captured on the loop from its first byte; a cancel cuts the thread's wait short, so a stop is
@@ -47,17 +51,26 @@ class Sink:
 
 
 @pytest.fixture
-def endings(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What every early wait answered, in order."""
+def endings(monkeypatch: pytest.MonkeyPatch, start: str) -> list[bool]:
+    """What every early wait answered, in order, whichever start (``start``) made it; with the
+    C start, a wait the Python way is a failure (the C call fell back)."""
     answers: list[bool] = []
-    real = _early.ended_soon
+    real_wait, real_start = _early.ended_soon, _early.start_brief
 
     def ended_soon(child: Any, interrupt: Interrupt, wait: float | None = None) -> bool:
-        answer = real(child, interrupt, wait)
+        assert start == "Python start", "the C start fell back to the Python wait"
+        answer = real_wait(child, interrupt, wait)
         answers.append(answer)
         return answer
 
+    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
+        started = real_start(*args)
+        if started is not None:
+            answers.append(started[1])
+        return started
+
     monkeypatch.setattr(_local, "ended_soon", ended_soon)
+    monkeypatch.setattr(_local, "start_brief", start_brief)
     return answers
 
 
@@ -90,7 +103,14 @@ async def _silent_step(
         answers.append(early and _early.ended_soon(child, interrupt, HANG))
         return answers[-1]
 
+    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
+        started = _early.start_brief(*args) if early else None  # refused: the Python start
+        if started is not None:
+            answers.append(started[1])
+        return started
+
     monkeypatch.setattr(_local, "ended_soon", ended_soon)
+    monkeypatch.setattr(_local, "start_brief", start_brief)
     sink = Sink()
     result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", script], output=sink))
     assert answers == [early]
@@ -149,15 +169,14 @@ async def test_steps_the_loop_attends_to_are_not_waited_for(
 async def test_a_cancel_cuts_the_wait_short(endings: list[bool]) -> None:
     """The wait would last HANG seconds; the cancel ends it, and the step is stopped."""
     pids: list[int] = []
-    real_spawn = _spawn.spawn
+    real_spawned = _local.LocalProcess.spawned
 
-    def spawn(*args: Any, **kwargs: Any) -> Any:
-        child = real_spawn(*args, **kwargs)
+    def spawned(self: _local.LocalProcess, child: _spawn.Child, ended: bool) -> None:
         pids.append(child.pid)
-        return child
+        real_spawned(self, child, ended)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_local, "spawn", spawn)
+        patch.setattr(_local.LocalProcess, "spawned", spawned)
         with trio.fail_after(HANG / 2), trio.move_on_after(0.2) as scope:
             await _base.run_process(LocalRunner(), Launch(["sleep", "60"], grace=0))
     assert scope.cancelled_caught

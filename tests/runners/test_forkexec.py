@@ -21,7 +21,7 @@ TRUE = "/bin/true" if os.path.exists("/bin/true") else "/usr/bin/true"
 def pipe_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test with the thread's kept error pipe and with a pipe of the start's own."""
     kept = request.param == "kept pipe"
-    if kept and not _forkexec._vfork_holds():  # noqa: SLF001 (the probe this module tests)
+    if kept and not _forkexec.vfork_holds():
         pytest.skip("starts here do not wait for the exec (no vfork): no kept pipe")
     monkeypatch.setattr(_forkexec, "_VFORK", kept)
     monkeypatch.setattr(_forkexec, "_THREAD", type(_forkexec._THREAD)())  # noqa: SLF001

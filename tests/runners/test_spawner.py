@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base, _local, _spawn
+from stepline.runners import _base, _early, _local, _spawn
 from stepline.runners._base import Launch, ProcessResult
 from stepline.runners._local import LocalRunner, ProcessGroups
 
@@ -24,8 +24,10 @@ HANG = 10.0  # seconds before a wait that should have been released counts as a 
 
 
 def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
-    """``spawn`` calls ``before()`` first; returns the list of the pids it then starts."""
-    real_spawn = _spawn.spawn
+    """The start (``spawn``, or the C start where it is used: the ``start`` fixture) calls
+    ``before()`` first (the C start, which cannot be held inside, right after its call: the
+    spawner thread is as busy); returns the list of the pids it starts."""
+    real_spawn, real_start = _spawn.spawn, _early.start_brief
     pids: list[int] = []
 
     def spawn(*args: Any, **kwargs: Any) -> Any:
@@ -34,10 +36,19 @@ def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
         pids.append(child.pid)
         return child
 
+    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
+        started = real_start(*args)
+        if started is not None:
+            pids.append(started[0].pid)
+            before()
+        return started
+
     monkeypatch.setattr(_local, "spawn", spawn)
+    monkeypatch.setattr(_local, "start_brief", start_brief)
     return pids
 
 
+@pytest.mark.usefixtures("start")
 async def test_the_loop_runs_while_a_process_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     loop_ran = threading.Event()
 
@@ -58,6 +69,7 @@ async def test_the_loop_runs_while_a_process_starts(monkeypatch: pytest.MonkeyPa
     assert [r.returncode for r in results] == [0]
 
 
+@pytest.mark.usefixtures("start")
 async def test_a_cancel_while_a_process_starts_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     spawning, release = threading.Event(), threading.Event()
 

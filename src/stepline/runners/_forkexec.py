@@ -34,7 +34,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["AVAILABLE", "candidates", "fork_exec"]
+__all__ = ["AVAILABLE", "candidates", "fork_exec", "vfork_holds"]
 
 try:
     import _posixsubprocess
@@ -51,7 +51,7 @@ _PROBE_PATHS: Final = 500  # the vfork probe's missing paths (_probe_vfork)
 
 _THREAD = threading.local()  # .pipe: this thread's kept error pipe (_kept_pipe)
 _KEPT: list[tuple[int, int]] = []  # every thread's kept pipe, closed in a forked child
-_VFORK: bool | None = None  # _vfork_holds' answer, once probed
+_VFORK: bool | None = None  # vfork_holds' answer, once probed
 _PROBING = threading.Lock()
 
 
@@ -164,9 +164,9 @@ def _with_own_pipe(
 
 def _kept_pipe() -> tuple[int, int] | None:
     """This thread's kept error pipe (non-blocking, close-on-exec), or None where the start
-    must make one of its own (:func:`_vfork_holds`: module docstring)."""
+    must make one of its own (:func:`vfork_holds`: module docstring)."""
     pipe: tuple[int, int] | None = getattr(_THREAD, "pipe", None)
-    if pipe is None and _vfork_holds():
+    if pipe is None and vfork_holds():
         pipe = _THREAD.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         _KEPT.append(pipe)
     return pipe
@@ -181,7 +181,7 @@ def _drain(fd: int) -> bytes:
     return whole
 
 
-def _vfork_holds() -> bool:
+def vfork_holds() -> bool:
     """Whether a start here returns only once its child has exec'd or exited (``vfork``), so
     that a failed exec's report is in the error pipe when ``fork_exec`` returns: probed once per
     process (:func:`_probe_vfork`). Never under valgrind, whose ``vfork`` is a ``fork``. A probe

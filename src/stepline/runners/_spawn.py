@@ -22,7 +22,21 @@ from . import _forkexec
 from ._base import ProcessStartError
 from ._capture import ReadEnd
 
-__all__ = ["Child", "spawn"]
+try:  # built from _briefc.c at install where a C compiler is at hand (hatch_build.py)
+    from . import _briefc
+except ImportError:
+    _briefc = None  # type: ignore[assignment]
+
+__all__ = ["BRIEF_IN_C", "ENDED", "RUNNING", "WOKEN", "Child", "spawn", "spawn_brief"]
+
+BRIEF_IN_C: Final = _briefc is not None and _briefc.API == 1 and _forkexec.AVAILABLE
+"""Whether :func:`spawn_brief` is built here (and matches this source: ``API``)."""
+RUNNING: Final = 0
+"""A :func:`spawn_brief` outcome: the child runs or wrote something (capture it)."""
+ENDED: Final = 1
+"""A :func:`spawn_brief` outcome: the child exited silently (not reaped; no pipes left)."""
+WOKEN: Final = 2
+"""A :func:`spawn_brief` outcome: the wait ended on the wake-up fd (the caller drains it)."""
 
 
 class Child:
@@ -178,6 +192,45 @@ def spawn(
         raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from exc
     pipes.close_child_ends()
     return Child(pid, popen, pipes)
+
+
+def spawn_brief(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, wake: int, wait: float
+) -> tuple[Child, int] | None:
+    """:func:`spawn` and :func:`._early.ended_soon` in one C call (``_briefc.c``) that holds
+    the GIL for neither: the child, and the outcome of the wait for its silent end
+    (:data:`RUNNING`, :data:`ENDED`, :data:`WOKEN`). For a step with nothing to feed, no limits and
+    no cgroup, the only kind :mod:`._early` waits for.
+
+    None: do it the Python way (:func:`spawn`, which reports any error as ever): the C call is
+    not built, a start here may not be a ``vfork`` (its failures are told in shared memory),
+    the program is not in :data:`_PROGRAMS`, or the start failed (it is then made again the
+    Python way, which tells why; a failed start left nothing behind: its child was reaped).
+    Why one call: on a spawner thread each system call gives up the GIL and waits to take it
+    back from the event loop, about nine of them a ``{"run": ["true"]}`` step (NOTES.md,
+    Performance, "Session 11")."""
+    if not (BRIEF_IN_C and argv and _forkexec.vfork_holds()):
+        return None
+    _ENVIRONMENT.refresh()
+    path = env.get("PATH") if env is not None else None
+    found = _PROGRAMS.candidates(argv[0], _ENVIRONMENT.path if path is None else path)
+    if found is None:
+        return None
+    try:
+        env_list = None if env is None else _ENVIRONMENT.entries(env)
+    except ValueError:  # a name with "="
+        return None
+    sys.audit("subprocess.Popen", found[0], argv, cwd, env_list)
+    try:
+        pid, out, err, outcome = _briefc.start_brief(
+            argv, found[1], env_list, cwd, found[0], _devnull(), wake, max(1, round(wait * 1e3))
+        )
+    except ValueError:  # an embedded NUL
+        return None
+    except OSError:
+        _PROGRAMS.forget(argv[0])  # it may have moved
+        return None
+    return Child(pid, None, _Pipes(None, out, err, [])), outcome
 
 
 def _launched(

@@ -1,0 +1,28 @@
+"""Fixtures of the runner tests: each brief step's start both ways (C and Python)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from stepline.runners import _spawn
+
+
+def require_brief_c() -> None:
+    """Skip where the C start (``runners/_briefc.c``) was not built; in CI, fail instead: CI
+    installs with a compiler, so a missing build there is a broken build, not a choice."""
+    if not _spawn.BRIEF_IN_C:
+        if os.environ.get("CI"):
+            pytest.fail("runners/_briefc.c was not built: the install's compile failed")
+        pytest.skip("runners/_briefc.c is not built here (no C compiler at install)")
+
+
+@pytest.fixture(params=["C start", "Python start"])
+def start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test with brief steps started in C (``_briefc.c``) and the Python way."""
+    if request.param == "C start":
+        require_brief_c()
+    else:
+        monkeypatch.setattr(_spawn, "BRIEF_IN_C", False)
+    return str(request.param)
