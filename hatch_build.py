@@ -27,7 +27,7 @@ SOURCE = Path("src/stepline/runners/_briefc.c")
 MODULE = "stepline/runners/_briefc"
 
 
-class BriefCBuildHook(BuildHookInterface):  # type: ignore[type-arg]  # hatchling is untyped
+class BriefCBuildHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:

@@ -5,8 +5,9 @@
  * back, and the event loop holds it for most of each job's Python. A {"run": ["true"]} step
  * made about nine such round trips on its spawner (two pipes, the vfork, closing the child's
  * ends, the error pipe, the polls, waitid): the "GIL convoy" of NOTES.md, Performance,
- * "Session 11". Here they are one. The Python side (_brief.py) decides when this may be used
- * and turns the outcome into a Child; the rules are those of _forkexec.py and _early.py.
+ * "Session 11". Here they are one. The Python side (_spawn.spawn_brief, _early.start_brief)
+ * decides when this may be used and turns the outcome into a Child; the rules are those of
+ * _forkexec.py and _early.py.
  *
  * The child does what CPython's _posixsubprocess does for Popen(start_new_session=True,
  * close_fds=True, restore_signals=True) with vfork, in the same order: signal handlers reset
@@ -32,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Bumped when the call's arguments or results change: _brief.py refuses a stale build. */
+/* Bumped when the call's arguments or results change: _spawn.py refuses a stale build. */
 #define BRIEFC_API 1
 
 enum stage { STAGE_NONE = 0, STAGE_SETUP = 1, STAGE_CHDIR = 2, STAGE_EXEC = 3 };
@@ -300,7 +301,7 @@ PyDoc_STRVAR(start_brief_doc,
 "both fds -1), 2 woken. Raises OSError as Popen does (filename: program or cwd).");
 
 static PyObject *
-start_brief(PyObject *module, PyObject *args)
+start_brief(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *argv_o, *paths_o, *env_o, *cwd_o, *program;
     int stdin_fd, wake, wait_ms;
@@ -351,8 +352,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef briefc = {
-    PyModuleDef_HEAD_INIT, "stepline.runners._briefc",
-    "A brief step's start and wait, without the GIL (see _brief.py).", -1, methods,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "stepline.runners._briefc",
+    .m_doc = "A brief step's start and wait, without the GIL (see _spawn.spawn_brief).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC
