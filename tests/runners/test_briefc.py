@@ -234,7 +234,7 @@ def test_a_parent_without_fds_0_to_2_gives_its_child_the_right_ones() -> None:
         "from stepline.runners import _early, _forkexec, _spawn\n"
         "from stepline.runners._threads import Interrupt\n"
         "interrupt = Interrupt(); interrupt.arm(); interrupt.disarm()  # its pipe, made now\n"
-        "_forkexec.vfork_holds(); _spawn._devnull()  # the probe and /dev/null, done now\n"
+        "_forkexec.vfork_holds(); _spawn.devnull()  # the probe and /dev/null, done now\n"
         "for fd in (0, 1, 2): os.close(fd)  # so the pipes of the start land there\n"
         "argv = ['sh', '-c', 'echo out; cat; echo err >&2']\n"
         "child, ended = _early.start_brief(argv, None, None, interrupt)\n"

@@ -35,6 +35,9 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process groups,
 
 _TIMES: Final = frozenset({"ts", "elapsed", "created", "started", "ended"})
 _OFF: Final = {**ENV, "STEPLINE_RUN_LANE": "0"}
+_NO_C: Final = {**ENV, "STEPLINE_NO_C": "1"}  # the lane with the Python start (runners/_pool.py)
+_PATHS: Final = [ENV, _NO_C, _OFF]
+_PATH_IDS: Final = ["lane", "lane-python-start", "worker-path"]
 
 
 @asynccontextmanager
@@ -140,14 +143,16 @@ async def _answers(env: dict[str, str]) -> tuple[dict[str, list[Any]], list[Any]
 
 
 async def test_the_lane_answers_as_the_worker_path() -> None:
+    """With either start (C where built, and Python), the same answers as the worker path's."""
     lane, lane_closing = await _answers(ENV)
+    python_start, python_start_closing = await _answers(_NO_C)
     general, general_closing = await _answers(_OFF)
-    assert lane == general
-    assert lane_closing == general_closing
+    assert lane == python_start == general
+    assert lane_closing == python_start_closing == general_closing
     assert len(lane) == 3 * len(_JOBS)
 
 
-@pytest.mark.parametrize("env", [ENV, _OFF], ids=["lane", "worker-path"])
+@pytest.mark.parametrize("env", _PATHS, ids=_PATH_IDS)
 async def test_lane_jobs_keep_the_workers_bound_and_start_in_order(env: dict[str, str]) -> None:
     # lane jobs (a silent end on the thread, or a task) and worker-path jobs (limits), mixed:
     # a lane job's end starts the queue's next job in the hand-over, or hands it to a worker
@@ -236,11 +241,13 @@ def _alive(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("env", _PATHS[:2], ids=_PATH_IDS[:2])
 @pytest.mark.parametrize("when", ["at-once", "after-start"])
-async def test_cancel_stops_a_running_lane_job(when: str) -> None:
+async def test_cancel_stops_a_running_lane_job(when: str, env: dict[str, str]) -> None:
     # a silent sleep: on its spawner's brief wait when cancelled at once, in a task after
     seconds = "30.4242" if when == "at-once" else "30.4343"
-    async with _serve("--workers", "2") as driver:
+    seconds += "1" if env is _NO_C else ""  # its own, should the two ever overlap
+    async with _serve("--workers", "2", env=env) as driver:
         await driver.send({"op": "submit", "job": _run(["sleep", seconds]), "id": "s"})
         started = await driver.wait_for("started")
         if when == "after-start":

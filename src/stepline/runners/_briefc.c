@@ -23,6 +23,8 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -34,10 +36,10 @@
 #include <unistd.h>
 
 /* Bumped when the call's arguments or results change: _spawn.py refuses a stale build. */
-#define BRIEFC_API 1
+#define BRIEFC_API 2
 
 enum stage { STAGE_NONE = 0, STAGE_SETUP = 1, STAGE_CHDIR = 2, STAGE_EXEC = 3 };
-enum outcome { RUNNING = 0, ENDED = 1, WOKEN = 2 };
+enum outcome { FAILED = -1, RUNNING = 0, ENDED = 1, WOKEN = 2, SKIPPED = 3 };
 
 struct start {
     char *const *argv;
@@ -194,37 +196,45 @@ wait_brief(pid_t pid, int out, int err, int wake, int wait_ms)
     return outcome;
 }
 
-/* NULL-terminated char* array over a sequence of str or bytes (str encoded as os.fsencode
- * does); *keep holds the bytes alive. */
-static char **
-cstrings(PyObject *seq, PyObject **keep)
+/* A new list of the items of a sequence of str or bytes as bytes (str encoded as os.fsencode
+ * does; an embedded NUL refused). */
+static PyObject *
+encoded(PyObject *seq)
 {
     PyObject *fast = PySequence_Fast(seq, "expected a sequence of str or bytes");
     if (fast == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    PyObject *kept = PyList_New(n);
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        PyObject *item;
+        if (!PyUnicode_FSConverter(PySequence_Fast_GET_ITEM(fast, i), &item))
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, item);
+    }
+    Py_DECREF(fast);
+    return list;
+}
+
+/* NULL-terminated char* array over a sequence of str or bytes; *keep holds the bytes alive. */
+static char **
+cstrings(PyObject *seq, PyObject **keep)
+{
+    PyObject *list = encoded(seq);
+    if (list == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
     char **array = PyMem_Calloc((size_t)n + 1, sizeof(char *));
-    if (kept == NULL || array == NULL) {
-        if (array == NULL)
-            PyErr_NoMemory();
-        goto failed;
+    if (array == NULL) {
+        Py_DECREF(list);
+        PyErr_NoMemory();
+        return NULL;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i), *encoded;
-        if (!PyUnicode_FSConverter(item, &encoded)) /* also refuses an embedded NUL */
-            goto failed;
-        PyList_SET_ITEM(kept, i, encoded);
-        array[i] = PyBytes_AS_STRING(encoded);
-    }
-    Py_DECREF(fast);
-    *keep = kept;
+    for (Py_ssize_t i = 0; i < n; i++)
+        array[i] = PyBytes_AS_STRING(PyList_GET_ITEM(list, i));
+    *keep = list;
     return array;
-failed:
-    Py_DECREF(fast);
-    Py_XDECREF(kept);
-    PyMem_Free(array);
-    return NULL;
 }
 
 struct parent {
@@ -236,7 +246,8 @@ struct parent {
 
 /* Without the GIL: the pipes, the start, and, once it exec'd, the wait. */
 static void
-start_and_wait(struct start *s, struct parent *p, int stdin_fd, int wake, int wait_ms)
+start_and_wait(struct start *s, struct parent *p, int stdin_fd, int wake, int wait_ms,
+               const sigset_t *child_mask)
 {
     sigset_t all, old;
     if (pipe2(p->out, O_CLOEXEC) < 0) {
@@ -254,7 +265,7 @@ start_and_wait(struct start *s, struct parent *p, int stdin_fd, int wake, int wa
     s->fds[2] = p->err[1];
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); /* no handler of ours may run in the child */
-    s->mask = &old;
+    s->mask = child_mask != NULL ? child_mask : &old;
     p->pid = vfork_exec(s);
     int vfork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -329,7 +340,7 @@ start_brief(PyObject *Py_UNUSED(module), PyObject *args)
     s.envp = envp;
     s.cwd = cwd_b == NULL ? NULL : PyBytes_AS_STRING(cwd_b);
     Py_BEGIN_ALLOW_THREADS
-    start_and_wait(&s, &p, stdin_fd, wake, wait_ms);
+    start_and_wait(&s, &p, stdin_fd, wake, wait_ms, NULL);
     Py_END_ALLOW_THREADS
     if (p.failed || s.stage != STAGE_NONE)
         result = start_error(&s, &p, program, cwd_o);
@@ -345,6 +356,435 @@ done:
     Py_XDECREF(cwd_b);
     return result;
 }
+
+
+/* ---- The pool: threads of C that start brief steps with no Python at all ----
+ *
+ * start_brief still runs on a Python spawner thread, which takes the GIL to take each request,
+ * to call, and to hand the result back: per job a few round trips behind the event loop. A
+ * Pool's threads never take it. The event loop submits (the request's strings copied into one
+ * block), a thread starts and waits as start_brief does, appends the outcome to the done list
+ * and, if the list was empty, writes a byte to the pool's notify pipe; the loop, woken by it,
+ * collects every outcome at once. A cancel marks its request (by token) and writes the wake-up
+ * pipe of the thread running it. One Pool per trio run (_pool.py); its threads end at close. */
+
+#define POOL_MAX_THREADS 16
+
+struct request {
+    struct request *next;
+    long long token;
+    struct start start;
+    int stdin_fd, wait_ms;
+    int interrupted;  /* a cancel came (under the lock) */
+    int wake;         /* the running thread's wake-up pipe (write end), -1: not running */
+    struct parent result;
+    enum outcome outcome;
+    char *strings;    /* argv, paths, envp, cwd: one block */
+};
+
+struct shared {
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    struct request *todo, *todo_tail, *done, *done_tail, *running[POOL_MAX_THREADS];
+    int notify[2];
+    int notified, closing, refs, slots;
+    sigset_t child_mask; /* the mask a child execs with: the creating thread's */
+};
+
+typedef struct {
+    PyObject_HEAD
+    struct shared *shared;
+    pid_t owner; /* a forked child must not touch the lock (its holder may be gone) */
+} PoolObject;
+
+static void
+shared_release(struct shared *sh) /* with the lock held; frees it with the last reference */
+{
+    int last = --sh->refs == 0;
+    pthread_mutex_unlock(&sh->lock);
+    if (!last)
+        return;
+    close(sh->notify[0]);
+    close(sh->notify[1]);
+    pthread_mutex_destroy(&sh->lock);
+    pthread_cond_destroy(&sh->work);
+    free(sh);
+}
+
+static void
+request_free(struct request *r)
+{
+    free(r->strings);
+    free(r);
+}
+
+static void
+run_request(struct shared *sh, struct request *r, int wake)
+{
+    start_and_wait(&r->start, &r->result, r->stdin_fd, wake, r->wait_ms, &sh->child_mask);
+    r->outcome = r->result.outcome;
+}
+
+static void *
+pool_thread(void *arg)
+{
+    struct shared *sh = arg;
+    int wake[2] = {-1, -1};
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are Python's: other threads take them */
+    if (pipe2(wake, O_NONBLOCK | O_CLOEXEC) < 0)
+        wake[0] = wake[1] = -1; /* no wake-up: a cancel waits for the wait's end (5 ms) */
+    pthread_mutex_lock(&sh->lock);
+    int slot = sh->slots++; /* this thread's place in running[], for interrupt() */
+    for (;;) {
+        while (sh->todo == NULL && !sh->closing)
+            pthread_cond_wait(&sh->work, &sh->lock);
+        if (sh->todo == NULL)
+            break; /* closing, nothing left */
+        struct request *r = sh->todo;
+        if ((sh->todo = r->next) == NULL)
+            sh->todo_tail = NULL;
+        r->next = NULL;
+        if (r->interrupted) {
+            r->outcome = SKIPPED;
+        } else {
+            r->wake = wake[1];
+            sh->running[slot] = r;
+            pthread_mutex_unlock(&sh->lock);
+            run_request(sh, r, wake[0]);
+            pthread_mutex_lock(&sh->lock);
+            sh->running[slot] = NULL;
+            r->wake = -1;
+            if (r->interrupted && wake[0] >= 0) {
+                char bytes[64];
+                while (read(wake[0], bytes, sizeof bytes) > 0)
+                    ;
+            }
+        }
+        if (sh->done_tail != NULL)
+            sh->done_tail->next = r;
+        else
+            sh->done = r;
+        sh->done_tail = r;
+        if (!sh->notified) {
+            sh->notified = 1;
+            while (write(sh->notify[1], "!", 1) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    if (wake[0] >= 0) {
+        close(wake[0]);
+        close(wake[1]);
+    }
+    shared_release(sh);
+    return NULL;
+}
+
+static PyObject *
+pool_new(PyTypeObject *type, PyObject *args, PyObject *Py_UNUSED(kwargs))
+{
+    int threads;
+    if (!PyArg_ParseTuple(args, "i:Pool", &threads))
+        return NULL;
+    if (threads < 1 || threads > POOL_MAX_THREADS)
+        return PyErr_Format(PyExc_ValueError, "threads: 1 to %d", POOL_MAX_THREADS);
+    struct shared *sh = calloc(1, sizeof *sh);
+    if (sh == NULL)
+        return PyErr_NoMemory();
+    if (pipe2(sh->notify, O_NONBLOCK | O_CLOEXEC) < 0) {
+        free(sh);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    pthread_mutex_init(&sh->lock, NULL);
+    pthread_cond_init(&sh->work, NULL);
+    pthread_sigmask(SIG_BLOCK, NULL, &sh->child_mask);
+    sh->refs = 1;
+    PoolObject *self = (PoolObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        pthread_mutex_lock(&sh->lock);
+        shared_release(sh);
+        return NULL;
+    }
+    self->shared = sh;
+    self->owner = getpid();
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int failed = 0;
+    pthread_mutex_lock(&sh->lock);
+    for (int i = 0; i < threads && !failed; i++) {
+        pthread_t thread;
+        sh->refs++;
+        if ((failed = pthread_create(&thread, &attr, pool_thread, sh)) != 0)
+            sh->refs--;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    pthread_attr_destroy(&attr);
+    if (failed) {
+        Py_DECREF(self); /* closes: the threads made end */
+        errno = failed;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return (PyObject *)self;
+}
+
+static void
+pool_close_shared(PoolObject *self)
+{
+    struct shared *sh = self->shared;
+    if (sh == NULL)
+        return;
+    self->shared = NULL;
+    if (self->owner != getpid())
+        return; /* a forked child: the lock may be held by a thread it does not have */
+    pthread_mutex_lock(&sh->lock);
+    sh->closing = 1;
+    pthread_cond_broadcast(&sh->work);
+    shared_release(sh);
+}
+
+static void
+pool_dealloc(PoolObject *self)
+{
+    pool_close_shared(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Copy a sequence of str or bytes into *at (advanced), the pointers into array. */
+static int
+copy_strings(PyObject *seq, char **array, char **at, size_t *room)
+{
+    Py_ssize_t n = PyList_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(seq, i);
+        size_t size = (size_t)PyBytes_GET_SIZE(item) + 1;
+        if (size > *room)
+            return -1;
+        memcpy(*at, PyBytes_AS_STRING(item), size);
+        array[i] = *at;
+        *at += size;
+        *room -= size;
+    }
+    array[n] = NULL;
+    return 0;
+}
+
+static size_t
+strings_size(PyObject *list)
+{
+    size_t size = ((size_t)PyList_GET_SIZE(list) + 1) * sizeof(char *);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++)
+        size += (size_t)PyBytes_GET_SIZE(PyList_GET_ITEM(list, i)) + 1;
+    return size;
+}
+
+static struct request *
+request_new(PyObject *argv, PyObject *paths, PyObject *env, PyObject *cwd)
+{
+    size_t size = strings_size(argv) + strings_size(paths) + (env ? strings_size(env) : 0);
+    size += cwd ? (size_t)PyBytes_GET_SIZE(cwd) + 1 : 0;
+    struct request *r = calloc(1, sizeof *r);
+    char *block = malloc(size);
+    if (r == NULL || block == NULL) {
+        free(r);
+        free(block);
+        return NULL;
+    }
+    r->strings = block;
+    char **arrays = (char **)block; /* the pointer arrays first (aligned), then the bytes */
+    size_t pointers = (size_t)(PyList_GET_SIZE(argv) + PyList_GET_SIZE(paths) + 2 +
+                               (env ? PyList_GET_SIZE(env) + 1 : 0));
+    char *at = block + pointers * sizeof(char *);
+    size_t room = size - pointers * sizeof(char *);
+    r->start.argv = arrays;
+    copy_strings(argv, arrays, &at, &room);
+    arrays += PyList_GET_SIZE(argv) + 1;
+    r->start.paths = arrays;
+    r->start.npaths = PyList_GET_SIZE(paths);
+    copy_strings(paths, arrays, &at, &room);
+    arrays += PyList_GET_SIZE(paths) + 1;
+    if (env) {
+        r->start.envp = arrays;
+        copy_strings(env, arrays, &at, &room);
+    }
+    if (cwd) {
+        memcpy(at, PyBytes_AS_STRING(cwd), (size_t)PyBytes_GET_SIZE(cwd) + 1);
+        r->start.cwd = at;
+    }
+    r->wake = -1;
+    r->result.pid = -1;
+    return r;
+}
+
+PyDoc_STRVAR(pool_submit_doc,
+"submit(token, argv, paths, env, cwd, stdin_fd, wait_ms)\n"
+"--\n\n"
+"Queue a start_brief (the same arguments but program and wake_fd); its outcome comes back\n"
+"from collect() under token.");
+
+static PyObject *
+pool_submit(PoolObject *self, PyObject *args)
+{
+    long long token;
+    PyObject *argv_o, *paths_o, *env_o, *cwd_o;
+    int stdin_fd, wait_ms;
+    if (!PyArg_ParseTuple(args, "LOOOOii:submit", &token, &argv_o, &paths_o, &env_o, &cwd_o,
+                          &stdin_fd, &wait_ms))
+        return NULL;
+    if (self->shared == NULL)
+        return PyErr_Format(PyExc_ValueError, "the pool is closed");
+    PyObject *argv = NULL, *paths = NULL, *env = NULL, *cwd = NULL, *result = NULL;
+    if ((argv = encoded(argv_o)) == NULL || (paths = encoded(paths_o)) == NULL)
+        goto done;
+    if (env_o != Py_None && (env = encoded(env_o)) == NULL)
+        goto done;
+    if (cwd_o != Py_None && !PyUnicode_FSConverter(cwd_o, &cwd))
+        goto done;
+    if (PyList_GET_SIZE(argv) == 0) {
+        PyErr_SetString(PyExc_ValueError, "empty argv");
+        goto done;
+    }
+    struct request *r = request_new(argv, paths, env, cwd);
+    if (r == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    r->token = token;
+    r->stdin_fd = stdin_fd;
+    r->wait_ms = wait_ms;
+    struct shared *sh = self->shared;
+    pthread_mutex_lock(&sh->lock);
+    if (sh->todo_tail != NULL)
+        sh->todo_tail->next = r;
+    else
+        sh->todo = r;
+    sh->todo_tail = r;
+    pthread_cond_signal(&sh->work);
+    pthread_mutex_unlock(&sh->lock);
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(argv);
+    Py_XDECREF(paths);
+    Py_XDECREF(env);
+    Py_XDECREF(cwd);
+    return result;
+}
+
+PyDoc_STRVAR(pool_interrupt_doc,
+"interrupt(token)\n--\n\n"
+"A cancel: the request under token, if not started yet, is not started (its outcome is 3,\n"
+"skipped); if waiting, its wait ends (outcome 2, woken). Unknown or done: nothing.");
+
+static PyObject *
+pool_interrupt(PoolObject *self, PyObject *arg)
+{
+    long long token = PyLong_AsLongLong(arg);
+    if (token == -1 && PyErr_Occurred())
+        return NULL;
+    struct shared *sh = self->shared;
+    if (sh == NULL)
+        Py_RETURN_NONE;
+    pthread_mutex_lock(&sh->lock);
+    for (struct request *r = sh->todo; r != NULL; r = r->next)
+        if (r->token == token)
+            r->interrupted = 1;
+    for (int i = 0; i < POOL_MAX_THREADS; i++) {
+        struct request *r = sh->running[i];
+        if (r != NULL && r->token == token) {
+            r->interrupted = 1;
+            if (r->wake >= 0)
+                while (write(r->wake, "!", 1) < 0 && errno == EINTR)
+                    ;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(pool_collect_doc,
+"collect()\n--\n\n"
+"Every outcome since the last collect, after draining the notify pipe: a list of (token, pid,\n"
+"stdout_fd, stderr_fd, outcome, errno, filename_is_cwd) where outcome is start_brief's (0, 1,\n"
+"2), 3 for skipped, or -1 for a failed start (errno; filename_is_cwd: 1 chdir, 0 exec, -1\n"
+"neither), as start_brief would have raised.");
+
+static PyObject *
+pool_collect(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct shared *sh = self->shared;
+    if (sh == NULL)
+        return PyList_New(0);
+    char bytes[64];
+    while (read(sh->notify[0], bytes, sizeof bytes) > 0)
+        ;
+    pthread_mutex_lock(&sh->lock);
+    struct request *r = sh->done;
+    sh->done = sh->done_tail = NULL;
+    sh->notified = 0;
+    pthread_mutex_unlock(&sh->lock);
+    PyObject *list = PyList_New(0);
+    while (r != NULL) {
+        struct request *next = r->next;
+        PyObject *item = NULL;
+        if (list != NULL) {
+            struct parent *p = &r->result;
+            int failed = r->outcome != SKIPPED && (p->failed || r->start.stage != STAGE_NONE);
+            int error = p->failed ? p->failed : r->start.error;
+            int where = r->start.stage == STAGE_CHDIR ? 1 : r->start.stage == STAGE_EXEC ? 0 : -1;
+            if (failed)
+                item = Py_BuildValue("(Liiiiii)", r->token, -1, -1, -1, FAILED, error, where);
+            else if (r->outcome == SKIPPED)
+                item = Py_BuildValue("(Liiiiii)", r->token, -1, -1, -1, SKIPPED, 0, -1);
+            else
+                item = Py_BuildValue("(Liiiiii)", r->token, (int)p->pid, p->out[0], p->err[0],
+                                     (int)r->outcome, 0, -1);
+            if (item == NULL || PyList_Append(list, item) < 0)
+                Py_CLEAR(list);
+            Py_XDECREF(item);
+        }
+        request_free(r);
+        r = next;
+    }
+    return list;
+}
+
+static PyObject *
+pool_fileno(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->shared == NULL)
+        return PyErr_Format(PyExc_ValueError, "the pool is closed");
+    return PyLong_FromLong(self->shared->notify[0]);
+}
+
+static PyObject *
+pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    pool_close_shared(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pool_methods[] = {
+    {"submit", (PyCFunction)pool_submit, METH_VARARGS, pool_submit_doc},
+    {"interrupt", (PyCFunction)pool_interrupt, METH_O, pool_interrupt_doc},
+    {"collect", (PyCFunction)pool_collect, METH_NOARGS, pool_collect_doc},
+    {"fileno", (PyCFunction)pool_fileno, METH_NOARGS, "The notify pipe's read end."},
+    {"close", (PyCFunction)pool_close, METH_NOARGS,
+     "End the threads once the queue is empty; idempotent."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stepline.runners._briefc.Pool",
+    .tp_basicsize = sizeof(PoolObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Pool(threads): C threads that run start_brief for the event loop (see above).",
+    .tp_new = pool_new,
+    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_methods = pool_methods,
+};
 
 static PyMethodDef methods[] = {
     {"start_brief", start_brief, METH_VARARGS, start_brief_doc},
@@ -362,8 +802,11 @@ static struct PyModuleDef briefc = {
 PyMODINIT_FUNC
 PyInit__briefc(void)
 {
+    if (PyType_Ready(&PoolType) < 0)
+        return NULL;
     PyObject *module = PyModule_Create(&briefc);
-    if (module != NULL && PyModule_AddIntConstant(module, "API", BRIEFC_API) < 0)
+    if (module != NULL && (PyModule_AddIntConstant(module, "API", BRIEFC_API) < 0 ||
+                           PyModule_AddObjectRef(module, "Pool", (PyObject *)&PoolType) < 0))
         Py_CLEAR(module);
     return module;
 }

@@ -47,6 +47,7 @@ from ..spec._limits import NO_LIMITS
 from ._base import Launch, ProcessResult, ProcessStartError
 from ._capture import communicate
 from ._early import ended_soon, start_brief
+from ._pool import BriefTicket, submit_brief
 from ._spawn import Child, spawn
 from ._threads import Done, Interrupt, call_on_spawner, run_on_spawner
 from ._tree import Containment, StepTree, shared_containment
@@ -189,7 +190,7 @@ class LocalProcess:
         # Set when the child was started without a task (spawn_soon): its end on the thread,
         # how to cut that short, and its exit status once a silent end reaped it.
         self._ended = False
-        self._interrupt: Interrupt | None = None
+        self._interrupt: Interrupt | BriefTicket | None = None
         self._closed = False  # end_now told the sink, closed the pipes and tried to reap
         self._returncode: int | None = None
 
@@ -212,15 +213,19 @@ class LocalProcess:
         return child, ended
 
     def spawn_soon(self, done: Done) -> None:
-        """Start the child on a spawner thread with no task waiting for it: ``done`` gets the
-        outcome on the event loop, ``(child, ended)`` or the ``ProcessStartError``, and hands
-        a child to :meth:`spawned` (the run lane, :mod:`stepline.engine._run_lane`). Only for
-        a launch with nothing to feed and no limits, which may wait for its end on the thread;
+        """Start the child with no task waiting for it, on the pool of C threads where it is
+        built (:mod:`._pool`), else on a spawner thread: ``done`` gets the outcome on the event
+        loop, ``(child, ended)`` or the ``ProcessStartError``, and hands a child to
+        :meth:`spawned` (the run lane, :mod:`stepline.engine._run_lane`). Only for a launch
+        with nothing to feed and no limits, which may wait for its end on the thread;
         :meth:`interrupt` cuts that wait short."""
-        self._interrupt = interrupt = Interrupt()
-        call_on_spawner(
-            functools.partial(_spawn_in, self._tree, self._launch, self._env, interrupt), done
-        )
+        interrupt = Interrupt()
+        launch = self._launch
+        fallback = functools.partial(_spawn_in, self._tree, launch, self._env, interrupt)
+        ticket = submit_brief(launch.argv, self._env, launch.cwd, interrupt, done, fallback)
+        if ticket is None:  # the pool of C threads cannot start it: a spawner thread does
+            call_on_spawner(fallback, done)
+        self._interrupt = interrupt if ticket is None else ticket
 
     def interrupt(self) -> None:
         """A cancel: end the thread's wait for the child's end (:meth:`spawn_soon`) now."""

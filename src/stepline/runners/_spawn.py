@@ -27,10 +27,28 @@ try:  # built from _briefc.c at install where a C compiler is at hand (hatch_bui
 except ImportError:
     _briefc = None  # type: ignore[assignment]
 
-__all__ = ["BRIEF_IN_C", "ENDED", "RUNNING", "WOKEN", "Child", "spawn", "spawn_brief"]
+__all__ = [
+    "BRIEF_IN_C",
+    "ENDED",
+    "RUNNING",
+    "WOKEN",
+    "Child",
+    "brief_child",
+    "brief_start",
+    "devnull",
+    "forget_program",
+    "spawn",
+    "spawn_brief",
+]
 
-BRIEF_IN_C: Final = _briefc is not None and _briefc.API == 1 and _forkexec.AVAILABLE
-"""Whether :func:`spawn_brief` is built here (and matches this source: ``API``)."""
+BRIEF_IN_C: Final = (
+    _briefc is not None
+    and _briefc.API == 2
+    and _forkexec.AVAILABLE
+    and not os.environ.get("STEPLINE_NO_C")
+)
+"""Whether the C start (:func:`spawn_brief`, :mod:`._pool`) is built here, matches this source
+(``API``), and is not turned off (``STEPLINE_NO_C=1``: every start the Python way)."""
 RUNNING: Final = 0
 """A :func:`spawn_brief` outcome: the child runs or wrote something (capture it)."""
 ENDED: Final = 1
@@ -199,16 +217,39 @@ def spawn_brief(
 ) -> tuple[Child, int] | None:
     """:func:`spawn` and :func:`._early.ended_soon` in one C call (``_briefc.c``) that holds
     the GIL for neither: the child, and the outcome of the wait for its silent end
-    (:data:`RUNNING`, :data:`ENDED`, :data:`WOKEN`). For a step with nothing to feed, no limits and
-    no cgroup, the only kind :mod:`._early` waits for.
+    (:data:`RUNNING`, :data:`ENDED`, :data:`WOKEN`). For a step with nothing to feed, no limits
+    and no cgroup, the only kind :mod:`._early` waits for.
 
-    None: do it the Python way (:func:`spawn`, which reports any error as ever): the C call is
-    not built, a start here may not be a ``vfork`` (its failures are told in shared memory),
-    the program is not in :data:`_PROGRAMS`, or the start failed (it is then made again the
-    Python way, which tells why; a failed start left nothing behind: its child was reaped).
+    None: do it the Python way (:func:`spawn`, which reports any error as ever): the C call
+    cannot make this start (:func:`brief_start`), or the start failed (it is then made again
+    the Python way, which tells why; a failed start left nothing behind: its child was reaped).
     Why one call: on a spawner thread each system call gives up the GIL and waits to take it
     back from the event loop, about nine of them a ``{"run": ["true"]}`` step (NOTES.md,
     Performance, "Session 11")."""
+    start = brief_start(argv, env, cwd)
+    if start is None:
+        return None
+    paths, env_list = start
+    try:
+        pid, out, err, outcome = _briefc.start_brief(
+            argv, paths, env_list, cwd, argv[0], devnull(), wake, max(1, round(wait * 1e3))
+        )
+    except ValueError:  # an embedded NUL
+        return None
+    except OSError:
+        _PROGRAMS.forget(argv[0])  # it may have moved
+        return None
+    return brief_child(pid, out, err), outcome
+
+
+def brief_start(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None
+) -> tuple[tuple[bytes, ...], list[bytes] | None] | None:
+    """What the C start takes beside ``argv`` and ``cwd``: the program's paths to try and the
+    child's whole environment (None: ours); the audit event ``Popen`` raises, raised. None: the
+    C start cannot make this one (not built, a start here may not be a ``vfork``, whose
+    failures it tells in shared memory; the program not in :data:`_PROGRAMS`; a name with
+    ``=`` in ``env``): the Python start makes it, and says what is wrong."""
     if not (BRIEF_IN_C and argv and _forkexec.vfork_holds()):
         return None
     _ENVIRONMENT.refresh()
@@ -221,16 +262,18 @@ def spawn_brief(
     except ValueError:  # a name with "="
         return None
     sys.audit("subprocess.Popen", found[0], argv, cwd, env_list)
-    try:
-        pid, out, err, outcome = _briefc.start_brief(
-            argv, found[1], env_list, cwd, found[0], _devnull(), wake, max(1, round(wait * 1e3))
-        )
-    except ValueError:  # an embedded NUL
-        return None
-    except OSError:
-        _PROGRAMS.forget(argv[0])  # it may have moved
-        return None
-    return Child(pid, None, _Pipes(None, out, err, [])), outcome
+    return found[1], env_list
+
+
+def brief_child(pid: int, stdout: int, stderr: int) -> Child:
+    """The :class:`Child` of a C start: no stdin pipe; its output pipes (-1: closed, as after
+    a silent end)."""
+    return Child(pid, None, _Pipes(None, stdout, stderr, []))
+
+
+def forget_program(program: str) -> None:
+    """A start from the remembered path failed: search ``PATH`` again next time."""
+    _PROGRAMS.forget(program)
 
 
 def _launched(
@@ -277,7 +320,7 @@ def _start(
     too: it reaps the child). ``env``: the step's variables over stepline's own (None: none),
     :data:`_ENVIRONMENT` refreshed by the caller."""
     program = argv[0]
-    stdin = _devnull() if pipes.stdin is None else pipes.child_ends[2]
+    stdin = devnull() if pipes.stdin is None else pipes.child_ends[2]
     fds = (stdin, pipes.child_ends[0], pipes.child_ends[1])
     if not _forkexec.AVAILABLE:
         return _popen(argv, _PROGRAMS.find(program, path), env, cwd, fds)
@@ -432,7 +475,7 @@ _PROGRAMS = _ProgramPaths()
 
 
 @functools.cache
-def _devnull() -> int:
+def devnull() -> int:
     """One ``/dev/null`` for every child's stdin (``subprocess.DEVNULL`` opens one per start)."""
     return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 

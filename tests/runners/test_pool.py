@@ -1,0 +1,222 @@
+"""The run lane's brief starts on threads of C (``runners/_pool.py``, ``_briefc.Pool``).
+
+What must hold: a request's outcome reaches its ``done`` on the event loop as the spawner
+threads' hand-over gives it (the child, whether it ended silently); a cancel before the start
+means no start, a cancel during the wait ends it, and either way a started child is handed over;
+a start the pool cannot make is made the Python way, which tells why; the pool's threads end
+with its run. Timeouts only turn a hang into a failure; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from typing import Any
+
+import outcome
+import pytest
+import trio
+
+from stepline.runners import _early, _local, _pool, _spawn
+from stepline.runners._base import Launch, ProcessStartError
+from stepline.runners._local import LocalProcess, LocalRunner
+
+from .conftest import require_brief_c
+
+HANG = 10.0
+SKIPPED, FAILED, WOKEN = 3, -1, _spawn.WOKEN
+
+pytestmark = pytest.mark.usefixtures("built")
+
+
+@pytest.fixture
+def built() -> None:
+    require_brief_c()
+
+
+@pytest.fixture
+def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_early, "WAIT", HANG)
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _collect(pool: Any, count: int) -> list[tuple[int, ...]]:
+    """``count`` outcomes from ``pool``, waiting on its notify pipe."""
+    got: list[tuple[int, ...]] = []
+    while len(got) < count:
+        assert select.select([pool.fileno()], [], [], HANG)[0], "no outcome came"
+        got += pool.collect()
+    return got
+
+
+def _pool_class() -> Any:
+    from stepline.runners import _briefc
+
+    return _briefc.Pool
+
+
+def _submit(pool: Any, token: int, argv: list[str], wait_ms: int = 10_000, **kw: Any) -> None:
+    paths = _spawn.brief_start(argv, None, kw.get("cwd"))
+    assert paths is not None
+    pool.submit(token, argv, paths[0], None, kw.get("cwd"), _spawn.devnull(), wait_ms)
+
+
+def _until_running(marker: str) -> None:
+    """Until a child of ours runs with ``marker`` in its command line."""
+    for _ in range(int(HANG * 100)):
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/children") as f:
+                    children = f.read().split()
+            except OSError:
+                continue
+            for pid in children:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if marker.encode() in f.read():
+                            return
+                except OSError:
+                    continue
+        select.select([], [], [], 0.01)
+    raise AssertionError(f"no child {marker} came")
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_a_cancel_before_the_start_means_none_and_during_the_wait_ends_it() -> None:
+    """One thread, busy waiting for the first request's child: the second waits in the queue,
+    where a cancel means it is never started; the first one's cancel ends its wait."""
+    pool = _pool_class()(1)
+    try:
+        _submit(pool, 1, ["sleep", "60.4747"])
+        _submit(pool, 2, ["true"])
+        _until_running("60.4747")  # the thread is busy with the first: the second is queued
+        pool.interrupt(2)
+        pool.interrupt(1)
+        got = sorted(_collect(pool, 2))
+        (first, pid, out, err, result, _, _), second = got
+        assert (first, result) == (1, WOKEN)
+        assert (second[0], second[4]) == (2, SKIPPED)
+        os.close(out)
+        os.close(err)
+        _kill(pid)
+    finally:
+        pool.close()
+
+
+def test_outcomes_tell_a_silent_end_output_and_a_failed_start(tmp_path: Any) -> None:
+    pool = _pool_class()(2)
+    try:
+        _submit(pool, 1, ["sh", "-c", "exit 4"])
+        _submit(pool, 2, ["sh", "-c", "echo hi"])
+        _submit(pool, 3, ["true"], cwd=str(tmp_path / "gone"))
+        by_token = {item[0]: item for item in _collect(pool, 3)}
+        _, pid, out, err, result, _, _ = by_token[1]
+        assert (out, err, result) == (-1, -1, _spawn.ENDED)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 4  # left to us to reap
+        _, pid, out, err, result, _, _ = by_token[2]
+        assert result == _spawn.RUNNING
+        os.waitpid(pid, 0)
+        assert os.read(out, 10) == b"hi\n"
+        os.close(out)
+        os.close(err)
+        _, pid, out, err, result, error, where = by_token[3]
+        assert (pid, result, error, where) == (-1, FAILED, 2, 1)  # ENOENT, at the chdir
+    finally:
+        pool.close()
+
+
+def test_closing_ends_the_threads() -> None:
+    before = _threads()
+    pool = _pool_class()(3)
+    assert _threads() == before + 3
+    pool.close()
+    for _ in range(1000):
+        if _threads() == before:
+            break
+        select.select([], [], [], 0.01)
+    assert _threads() == before
+
+
+def test_a_forked_child_drops_its_copy_without_the_lock() -> None:
+    """A fork copies no threads, and one of them may hold the lock: the child's copy must be
+    dropped without taking it."""
+    pool = _pool_class()(1)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            pool.close()
+            del pool
+        finally:
+            os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    pool.close()
+
+
+async def _spawn_soon(launch: Launch) -> tuple[LocalProcess, outcome.Outcome[Any]]:
+    """A run-lane start of ``launch``: the process and what its ``done`` got."""
+    process = LocalRunner().start(launch)
+    got: list[outcome.Outcome[Any]] = []
+    arrived = trio.Event()
+
+    def done(result: outcome.Outcome[Any]) -> None:
+        got.append(result)
+        arrived.set()
+
+    with trio.fail_after(HANG):
+        process.spawn_soon(done)
+        await arrived.wait()
+    return process, got[0]
+
+
+@pytest.mark.usefixtures("long_wait")
+async def test_the_run_lane_start_goes_through_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_here(*_: object) -> None:
+        raise AssertionError("a spawner thread started it")
+
+    monkeypatch.setattr(_local, "call_on_spawner", not_here)
+    process, result = await _spawn_soon(Launch(["sh", "-c", "exit 3"]))
+    child, ended = result.unwrap()
+    assert ended
+    process.spawned(child, ended)
+    ended_result = process.end_now()
+    assert ended_result is not None
+    assert ended_result.returncode == 3
+    process.close()
+    assert _pool._POOL.get() is not None  # noqa: SLF001 (this run's pool, made by that start)
+
+
+async def test_a_failed_start_is_told_by_the_python_start() -> None:
+    _, result = await _spawn_soon(Launch(["true"], cwd="/no/such/dir"))
+    with pytest.raises(ProcessStartError, match="cwd does not exist"):
+        result.unwrap()
+
+
+@pytest.mark.usefixtures("long_wait")
+async def test_a_cancel_during_the_wait_hands_the_child_over() -> None:
+    process = LocalRunner().start(Launch(["sleep", "60"], grace=0))
+    got: list[outcome.Outcome[Any]] = []
+    arrived = trio.Event()
+
+    def done(result: outcome.Outcome[Any]) -> None:
+        got.append(result)
+        arrived.set()
+
+    process.spawn_soon(done)
+    process.interrupt()  # queued (then started the Python way) or waiting: handed over either way
+    with trio.fail_after(HANG):
+        await arrived.wait()
+    child, ended = got[0].unwrap()
+    assert not ended
+    process.spawned(child, ended)
+    with trio.CancelScope(shield=True):
+        await process.stop(0)
+    process.close()
+    assert not os.path.exists(f"/proc/{child.pid}")
