@@ -40,10 +40,6 @@ def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_early, "WAIT", HANG)
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 def _collect(pool: Any, count: int) -> list[tuple[int, ...]]:
     """``count`` outcomes from ``pool``, waiting on its notify pipe."""
     got: list[tuple[int, ...]] = []
@@ -134,15 +130,21 @@ def test_outcomes_tell_a_silent_end_output_and_a_failed_start(tmp_path: Any) -> 
 
 
 def test_closing_ends_the_threads() -> None:
-    before = _threads()
     pool = _pool_class()(3)
-    assert _threads() == before + 3
-    pool.close()
-    for _ in range(1000):
-        if _threads() == before:
+    for _ in range(int(HANG * 100)):  # each thread records its id once it runs
+        if len(tids := pool.thread_ids()) == 3:
             break
         select.select([], [], [], 0.01)
-    assert _threads() == before
+    assert len(tids) == 3
+    for tid in tids:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            assert f.read() == "stepline pool\n"
+    pool.close()
+    for _ in range(int(HANG * 100)):
+        if not any(os.path.exists(f"/proc/self/task/{tid}") for tid in tids):
+            break
+        select.select([], [], [], 0.01)
+    assert not any(os.path.exists(f"/proc/self/task/{tid}") for tid in tids)
 
 
 def test_a_forked_child_drops_its_copy_without_the_lock() -> None:
@@ -186,9 +188,9 @@ async def test_the_run_lane_start_goes_through_the_pool(monkeypatch: pytest.Monk
     child, ended = result.unwrap()
     assert ended
     process.spawned(child, ended)
-    ended_result = process.end_now()
-    assert ended_result is not None
-    assert ended_result.returncode == 3
+    with trio.fail_after(HANG):
+        result_of_step = await process.wait()  # the silent end's way (end_now's, awaited)
+    assert result_of_step.returncode == 3
     process.close()
     assert _pool._POOL.get() is not None  # noqa: SLF001 (this run's pool, made by that start)
 

@@ -388,6 +388,7 @@ struct shared {
     struct request *todo, *todo_tail, *done, *done_tail, *running[POOL_MAX_THREADS];
     int notify[2];
     int notified, closing, refs, slots;
+    pid_t tids[POOL_MAX_THREADS]; /* each thread's id, once it runs (for tests, ps -T) */
     sigset_t child_mask; /* the mask a child execs with: the creating thread's */
 };
 
@@ -435,8 +436,10 @@ pool_thread(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are Python's: other threads take them */
     if (pipe2(wake, O_NONBLOCK | O_CLOEXEC) < 0)
         wake[0] = wake[1] = -1; /* no wake-up: a cancel waits for the wait's end (5 ms) */
+    pthread_setname_np(pthread_self(), "stepline pool");
     pthread_mutex_lock(&sh->lock);
     int slot = sh->slots++; /* this thread's place in running[], for interrupt() */
+    sh->tids[slot] = (pid_t)syscall(SYS_gettid);
     for (;;) {
         while (sh->todo == NULL && !sh->closing)
             pthread_cond_wait(&sh->work, &sh->lock);
@@ -759,6 +762,30 @@ pool_fileno(PoolObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+pool_thread_ids(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct shared *sh = self->shared;
+    PyObject *list = PyList_New(0);
+    if (sh == NULL || list == NULL)
+        return list;
+    pid_t tids[POOL_MAX_THREADS];
+    pthread_mutex_lock(&sh->lock);
+    int count = sh->slots;
+    memcpy(tids, sh->tids, sizeof tids);
+    pthread_mutex_unlock(&sh->lock);
+    for (int i = 0; i < count; i++) {
+        PyObject *tid = PyLong_FromLong(tids[i]);
+        if (tid == NULL || PyList_Append(list, tid) < 0) {
+            Py_XDECREF(tid);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(tid);
+    }
+    return list;
+}
+
+static PyObject *
 pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
     pool_close_shared(self);
@@ -770,6 +797,8 @@ static PyMethodDef pool_methods[] = {
     {"interrupt", (PyCFunction)pool_interrupt, METH_O, pool_interrupt_doc},
     {"collect", (PyCFunction)pool_collect, METH_NOARGS, pool_collect_doc},
     {"fileno", (PyCFunction)pool_fileno, METH_NOARGS, "The notify pipe's read end."},
+    {"thread_ids", (PyCFunction)pool_thread_ids, METH_NOARGS,
+     "The kernel ids of the threads started so far (none once closed)."},
     {"close", (PyCFunction)pool_close, METH_NOARGS,
      "End the threads once the queue is empty; idempotent."},
     {NULL, NULL, 0, NULL},
