@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base, _early, _local, _spawn
+from stepline.runners import _base, _early, _local, _pool, _spawn
 from stepline.runners._base import Launch, ProcessStartError
 from stepline.runners._local import LocalRunner
 from stepline.runners._threads import Interrupt
@@ -259,26 +259,28 @@ def test_a_parent_without_fds_0_to_2_gives_its_child_the_right_ones() -> None:
     assert min(out_fd, err_fd) < 3  # the case this test is for: a pipe did land on 0-2
 
 
-async def test_a_brief_step_through_the_server_path_uses_the_c_start(
+async def test_a_brief_step_through_run_process_uses_the_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``run_process`` of a silent step: ended in the C call (the Python wait is not asked)."""
+    """``run_process`` of a silent step: ended by the pool of C threads (neither a spawner
+    thread nor the Python wait is asked)."""
     calls: list[str] = []
-    real = _early.start_brief
+    real = _pool.run_on_pool
 
-    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        started = real(*args)
-        calls.append(f"C: {started is not None and started[1]}")
+    async def run_on_pool(*args: Any) -> tuple[_spawn.Child, bool] | None:
+        started = await real(*args)
+        calls.append(f"pool: {started is not None and started[1]}")
         return started
 
-    def ended_soon(*_: object) -> bool:
-        calls.append("Python")
+    def elsewhere(*_: object) -> bool:
+        calls.append("elsewhere")
         return False
 
-    monkeypatch.setattr(_local, "start_brief", start_brief)
-    monkeypatch.setattr(_local, "ended_soon", ended_soon)
+    monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
+    monkeypatch.setattr(_local, "start_brief", elsewhere)
+    monkeypatch.setattr(_local, "ended_soon", elsewhere)
     monkeypatch.setattr(_early, "WAIT", HANG)
     with trio.fail_after(HANG):
         result = await _base.run_process(LocalRunner(), Launch(["true"]))
     assert result.returncode == 0
-    assert calls == ["C: True"]
+    assert calls == ["pool: True"]

@@ -1,8 +1,8 @@
 """A short silent step ends on its spawner thread (``runners/_early.py``); anything else does not.
 
-The step-level tests run with the C start (``_briefc.c``, which waits in the same call) and with
-the Python one (the ``start`` fixture); the tests of the Python wait itself call it directly,
-and ``test_briefc.py`` tests the C call's own.
+The step-level tests run with the C start (``_briefc.c``'s pool, which waits in the same call)
+and with the Python one (the ``start`` fixture); the tests of the Python wait itself call it
+directly, and ``test_briefc.py`` and ``test_pool.py`` test the C start's own.
 
 What must hold: a step that writes nothing and exits at once is reported exactly as one captured
 on the loop (exit status, empty streams, its sink told both streams ended); a step that writes
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base, _early, _local, _spawn
+from stepline.runners import _base, _early, _local, _pool, _spawn
 from stepline.runners._base import Launch, StreamName
 from stepline.runners._local import LocalRunner
 from stepline.runners._threads import Interrupt
@@ -52,10 +52,11 @@ class Sink:
 
 @pytest.fixture
 def endings(monkeypatch: pytest.MonkeyPatch, start: str) -> list[bool]:
-    """What every early wait answered, in order, whichever start (``start``) made it; with the
-    C start, a wait the Python way is a failure (the C call fell back)."""
+    """What every early wait answered, in order, whichever start (``start``) made it: with the
+    C start, the pool's (``runners/_pool.py``), and a wait the Python way or the C call on a
+    spawner thread is a failure (the pool handed over)."""
     answers: list[bool] = []
-    real_wait, real_start = _early.ended_soon, _early.start_brief
+    real_wait, real_start, real_pool = _early.ended_soon, _early.start_brief, _pool.run_on_pool
 
     def ended_soon(child: Any, interrupt: Interrupt, wait: float | None = None) -> bool:
         assert start == "Python start", "the C start fell back to the Python wait"
@@ -64,13 +65,18 @@ def endings(monkeypatch: pytest.MonkeyPatch, start: str) -> list[bool]:
         return answer
 
     def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        started = real_start(*args)
+        assert start == "Python start", "the pool handed over to a spawner thread"
+        return real_start(*args)
+
+    async def run_on_pool(*args: Any) -> tuple[_spawn.Child, bool] | None:
+        started = await real_pool(*args)
         if started is not None:
             answers.append(started[1])
         return started
 
     monkeypatch.setattr(_local, "ended_soon", ended_soon)
     monkeypatch.setattr(_local, "start_brief", start_brief)
+    monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
     return answers
 
 
@@ -109,8 +115,15 @@ async def _silent_step(
             answers.append(started[1])
         return started
 
+    async def run_on_pool(*args: Any) -> tuple[_spawn.Child, bool] | None:
+        started = await _pool.run_on_pool(*args) if early else None  # refused: as above
+        if started is not None:
+            answers.append(started[1])
+        return started
+
     monkeypatch.setattr(_local, "ended_soon", ended_soon)
     monkeypatch.setattr(_local, "start_brief", start_brief)
+    monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
     sink = Sink()
     result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", script], output=sink))
     assert answers == [early]

@@ -24,9 +24,9 @@ HANG = 10.0  # seconds before a wait that should have been released counts as a 
 
 
 def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
-    """The start (``spawn``, or the C start where it is used: the ``start`` fixture) calls
-    ``before()`` first (the C start, which cannot be held inside, right after its call: the
-    spawner thread is as busy); returns the list of the pids it starts."""
+    """The start on a spawner thread (``spawn``, or the C call where it is used: the ``start``
+    fixture; the pool of C threads is kept out) calls ``before()`` first (the C call, which
+    cannot be held inside, right after it: the thread is as busy); returns the pids it starts."""
     real_spawn, real_start = _spawn.spawn, _early.start_brief
     pids: list[int] = []
 
@@ -43,8 +43,12 @@ def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
             before()
         return started
 
+    async def run_on_pool(*_: object) -> None:
+        return None  # a slow start cannot be stood for in the pool's C: test the threads'
+
     monkeypatch.setattr(_local, "spawn", spawn)
     monkeypatch.setattr(_local, "start_brief", start_brief)
+    monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
     return pids
 
 

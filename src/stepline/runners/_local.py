@@ -47,7 +47,7 @@ from ..spec._limits import NO_LIMITS
 from ._base import Launch, ProcessResult, ProcessStartError
 from ._capture import communicate
 from ._early import ended_soon, start_brief
-from ._pool import BriefTicket, submit_brief
+from ._pool import BriefTicket, run_on_pool, submit_brief
 from ._spawn import Child, spawn
 from ._threads import Done, Interrupt, call_on_spawner, run_on_spawner
 from ._tree import Containment, StepTree, shared_containment
@@ -202,13 +202,18 @@ class LocalProcess:
         return launch.stdin is None and self._tree.group is None and launch.limits is NO_LIMITS
 
     async def _spawn(self) -> tuple[Child, bool]:
-        """Start the child on a spawner thread; also whether it already ended there, silently
-        (:mod:`._early`: only a step the loop need not attend to right after its start)."""
-        launch, tree = self._launch, self._tree
+        """Start the child on the pool of C threads (a brief step, where it is built) or a
+        spawner thread; also whether it already ended there, silently (:mod:`._early`: only a
+        step the loop need not attend to right after its start)."""
+        launch = self._launch
         interrupt = Interrupt() if self.brief else None
-        child, ended = await run_on_spawner(
-            functools.partial(_spawn_in, tree, launch, self._env, interrupt), interrupt
-        )
+        call = functools.partial(_spawn_in, self._tree, launch, self._env, interrupt)
+        started = None
+        if interrupt is not None:
+            started = await run_on_pool(launch.argv, self._env, launch.cwd, interrupt, call)
+        if started is None:
+            started = await run_on_spawner(call, interrupt)
+        child, ended = started
         self.spawned(child, ended)
         return child, ended
 

@@ -18,6 +18,7 @@ threads end with the run (the system task closes it).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
@@ -28,7 +29,7 @@ import trio
 from . import _early, _spawn
 from ._threads import Done, Interrupt, call_on_spawner
 
-__all__ = ["THREADS", "BriefTicket", "submit_brief"]
+__all__ = ["THREADS", "BriefTicket", "run_on_pool", "submit_brief"]
 
 THREADS: Final = 6
 """The pool's threads: brief starts and waits that may overlap. Each holds its thread for its
@@ -131,3 +132,28 @@ def submit_brief(
     except ValueError:  # an embedded NUL: the Python start says so
         return None
     return BriefTicket(pool, token, interrupt)
+
+
+async def run_on_pool(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    interrupt: Interrupt,
+    fallback: Callable[[], tuple[_spawn.Child, bool]],
+) -> tuple[_spawn.Child, bool] | None:
+    """:func:`submit_brief` for a task that awaits the outcome, as
+    :func:`~._threads.run_on_spawner` awaits a spawner's call: never abandoned (a cancel
+    requests the ticket and waits for the child, which is handed over to be stopped; the cancel
+    lands at the caller's next checkpoint). None: the pool cannot take it."""
+    task = trio.lowlevel.current_task()
+    done = functools.partial(trio.lowlevel.reschedule, task)
+    ticket = submit_brief(argv, env, cwd, interrupt, done, fallback)
+    if ticket is None:
+        return None
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        ticket.request()
+        return trio.lowlevel.Abort.FAILED  # the outcome reschedules us
+
+    started: tuple[_spawn.Child, bool] = await trio.lowlevel.wait_task_rescheduled(abort)
+    return started
