@@ -1,10 +1,11 @@
-"""The C start of a brief step (``runners/_briefc.c`` through ``_early.start_brief``).
+"""The C start of a brief step (``runners/_briefc.c``): its child and its wait.
 
 What must hold: the child it starts is set up exactly as the Python start sets it up (fds 0-2
 only, a new session, signals at their defaults and none blocked, the environment, the cwd, the
 arguments byte for byte); its wait answers as the Python wait does (a silent end, output, the
 time up, a cancel, pipes closed before the exit); a start that fails leaves nothing behind and
-hands over to the Python start, which says why. Timeouts only turn a hang into a failure.
+is told with its errno, and a step's start that fails is made again by the Python start, which
+says why. The pool's own mechanics: ``test_pool.py``. Timeouts only turn a hang into a failure.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import contextlib
 import os
 import pathlib
 import re
+import select
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,6 @@ import trio
 from stepline.runners import _base, _early, _local, _pool, _spawn
 from stepline.runners._base import Launch, ProcessStartError
 from stepline.runners._local import LocalRunner
-from stepline.runners._threads import Interrupt
 
 from .conftest import require_brief_c
 
@@ -44,104 +44,133 @@ def built() -> None:
 
 @contextmanager
 def started(
-    argv: list[str], interrupt: Interrupt | None = None, **launch: str | dict[str, str]
-) -> Iterator[tuple[_spawn.Child, bool]]:
-    """``start_brief`` of ``argv`` (with ``env`` and ``cwd`` from ``launch``); the child is
-    killed and reaped at the end of the block."""
-    env = launch.get("env")
-    cwd = launch.get("cwd")
-    assert env is None or isinstance(env, dict)
-    assert cwd is None or isinstance(cwd, str)
-    result = _early.start_brief(argv, env, cwd, interrupt or Interrupt())
-    assert result is not None, "the C start handed over to the Python one"
-    child, ended = result
+    argv: list[str], *, cwd: str | None = None, wait_ms: int = int(HANG * 1000)
+) -> Iterator[tuple[Any, int, int, int, int]]:
+    """``argv`` started by a pool of one C thread: the pool and the outcome (pid, stdout and
+    stderr fds, outcome, errno); the child, if any, is killed and reaped at the end."""
+    pool = _briefc_pool(1)
+    paths = _spawn.brief_start(argv, None, cwd)
+    assert paths is not None
+    pool.submit(1, argv, paths[0], None, cwd, _spawn.devnull(), wait_ms)
     try:
-        yield child, ended
+        [(_, pid, out, err, result, error, _)] = _collect(pool, 1)
+        try:
+            yield pool, pid, out, err, result
+        finally:
+            for fd in (out, err):
+                if fd >= 0:
+                    os.close(fd)
+            if pid > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):  # the test reaped it
+                    os.waitpid(pid, 0)
+        del error
     finally:
-        if not ended:
-            os.kill(child.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):  # the test reaped it
-            os.waitpid(child.pid, 0)
-        child.close()
+        pool.close()
 
 
-@pytest.fixture
-def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_early, "WAIT", HANG)
+def _briefc_pool(threads: int) -> Any:
+    from stepline.runners import _briefc
+
+    return _briefc.Pool(threads)
 
 
-@pytest.mark.usefixtures("long_wait")
+def _collect(pool: Any, count: int) -> list[tuple[int, ...]]:
+    got: list[tuple[int, ...]] = []
+    while len(got) < count:
+        assert select.select([pool.fileno()], [], [], HANG)[0], "no outcome came"
+        got += pool.collect()
+    return got
+
+
 def test_a_silent_child_ends_in_the_call_and_is_left_to_reap() -> None:
-    with started(["sh", "-c", "exit 7"]) as (child, ended):
-        assert ended
-        assert (child.stdout.fd, child.stderr.fd) == (-1, -1)  # closed: nothing to read
-        pid, status = os.waitpid(child.pid, os.WNOHANG)  # exited, not reaped
-        assert pid == child.pid
+    with started(["sh", "-c", "exit 7"]) as (_, pid, out, err, result):
+        assert (out, err, result) == (-1, -1, _spawn.ENDED)  # closed: nothing to read
+        reaped, status = os.waitpid(pid, os.WNOHANG)  # exited, not reaped
+        assert reaped == pid
         assert os.waitstatus_to_exitcode(status) == 7
 
 
-@pytest.mark.usefixtures("long_wait")
 def test_output_ends_the_wait_and_is_left_to_read() -> None:
-    with started(["sh", "-c", "echo out; echo err >&2; sleep 60"]) as (child, ended):
-        assert not ended
-        os.set_blocking(child.stdout.fd, True)
-        assert os.read(child.stdout.fd, 100) == b"out\n"
+    with started(["sh", "-c", "echo out; echo err >&2; sleep 60"]) as (_, _, out, _, result):
+        assert result == _spawn.RUNNING
+        assert os.read(out, 100) == b"out\n"
 
 
-def test_a_child_running_when_the_time_is_up_is_not_ended(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_early, "WAIT", 0.01)
-    with started(["sleep", "60"]) as (child, ended):
-        assert not ended
-        assert child.poll() is None
+def test_a_child_running_when_the_time_is_up_is_not_ended() -> None:
+    with started(["sleep", "60"], wait_ms=10) as (_, pid, _, _, result):
+        assert result == _spawn.RUNNING
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
 
 
-@pytest.mark.usefixtures("long_wait")
-@pytest.mark.parametrize("script", ["sleep 60", "exec >&- 2>&-; sleep 60"])
-def test_an_interrupt_during_the_wait_ends_it(script: str) -> None:
+@pytest.mark.parametrize("script", ["sleep 60.5151", "exec >&- 2>&-; sleep 60.5252"])
+def test_a_cancel_during_the_wait_ends_it(script: str) -> None:
     """On the pipes, and once they are closed, on the child's pidfd."""
-    interrupt = Interrupt()
-    answers: list[tuple[_spawn.Child, bool] | None] = []
-    argv = ["sh", "-c", script]
-    waiter = threading.Thread(
-        target=lambda: answers.append(_early.start_brief(argv, None, None, interrupt))
-    )
-    waiter.start()
-    while interrupt._fd < 0 and waiter.is_alive():  # noqa: SLF001 (armed: the call began)
-        threading.Event().wait(0.001)
-    threading.Event().wait(0.1)  # the second script is then past its pipes (either way: woken)
-    interrupt.request()
-    waiter.join(HANG)
-    [answer] = answers
-    assert answer is not None
-    child, ended = answer
+    pool = _briefc_pool(1)
     try:
-        assert not ended
-        assert child.poll() is None
+        argv = ["sh", "-c", script]
+        paths = _spawn.brief_start(argv, None, None)
+        assert paths is not None
+        pool.submit(1, argv, paths[0], None, None, _spawn.devnull(), int(HANG * 1000))
+        _until_running(script.rpartition(" ")[2])
+        pool.interrupt(1)
+        [(_, pid, out, err, result, _, _)] = _collect(pool, 1)
+        assert result == _spawn.WOKEN
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # running: the caller stops it
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(out)
+        os.close(err)
     finally:
-        os.kill(child.pid, signal.SIGKILL)
-        os.waitpid(child.pid, 0)
-        child.close()
+        pool.close()
 
 
-def test_an_interrupt_before_the_call_means_no_start() -> None:
-    interrupt = Interrupt()
-    interrupt.request()
-    assert _early.start_brief(["sleep", "60"], None, None, interrupt) is None
+def _until_running(marker: str) -> None:
+    """Until a ``sleep`` with ``marker`` in its arguments runs (its start is done, its wait under
+    way): a scan of ``/proc``."""
+    for _ in range(int(HANG * 100)):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if cmdline.startswith(b"sleep\0") and marker.encode() in cmdline:
+                return
+        select.select([], [], [], 0.01)
+    raise AssertionError(f"no sleep {marker} came")
 
 
-@pytest.mark.usefixtures("long_wait")
 def test_a_child_that_closed_its_pipes_is_waited_for_until_it_exits() -> None:
-    with started(["sh", "-c", "exec >&- 2>&-; sleep 0.2"]) as (_, ended):
-        assert ended
+    with started(["sh", "-c", "exec >&- 2>&-; sleep 0.2"]) as (_, _, _, _, result):
+        assert result == _spawn.ENDED
 
 
 @pytest.mark.parametrize(
-    ("argv", "cwd"),
-    [(["no-such-program-here"], None), (["true"], "/no/such/dir"), (["true", "x\0y"], None)],
-    ids=["missing program", "missing cwd", "NUL"],
+    ("argv", "cwd", "errno", "at_chdir"),
+    [(["/no/such/program"], None, 2, 0), (["true"], "/no/such/dir", 2, 1)],
+    ids=["missing program", "missing cwd"],
 )
-def test_a_failed_start_hands_over_to_the_python_start(argv: list[str], cwd: str | None) -> None:
-    assert _early.start_brief(argv, None, cwd, Interrupt()) is None
+def test_a_failed_start_is_told_with_its_errno(
+    argv: list[str], cwd: str | None, errno: int, at_chdir: int
+) -> None:
+    pool = _briefc_pool(1)
+    try:
+        pool.submit(1, argv, (argv[0].encode(),), None, cwd, _spawn.devnull(), 1000)
+        [(_, pid, _, _, result, error, where)] = _collect(pool, 1)
+        assert (pid, result, error, where) == (-1, -1, errno, at_chdir)
+    finally:
+        pool.close()
+
+
+def test_an_embedded_nul_is_refused_at_submit() -> None:
+    pool = _briefc_pool(1)
+    try:
+        with pytest.raises(ValueError, match="null"):
+            pool.submit(1, ["true", "x\0y"], (b"/bin/true",), None, None, _spawn.devnull(), 10)
+    finally:
+        pool.close()
 
 
 @pytest.mark.parametrize(
@@ -162,23 +191,19 @@ async def test_failed_starts_are_told_as_ever(
         await _base.run_process(LocalRunner(), Launch(argv, cwd=cwd))
 
 
-def test_a_program_that_moved_is_found_again(tmp_path: os.PathLike[str]) -> None:
-    """The remembered path fails (the program is gone from it): the call hands over, the
-    remembered path is forgotten, and the next start finds the program where it is now."""
-    first, second = os.path.join(tmp_path, "a"), os.path.join(tmp_path, "b")
+async def test_a_program_that_moved_is_found_again(tmp_path: pathlib.Path) -> None:
+    """The remembered path fails (the program is gone from it): the pool's start fails, the
+    path is forgotten, and the Python start finds the program where it is now."""
+    first, second = tmp_path / "a", tmp_path / "b"
     for directory in (first, second):
-        os.mkdir(directory)
-    program = os.path.join(first, "stepline-moved")
-    with open(program, "w") as f:
-        f.write("#!/bin/sh\nexit 0\n")
-    os.chmod(program, 0o755)
-    env = {"PATH": f"{first}:{second}"}
-    with started(["stepline-moved"], env=env):
-        pass
-    os.rename(program, os.path.join(second, "stepline-moved"))
-    assert _early.start_brief(["stepline-moved"], env, None, Interrupt()) is None
-    with started(["stepline-moved"], env=env):
-        pass
+        await trio.Path(directory).mkdir()
+    program = first / "stepline-moved"
+    await trio.Path(program).write_text("#!/bin/sh\nexit 0\n")
+    await trio.Path(program).chmod(0o755)
+    launch = Launch(["stepline-moved"], env={"PATH": f"{first}:{second}"})
+    assert (await _base.run_process(LocalRunner(), launch)).returncode == 0
+    await trio.Path(program).rename(second / "stepline-moved")
+    assert (await _base.run_process(LocalRunner(), launch)).returncode == 0
 
 
 PROBE = (
@@ -229,18 +254,21 @@ def test_a_parent_without_fds_0_to_2_gives_its_child_the_right_ones() -> None:
     """Started with fds 0-2 closed, the pipes and /dev/null may land on 0-2 themselves: the
     child must still get each where it belongs."""
     code = (
-        "import os, sys\n"
+        "import os, select, sys\n"
         "report = int(sys.argv[1])\n"
-        "from stepline.runners import _early, _forkexec, _spawn\n"
-        "from stepline.runners._threads import Interrupt\n"
-        "interrupt = Interrupt(); interrupt.arm(); interrupt.disarm()  # its pipe, made now\n"
+        "from stepline.runners import _briefc, _forkexec, _spawn\n"
         "_forkexec.vfork_holds(); _spawn.devnull()  # the probe and /dev/null, done now\n"
-        "for fd in (0, 1, 2): os.close(fd)  # so the pipes of the start land there\n"
         "argv = ['sh', '-c', 'echo out; cat; echo err >&2']\n"
-        "child, ended = _early.start_brief(argv, None, None, interrupt)\n"
-        "os.waitpid(child.pid, 0)\n"
-        "out = os.read(child.stdout.fd, 100); err = os.read(child.stderr.fd, 100)\n"
-        "os.write(report, repr((ended, out, err, child.stdout.fd, child.stderr.fd)).encode())\n"
+        "paths = _spawn.brief_start(argv, None, None)[0]\n"
+        "pool = _briefc.Pool(1)\n"
+        "while not pool.thread_ids(): select.select([], [], [], 0.01)  # its pipes made\n"
+        "for fd in (0, 1, 2): os.close(fd)  # so the pipes of the start land there\n"
+        "pool.submit(1, argv, paths, None, None, _spawn.devnull(), 10_000)\n"
+        "select.select([pool.fileno()], [], [], 10)\n"
+        "[(_, pid, out_fd, err_fd, result, _, _)] = pool.collect()\n"
+        "os.waitpid(pid, 0)\n"
+        "out = os.read(out_fd, 100); err = os.read(err_fd, 100)\n"
+        "os.write(report, repr((result, out, err, out_fd, err_fd)).encode())\n"
     )
     read_end, write_end = os.pipe()
     done = subprocess.run(
@@ -254,16 +282,16 @@ def test_a_parent_without_fds_0_to_2_gives_its_child_the_right_ones() -> None:
     with os.fdopen(read_end) as told:
         said = told.read()
     assert done.returncode == 0, done.stderr
-    ended, out, err, out_fd, err_fd = ast.literal_eval(said)
-    assert (ended, out, err) == (False, b"out\n", b"err\n")
+    result, out, err, out_fd, err_fd = ast.literal_eval(said)
+    assert (result, out, err) == (_spawn.RUNNING, b"out\n", b"err\n")
     assert min(out_fd, err_fd) < 3  # the case this test is for: a pipe did land on 0-2
 
 
 async def test_a_brief_step_through_run_process_uses_the_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``run_process`` of a silent step: ended by the pool of C threads (neither a spawner
-    thread nor the Python wait is asked)."""
+    """``run_process`` of a silent step: ended by the pool of C threads (the Python wait is
+    not asked)."""
     calls: list[str] = []
     real = _pool.run_on_pool
 
@@ -277,7 +305,6 @@ async def test_a_brief_step_through_run_process_uses_the_pool(
         return False
 
     monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
-    monkeypatch.setattr(_local, "start_brief", elsewhere)
     monkeypatch.setattr(_local, "ended_soon", elsewhere)
     monkeypatch.setattr(_early, "WAIT", HANG)
     with trio.fail_after(HANG):

@@ -53,10 +53,10 @@ class Sink:
 @pytest.fixture
 def endings(monkeypatch: pytest.MonkeyPatch, start: str) -> list[bool]:
     """What every early wait answered, in order, whichever start (``start``) made it: with the
-    C start, the pool's (``runners/_pool.py``), and a wait the Python way or the C call on a
-    spawner thread is a failure (the pool handed over)."""
+    C start, the pool's (``runners/_pool.py``), and a wait the Python way is a failure (the
+    pool handed over)."""
     answers: list[bool] = []
-    real_wait, real_start, real_pool = _early.ended_soon, _early.start_brief, _pool.run_on_pool
+    real_wait, real_pool = _early.ended_soon, _pool.run_on_pool
 
     def ended_soon(child: Any, interrupt: Interrupt, wait: float | None = None) -> bool:
         assert start == "Python start", "the C start fell back to the Python wait"
@@ -64,18 +64,13 @@ def endings(monkeypatch: pytest.MonkeyPatch, start: str) -> list[bool]:
         answers.append(answer)
         return answer
 
-    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        assert start == "Python start", "the pool handed over to a spawner thread"
-        return real_start(*args)
-
     async def run_on_pool(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        started = await real_pool(*args)
+        started: tuple[_spawn.Child, bool] | None = await real_pool(*args)
         if started is not None:
             answers.append(started[1])
         return started
 
     monkeypatch.setattr(_local, "ended_soon", ended_soon)
-    monkeypatch.setattr(_local, "start_brief", start_brief)
     monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
     return answers
 
@@ -109,20 +104,15 @@ async def _silent_step(
         answers.append(early and _early.ended_soon(child, interrupt, HANG))
         return answers[-1]
 
-    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        started = _early.start_brief(*args) if early else None  # refused: the Python start
-        if started is not None:
-            answers.append(started[1])
-        return started
-
     async def run_on_pool(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        started = await _pool.run_on_pool(*args) if early else None  # refused: as above
+        started: tuple[_spawn.Child, bool] | None = None  # refused: the Python way
+        if early:
+            started = await _pool.run_on_pool(*args)
         if started is not None:
             answers.append(started[1])
         return started
 
     monkeypatch.setattr(_local, "ended_soon", ended_soon)
-    monkeypatch.setattr(_local, "start_brief", start_brief)
     monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
     sink = Sink()
     result = await _base.run_process(LocalRunner(), Launch(["sh", "-c", script], output=sink))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from stepline.runners import _base, _early, _local, _spawn
+from stepline.runners import _base, _local, _spawn
 from stepline.runners._base import Launch, ProcessResult
 from stepline.runners._local import LocalRunner, ProcessGroups
 
@@ -24,10 +24,10 @@ HANG = 10.0  # seconds before a wait that should have been released counts as a 
 
 
 def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
-    """The start on a spawner thread (``spawn``, or the C call where it is used: the ``start``
-    fixture; the pool of C threads is kept out) calls ``before()`` first (the C call, which
-    cannot be held inside, right after it: the thread is as busy); returns the pids it starts."""
-    real_spawn, real_start = _spawn.spawn, _early.start_brief
+    """The start on a spawner thread (``spawn``) calls ``before()`` first; returns the pids it
+    starts. The pool of C threads is kept out: a slow start cannot be stood for in its C, and
+    its threads hold no GIL to hold the loop up with (``test_pool.py``)."""
+    real_spawn = _spawn.spawn
     pids: list[int] = []
 
     def spawn(*args: Any, **kwargs: Any) -> Any:
@@ -36,23 +36,14 @@ def patch_spawn(monkeypatch: pytest.MonkeyPatch, before: Any) -> list[int]:
         pids.append(child.pid)
         return child
 
-    def start_brief(*args: Any) -> tuple[_spawn.Child, bool] | None:
-        started = real_start(*args)
-        if started is not None:
-            pids.append(started[0].pid)
-            before()
-        return started
-
     async def run_on_pool(*_: object) -> None:
-        return None  # a slow start cannot be stood for in the pool's C: test the threads'
+        return None
 
     monkeypatch.setattr(_local, "spawn", spawn)
-    monkeypatch.setattr(_local, "start_brief", start_brief)
     monkeypatch.setattr(_local, "run_on_pool", run_on_pool)
     return pids
 
 
-@pytest.mark.usefixtures("start")
 async def test_the_loop_runs_while_a_process_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     loop_ran = threading.Event()
 
@@ -73,7 +64,6 @@ async def test_the_loop_runs_while_a_process_starts(monkeypatch: pytest.MonkeyPa
     assert [r.returncode for r in results] == [0]
 
 
-@pytest.mark.usefixtures("start")
 async def test_a_cancel_while_a_process_starts_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     spawning, release = threading.Event(), threading.Event()
 

@@ -1,12 +1,13 @@
-/* stepline.runners._briefc: a brief step's start and its wait for a silent end, in one call
- * that never holds the GIL meanwhile.
+/* stepline.runners._briefc: brief steps started, and waited for until a silent end, by threads
+ * of C that never take the GIL.
  *
- * Why C: on a spawner thread every system call gives up the interpreter lock and must take it
- * back, and the event loop holds it for most of each job's Python. A {"run": ["true"]} step
- * made about nine such round trips on its spawner (two pipes, the vfork, closing the child's
- * ends, the error pipe, the polls, waitid): the "GIL convoy" of NOTES.md, Performance,
- * "Session 11". Here they are one. The Python side (_spawn.spawn_brief, _early.start_brief)
- * decides when this may be used and turns the outcome into a Child; the rules are those of
+ * Why C: on a Python spawner thread every system call gives up the interpreter lock and must
+ * take it back, and the event loop holds it for most of each job's Python. A {"run": ["true"]}
+ * step made about nine such round trips on its spawner (two pipes, the vfork, closing the
+ * child's ends, the error pipe, the polls, waitid), and the thread took the GIL again to take
+ * the request and hand the result back: the "GIL convoy" of NOTES.md, Performance, "Session
+ * 10" and "Session 11". Here none: the Python side (_pool.py, _spawn.brief_start) decides when
+ * this may be used, submits, and turns each outcome into a Child; the rules are those of
  * _forkexec.py and _early.py.
  *
  * The child does what CPython's _posixsubprocess does for Popen(start_new_session=True,
@@ -35,8 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Bumped when the call's arguments or results change: _spawn.py refuses a stale build. */
-#define BRIEFC_API 2
+/* Bumped when the calls' arguments or results change: _spawn.py refuses a stale build. */
+#define BRIEFC_API 3
 
 enum stage { STAGE_NONE = 0, STAGE_SETUP = 1, STAGE_CHDIR = 2, STAGE_EXEC = 3 };
 enum outcome { FAILED = -1, RUNNING = 0, ENDED = 1, WOKEN = 2, SKIPPED = 3 };
@@ -217,26 +218,6 @@ encoded(PyObject *seq)
     return list;
 }
 
-/* NULL-terminated char* array over a sequence of str or bytes; *keep holds the bytes alive. */
-static char **
-cstrings(PyObject *seq, PyObject **keep)
-{
-    PyObject *list = encoded(seq);
-    if (list == NULL)
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    char **array = PyMem_Calloc((size_t)n + 1, sizeof(char *));
-    if (array == NULL) {
-        Py_DECREF(list);
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        array[i] = PyBytes_AS_STRING(PyList_GET_ITEM(list, i));
-    *keep = list;
-    return array;
-}
-
 struct parent {
     int out[2], err[2];
     pid_t pid;
@@ -288,85 +269,13 @@ start_and_wait(struct start *s, struct parent *p, int stdin_fd, int wake, int wa
     }
 }
 
-static PyObject *
-start_error(struct start *s, struct parent *p, PyObject *program, PyObject *cwd)
-{
-    int error = p->failed ? p->failed : s->error;
-    PyObject *filename = s->stage == STAGE_CHDIR ? cwd : s->stage == STAGE_EXEC ? program : NULL;
-    PyObject *args = filename != NULL ? Py_BuildValue("(isO)", error, strerror(error), filename)
-                                      : Py_BuildValue("(is)", error, strerror(error));
-    if (args != NULL) {
-        PyErr_SetObject(PyExc_OSError, args);
-        Py_DECREF(args);
-    }
-    return NULL;
-}
-
-PyDoc_STRVAR(start_brief_doc,
-"start_brief(argv, paths, env, cwd, program, stdin_fd, wake_fd, wait_ms)\n"
-"--\n\n"
-"Start argv in a new session with its output piped, trying each of paths; env is\n"
-"the whole environment as b'NAME=value' (None: ours), cwd str or None. Then wait up to\n"
-"wait_ms for its silent end, or until wake_fd is readable. Returns (pid, stdout_fd,\n"
-"stderr_fd, outcome): outcome 0 running (capture it), 1 ended silently (exited, not reaped;\n"
-"both fds -1), 2 woken. Raises OSError as Popen does (filename: program or cwd).");
-
-static PyObject *
-start_brief(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *argv_o, *paths_o, *env_o, *cwd_o, *program;
-    int stdin_fd, wake, wait_ms;
-    if (!PyArg_ParseTuple(args, "OOOOUiii:start_brief", &argv_o, &paths_o, &env_o, &cwd_o,
-                          &program, &stdin_fd, &wake, &wait_ms))
-        return NULL;
-    PyObject *keep_argv = NULL, *keep_paths = NULL, *keep_env = NULL, *cwd_b = NULL;
-    PyObject *result = NULL;
-    struct start s = {0};
-    struct parent p = {.pid = -1, .outcome = RUNNING};
-    char **argv = cstrings(argv_o, &keep_argv);
-    char **paths = argv == NULL ? NULL : cstrings(paths_o, &keep_paths);
-    char **envp = NULL;
-    if (paths == NULL || (env_o != Py_None && (envp = cstrings(env_o, &keep_env)) == NULL))
-        goto done;
-    if (argv[0] == NULL) {
-        PyErr_SetString(PyExc_ValueError, "empty argv");
-        goto done;
-    }
-    if (cwd_o != Py_None && !PyUnicode_FSConverter(cwd_o, &cwd_b))
-        goto done;
-    s.argv = argv;
-    s.paths = paths;
-    s.npaths = PyList_GET_SIZE(keep_paths);
-    s.envp = envp;
-    s.cwd = cwd_b == NULL ? NULL : PyBytes_AS_STRING(cwd_b);
-    Py_BEGIN_ALLOW_THREADS
-    start_and_wait(&s, &p, stdin_fd, wake, wait_ms, NULL);
-    Py_END_ALLOW_THREADS
-    if (p.failed || s.stage != STAGE_NONE)
-        result = start_error(&s, &p, program, cwd_o);
-    else
-        result = Py_BuildValue("(iiii)", (int)p.pid, p.out[0], p.err[0], (int)p.outcome);
-done:
-    PyMem_Free(argv);
-    PyMem_Free(paths);
-    PyMem_Free(envp);
-    Py_XDECREF(keep_argv);
-    Py_XDECREF(keep_paths);
-    Py_XDECREF(keep_env);
-    Py_XDECREF(cwd_b);
-    return result;
-}
-
-
-/* ---- The pool: threads of C that start brief steps with no Python at all ----
+/* ---- The pool ----
  *
- * start_brief still runs on a Python spawner thread, which takes the GIL to take each request,
- * to call, and to hand the result back: per job a few round trips behind the event loop. A
- * Pool's threads never take it. The event loop submits (the request's strings copied into one
- * block), a thread starts and waits as start_brief does, appends the outcome to the done list
- * and, if the list was empty, writes a byte to the pool's notify pipe; the loop, woken by it,
- * collects every outcome at once. A cancel marks its request (by token) and writes the wake-up
- * pipe of the thread running it. One Pool per trio run (_pool.py); its threads end at close. */
+ * The event loop submits (the request's strings copied into one block); a thread starts the
+ * child and waits (start_and_wait), appends the outcome to the done list and, if the list was
+ * empty, writes a byte to the pool's notify pipe; the loop, woken by it, collects every outcome
+ * at once. A cancel marks its request (by token) and writes the wake-up pipe of the thread
+ * running it. One Pool per trio run (_pool.py); its threads end at close. */
 
 #define POOL_MAX_THREADS 16
 
@@ -624,8 +533,9 @@ request_new(PyObject *argv, PyObject *paths, PyObject *env, PyObject *cwd)
 PyDoc_STRVAR(pool_submit_doc,
 "submit(token, argv, paths, env, cwd, stdin_fd, wait_ms)\n"
 "--\n\n"
-"Queue a start_brief (the same arguments but program and wake_fd); its outcome comes back\n"
-"from collect() under token.");
+"Queue a start: argv (str or bytes) in a new session with its output piped, trying each of\n"
+"paths; env the whole environment as b'NAME=value' (None: ours); cwd str or None; then a\n"
+"wait of up to wait_ms for its silent end. Its outcome comes from collect() under token.");
 
 static PyObject *
 pool_submit(PoolObject *self, PyObject *args)
@@ -709,9 +619,10 @@ pool_interrupt(PoolObject *self, PyObject *arg)
 PyDoc_STRVAR(pool_collect_doc,
 "collect()\n--\n\n"
 "Every outcome since the last collect, after draining the notify pipe: a list of (token, pid,\n"
-"stdout_fd, stderr_fd, outcome, errno, filename_is_cwd) where outcome is start_brief's (0, 1,\n"
-"2), 3 for skipped, or -1 for a failed start (errno; filename_is_cwd: 1 chdir, 0 exec, -1\n"
-"neither), as start_brief would have raised.");
+"stdout_fd, stderr_fd, outcome, errno, filename_is_cwd) where outcome is 0 running (capture\n"
+"it), 1 ended silently (exited, not reaped; both fds -1), 2 woken by a cancel,\n"
+"3 skipped (cancelled before its start), or -1 a failed start (errno; filename_is_cwd: 1\n"
+"chdir, 0 exec, -1 neither).");
 
 static PyObject *
 pool_collect(PoolObject *self, PyObject *Py_UNUSED(ignored))
@@ -809,21 +720,20 @@ static PyTypeObject PoolType = {
     .tp_name = "stepline.runners._briefc.Pool",
     .tp_basicsize = sizeof(PoolObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Pool(threads): C threads that run start_brief for the event loop (see above).",
+    .tp_doc = "Pool(threads): C threads that start brief steps for the event loop (see above).",
     .tp_new = pool_new,
     .tp_dealloc = (destructor)pool_dealloc,
     .tp_methods = pool_methods,
 };
 
 static PyMethodDef methods[] = {
-    {"start_brief", start_brief, METH_VARARGS, start_brief_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef briefc = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "stepline.runners._briefc",
-    .m_doc = "A brief step's start and wait, without the GIL (see _spawn.spawn_brief).",
+    .m_doc = "Brief steps started by threads of C, without the GIL (see _pool.py).",
     .m_size = -1,
     .m_methods = methods,
 };

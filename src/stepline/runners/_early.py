@@ -17,9 +17,9 @@ A cancel writes the wake-up pipe: the wait ends within microseconds, so a cancel
 up by it. Only steps with no stdin to feed, no limits and no cgroup wait here: those need the
 loop right after the start (rlimits, joining a cgroup, feeding).
 
-Where the C start is built (:func:`~._spawn.spawn_brief`), :func:`start_brief` does the start
-and this wait in one call without the GIL, by the same rules; :func:`ended_soon` is the wait
-everywhere else.
+Where the C start is built, the pool of C threads (:mod:`._pool`) starts such a step and waits
+the same way, by the same rules, without the GIL; :func:`ended_soon` is the wait of the Python
+start.
 """
 
 from __future__ import annotations
@@ -27,39 +27,16 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Mapping, Sequence
 from typing import Final
 
-from ._spawn import ENDED, WOKEN, Child, spawn_brief
+from ._spawn import Child
 from ._threads import Interrupt, drain_wake_pipe
 
-__all__ = ["WAIT", "ended_soon", "start_brief"]
+__all__ = ["WAIT", "ended_soon"]
 
 WAIT: Final = 0.005
 """How long a spawner thread waits for its child's end (seconds): a ``true`` takes about a
 millisecond here; a longer one then costs this much of a spawner's time, not of the CPU."""
-
-
-def start_brief(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, interrupt: Interrupt
-) -> tuple[Child, bool] | None:
-    """On a spawner thread: start the child and wait up to :data:`WAIT` for its silent end, in
-    C (:func:`~._spawn.spawn_brief`); the child, and whether it ended so. None: start it the
-    Python way, then :func:`ended_soon` (the C start is not built or not for this step, or a
-    cancel came first)."""
-    wake = interrupt.arm()
-    try:
-        if interrupt.requested:
-            return None
-        started = spawn_brief(argv, env, cwd, wake, WAIT)
-    finally:
-        interrupt.disarm()
-    if started is None:
-        return None
-    child, outcome = started
-    if outcome == WOKEN:
-        drain_wake_pipe(wake)
-    return child, outcome == ENDED
 
 
 def ended_soon(child: Child, interrupt: Interrupt, wait: float | None = None) -> bool:

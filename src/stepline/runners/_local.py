@@ -46,7 +46,7 @@ import trio
 from ..spec._limits import NO_LIMITS
 from ._base import Launch, ProcessResult, ProcessStartError
 from ._capture import communicate
-from ._early import ended_soon, start_brief
+from ._early import ended_soon
 from ._pool import BriefTicket, run_on_pool, submit_brief
 from ._spawn import Child, spawn
 from ._threads import Done, Interrupt, call_on_spawner, run_on_spawner
@@ -349,8 +349,6 @@ def _spawn_in(
     """On a spawner thread: fork and exec, the thread inside the step's cgroup meanwhile where
     the cgroup allows it (:meth:`StepTree.spawning`), so the child is born inside; then, given
     an ``interrupt``, a short wait for the child's silent end (:func:`._early.ended_soon`)."""
-    if interrupt is not None and (started := start_brief(launch.argv, env, launch.cwd, interrupt)):
-        return started
     piped_stdin = launch.stdin is not None
     if tree.group is None and launch.limits is NO_LIMITS:  # the common case: nothing to set
         child = spawn(launch.argv, env, launch.cwd, piped_stdin=piped_stdin)

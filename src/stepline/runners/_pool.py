@@ -1,12 +1,13 @@
-"""The run lane's brief starts on threads of C: no Python thread between the loop and the child.
+"""Brief starts on threads of C: no Python thread between the event loop and the child.
 
-:func:`~._spawn.spawn_brief` made a brief step's start and wait one call without the GIL, but it
-still runs on a Python spawner thread, which takes the GIL to take each request, to make the
-call and to hand the result back: per ``{"run": ["true"]}`` job a few round trips queued behind
-the event loop's Python (NOTES.md, Performance, "Session 11"). Here the event loop hands the
-request to a :class:`~._briefc.Pool`, whose threads never take the GIL; a system task of the
-trio run waits on the pool's notify pipe and hands every outcome that arrived meanwhile to its
-request's ``done``, on the event loop, as :mod:`._threads`' hand-over does.
+A brief step (nothing to feed, no limits, no cgroup: the kind :mod:`._early` waits for) started
+on a Python spawner thread cost about nine GIL round trips there, each queued behind the event
+loop's Python, and the thread took the GIL again to take the request and hand the result back
+(NOTES.md, Performance, "Session 11"). Here the event loop hands the request to a
+:class:`~._briefc.Pool`, whose threads never take the GIL; a system task of the trio run waits
+on the pool's notify pipe and hands every outcome that arrived meanwhile to its request's
+``done``, on the event loop, as :mod:`._threads`' hand-over does: the run lane's
+(:func:`submit_brief`) or a task's that awaits it (:func:`run_on_pool`).
 
 The rules are those of :mod:`._early`: a cancel marks the request (:class:`BriefTicket`), so it
 is not started if it has not been, and its wait ends if it is under way; the child, once

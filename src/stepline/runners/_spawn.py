@@ -38,23 +38,22 @@ __all__ = [
     "devnull",
     "forget_program",
     "spawn",
-    "spawn_brief",
 ]
 
 BRIEF_IN_C: Final = (
     _briefc is not None
-    and _briefc.API == 2
+    and _briefc.API == 3
     and _forkexec.AVAILABLE
     and not os.environ.get("STEPLINE_NO_C")
 )
-"""Whether the C start (:func:`spawn_brief`, :mod:`._pool`) is built here, matches this source
-(``API``), and is not turned off (``STEPLINE_NO_C=1``: every start the Python way)."""
+"""Whether the C start (:mod:`._pool`) is built here, matches this source (``API``), and is
+not turned off (``STEPLINE_NO_C=1``: every start the Python way)."""
 RUNNING: Final = 0
-"""A :func:`spawn_brief` outcome: the child runs or wrote something (capture it)."""
+"""A C start's outcome: the child runs or wrote something (capture it)."""
 ENDED: Final = 1
-"""A :func:`spawn_brief` outcome: the child exited silently (not reaped; no pipes left)."""
+"""A C start's outcome: the child exited silently (not reaped; no pipes left)."""
 WOKEN: Final = 2
-"""A :func:`spawn_brief` outcome: the wait ended on the wake-up fd (the caller drains it)."""
+"""A C start's outcome: a cancel ended the wait (the child runs: stop it)."""
 
 
 class Child:
@@ -212,44 +211,18 @@ def spawn(
     return Child(pid, popen, pipes)
 
 
-def spawn_brief(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None, wake: int, wait: float
-) -> tuple[Child, int] | None:
-    """:func:`spawn` and :func:`._early.ended_soon` in one C call (``_briefc.c``) that holds
-    the GIL for neither: the child, and the outcome of the wait for its silent end
-    (:data:`RUNNING`, :data:`ENDED`, :data:`WOKEN`). For a step with nothing to feed, no limits
-    and no cgroup, the only kind :mod:`._early` waits for.
-
-    None: do it the Python way (:func:`spawn`, which reports any error as ever): the C call
-    cannot make this start (:func:`brief_start`), or the start failed (it is then made again
-    the Python way, which tells why; a failed start left nothing behind: its child was reaped).
-    Why one call: on a spawner thread each system call gives up the GIL and waits to take it
-    back from the event loop, about nine of them a ``{"run": ["true"]}`` step (NOTES.md,
-    Performance, "Session 11")."""
-    start = brief_start(argv, env, cwd)
-    if start is None:
-        return None
-    paths, env_list = start
-    try:
-        pid, out, err, outcome = _briefc.start_brief(
-            argv, paths, env_list, cwd, argv[0], devnull(), wake, max(1, round(wait * 1e3))
-        )
-    except ValueError:  # an embedded NUL
-        return None
-    except OSError:
-        _PROGRAMS.forget(argv[0])  # it may have moved
-        return None
-    return brief_child(pid, out, err), outcome
-
-
 def brief_start(
     argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None
 ) -> tuple[tuple[bytes, ...], list[bytes] | None] | None:
-    """What the C start takes beside ``argv`` and ``cwd``: the program's paths to try and the
-    child's whole environment (None: ours); the audit event ``Popen`` raises, raised. None: the
-    C start cannot make this one (not built, a start here may not be a ``vfork``, whose
-    failures it tells in shared memory; the program not in :data:`_PROGRAMS`; a name with
-    ``=`` in ``env``): the Python start makes it, and says what is wrong."""
+    """What the C start (:mod:`._pool`) takes beside ``argv`` and ``cwd``: the program's paths
+    to try and the child's whole environment (None: ours); the audit event ``Popen`` raises,
+    raised. Why C: on a spawner thread each system call gives up the GIL and waits to take it
+    back from the event loop, about nine of them a ``{"run": ["true"]}`` step, and the thread
+    takes it again to take the request and hand the result back (NOTES.md, Performance,
+    "Session 11"). None: the C start cannot make this one (not built, a start here may not be
+    a ``vfork``, whose failures it tells in shared memory; the program not in
+    :data:`_PROGRAMS`; a name with ``=`` in ``env``): the Python start makes it, and says what
+    is wrong."""
     if not (BRIEF_IN_C and argv and _forkexec.vfork_holds()):
         return None
     _ENVIRONMENT.refresh()
