@@ -15,7 +15,6 @@ import contextlib
 import os
 import pathlib
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -31,8 +30,7 @@ from stepline.runners._base import Launch, ProcessStartError
 from stepline.runners._local import LocalRunner
 
 from .conftest import require_brief_c
-
-HANG = 10.0
+from .pool_tools import HANG, collect, new_pool, submit, until_running
 
 pytestmark = pytest.mark.usefixtures("built")
 
@@ -48,12 +46,10 @@ def started(
 ) -> Iterator[tuple[Any, int, int, int, int]]:
     """``argv`` started by a pool of one C thread: the pool and the outcome (pid, stdout and
     stderr fds, outcome, errno); the child, if any, is killed and reaped at the end."""
-    pool = _briefc_pool(1)
-    paths = _spawn.brief_start(argv, None, cwd)
-    assert paths is not None
-    pool.submit(1, argv, paths[0], None, cwd, _spawn.devnull(), wait_ms)
+    pool = new_pool(1)
+    submit(pool, 1, argv, wait_ms=wait_ms, cwd=cwd)
     try:
-        [(_, pid, out, err, result, error, _)] = _collect(pool, 1)
+        [(_, pid, out, err, result, error, _)] = collect(pool, 1)
         try:
             yield pool, pid, out, err, result
         finally:
@@ -68,20 +64,6 @@ def started(
         del error
     finally:
         pool.close()
-
-
-def _briefc_pool(threads: int) -> Any:
-    from stepline.runners import _briefc
-
-    return _briefc.Pool(threads)
-
-
-def _collect(pool: Any, count: int) -> list[tuple[int, ...]]:
-    got: list[tuple[int, ...]] = []
-    while len(got) < count:
-        assert select.select([pool.fileno()], [], [], HANG)[0], "no outcome came"
-        got += pool.collect()
-    return got
 
 
 def test_a_silent_child_ends_in_the_call_and_is_left_to_reap() -> None:
@@ -107,15 +89,13 @@ def test_a_child_running_when_the_time_is_up_is_not_ended() -> None:
 @pytest.mark.parametrize("script", ["sleep 60.5151", "exec >&- 2>&-; sleep 60.5252"])
 def test_a_cancel_during_the_wait_ends_it(script: str) -> None:
     """On the pipes, and once they are closed, on the child's pidfd."""
-    pool = _briefc_pool(1)
+    pool = new_pool(1)
     try:
         argv = ["sh", "-c", script]
-        paths = _spawn.brief_start(argv, None, None)
-        assert paths is not None
-        pool.submit(1, argv, paths[0], None, None, _spawn.devnull(), int(HANG * 1000))
-        _until_running(script.rpartition(" ")[2])
+        submit(pool, 1, argv)
+        until_running(script.rpartition(" ")[2])
         pool.interrupt(1)
-        [(_, pid, out, err, result, _, _)] = _collect(pool, 1)
+        [(_, pid, out, err, result, _, _)] = collect(pool, 1)
         assert result == _spawn.WOKEN
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # running: the caller stops it
         os.kill(pid, signal.SIGKILL)
@@ -124,22 +104,6 @@ def test_a_cancel_during_the_wait_ends_it(script: str) -> None:
         os.close(err)
     finally:
         pool.close()
-
-
-def _until_running(marker: str) -> None:
-    """Until a ``sleep`` with ``marker`` in its arguments runs (its start is done, its wait under
-    way): a scan of ``/proc``."""
-    for _ in range(int(HANG * 100)):
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
-            if cmdline.startswith(b"sleep\0") and marker.encode() in cmdline:
-                return
-        select.select([], [], [], 0.01)
-    raise AssertionError(f"no sleep {marker} came")
 
 
 def test_a_child_that_closed_its_pipes_is_waited_for_until_it_exits() -> None:
@@ -155,17 +119,17 @@ def test_a_child_that_closed_its_pipes_is_waited_for_until_it_exits() -> None:
 def test_a_failed_start_is_told_with_its_errno(
     argv: list[str], cwd: str | None, errno: int, at_chdir: int
 ) -> None:
-    pool = _briefc_pool(1)
+    pool = new_pool(1)
     try:
         pool.submit(1, argv, (argv[0].encode(),), None, cwd, _spawn.devnull(), 1000)
-        [(_, pid, _, _, result, error, where)] = _collect(pool, 1)
+        [(_, pid, _, _, result, error, where)] = collect(pool, 1)
         assert (pid, result, error, where) == (-1, -1, errno, at_chdir)
     finally:
         pool.close()
 
 
 def test_an_embedded_nul_is_refused_at_submit() -> None:
-    pool = _briefc_pool(1)
+    pool = new_pool(1)
     try:
         with pytest.raises(ValueError, match="null"):
             pool.submit(1, ["true", "x\0y"], (b"/bin/true",), None, None, _spawn.devnull(), 10)

@@ -23,8 +23,8 @@ from stepline.runners._base import Launch, ProcessStartError
 from stepline.runners._local import LocalProcess, LocalRunner
 
 from .conftest import require_brief_c
+from .pool_tools import HANG, collect, new_pool, submit, until_running
 
-HANG = 10.0
 SKIPPED, FAILED, WOKEN = 3, -1, _spawn.WOKEN
 
 pytestmark = pytest.mark.usefixtures("built")
@@ -40,47 +40,6 @@ def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_early, "WAIT", HANG)
 
 
-def _collect(pool: Any, count: int) -> list[tuple[int, ...]]:
-    """``count`` outcomes from ``pool``, waiting on its notify pipe."""
-    got: list[tuple[int, ...]] = []
-    while len(got) < count:
-        assert select.select([pool.fileno()], [], [], HANG)[0], "no outcome came"
-        got += pool.collect()
-    return got
-
-
-def _pool_class() -> Any:
-    from stepline.runners import _briefc
-
-    return _briefc.Pool
-
-
-def _submit(pool: Any, token: int, argv: list[str], wait_ms: int = 10_000, **kw: Any) -> None:
-    paths = _spawn.brief_start(argv, None, kw.get("cwd"))
-    assert paths is not None
-    pool.submit(token, argv, paths[0], None, kw.get("cwd"), _spawn.devnull(), wait_ms)
-
-
-def _until_running(marker: str) -> None:
-    """Until a child of ours runs with ``marker`` in its command line."""
-    for _ in range(int(HANG * 100)):
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/children") as f:
-                    children = f.read().split()
-            except OSError:
-                continue
-            for pid in children:
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        if marker.encode() in f.read():
-                            return
-                except OSError:
-                    continue
-        select.select([], [], [], 0.01)
-    raise AssertionError(f"no child {marker} came")
-
-
 def _kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -89,14 +48,14 @@ def _kill(pid: int) -> None:
 def test_a_cancel_before_the_start_means_none_and_during_the_wait_ends_it() -> None:
     """One thread, busy waiting for the first request's child: the second waits in the queue,
     where a cancel means it is never started; the first one's cancel ends its wait."""
-    pool = _pool_class()(1)
+    pool = new_pool(1)
     try:
-        _submit(pool, 1, ["sleep", "60.4747"])
-        _submit(pool, 2, ["true"])
-        _until_running("60.4747")  # the thread is busy with the first: the second is queued
+        submit(pool, 1, ["sleep", "60.4747"])
+        submit(pool, 2, ["true"])
+        until_running("60.4747")  # the thread is busy with the first: the second is queued
         pool.interrupt(2)
         pool.interrupt(1)
-        got = sorted(_collect(pool, 2))
+        got = sorted(collect(pool, 2))
         (first, pid, out, err, result, _, _), second = got
         assert (first, result) == (1, WOKEN)
         assert (second[0], second[4]) == (2, SKIPPED)
@@ -108,12 +67,12 @@ def test_a_cancel_before_the_start_means_none_and_during_the_wait_ends_it() -> N
 
 
 def test_outcomes_tell_a_silent_end_output_and_a_failed_start(tmp_path: Any) -> None:
-    pool = _pool_class()(2)
+    pool = new_pool(2)
     try:
-        _submit(pool, 1, ["sh", "-c", "exit 4"])
-        _submit(pool, 2, ["sh", "-c", "echo hi"])
-        _submit(pool, 3, ["true"], cwd=str(tmp_path / "gone"))
-        by_token = {item[0]: item for item in _collect(pool, 3)}
+        submit(pool, 1, ["sh", "-c", "exit 4"])
+        submit(pool, 2, ["sh", "-c", "echo hi"])
+        submit(pool, 3, ["true"], cwd=str(tmp_path / "gone"))
+        by_token = {item[0]: item for item in collect(pool, 3)}
         _, pid, out, err, result, _, _ = by_token[1]
         assert (out, err, result) == (-1, -1, _spawn.ENDED)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 4  # left to us to reap
@@ -130,7 +89,7 @@ def test_outcomes_tell_a_silent_end_output_and_a_failed_start(tmp_path: Any) -> 
 
 
 def test_closing_ends_the_threads() -> None:
-    pool = _pool_class()(3)
+    pool = new_pool(3)
     for _ in range(int(HANG * 100)):  # each thread records its id once it runs
         if len(tids := pool.thread_ids()) == 3:
             break
@@ -150,7 +109,7 @@ def test_closing_ends_the_threads() -> None:
 def test_a_forked_child_drops_its_copy_without_the_lock() -> None:
     """A fork copies no threads, and one of them may hold the lock: the child's copy must be
     dropped without taking it."""
-    pool = _pool_class()(1)
+    pool = new_pool(1)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
