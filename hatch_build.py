@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sysconfig
 import tempfile
@@ -40,11 +41,18 @@ class BriefCBuildHook(BuildHookInterface):
                 build_data["pure_python"] = False
                 build_data["infer_tag"] = True
             return
-        built = Path(tempfile.mkdtemp(prefix="stepline-build-")) / Path(name).name
+        self._scratch = tempfile.mkdtemp(prefix="stepline-build-")  # gone in finalize
+        built = Path(self._scratch) / Path(name).name
         if self._compile(built):
             build_data["force_include"][str(built)] = name
             build_data["pure_python"] = False
             build_data["infer_tag"] = True
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        """The wheel holds its copy of the module now: remove the scratch directory."""
+        scratch = getattr(self, "_scratch", None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _compile(self, target: Path) -> bool:
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
