@@ -1,5 +1,5 @@
-"""Helpers of the C start's tests (``test_briefc.py``, ``test_pool.py``): a pool of C threads
-driven directly, its outcomes waited for, a started child found in ``/proc``."""
+"""Helpers of the C start's tests (``test_briefc.py``, ``test_pool.py``): the C module, a pool of
+C threads driven directly, its outcomes waited for, a started child found in ``/proc``."""
 
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ from stepline.runners import _spawn
 HANG = 10.0  # seconds before a wait that should have ended counts as a hang
 
 
-def new_pool(threads: int) -> Any:
-    """A ``_briefc.Pool`` (imported here: only where it is built, ``require_brief_c``)."""
+def briefc() -> Any:
+    """The C module (imported here: only where it is built, ``require_brief_c``), for its
+    ``Pool`` and its outcome constants."""
     from stepline.runners import _briefc
 
-    return _briefc.Pool(threads)
+    return _briefc
+
+
+def new_pool(threads: int) -> Any:
+    """A ``_briefc.Pool`` of ``threads`` threads."""
+    return briefc().Pool(threads)
 
 
 def submit(

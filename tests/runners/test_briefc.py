@@ -29,15 +29,9 @@ from stepline.runners import _base, _early, _local, _pool, _spawn
 from stepline.runners._base import Launch, ProcessStartError
 from stepline.runners._local import LocalRunner
 
-from .conftest import require_brief_c
-from .pool_tools import HANG, collect, new_pool, submit, until_running
+from .pool_tools import HANG, briefc, collect, new_pool, submit, until_running
 
-pytestmark = pytest.mark.usefixtures("built")
-
-
-@pytest.fixture
-def built() -> None:
-    require_brief_c()
+pytestmark = pytest.mark.usefixtures("brief_c")
 
 
 @contextmanager
@@ -68,7 +62,7 @@ def started(
 
 def test_a_silent_child_ends_in_the_call_and_is_left_to_reap() -> None:
     with started(["sh", "-c", "exit 7"]) as (_, pid, out, err, result):
-        assert (out, err, result) == (-1, -1, _spawn.ENDED)  # closed: nothing to read
+        assert (out, err, result) == (-1, -1, briefc().ENDED)  # closed: nothing to read
         reaped, status = os.waitpid(pid, os.WNOHANG)  # exited, not reaped
         assert reaped == pid
         assert os.waitstatus_to_exitcode(status) == 7
@@ -76,13 +70,13 @@ def test_a_silent_child_ends_in_the_call_and_is_left_to_reap() -> None:
 
 def test_output_ends_the_wait_and_is_left_to_read() -> None:
     with started(["sh", "-c", "echo out; echo err >&2; sleep 60"]) as (_, _, out, _, result):
-        assert result == _spawn.RUNNING
+        assert result == briefc().RUNNING
         assert os.read(out, 100) == b"out\n"
 
 
 def test_a_child_running_when_the_time_is_up_is_not_ended() -> None:
     with started(["sleep", "60"], wait_ms=10) as (_, pid, _, _, result):
-        assert result == _spawn.RUNNING
+        assert result == briefc().RUNNING
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)
 
 
@@ -96,7 +90,7 @@ def test_a_cancel_during_the_wait_ends_it(script: str) -> None:
         until_running(script.rpartition(" ")[2])
         pool.interrupt(1)
         [(_, pid, out, err, result, _, _)] = collect(pool, 1)
-        assert result == _spawn.WOKEN
+        assert result == briefc().WOKEN
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # running: the caller stops it
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -108,7 +102,7 @@ def test_a_cancel_during_the_wait_ends_it(script: str) -> None:
 
 def test_a_child_that_closed_its_pipes_is_waited_for_until_it_exits() -> None:
     with started(["sh", "-c", "exec >&- 2>&-; sleep 0.2"]) as (_, _, _, _, result):
-        assert result == _spawn.ENDED
+        assert result == briefc().ENDED
 
 
 @pytest.mark.parametrize(
@@ -247,7 +241,7 @@ def test_a_parent_without_fds_0_to_2_gives_its_child_the_right_ones() -> None:
         said = told.read()
     assert done.returncode == 0, done.stderr
     result, out, err, out_fd, err_fd = ast.literal_eval(said)
-    assert (result, out, err) == (_spawn.RUNNING, b"out\n", b"err\n")
+    assert (result, out, err) == (briefc().RUNNING, b"out\n", b"err\n")
     assert min(out_fd, err_fd) < 3  # the case this test is for: a pipe did land on 0-2
 
 

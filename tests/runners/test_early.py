@@ -75,13 +75,6 @@ def endings(monkeypatch: pytest.MonkeyPatch, start: str) -> list[bool]:
     return answers
 
 
-@pytest.fixture
-def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A wait that only a hang outlasts: a loaded machine may take longer than ``WAIT`` to run
-    even ``sh -c 'exit 3'``, and then the step is (rightly) captured on the loop."""
-    monkeypatch.setattr(_early, "WAIT", HANG)
-
-
 @pytest.mark.usefixtures("long_wait")
 async def test_a_silent_step_that_exits_at_once_ends_on_the_thread(endings: list[bool]) -> None:
     sink = Sink()

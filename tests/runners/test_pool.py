@@ -18,26 +18,13 @@ import outcome
 import pytest
 import trio
 
-from stepline.runners import _early, _local, _pool, _spawn
+from stepline.runners import _local, _pool
 from stepline.runners._base import Launch, ProcessStartError
 from stepline.runners._local import LocalProcess, LocalRunner
 
-from .conftest import require_brief_c
-from .pool_tools import HANG, collect, new_pool, submit, until_running
+from .pool_tools import HANG, briefc, collect, new_pool, submit, until_running
 
-SKIPPED, FAILED, WOKEN = 3, -1, _spawn.WOKEN
-
-pytestmark = pytest.mark.usefixtures("built")
-
-
-@pytest.fixture
-def built() -> None:
-    require_brief_c()
-
-
-@pytest.fixture
-def long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_early, "WAIT", HANG)
+pytestmark = pytest.mark.usefixtures("brief_c")
 
 
 def _kill(pid: int) -> None:
@@ -57,8 +44,8 @@ def test_a_cancel_before_the_start_means_none_and_during_the_wait_ends_it() -> N
         pool.interrupt(1)
         got = sorted(collect(pool, 2))
         (first, pid, out, err, result, _, _), second = got
-        assert (first, result) == (1, WOKEN)
-        assert (second[0], second[4]) == (2, SKIPPED)
+        assert (first, result) == (1, briefc().WOKEN)
+        assert (second[0], second[4]) == (2, briefc().SKIPPED)
         os.close(out)
         os.close(err)
         _kill(pid)
@@ -74,16 +61,16 @@ def test_outcomes_tell_a_silent_end_output_and_a_failed_start(tmp_path: Any) -> 
         submit(pool, 3, ["true"], cwd=str(tmp_path / "gone"))
         by_token = {item[0]: item for item in collect(pool, 3)}
         _, pid, out, err, result, _, _ = by_token[1]
-        assert (out, err, result) == (-1, -1, _spawn.ENDED)
+        assert (out, err, result) == (-1, -1, briefc().ENDED)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 4  # left to us to reap
         _, pid, out, err, result, _, _ = by_token[2]
-        assert result == _spawn.RUNNING
+        assert result == briefc().RUNNING
         os.waitpid(pid, 0)
         assert os.read(out, 10) == b"hi\n"
         os.close(out)
         os.close(err)
         _, pid, out, err, result, error, where = by_token[3]
-        assert (pid, result, error, where) == (-1, FAILED, 2, 1)  # ENOENT, at the chdir
+        assert (pid, result, error, where) == (-1, briefc().FAILED, 2, 1)  # ENOENT, at the chdir
     finally:
         pool.close()
 

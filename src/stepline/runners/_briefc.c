@@ -37,9 +37,10 @@
 #include <unistd.h>
 
 /* Bumped when the calls' arguments or results change: _spawn.py refuses a stale build. */
-#define BRIEFC_API 3
+#define BRIEFC_API 4
 
 enum stage { STAGE_NONE = 0, STAGE_SETUP = 1, STAGE_CHDIR = 2, STAGE_EXEC = 3 };
+/* A start's outcome, as collect() tells it (and the module exports, for _pool.py). */
 enum outcome { FAILED = -1, RUNNING = 0, ENDED = 1, WOKEN = 2, SKIPPED = 3 };
 
 struct start {
@@ -229,7 +230,7 @@ struct parent {
 static void
 start_and_wait(struct start *s, struct parent *p, int stdin_fd, int wake, int wait_ms,
                const sigset_t *child_mask)
-{
+{ /* child_mask: the mask the child execs with (the pool's threads block every signal) */
     sigset_t all, old;
     if (pipe2(p->out, O_CLOEXEC) < 0) {
         p->failed = errno;
@@ -246,7 +247,7 @@ start_and_wait(struct start *s, struct parent *p, int stdin_fd, int wake, int wa
     s->fds[2] = p->err[1];
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); /* no handler of ours may run in the child */
-    s->mask = child_mask != NULL ? child_mask : &old;
+    s->mask = child_mask;
     p->pid = vfork_exec(s);
     int vfork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -286,8 +287,7 @@ struct request {
     int stdin_fd, wait_ms;
     int interrupted;  /* a cancel came (under the lock) */
     int wake;         /* the running thread's wake-up pipe (write end), -1: not running */
-    struct parent result;
-    enum outcome outcome;
+    struct parent result; /* result.outcome: SKIPPED when never started */
     char *strings;    /* argv, paths, envp, cwd: one block */
 };
 
@@ -328,13 +328,6 @@ request_free(struct request *r)
     free(r);
 }
 
-static void
-run_request(struct shared *sh, struct request *r, int wake)
-{
-    start_and_wait(&r->start, &r->result, r->stdin_fd, wake, r->wait_ms, &sh->child_mask);
-    r->outcome = r->result.outcome;
-}
-
 static void *
 pool_thread(void *arg)
 {
@@ -359,12 +352,13 @@ pool_thread(void *arg)
             sh->todo_tail = NULL;
         r->next = NULL;
         if (r->interrupted) {
-            r->outcome = SKIPPED;
+            r->result.outcome = SKIPPED;
         } else {
             r->wake = wake[1];
             sh->running[slot] = r;
             pthread_mutex_unlock(&sh->lock);
-            run_request(sh, r, wake[0]);
+            start_and_wait(&r->start, &r->result, r->stdin_fd, wake[0], r->wait_ms,
+                           &sh->child_mask);
             pthread_mutex_lock(&sh->lock);
             sh->running[slot] = NULL;
             r->wake = -1;
@@ -464,23 +458,20 @@ pool_dealloc(PoolObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Copy a sequence of str or bytes into *at (advanced), the pointers into array. */
-static int
-copy_strings(PyObject *seq, char **array, char **at, size_t *room)
+/* Copy a list of bytes (encoded()) to *at (advanced past them), their pointers into array,
+ * NULL-terminated. The block was sized by strings_size: the copy always fits. */
+static void
+copy_strings(PyObject *list, char **array, char **at)
 {
-    Py_ssize_t n = PyList_GET_SIZE(seq);
+    Py_ssize_t n = PyList_GET_SIZE(list);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(seq, i);
+        PyObject *item = PyList_GET_ITEM(list, i);
         size_t size = (size_t)PyBytes_GET_SIZE(item) + 1;
-        if (size > *room)
-            return -1;
         memcpy(*at, PyBytes_AS_STRING(item), size);
         array[i] = *at;
         *at += size;
-        *room -= size;
     }
     array[n] = NULL;
-    return 0;
 }
 
 static size_t
@@ -509,17 +500,16 @@ request_new(PyObject *argv, PyObject *paths, PyObject *env, PyObject *cwd)
     size_t pointers = (size_t)(PyList_GET_SIZE(argv) + PyList_GET_SIZE(paths) + 2 +
                                (env ? PyList_GET_SIZE(env) + 1 : 0));
     char *at = block + pointers * sizeof(char *);
-    size_t room = size - pointers * sizeof(char *);
     r->start.argv = arrays;
-    copy_strings(argv, arrays, &at, &room);
+    copy_strings(argv, arrays, &at);
     arrays += PyList_GET_SIZE(argv) + 1;
     r->start.paths = arrays;
     r->start.npaths = PyList_GET_SIZE(paths);
-    copy_strings(paths, arrays, &at, &room);
+    copy_strings(paths, arrays, &at);
     arrays += PyList_GET_SIZE(paths) + 1;
     if (env) {
         r->start.envp = arrays;
-        copy_strings(env, arrays, &at, &room);
+        copy_strings(env, arrays, &at);
     }
     if (cwd) {
         memcpy(at, PyBytes_AS_STRING(cwd), (size_t)PyBytes_GET_SIZE(cwd) + 1);
@@ -587,8 +577,8 @@ done:
 
 PyDoc_STRVAR(pool_interrupt_doc,
 "interrupt(token)\n--\n\n"
-"A cancel: the request under token, if not started yet, is not started (its outcome is 3,\n"
-"skipped); if waiting, its wait ends (outcome 2, woken). Unknown or done: nothing.");
+"A cancel: the request under token, if not started yet, is not started (its outcome is\n"
+"SKIPPED); if waiting, its wait ends (WOKEN). Unknown or done: nothing.");
 
 static PyObject *
 pool_interrupt(PoolObject *self, PyObject *arg)
@@ -619,10 +609,10 @@ pool_interrupt(PoolObject *self, PyObject *arg)
 PyDoc_STRVAR(pool_collect_doc,
 "collect()\n--\n\n"
 "Every outcome since the last collect, after draining the notify pipe: a list of (token, pid,\n"
-"stdout_fd, stderr_fd, outcome, errno, filename_is_cwd) where outcome is 0 running (capture\n"
-"it), 1 ended silently (exited, not reaped; both fds -1), 2 woken by a cancel,\n"
-"3 skipped (cancelled before its start), or -1 a failed start (errno; filename_is_cwd: 1\n"
-"chdir, 0 exec, -1 neither).");
+"stdout_fd, stderr_fd, outcome, errno, filename_is_cwd) where outcome is RUNNING (capture\n"
+"it), ENDED silently (exited, not reaped; both fds -1), WOKEN by a cancel, SKIPPED\n"
+"(cancelled before its start), or FAILED (errno; filename_is_cwd: 1 chdir, 0 exec, -1\n"
+"neither): the module's constants.");
 
 static PyObject *
 pool_collect(PoolObject *self, PyObject *Py_UNUSED(ignored))
@@ -644,16 +634,16 @@ pool_collect(PoolObject *self, PyObject *Py_UNUSED(ignored))
         PyObject *item = NULL;
         if (list != NULL) {
             struct parent *p = &r->result;
-            int failed = r->outcome != SKIPPED && (p->failed || r->start.stage != STAGE_NONE);
+            int failed = p->outcome != SKIPPED && (p->failed || r->start.stage != STAGE_NONE);
             int error = p->failed ? p->failed : r->start.error;
             int where = r->start.stage == STAGE_CHDIR ? 1 : r->start.stage == STAGE_EXEC ? 0 : -1;
             if (failed)
                 item = Py_BuildValue("(Liiiiii)", r->token, -1, -1, -1, FAILED, error, where);
-            else if (r->outcome == SKIPPED)
+            else if (p->outcome == SKIPPED)
                 item = Py_BuildValue("(Liiiiii)", r->token, -1, -1, -1, SKIPPED, 0, -1);
             else
                 item = Py_BuildValue("(Liiiiii)", r->token, (int)p->pid, p->out[0], p->err[0],
-                                     (int)r->outcome, 0, -1);
+                                     (int)p->outcome, 0, -1);
             if (item == NULL || PyList_Append(list, item) < 0)
                 Py_CLEAR(list);
             Py_XDECREF(item);
@@ -744,8 +734,15 @@ PyInit__briefc(void)
     if (PyType_Ready(&PoolType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&briefc);
-    if (module != NULL && (PyModule_AddIntConstant(module, "API", BRIEFC_API) < 0 ||
-                           PyModule_AddObjectRef(module, "Pool", (PyObject *)&PoolType) < 0))
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(module, "API", BRIEFC_API) < 0 ||
+        PyModule_AddIntConstant(module, "FAILED", FAILED) < 0 ||
+        PyModule_AddIntConstant(module, "RUNNING", RUNNING) < 0 ||
+        PyModule_AddIntConstant(module, "ENDED", ENDED) < 0 ||
+        PyModule_AddIntConstant(module, "WOKEN", WOKEN) < 0 ||
+        PyModule_AddIntConstant(module, "SKIPPED", SKIPPED) < 0 ||
+        PyModule_AddObjectRef(module, "Pool", (PyObject *)&PoolType) < 0)
         Py_CLEAR(module);
     return module;
 }

@@ -3,6 +3,11 @@
 from collections.abc import Sequence
 
 API: int
+FAILED: int
+RUNNING: int
+ENDED: int
+WOKEN: int
+SKIPPED: int
 
 class Pool:
     def __init__(self, threads: int, /) -> None: ...

@@ -38,9 +38,6 @@ child's run (up to :data:`~._early.WAIT`), and, holding no GIL, costs only its s
 against 4 (the Python spawners' number) 1.04x, against 8 (one per worker) 1.01x, over 2,000
 ``true`` jobs (NOTES.md, Performance, "Session 11")."""
 
-_FAILED: Final = -1  # a collect() outcome: the start failed (errno and where beside it)
-_SKIPPED: Final = 3  # a collect() outcome: cancelled before its start
-
 
 class BriefTicket:
     """A request in the pool, for a cancel: :meth:`request` as :class:`~._threads.Interrupt`'s
@@ -62,6 +59,7 @@ class _RunPool:
     def __init__(self) -> None:
         from . import _briefc  # only where BRIEF_IN_C: built
 
+        self._briefc = _briefc  # its outcome constants, for _collect
         self._pool = _briefc.Pool(THREADS)
         self._waiting: dict[int, tuple[Done, Callable[[], object], str]] = {}
         self._tokens = itertools.count()
@@ -86,18 +84,19 @@ class _RunPool:
         self._pool.interrupt(token)
 
     async def _collect(self) -> None:
+        failed, skipped, ended = self._briefc.FAILED, self._briefc.SKIPPED, self._briefc.ENDED
         try:
             while True:
                 await trio.lowlevel.wait_readable(self._pool.fileno())
                 for token, pid, stdout, stderr, result, _, _ in self._pool.collect():
                     done, fallback, program = self._waiting.pop(token)
-                    if result in (_FAILED, _SKIPPED):
-                        if result == _FAILED:
+                    if result in (failed, skipped):
+                        if result == failed:
                             _spawn.forget_program(program)  # it may have moved
                         call_on_spawner(fallback, done)  # the Python start, which tells why
                         continue
                     child = _spawn.brief_child(pid, stdout, stderr)
-                    done(outcome.Value((child, result == _spawn.ENDED)))
+                    done(outcome.Value((child, result == ended)))
         finally:
             self._pool.close()
 

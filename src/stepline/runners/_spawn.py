@@ -29,9 +29,6 @@ except ImportError:
 
 __all__ = [
     "BRIEF_IN_C",
-    "ENDED",
-    "RUNNING",
-    "WOKEN",
     "Child",
     "brief_child",
     "brief_start",
@@ -42,18 +39,12 @@ __all__ = [
 
 BRIEF_IN_C: Final = (
     _briefc is not None
-    and _briefc.API == 3
+    and _briefc.API == 4
     and _forkexec.AVAILABLE
     and not os.environ.get("STEPLINE_NO_C")
 )
 """Whether the C start (:mod:`._pool`) is built here, matches this source (``API``), and is
 not turned off (``STEPLINE_NO_C=1``: every start the Python way)."""
-RUNNING: Final = 0
-"""A C start's outcome: the child runs or wrote something (capture it)."""
-ENDED: Final = 1
-"""A C start's outcome: the child exited silently (not reaped; no pipes left)."""
-WOKEN: Final = 2
-"""A C start's outcome: a cancel ended the wait (the child runs: stop it)."""
 
 
 class Child:
